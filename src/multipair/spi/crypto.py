@@ -156,14 +156,16 @@ def hmac_verify(key_hex: str, text: str, received: str, *, strict_case: bool = F
     the terminal side compares case-insensitively (§3.2).
     """
     try:
-        expected = hmac_sha256_hex(key_hex, text)
+        expected = hmac_sha256_hex(key_hex, text).encode("ascii")
+        # Encode before upper-casing: str.upper maps some non-ASCII characters
+        # to hex digits ('\ufb00' becomes 'FF'), which would make the
+        # signature malleable.
+        candidate = received.encode("ascii")
     except UnicodeEncodeError:
         return False
-    candidate = received if strict_case else received.upper()
-    try:
-        return _hmac.compare_digest(expected.encode("ascii"), candidate.encode("ascii"))
-    except UnicodeEncodeError:
-        return False
+    if not strict_case:
+        candidate = candidate.upper()
+    return _hmac.compare_digest(expected, candidate)
 
 
 def sha256_hex(data: bytes) -> str:

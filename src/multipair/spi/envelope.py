@@ -298,7 +298,14 @@ def _message_from(obj: Any) -> Message | str:
         return "message 'data' is neither an object nor null"
     datetime = obj.get("datetime")
     pos_counter = obj.get("pos_counter")
-    if isinstance(pos_counter, str) and pos_counter.isdigit():
+    if (
+        isinstance(pos_counter, str)
+        and 0 < len(pos_counter) <= 18
+        and pos_counter.isascii()
+        and pos_counter.isdigit()
+    ):
+        # Lenient: some terminals write numbers as strings. ASCII digits only
+        # (str.isdigit also accepts '²'), and bounded so int() cannot refuse.
         pos_counter = int(pos_counter)
     conn_id = obj.get("conn_id")
     pos_id = obj.get("pos_id")

@@ -1,0 +1,49 @@
+"""Helpers for driving sans-I/O sessions in tests: a fixed clock, terminal frames."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+from multipair.spi.crypto import Secrets
+from multipair.spi.envelope import Message, encode_frame, terminal_inner_json
+from multipair.spi.pos import PosInfo
+
+VECTOR_EPOCH = dt.datetime(2021, 6, 8, 5, 3, 32, 123000, tzinfo=dt.UTC).timestamp()
+
+TEST_POS_INFO = PosInfo(
+    pos_vendor_id="multipair-tests", pos_version="1.0.0", library_version="0.1.0"
+)
+
+
+class FixedCounter(random.Random):
+    """A Random whose randint always returns one value (the vectors pin pos_counter)."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def randint(self, a: int, b: int) -> int:
+        return self.value
+
+
+def epoch(iso: str) -> float:
+    """Seconds since the epoch for an ISO-8601 UTC time (``Z`` allowed)."""
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def terminal_frame(
+    event: str,
+    msg_id: str,
+    data: dict[str, Any] | None = None,
+    *,
+    secrets: Secrets | None,
+    conn_id: str | None = None,
+    datetime: str | None = "2021-06-08T15:03:33.000",
+) -> str:
+    """A frame as a terminal writes it: upper-case hex, no pos_id (§2.2)."""
+    inner = terminal_inner_json(
+        Message(id=msg_id, event=event, data=data, datetime=datetime, conn_id=conn_id)
+    )
+    return encode_frame(inner, secrets=secrets, upper_enc=True)
