@@ -1,0 +1,240 @@
+"""Service-wide settings, in one place (DESIGN.md "Configuration").
+
+Every setting is read from an environment variable ``MULTIPAIR_<NAME>`` and
+may be overridden by a caller (the CLI's options). Per-lane settings live in
+the lane's profile, not here.
+
+Variables, meanings and defaults:
+
+- ``MULTIPAIR_REDIS_URL``: ``redis://``, ``rediss://`` or ``unix://`` URL,
+  ACL user and password in it. Default unset: the caller starts an embedded
+  redis-server.
+- ``MULTIPAIR_PREFIX``: prefix of every Redis key. Default ``mp``.
+- ``MULTIPAIR_MASTER_KEY``: base64 of the 32-byte master key that seals the
+  lanes' secrets (``multipair keygen`` makes one). Default unset.
+- ``MULTIPAIR_MASTER_KEY_FILE``: a file holding that base64 text instead.
+  Default unset.
+- ``MULTIPAIR_POS_VENDOR_ID``: POS vendor id sent in ``set_pos_info``
+  (PROTOCOL.md §7.21). Default ``multipair``.
+- ``MULTIPAIR_POS_VERSION``: POS version sent in ``set_pos_info``. Default:
+  the package version.
+- ``MULTIPAIR_DEVICE_API_KEY``: key of the device-address service (§6.1);
+  without it no lane resolves its address automatically. Default unset.
+- ``MULTIPAIR_DEVICE_ADDRESS_ENV``: the device-address environment code
+  (§13.11), e.g. ``sb``. Default unset: chosen by test mode as the protocol
+  says.
+- ``MULTIPAIR_DEVICE_ADDRESS_BASE_URL``: a base URL that replaces the
+  device-address service (the simulator's fake one). Default unset.
+- ``MULTIPAIR_TLS_CA_FILE``: a CA bundle that ``wss://`` terminals are
+  verified against instead of the system store (the simulator's own CA).
+  Default unset.
+- ``MULTIPAIR_EVENTS_MAXLEN``: the approximate length each events stream is
+  trimmed to (``XADD ... MAXLEN ~``). Default ``10000``.
+- ``MULTIPAIR_HOST_ID``: this host's id in leases, ``mp:hosts`` and its
+  control stream. Default: the host name.
+- ``MULTIPAIR_LOG_FORMAT``: ``auto`` (JSON unless on a terminal), ``json`` or
+  ``console``. Default ``auto``.
+
+Rules this module keeps:
+
+- A bad value raises :class:`ConfigurationError` naming the variable, never a
+  bare ``ValueError``.
+- Overrides win over the environment; an override of ``None`` means "not
+  given" (so CLI options that were not used can be passed straight through).
+- The master key comes from at most one place: an override ``master_key`` or
+  ``master_key_file``, else ``MULTIPAIR_MASTER_KEY_FILE``, else
+  ``MULTIPAIR_MASTER_KEY``; both variables set at once is an error, since a
+  silent choice could seal with one key and open with another.
+- Neither the master key, the device API key nor a password in the Redis URL
+  appears in ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, cast
+
+from multipair import __version__
+from multipair.broker_schema.keys import validate_host_id, validate_prefix
+from multipair.exceptions import ConfigurationError, MultipairError
+from multipair.store.secrets_box import MasterKey
+
+__all__ = ["ENV_PREFIX", "LogFormat", "Settings"]
+
+ENV_PREFIX: Final = "MULTIPAIR_"
+
+LogFormat = Literal["auto", "json", "console"]
+
+_LOG_FORMATS: Final = ("auto", "json", "console")
+_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+_ENV_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}")
+_PASSWORD_IN_URL = re.compile(r"^([a-z]+://[^:/@]*:)[^@]*@")
+_PRINTABLE_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,63}")
+
+
+def _default_host_id() -> str:
+    return socket.gethostname() or "localhost"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Service-wide settings; build with :meth:`from_env`. See the module docstring table."""
+
+    redis_url: str | None = None
+    """``None``: the caller starts an embedded redis-server."""
+    prefix: str = "mp"
+    master_key: MasterKey | None = field(default=None, repr=False)
+    master_key_file: Path | None = None
+    """Where :attr:`master_key` was read from, if from a file."""
+    pos_vendor_id: str = "multipair"
+    pos_version: str = __version__
+    device_api_key: str | None = field(default=None, repr=False)
+    device_address_env: str | None = None
+    device_address_base_url: str | None = None
+    tls_ca_file: str | None = None
+    events_maxlen: int = 10_000
+    host_id: str = field(default_factory=_default_host_id)
+    log_format: LogFormat = "auto"
+
+    def __post_init__(self) -> None:
+        if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
+            raise ConfigurationError(
+                "MULTIPAIR_REDIS_URL must start with redis://, rediss:// or unix://"
+            )
+        _named("MULTIPAIR_PREFIX", validate_prefix, self.prefix)
+        _named("MULTIPAIR_HOST_ID", validate_host_id, self.host_id)
+        for name in ("pos_vendor_id", "pos_version"):
+            if not _PRINTABLE_ID.fullmatch(getattr(self, name)):
+                raise ConfigurationError(
+                    f"{_env(name)} must be 1-64 printable ASCII characters, "
+                    f"got {getattr(self, name)!r}"
+                )
+        if self.device_api_key is not None and not self.device_api_key.strip():
+            raise ConfigurationError("MULTIPAIR_DEVICE_API_KEY is empty")
+        if self.device_address_env is not None and not _ENV_CODE.fullmatch(self.device_address_env):
+            raise ConfigurationError(
+                "MULTIPAIR_DEVICE_ADDRESS_ENV must be letters, digits or '-' (max 32), "
+                f"got {self.device_address_env!r}"
+            )
+        if self.device_address_base_url is not None and not self.device_address_base_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigurationError(
+                "MULTIPAIR_DEVICE_ADDRESS_BASE_URL must start with http:// or https://"
+            )
+        if self.tls_ca_file is not None and not Path(self.tls_ca_file).is_file():
+            raise ConfigurationError(
+                f"MULTIPAIR_TLS_CA_FILE names no readable file: {self.tls_ca_file!r}"
+            )
+        if type(self.events_maxlen) is not int or self.events_maxlen < 1:
+            raise ConfigurationError(
+                f"MULTIPAIR_EVENTS_MAXLEN must be a whole number >= 1, got {self.events_maxlen!r}"
+            )
+        if self.log_format not in _LOG_FORMATS:
+            raise ConfigurationError(
+                f"MULTIPAIR_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}, "
+                f"got {self.log_format!r}"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``MULTIPAIR_*`` from ``environ`` (default ``os.environ``), then apply overrides.
+
+        ``overrides`` are field names with typed values (``events_maxlen=500``,
+        ``master_key_file=Path(...)``); ``None`` values are ignored.
+        """
+        env = os.environ if environ is None else environ
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigurationError(f"unknown setting {unknown[0]!r}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+
+        values: dict[str, Any] = {}
+        for name in names - {"master_key", "master_key_file", "events_maxlen"}:
+            text = env.get(_env(name))
+            if text is not None and text != "":
+                values[name] = text
+        maxlen = env.get("MULTIPAIR_EVENTS_MAXLEN")
+        if maxlen:
+            try:
+                values["events_maxlen"] = int(maxlen.strip(), 10)
+            except ValueError:
+                raise ConfigurationError(
+                    f"MULTIPAIR_EVENTS_MAXLEN must be a whole number, got {maxlen!r}"
+                ) from None
+        values.update(
+            {k: v for k, v in given.items() if k not in ("master_key", "master_key_file")}
+        )
+        values["master_key"], values["master_key_file"] = _master_key(env, given)
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value: object = getattr(self, f.name)
+            if f.name == "redis_url" and value is not None:
+                value = self.redis_url_for_logs()
+            elif f.name == "device_api_key" and value is not None:
+                value = "<set>"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def redis_url_for_logs(self) -> str | None:
+        """The Redis URL with any password replaced by ``***``."""
+        if self.redis_url is None:
+            return None
+        return _PASSWORD_IN_URL.sub(r"\1***@", self.redis_url)
+
+    def require_master_key(self) -> MasterKey:
+        """The master key, or :class:`ConfigurationError` saying how to provide one."""
+        if self.master_key is None:
+            raise ConfigurationError(
+                "no master key: set MULTIPAIR_MASTER_KEY (base64 of 32 bytes) or "
+                "MULTIPAIR_MASTER_KEY_FILE / --master-key-file; make one with `multipair keygen`"
+            )
+        return self.master_key
+
+
+def _env(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _named(variable: str, check: Callable[[Any], object], value: object) -> None:
+    try:
+        check(value)
+    except MultipairError as exc:
+        raise ConfigurationError(f"{variable}: {exc}") from None
+
+
+def _master_key(
+    env: Mapping[str, str], given: Mapping[str, Any]
+) -> tuple[MasterKey | None, Path | None]:
+    if "master_key" in given:
+        if "master_key_file" in given:
+            raise ConfigurationError("give the master key or a master key file, not both")
+        key = given["master_key"]
+        if not isinstance(key, MasterKey):
+            raise ConfigurationError("master_key must be a MasterKey")
+        return key, None
+    if "master_key_file" in given:
+        path = Path(cast(str, given["master_key_file"]))
+        return MasterKey.from_file(path), path
+    file_text = env.get("MULTIPAIR_MASTER_KEY_FILE") or None
+    key_text = env.get("MULTIPAIR_MASTER_KEY") or None
+    if file_text is not None and key_text is not None:
+        raise ConfigurationError(
+            "both MULTIPAIR_MASTER_KEY and MULTIPAIR_MASTER_KEY_FILE are set; keep one"
+        )
+    if file_text is not None:
+        path = Path(file_text)
+        return MasterKey.from_file(path), path
+    if key_text is not None:
+        return MasterKey.from_base64(key_text, source="MULTIPAIR_MASTER_KEY"), None
+    return None, None

@@ -1,0 +1,488 @@
+"""Transaction records and remembered command replies (DESIGN.md "Guarantees").
+
+A record ``mp:lane:{ID}:tx:{POS_REF_ID}`` is written *before* the request
+goes to the terminal and holds the final outcome, so a lane that restarts
+recovers instead of re-sending, and a repeated ``pos_ref_id`` never starts a
+second transaction. Its states form a table (``_ALLOWED``)::
+
+    requested ──> sent ──> awaiting_signature ──┐
+        │          │  ^──────────┘  ^            │
+        │          └──> awaiting_auth_code ──────┤
+        └───────────────────────────────────────> completed   (final)
+
+Any state but ``completed`` may go to ``completed``; ``sent`` and the two
+``awaiting_*`` states may go to each other (the terminal asks, the POS
+answers, the terminal goes on). Staying in the same state is allowed (a
+redelivered step). Anything else raises :class:`LocalProtocolError`.
+
+Rules this module keeps:
+
+- Every change is one Lua script on the lane's keys (one hash-tag slot), so
+  it is atomic against other lane processes: two callers creating the same
+  ``pos_ref_id`` get one record, and the first outcome to complete a record
+  is the one kept.
+- In-flight index: the set ``mp:lane:{ID}:txs_open`` holds the ``pos_ref_id``
+  of every record not completed; it is updated in the same script as the
+  record, so :meth:`TxStore.in_flight` needs no scan.
+- Retention: a completed record expires ``retention`` after completion
+  (default 30 days); in-flight records never expire. Every record is also
+  listed in the sorted set ``mp:lane:{ID}:txs`` (by creation time) so that
+  deleting a lane finds them all; its entries are pruned after twice the
+  retention.
+- Command replies: ``remember_command`` keeps the JSON reply to a
+  ``command_id`` for ``command_ttl`` (default 7 days) in the hash
+  ``mp:lane:{ID}:cmds``, aged by the sorted set ``mp:lane:{ID}:cmds_at``;
+  older ones are pruned on each write and never recalled.
+- ``complete`` can append the outcome event to the lane's events stream in
+  the same script, so an outcome is recorded and published together, once.
+- Not yet fenced by the lane lease: the lease format comes with the
+  supervisor; scripts will then take the lease key and token.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from multipair.broker_schema import (
+    COMMAND_TYPES,
+    Event,
+    Keys,
+    Reason,
+    TxResult,
+    event_from_json,
+    format_time,
+    is_valid_pos_ref_id,
+    parse_time,
+)
+from multipair.broker_schema.keys import validate_instance_id
+from multipair.exceptions import CommandError, InternalError, LocalProtocolError
+from multipair.store._redis import as_text, redis_errors
+
+__all__ = [
+    "DEFAULT_COMMAND_TTL",
+    "DEFAULT_TX_RETENTION",
+    "TxRecord",
+    "TxState",
+    "TxStore",
+]
+
+DEFAULT_TX_RETENTION: Final = _dt.timedelta(days=30)
+"""How long a completed transaction record is kept."""
+
+DEFAULT_COMMAND_TTL: Final = _dt.timedelta(days=7)
+"""How long the reply to a ``command_id`` is remembered."""
+
+
+class TxState(StrEnum):
+    """Where a transaction is (see the table in the module docstring)."""
+
+    REQUESTED = "requested"
+    """Recorded; the request has not gone to the terminal (or it is not known that it did)."""
+    SENT = "sent"
+    AWAITING_SIGNATURE = "awaiting_signature"
+    AWAITING_AUTH_CODE = "awaiting_auth_code"
+    COMPLETED = "completed"
+
+
+_ALLOWED: Final[dict[TxState, frozenset[TxState]]] = {
+    TxState.REQUESTED: frozenset({TxState.SENT, TxState.COMPLETED}),
+    TxState.SENT: frozenset(
+        {TxState.AWAITING_SIGNATURE, TxState.AWAITING_AUTH_CODE, TxState.COMPLETED}
+    ),
+    TxState.AWAITING_SIGNATURE: frozenset(
+        {TxState.SENT, TxState.AWAITING_AUTH_CODE, TxState.COMPLETED}
+    ),
+    TxState.AWAITING_AUTH_CODE: frozenset(
+        {TxState.SENT, TxState.AWAITING_SIGNATURE, TxState.COMPLETED}
+    ),
+    TxState.COMPLETED: frozenset(),
+}
+
+
+def _utc_ms(moment: _dt.datetime) -> _dt.datetime:
+    if moment.tzinfo is None:
+        raise InternalError("transaction record times must be aware")
+    utc = moment.astimezone(_dt.UTC)
+    return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+
+
+def _now() -> _dt.datetime:
+    return _utc_ms(_dt.datetime.now(_dt.UTC))
+
+
+def _ms(moment: _dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxRecord:
+    """One transaction as the lane recorded it (times in UTC, to the millisecond)."""
+
+    pos_ref_id: str
+    command_id: str
+    tx_type: str
+    """The command type that started it (``purchase``, ``refund``, ...)."""
+    amount_cents: int = 0
+    tip_cents: int = 0
+    cashout_cents: int = 0
+    surcharge_cents: int = 0
+    state: TxState = TxState.REQUESTED
+    result: TxResult | None = None
+    """Set when, and only when, ``state`` is ``completed``."""
+    outcome: bytes | None = None
+    """The JSON body of the ``transaction_completed`` event published for it."""
+    request_message_id: str | None = None
+    """The SPI message id of the request, once sent (for matching and recovery)."""
+    created_at: _dt.datetime = field(default_factory=_now)
+    updated_at: _dt.datetime | None = None
+    """Defaults to ``created_at``."""
+
+    def __post_init__(self) -> None:
+        if not is_valid_pos_ref_id(self.pos_ref_id):
+            raise CommandError(Reason.INVALID_VALUE, f"bad pos_ref_id {self.pos_ref_id!r}")
+        if not isinstance(self.command_id, str) or not self.command_id:
+            raise CommandError(Reason.INVALID_VALUE, "command_id must be a non-empty string")
+        if self.tx_type not in COMMAND_TYPES:
+            raise CommandError(Reason.INVALID_VALUE, f"unknown tx_type {self.tx_type!r}")
+        for name in ("amount_cents", "tip_cents", "cashout_cents", "surcharge_cents"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise CommandError(Reason.INVALID_VALUE, f"{name} must be cents >= 0")
+        object.__setattr__(self, "state", TxState(self.state))
+        if self.result is not None:
+            object.__setattr__(self, "result", TxResult(self.result))
+        if (self.state is TxState.COMPLETED) != (self.result is not None):
+            raise CommandError(
+                Reason.INVALID_VALUE, "a record has a result exactly when it is completed"
+            )
+        object.__setattr__(self, "created_at", _utc_ms(self.created_at))
+        updated = self.created_at if self.updated_at is None else _utc_ms(self.updated_at)
+        object.__setattr__(self, "updated_at", updated)
+
+    @property
+    def completed(self) -> bool:
+        """True once the outcome is recorded."""
+        return self.state is TxState.COMPLETED
+
+    def outcome_event(self) -> Event | None:
+        """The recorded outcome as an event, to answer a repeated command from the record."""
+        return None if self.outcome is None else event_from_json(self.outcome)
+
+
+def _to_args(record: TxRecord) -> list[str | bytes]:
+    values: dict[str, str | bytes] = {
+        "pos_ref_id": record.pos_ref_id,
+        "command_id": record.command_id,
+        "tx_type": record.tx_type,
+        "amount_cents": str(record.amount_cents),
+        "tip_cents": str(record.tip_cents),
+        "cashout_cents": str(record.cashout_cents),
+        "surcharge_cents": str(record.surcharge_cents),
+        "state": record.state.value,
+        "created_at": format_time(record.created_at),
+        "updated_at": format_time(record.updated_at or record.created_at),
+    }
+    if record.result is not None:
+        values["result"] = record.result.value
+    if record.outcome is not None:
+        values["outcome"] = record.outcome
+    if record.request_message_id is not None:
+        values["request_message_id"] = record.request_message_id
+    return [item for pair in values.items() for item in pair]
+
+
+def _from_flat(reply: Sequence[Any]) -> TxRecord:
+    """A record from a flat ``HGETALL`` array (Lua) or a mapping (redis-py)."""
+    raw: dict[str, Any] = {}
+    if isinstance(reply, Mapping):
+        raw = {as_text(k): v for k, v in reply.items()}
+    else:
+        raw = {as_text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
+    try:
+        outcome = raw.get("outcome")
+        return TxRecord(
+            pos_ref_id=as_text(raw["pos_ref_id"]),
+            command_id=as_text(raw["command_id"]),
+            tx_type=as_text(raw["tx_type"]),
+            amount_cents=int(as_text(raw["amount_cents"])),
+            tip_cents=int(as_text(raw["tip_cents"])),
+            cashout_cents=int(as_text(raw["cashout_cents"])),
+            surcharge_cents=int(as_text(raw["surcharge_cents"])),
+            state=TxState(as_text(raw["state"])),
+            result=TxResult(as_text(raw["result"])) if "result" in raw else None,
+            outcome=None
+            if outcome is None
+            else (outcome if isinstance(outcome, bytes) else as_text(outcome).encode()),
+            request_message_id=as_text(raw["request_message_id"])
+            if "request_message_id" in raw
+            else None,
+            created_at=parse_time(as_text(raw["created_at"]), "created_at"),
+            updated_at=parse_time(as_text(raw["updated_at"]), "updated_at"),
+        )
+    except (KeyError, ValueError, CommandError) as exc:
+        raise InternalError(f"a stored transaction record is malformed: {exc!r}") from exc
+
+
+# KEYS: tx, txs_open, txs. ARGV: pos_ref_id, created_ms, prune_before_ms, open (1/0), pairs...
+# Returns {created (1/0), HGETALL of the record as it is now}.
+_CREATE_IF_ABSENT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('HGETALL', KEYS[1])}
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if ARGV[4] == '1' then redis.call('SADD', KEYS[2], ARGV[1]) end
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[3])
+return {1, redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS: tx. ARGV: new state, updated_at, request_message_id or '', allowed previous states...
+# Returns {0, ''} when absent, {1, current} when not allowed, {2, HGETALL} when done.
+_UPDATE_STATE: Final = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {0, ''} end
+if cur ~= ARGV[1] then
+  local ok = false
+  for i = 4, #ARGV do
+    if ARGV[i] == cur then ok = true end
+  end
+  if not ok then return {1, cur} end
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'request_message_id', ARGV[3]) end
+return {2, redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS: tx, txs_open[, events]. ARGV: result, outcome, updated_at, pos_ref_id, ttl seconds
+# (0 = keep), maxlen ('' = untrimmed), then the event entry's field/value pairs.
+# Returns {0, ''} when absent, {1, HGETALL} when already completed (nothing published),
+# {2, HGETALL} when done (and the event appended to KEYS[3] when given).
+_COMPLETE: Final = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {0, ''} end
+if cur == 'completed' then return {1, redis.call('HGETALL', KEYS[1])} end
+redis.call('HSET', KEYS[1], 'state', 'completed', 'result', ARGV[1], 'outcome', ARGV[2],
+           'updated_at', ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[4])
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+if #KEYS == 3 then
+  if ARGV[6] == '' then
+    redis.call('XADD', KEYS[3], '*', unpack(ARGV, 7))
+  else
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 7))
+  end
+end
+return {2, redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS: cmds, cmds_at. ARGV: command_id, reply, now_ms, prune_before_ms. Returns pruned count.
+_REMEMBER: Final = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4], 'LIMIT', 0, 256)
+if #old > 0 then
+  redis.call('HDEL', KEYS[1], unpack(old))
+  redis.call('ZREM', KEYS[2], unpack(old))
+end
+return #old
+"""
+
+
+class TxStore:
+    """Transaction records and command replies of every lane, in one Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        retention: _dt.timedelta | None = DEFAULT_TX_RETENTION,
+        command_ttl: _dt.timedelta = DEFAULT_COMMAND_TTL,
+    ) -> None:
+        if retention is not None and retention.total_seconds() < 1:
+            raise InternalError("retention must be at least one second, or None")
+        if command_ttl.total_seconds() < 1:
+            raise InternalError("command_ttl must be at least one second")
+        self._redis = redis
+        self._keys = keys
+        self._retention = retention
+        self._command_ttl = command_ttl
+        self._create = redis.register_script(_CREATE_IF_ABSENT)
+        self._update = redis.register_script(_UPDATE_STATE)
+        self._complete = redis.register_script(_COMPLETE)
+        self._remember = redis.register_script(_REMEMBER)
+
+    def __repr__(self) -> str:
+        return f"TxStore(keys={self._keys!r}, retention={self._retention!r})"
+
+    async def create_if_absent(self, instance_id: str, record: TxRecord) -> tuple[TxRecord, bool]:
+        """Store ``record`` unless its ``pos_ref_id`` already has one, atomically.
+
+        Returns the record as stored and whether this call created it. A
+        ``False`` means: do not send anything, answer from the returned record.
+        """
+        iid = validate_instance_id(instance_id)
+        keys = self._keys
+        created_ms = _ms(record.created_at)
+        keep_index_ms = (
+            0
+            if self._retention is None
+            else created_ms - 2 * int(self._retention.total_seconds() * 1000)
+        )
+        args: list[str | bytes] = [
+            record.pos_ref_id,
+            str(created_ms),
+            str(keep_index_ms),
+            "0" if record.completed else "1",
+            *_to_args(record),
+        ]
+        with redis_errors():
+            created, flat = await self._create(
+                keys=[keys.tx(iid, record.pos_ref_id), keys.txs_open(iid), keys.txs(iid)],
+                args=args,
+            )
+        return _from_flat(flat), bool(created)
+
+    async def get(self, instance_id: str, pos_ref_id: str) -> TxRecord | None:
+        """The record of ``pos_ref_id``, or ``None``."""
+        iid = validate_instance_id(instance_id)
+        with redis_errors():
+            raw = await self._redis.hgetall(self._keys.tx(iid, pos_ref_id))
+        return _from_flat(raw) if raw else None  # type: ignore[arg-type]
+
+    async def update_state(
+        self,
+        instance_id: str,
+        pos_ref_id: str,
+        state: TxState,
+        *,
+        request_message_id: str | None = None,
+        now: _dt.datetime | None = None,
+    ) -> TxRecord:
+        """Move a record to ``state`` (not ``completed``: use :meth:`complete`).
+
+        Raises :class:`LocalProtocolError` for a move the table forbids
+        (including any move out of ``completed``) or a record that does not
+        exist.
+        """
+        iid = validate_instance_id(instance_id)
+        state = TxState(state)
+        if state is TxState.COMPLETED:
+            raise LocalProtocolError("complete a transaction record with TxStore.complete")
+        allowed_from = [s.value for s, targets in _ALLOWED.items() if state in targets]
+        moment = _now() if now is None else _utc_ms(now)
+        with redis_errors():
+            code, payload = await self._update(
+                keys=[self._keys.tx(iid, pos_ref_id)],
+                args=[state.value, format_time(moment), request_message_id or "", *allowed_from],
+            )
+        if code == 0:
+            raise LocalProtocolError(f"lane {iid} has no transaction record {pos_ref_id!r}")
+        if code == 1:
+            raise LocalProtocolError(
+                f"transaction {pos_ref_id!r} cannot go from {as_text(payload)} to {state.value}"
+            )
+        return _from_flat(payload)
+
+    async def complete(
+        self,
+        instance_id: str,
+        pos_ref_id: str,
+        *,
+        result: TxResult,
+        outcome: bytes,
+        now: _dt.datetime | None = None,
+        publish_to: str | None = None,
+        publish_fields: Mapping[str, bytes] | None = None,
+        maxlen: int | None = None,
+    ) -> tuple[TxRecord, bool]:
+        """Record the outcome, once. Returns the record and whether this call completed it.
+
+        When the record was already completed it is returned unchanged with
+        ``False``: the first outcome stands and no second event is due.
+
+        With ``publish_to`` (a stream of the same lane, normally its events
+        stream) and ``publish_fields`` (from ``encode_event``), the event is
+        appended in the same atomic step, trimmed with ``MAXLEN ~ maxlen``:
+        an outcome is never recorded without being published, nor published
+        twice.
+        """
+        iid = validate_instance_id(instance_id)
+        result = TxResult(result)
+        moment = _now() if now is None else _utc_ms(now)
+        ttl = 0 if self._retention is None else int(self._retention.total_seconds())
+        keys = [self._keys.tx(iid, pos_ref_id), self._keys.txs_open(iid)]
+        args: list[str | bytes] = [result.value, outcome, format_time(moment), pos_ref_id, str(ttl)]
+        if (publish_to is None) != (publish_fields is None):
+            raise InternalError("publish_to and publish_fields go together")
+        if publish_to is not None and publish_fields is not None:
+            # The stream must share the lane's hash tag: one slot, one atomic script.
+            if not publish_to.startswith(self._keys.lane_base(iid)):
+                raise InternalError(f"{publish_to!r} is not a key of lane {iid}")
+            if maxlen is not None and maxlen < 1:
+                raise InternalError("maxlen must be at least 1")
+            keys.append(publish_to)
+            args.append("" if maxlen is None else str(maxlen))
+            args.extend(item for pair in publish_fields.items() for item in pair)
+        with redis_errors():
+            code, payload = await self._complete(keys=keys, args=args)
+        if code == 0:
+            raise LocalProtocolError(f"lane {iid} has no transaction record {pos_ref_id!r}")
+        return _from_flat(payload), code == 2
+
+    async def in_flight(self, instance_id: str) -> list[TxRecord]:
+        """Records not completed (from ``txs_open``), oldest first."""
+        iid = validate_instance_id(instance_id)
+        with redis_errors():
+            refs = sorted(as_text(r) for r in await self._redis.smembers(self._keys.txs_open(iid)))
+            if not refs:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for ref in refs:
+                    pipe.hgetall(self._keys.tx(iid, ref))
+                replies = await pipe.execute()
+        records = [_from_flat(raw) for raw in replies if raw]
+        return sorted(
+            (r for r in records if not r.completed), key=lambda r: (r.created_at, r.pos_ref_id)
+        )
+
+    async def remember_command(
+        self,
+        instance_id: str,
+        command_id: str,
+        reply: bytes | str,
+        *,
+        now: _dt.datetime | None = None,
+    ) -> None:
+        """Keep the JSON reply to ``command_id`` for ``command_ttl`` (a later call replaces it)."""
+        iid = validate_instance_id(instance_id)
+        now_ms = _ms(_now() if now is None else _utc_ms(now))
+        cutoff = now_ms - int(self._command_ttl.total_seconds() * 1000)
+        with redis_errors():
+            await self._remember(
+                keys=[self._keys.command_replies(iid), self._keys.command_times(iid)],
+                args=[command_id, reply, str(now_ms), str(cutoff)],
+            )
+
+    async def recall_command(
+        self, instance_id: str, command_id: str, *, now: _dt.datetime | None = None
+    ) -> bytes | None:
+        """The reply remembered for ``command_id`` within ``command_ttl``, or ``None``."""
+        iid = validate_instance_id(instance_id)
+        now_ms = _ms(_now() if now is None else _utc_ms(now))
+        cutoff = now_ms - int(self._command_ttl.total_seconds() * 1000)
+        with redis_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hget(self._keys.command_replies(iid), command_id)
+                pipe.zscore(self._keys.command_times(iid), command_id)
+                reply, score = await pipe.execute()
+        if reply is None or score is None or score < cutoff:
+            return None
+        return reply if isinstance(reply, bytes) else as_text(reply).encode()

@@ -1,0 +1,176 @@
+"""multipair.config.Settings: one place, documented defaults, errors that name the variable.
+
+(Lives here until tests/test_config.py exists; Settings carries the store's master key.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multipair import __version__
+from multipair.config import Settings
+from multipair.exceptions import ConfigurationError
+from multipair.store import MasterKey
+
+
+def test_defaults_from_an_empty_environment() -> None:
+    settings = Settings.from_env({}, host_id="host-1")
+    assert (
+        None,
+        "mp",
+        None,
+        "multipair",
+        __version__,
+        None,
+        None,
+        None,
+        None,
+        10_000,
+        "host-1",
+        "auto",
+    ) == (
+        settings.redis_url,
+        settings.prefix,
+        settings.master_key,
+        settings.pos_vendor_id,
+        settings.pos_version,
+        settings.device_api_key,
+        settings.device_address_env,
+        settings.device_address_base_url,
+        settings.tls_ca_file,
+        settings.events_maxlen,
+        settings.host_id,
+        settings.log_format,
+    )
+
+
+def test_host_id_defaults_to_a_valid_host_name() -> None:
+    assert Settings.from_env({}).host_id
+
+
+def test_every_variable_is_read(tmp_path: Path) -> None:
+    key = MasterKey.generate()
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = Settings.from_env(
+        {
+            "MULTIPAIR_REDIS_URL": "rediss://pos:pw@redis.example:6380/2",
+            "MULTIPAIR_PREFIX": "shop1",
+            "MULTIPAIR_MASTER_KEY": key.to_base64(),
+            "MULTIPAIR_POS_VENDOR_ID": "BurgerPOS",
+            "MULTIPAIR_POS_VERSION": "4.2.0",
+            "MULTIPAIR_DEVICE_API_KEY": "BurgerPosDeviceAPIKey",
+            "MULTIPAIR_DEVICE_ADDRESS_ENV": "sb",
+            "MULTIPAIR_DEVICE_ADDRESS_BASE_URL": "http://127.0.0.1:9000",
+            "MULTIPAIR_TLS_CA_FILE": str(ca_file),
+            "MULTIPAIR_EVENTS_MAXLEN": "500",
+            "MULTIPAIR_HOST_ID": "store-7",
+            "MULTIPAIR_LOG_FORMAT": "json",
+        }
+    )
+    assert (
+        Settings(
+            redis_url="rediss://pos:pw@redis.example:6380/2",
+            prefix="shop1",
+            master_key=key,
+            pos_vendor_id="BurgerPOS",
+            pos_version="4.2.0",
+            device_api_key="BurgerPosDeviceAPIKey",
+            device_address_env="sb",
+            device_address_base_url="http://127.0.0.1:9000",
+            tls_ca_file=str(ca_file),
+            events_maxlen=500,
+            host_id="store-7",
+            log_format="json",
+        )
+        == settings
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MULTIPAIR_REDIS_URL", "http://localhost:6379"),
+        ("MULTIPAIR_PREFIX", "a{b}"),
+        ("MULTIPAIR_MASTER_KEY", "not base64!"),
+        ("MULTIPAIR_MASTER_KEY", "c2hvcnQ="),
+        ("MULTIPAIR_POS_VENDOR_ID", " leading space"),
+        ("MULTIPAIR_DEVICE_ADDRESS_ENV", "s b"),
+        ("MULTIPAIR_DEVICE_ADDRESS_BASE_URL", "ftp://x"),
+        ("MULTIPAIR_TLS_CA_FILE", "/nonexistent/ca.pem"),
+        ("MULTIPAIR_EVENTS_MAXLEN", "ten"),
+        ("MULTIPAIR_EVENTS_MAXLEN", "0"),
+        ("MULTIPAIR_HOST_ID", "host with spaces"),
+        ("MULTIPAIR_LOG_FORMAT", "xml"),
+    ],
+)
+def test_bad_value_names_its_variable(variable: str, value: str) -> None:
+    env = {"MULTIPAIR_HOST_ID": "h"}
+    env[variable] = value
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(env)
+    assert variable in str(caught.value)
+
+
+def test_master_key_file_is_read(tmp_path: Path) -> None:
+    key = MasterKey.generate()
+    path = tmp_path / "master.key"
+    path.write_text(key.to_base64())
+    settings = Settings.from_env({"MULTIPAIR_MASTER_KEY_FILE": str(path)})
+    assert (key, path) == (settings.master_key, settings.master_key_file)
+
+
+def test_both_master_key_variables_at_once_is_an_error(tmp_path: Path) -> None:
+    key = MasterKey.generate()
+    path = tmp_path / "master.key"
+    path.write_text(key.to_base64())
+    with pytest.raises(ConfigurationError):
+        Settings.from_env(
+            {"MULTIPAIR_MASTER_KEY_FILE": str(path), "MULTIPAIR_MASTER_KEY": key.to_base64()}
+        )
+
+
+def test_master_key_file_option_wins_over_the_environment(tmp_path: Path) -> None:
+    from_file = MasterKey.generate()
+    path = tmp_path / "master.key"
+    path.write_text(from_file.to_base64())
+    env = {"MULTIPAIR_MASTER_KEY": MasterKey.generate().to_base64()}
+    assert from_file == Settings.from_env(env, master_key_file=path).master_key
+
+
+def test_overrides_win_and_none_means_not_given() -> None:
+    env = {"MULTIPAIR_PREFIX": "env", "MULTIPAIR_REDIS_URL": "redis://env:6379/0"}
+    settings = Settings.from_env(env, prefix="cli", redis_url=None, events_maxlen=7)
+    assert ("cli", "redis://env:6379/0", 7) == (
+        settings.prefix,
+        settings.redis_url,
+        settings.events_maxlen,
+    )
+
+
+def test_unknown_override_is_an_error() -> None:
+    with pytest.raises(ConfigurationError):
+        Settings.from_env({}, colour="blue")
+
+
+def test_missing_master_key_says_how_to_make_one() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({}).require_master_key()
+    assert "multipair keygen" in str(caught.value)
+
+
+def test_repr_shows_no_secret() -> None:
+    key = MasterKey.generate()
+    settings = Settings.from_env(
+        {
+            "MULTIPAIR_REDIS_URL": "redis://pos:hunter2@redis:6379/0",
+            "MULTIPAIR_MASTER_KEY": key.to_base64(),
+            "MULTIPAIR_DEVICE_API_KEY": "BurgerPosDeviceAPIKey",
+        }
+    )
+    shown = repr(settings)
+    leaks: list[Any] = [s for s in ("hunter2", key.to_base64(), "BurgerPos") if s in shown]
+    assert ([], True) == (leaks, "redis://pos:***@redis:6379/0" in shown)
