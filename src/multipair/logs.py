@@ -1,0 +1,77 @@
+"""Structured logs (STYLE.md §11): structlog, context bound through contextvars.
+
+- JSON lines when stderr is not a terminal (or ``MULTIPAIR_LOG_FORMAT=json``),
+  readable console lines on a terminal.
+- ``instance_id``, ``command_id`` and ``pos_ref_id`` are bound with
+  :func:`structlog.contextvars.bind_contextvars` where the work happens and
+  appear on every line logged inside it.
+- A redaction processor removes anything that looks like key material
+  before rendering: fields named like secrets are replaced by ``[redacted]``,
+  whatever the caller passed. Never log keys; this is the safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Final, Literal
+
+import structlog
+
+__all__ = ["REDACTED", "configure_logging", "get_logger", "redact_secrets"]
+
+REDACTED: Final = "[redacted]"
+_SECRET_WORDS: Final = (
+    "secret",
+    "enc_key",
+    "hmac_key",
+    "enckey",
+    "hmackey",
+    "master_key",
+    "password",
+    "token",
+    "private",
+    "api_key",
+)
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: blank every field whose name suggests key material."""
+    for key in list(event_dict):
+        lowered = key.lower()
+        if any(word in lowered for word in _SECRET_WORDS):
+            event_dict[key] = REDACTED
+    return event_dict
+
+
+def configure_logging(
+    fmt: Literal["auto", "json", "console"] = "auto", *, level: int = logging.INFO
+) -> None:
+    """Set structlog up once per process."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger tagged with its module name."""
+    return structlog.get_logger(logger=name)
