@@ -73,5 +73,9 @@ def configure_logging(
 
 
 def get_logger(name: str) -> Any:
-    """A structlog logger tagged with its module name."""
-    return structlog.get_logger(logger=name)
+    """A structlog logger tagged with its module name.
+
+    Lazy: it picks up :func:`configure_logging` even when created at import time
+    (``bind()`` here would freeze the default configuration).
+    """
+    return structlog.get_logger(module=name)

@@ -1,0 +1,36 @@
+"""Named crash points for chaos tests: ``MULTIPAIR_FAILPOINTS=a,b`` kills the process there.
+
+A failpoint is a place in the code where a test needs a process to die at an
+exact step (``kill -9`` between "outcome received" and "outcome published",
+say), which no outside timing can hit reliably. When the environment names
+the point, :func:`hit` sends SIGKILL to its own process: the real thing, with
+no cleanup, no ``finally``, no flushing. Unset (production), :func:`hit` is a
+set lookup.
+
+Points in use (grep ``failpoints.hit``): ``lane.before_send``,
+``lane.after_send``, ``lane.awaiting_signature``,
+``lane.before_outcome_published``, ``lane.after_roll_persisted``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Final
+
+__all__ = ["ENV", "armed", "hit"]
+
+ENV: Final = "MULTIPAIR_FAILPOINTS"
+
+_ARMED: Final = frozenset(p.strip() for p in os.environ.get(ENV, "").split(",") if p.strip())
+
+
+def armed(name: str) -> bool:
+    """Whether the environment asked to crash at ``name``."""
+    return name in _ARMED
+
+
+def hit(name: str) -> None:
+    """Die at once with SIGKILL if ``name`` is armed; otherwise do nothing."""
+    if name in _ARMED:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,93 @@
+"""``python -m multipair.worker --instance-id ID``: run one lane in this process.
+
+The supervisor spawns this (forked from a preloaded template); it also runs
+by hand for debugging. Same Redis, prefix and master-key options as the CLI.
+Exit codes: 0 on SIGTERM/SIGINT, 2 for a configuration or usage error (the
+supervisor does not restart those quickly), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from multipair import broker_schema as bs
+from multipair.config import Settings
+from multipair.exceptions import CommandError, ConfigurationError
+from multipair.logs import configure_logging, get_logger
+from multipair.store.profiles import ProfileStore
+from multipair.store.transactions import TxStore
+from multipair.worker.lane import Lane, LaneDeps
+
+log = get_logger("multipair.worker")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m multipair.worker", description="Serve one lane (one terminal)."
+    )
+    parser.add_argument("--instance-id", required=True, help="the lane's UUID")
+    parser.add_argument("--redis-url", help="default: $MULTIPAIR_REDIS_URL")
+    parser.add_argument("--prefix", help="key prefix (default: $MULTIPAIR_PREFIX or 'mp')")
+    parser.add_argument("--master-key-file", type=Path, help="default: $MULTIPAIR_MASTER_KEY")
+    return parser
+
+
+async def serve(instance_id: str, settings: Settings) -> None:
+    """Run one lane until SIGTERM/SIGINT."""
+    if settings.redis_url is None:
+        raise ConfigurationError("no Redis: set MULTIPAIR_REDIS_URL or pass --redis-url")
+    redis = Redis.from_url(settings.redis_url)
+    keys = bs.Keys(settings.prefix)
+    deps = LaneDeps(
+        redis=redis,
+        keys=keys,
+        profiles=ProfileStore(redis, keys, settings.require_master_key()),
+        txs=TxStore(redis, keys),
+        settings=settings,
+    )
+    lane_task = asyncio.create_task(Lane(instance_id, deps).run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lane_task.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await lane_task
+    finally:
+        await redis.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            redis_url=args.redis_url, prefix=args.prefix, master_key_file=args.master_key_file
+        )
+    except ConfigurationError as exc:
+        print(f"multipair worker: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format)
+    try:
+        asyncio.run(serve(args.instance_id, settings))
+    except (ConfigurationError, CommandError) as exc:
+        log.error("lane cannot start", error=str(exc))
+        return 2
+    except ExceptionGroup as group:
+        fatal = group.subgroup((ConfigurationError, CommandError))
+        if fatal is None:
+            raise
+        for problem in fatal.exceptions:
+            log.error("lane cannot start", error=str(problem))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

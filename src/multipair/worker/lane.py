@@ -1,0 +1,1246 @@
+"""One lane: one terminal's connection, served through Redis (DESIGN.md "Guarantees").
+
+The lane is the I/O shell around a :class:`~multipair.spi.pos.PosSession`
+(STYLE.md §5). It pumps websocket text into the session and the session's
+frames out, arms one timer at the session's deadline, and owns its tasks in
+one ``asyncio.TaskGroup``. Every call into the session happens under one lock
+and is followed by :meth:`Lane._flush`, which handles the session's events
+*before* sending its frames. That order is what makes the guarantees hold:
+
+- **Before send.** A transaction's record is created (``requested``) before
+  the session is asked to start it, and moved to ``sent`` while handling
+  ``TransactionRequestSent`` — before the frame is written. After a crash,
+  ``requested`` means "never left this process": the request is sent for the
+  first time; ``sent`` means "may have reached the terminal": the lane asks
+  the terminal (``get_transaction``) and never sends it again.
+- **Persist before use.** Rolled keys are written (encrypted) before the reply
+  that uses them leaves (§5.7).
+- **Recorded, published, then acknowledged.** The outcome is stored and its
+  ``transaction_completed`` event appended in one atomic step; only then is
+  the command's stream entry ``XACK``ed. A crash between the two leaves the
+  entry pending: on restart it is found completed and simply acknowledged.
+- **Order.** Transaction commands run one at a time in stream order (a FIFO
+  fed by the consumer); control commands act at once.
+- **Bad input.** A malformed command is answered with ``command_rejected``,
+  copied to the lane's dead-letter stream and acknowledged; the commands
+  behind it go on. Terminal garbage is logged, counted in the state hash,
+  and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as _dt
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from multipair import __version__, failpoints
+from multipair import broker_schema as bs
+from multipair.config import Settings
+from multipair.exceptions import (
+    CommandError,
+    ConfigurationError,
+    LocalProtocolError,
+    MultipairError,
+)
+from multipair.logs import get_logger
+from multipair.spi import messages as m
+from multipair.spi import pos as spi
+from multipair.spi.address import DEFAULT_TIMINGS, SUBPROTOCOL, DeviceAddressResponseCode
+from multipair.store.profiles import LaneProfile, ProfileStore
+from multipair.store.transactions import TxRecord, TxState, TxStore
+from multipair.worker.link import AddressBook, client_ssl_context, resolve_device_address
+from multipair.worker.retry import ReconnectPolicy, is_retryable, reconnect_delays
+
+__all__ = ["Lane", "LaneDeps"]
+
+log = get_logger(__name__)
+
+HEARTBEAT_PERIOD_S: Final = 2.0
+TERMINAL_ANSWER_TIMEOUT_S: Final = 15.0
+PAIRING_TIMEOUT_S: Final = 180.0
+READ_BLOCK_MS: Final = 1000
+READ_COUNT: Final = 64
+
+# Command type -> how the session learns of a transaction of that type.
+_TX_TYPES: Final[dict[str, m.TxType]] = {
+    "purchase": m.TxType.PURCHASE,
+    "refund": m.TxType.REFUND,
+    "cashout": m.TxType.CASHOUT,
+    "moto_purchase": m.TxType.MOTO,
+    "settle": m.TxType.SETTLE,
+    "settlement_enquiry": m.TxType.SETTLEMENT_ENQUIRY,
+    "reversal": m.TxType.REVERSAL,
+}
+
+
+@dataclass(slots=True, kw_only=True)
+class LaneDeps:
+    """What a lane needs from the outside world (built by ``python -m multipair.worker``)."""
+
+    redis: Redis
+    keys: bs.Keys
+    profiles: ProfileStore
+    txs: TxStore
+    settings: Settings
+    clock: Callable[[], float] = time.time
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A command stream entry in flight through the lane."""
+
+    entry_id: str
+    command: bs.Command
+
+
+class Lane:
+    """Serve one instance id until cancelled. See the module docstring for its rules."""
+
+    def __init__(self, instance_id: str, deps: LaneDeps) -> None:
+        self.instance_id = bs.validate_instance_id(instance_id)
+        self.deps = deps
+        self.keys = deps.keys
+        self.redis = deps.redis
+        self._consumer = f"{deps.settings.host_id}:{os.getpid()}"
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._want_link = asyncio.Event()
+        self._tx_queue: asyncio.Queue[_Entry | TxRecord] = asyncio.Queue()
+        self._ws: ClientConnection | None = None
+        self._close_requested = False
+        self._sent_in_flush = False
+        self._session: spi.PosSession | None = None
+        self._profile: LaneProfile | None = None
+        self._address: AddressBook | None = None
+        # Futures the runner or a control command waits on.
+        self._tx_done: asyncio.Future[spi.TransactionCompleted] | None = None
+        self._tx_entry: _Entry | None = None
+        self._pairing_done: asyncio.Future[spi.PairingFinished] | None = None
+        self._answers: dict[str, asyncio.Future[Any]] = {}
+
+    # ------------------------------------------------------------------
+    # Entry point
+    # ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Load the profile and keys, recover, then serve until cancelled."""
+        structlog.contextvars.bind_contextvars(instance_id=self.instance_id)
+        deps = self.deps
+        profile = await deps.profiles.get(self.instance_id)
+        secrets = await deps.profiles.load_secrets(self.instance_id)
+        self._profile = profile
+        self._address = AddressBook(profile)
+        self._session = spi.PosSession(
+            pos_id=profile.pos_id,
+            secrets=secrets,
+            pos_info=spi.PosInfo(
+                pos_vendor_id=deps.settings.pos_vendor_id,
+                pos_version=deps.settings.pos_version,
+                library_version=__version__,
+                device_system=f"multipair/{__version__}",
+            ),
+        )
+        await self._ensure_group()
+        await self._publish(bs.LaneStarted, host=deps.settings.host_id, pid=os.getpid(), restarts=0)
+        await self._write_state(pid=str(os.getpid()), host=deps.settings.host_id, last_error="")
+        await self._publish_status()
+        log.info("lane started", paired=secrets is not None, pos_id=profile.pos_id)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._link_loop(), name="link")
+                tasks.create_task(self._timer_loop(), name="timer")
+                tasks.create_task(self._heartbeat_loop(), name="heartbeat")
+                tasks.create_task(self._runner_loop(), name="runner")
+                tasks.create_task(self._consume_loop(), name="consumer")
+        finally:
+            with contextlib.suppress(Exception):
+                await self._publish(
+                    bs.LaneStopped, host=deps.settings.host_id, pid=os.getpid(), reason="stopped"
+                )
+
+    @property
+    def session(self) -> spi.PosSession:
+        assert self._session is not None, "Lane.run() sets the session up"
+        return self._session
+
+    # ------------------------------------------------------------------
+    # The session step: call, then handle events, then send frames
+    # ------------------------------------------------------------------
+
+    async def _step(self, action: Callable[[float], object]) -> object:
+        """Run one session call under the lock and flush what it produced."""
+        async with self._lock:
+            try:
+                return action(self.deps.clock())
+            finally:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        session = self.session
+        while True:
+            events = session.events_received()
+            for event in events:
+                await self._on_session_event(event)
+            frames = session.data_to_send()
+            ws = self._ws
+            for frame in frames:
+                if ws is None:
+                    break
+                try:
+                    await ws.send(frame)
+                except ConnectionClosed:
+                    break
+            if self._sent_in_flush and frames:
+                self._sent_in_flush = False
+                failpoints.hit("lane.after_send")
+            if not events and not frames:
+                break
+        if self._close_requested and self._ws is not None:
+            self._close_requested = False
+            await self._ws.close()
+        self._wake.set()
+        if session.wants_connection:
+            self._want_link.set()
+
+    # ------------------------------------------------------------------
+    # Terminal link
+    # ------------------------------------------------------------------
+
+    async def _link_loop(self) -> None:
+        assert self._address is not None
+        assert self._profile is not None
+        delays = reconnect_delays(self.deps.reconnect)
+        failures = 0
+        ssl_ctx = (
+            client_ssl_context(self.deps.settings.tls_ca_file) if self._profile.secure else None
+        )
+        while True:
+            if not self.session.wants_connection:
+                self._want_link.clear()
+                await self._want_link.wait()
+                continue
+            if self._profile.auto_address and (
+                self._address.url() is None
+                or (failures and failures % (self.deps.reconnect.attempts_before_lookup + 1) == 0)
+            ):
+                await self._resolve_address()
+            url = self._address.url()
+            if url is None:
+                await self._write_state(last_error="no terminal address known")
+                await asyncio.sleep(next(delays))
+                failures += 1
+                continue
+            try:
+                ws = await connect(
+                    url,
+                    subprotocols=[Subprotocol(SUBPROTOCOL)],
+                    open_timeout=DEFAULT_TIMINGS.connect_timeout_s,  # §1 watchdog
+                    ping_interval=None,  # SPI pings itself (§5.4)
+                    close_timeout=1.0,
+                    max_size=1 << 20,
+                    ssl=ssl_ctx,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                retryable = is_retryable(exc)
+                log.warning(
+                    "terminal connect failed",
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                    attempt=failures,
+                    retryable=retryable,
+                )
+                await self._write_state(last_error=f"connect: {type(exc).__name__}: {exc}"[:300])
+                await asyncio.sleep(next(delays) * (1 if retryable else 10))
+                continue
+            failures = 0
+            await self._serve_connection(ws)
+            await asyncio.sleep(next(delays))
+
+    async def _serve_connection(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        log.info("terminal connected", subprotocol=ws.subprotocol)
+        try:
+            await self._step(self.session.connection_made)
+            async for frame in ws:
+                await self._receive(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._ws = None
+            with contextlib.suppress(Exception):
+                await ws.close()
+            await self._step(self.session.connection_lost)
+            log.info("terminal disconnected")
+
+    async def _receive(self, frame: str | bytes) -> None:
+        session = self.session
+        await self._step(lambda now: session.receive_text(frame, now))
+
+    async def _resolve_address(self) -> None:
+        assert self._address is not None
+        assert self._profile is not None
+        result = await resolve_device_address(
+            self._profile, self.deps.settings, current=self._address.url()
+        )
+        log.info("device address lookup", code=str(result.code), detail=result.detail)
+        if result.code is DeviceAddressResponseCode.SUCCESS and result.address:
+            self._address.resolved = result.address
+        elif result.code is not DeviceAddressResponseCode.ADDRESS_NOT_CHANGED:
+            await self._write_state(last_error=f"device address: {result.code}: {result.detail}")
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.session.next_deadline()
+            self._wake.clear()
+            if deadline is None:
+                await self._wake.wait()
+                continue
+            delay = deadline - self.deps.clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                continue
+            await self._step(self.session.handle_timer)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self._write_state(heartbeat_at=_iso_now())
+            await asyncio.sleep(HEARTBEAT_PERIOD_S)
+
+    # ------------------------------------------------------------------
+    # Session events -> Redis
+    # ------------------------------------------------------------------
+
+    async def _on_session_event(self, event: spi.PosSessionEvent) -> None:
+        iid = self.instance_id
+        deps = self.deps
+        match event:
+            case spi.StatusChanged():
+                await self._publish_status()
+            case spi.PairingProgress():
+                await self._publish(
+                    bs.Pairing,
+                    command_id=self._command_id(),
+                    state=str(event.step),
+                    confirmation_code=event.confirmation_code,
+                    awaiting_pos=event.awaiting_pos_confirmation,
+                    awaiting_terminal=event.awaiting_terminal_confirmation,
+                    detail=event.message,
+                )
+            case spi.PairingFinished():
+                await self._publish(
+                    bs.Pairing,
+                    command_id=self._command_id(),
+                    state="paired" if event.success else "failed",
+                    detail=event.message,
+                )
+                if self._pairing_done is not None and not self._pairing_done.done():
+                    self._pairing_done.set_result(event)
+            case spi.SecretsChanged():
+                await deps.profiles.save_secrets(iid, event.secrets)
+                log.info(
+                    "secrets persisted",
+                    reason=event.reason,
+                    fingerprint=event.secrets.fingerprint() if event.secrets else None,
+                )
+                if event.reason == "rolled":
+                    failpoints.hit("lane.after_roll_persisted")
+                    self.session.secrets_persisted()
+            case spi.TransactionRequestSent():
+                # Written before the frame leaves (_flush sends after events).
+                failpoints.hit("lane.before_send")
+                self._sent_in_flush = True
+                if await self._has_record(event.pos_ref_id):
+                    await deps.txs.update_state(
+                        iid, event.pos_ref_id, TxState.SENT, request_message_id=event.message_id
+                    )
+            case spi.TransactionUpdate():
+                await self._publish(
+                    bs.TransactionUpdate,
+                    command_id=self._command_id(),
+                    pos_ref_id=event.pos_ref_id,
+                    display_text=event.display_message_text,
+                    display_code=None
+                    if event.display_message_code is None
+                    else str(event.display_message_code),
+                )
+            case spi.SignatureRequired():
+                if await self._has_record(event.pos_ref_id):
+                    await deps.txs.update_state(iid, event.pos_ref_id, TxState.AWAITING_SIGNATURE)
+                await self._publish(
+                    bs.SignatureRequired,
+                    command_id=self._command_id(),
+                    pos_ref_id=event.pos_ref_id,
+                    merchant_receipt=event.merchant_receipt,
+                )
+                failpoints.hit("lane.awaiting_signature")
+            case spi.AuthCodeRequired():
+                if await self._has_record(event.pos_ref_id):
+                    await deps.txs.update_state(iid, event.pos_ref_id, TxState.AWAITING_AUTH_CODE)
+                await self._publish(
+                    bs.AuthCodeRequired,
+                    command_id=self._command_id(),
+                    pos_ref_id=event.pos_ref_id,
+                    phone_number=event.auth_centre_phone_number,
+                    merchant_id=event.merchant_id,
+                )
+            case spi.CancelFailed():
+                await self._publish(
+                    bs.TransactionUpdate,
+                    command_id=self._command_id(),
+                    pos_ref_id=event.pos_ref_id,
+                    display_text=f"cancel refused: {event.error_reason}",
+                )
+            case spi.TransactionCompleted():
+                await self._record_outcome(event)
+            case spi.TransactionLookupResult():
+                self._resolve(f"gt:{event.pos_ref_id}", event)
+            case spi.LastTransactionResult():
+                self._resolve("glt", event)
+            case spi.TerminalAnswer():
+                await self._on_terminal_answer(event)
+            case spi.PosSpiTokenReceived():
+                await deps.profiles.save_spi_token(iid, event.token)
+            case spi.TerminalErrorReceived():
+                await self._publish(
+                    bs.Error,
+                    command_id=self._command_id(),
+                    reason=event.error_reason or "terminal_error",
+                    detail=event.error_detail or "",
+                    source="terminal",
+                )
+            case spi.FrameRejected():
+                log.warning(
+                    "terminal frame rejected", reason=str(event.reason), detail=event.detail
+                )
+                await self.redis.hincrby(self.keys.state(iid), "frames_rejected", 1)
+            case spi.IgnoredMessage():
+                log.info("terminal message ignored", terminal_event=event.event, why=event.reason)
+            case spi.CloseConnection():
+                log.info("closing terminal connection", why=event.reason)
+                self._close_requested = True
+
+    async def _on_terminal_answer(self, event: spi.TerminalAnswer) -> None:
+        answer = event.answer
+        match answer:
+            case m.TerminalStatus():
+                self._resolve("status", answer)
+            case m.TerminalConfiguration():
+                self._resolve("configuration", answer)
+            case m.PrintResponse():
+                self._resolve("print", answer)
+            case m.BatteryLevelChanged():
+                if answer.battery_level is not None:
+                    await self._publish(bs.Battery, battery_level=answer.battery_level)
+            case m.SetPosInfoResponse():
+                log.info("terminal took POS info", success=answer.success)
+
+    def _resolve(self, key: str, value: object) -> None:
+        future = self._answers.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    async def _has_record(self, pos_ref_id: str) -> bool:
+        # Settlement has no pos_ref_id (§7.14) and never a record.
+        if not pos_ref_id:
+            return False
+        return await self.deps.txs.get(self.instance_id, pos_ref_id) is not None
+
+    def _command_id(self) -> str | None:
+        entry = self._tx_entry
+        return entry.command.command_id if entry is not None else None
+
+    async def _record_outcome(self, done: spi.TransactionCompleted) -> None:
+        """Store the outcome and publish it atomically, then wake whoever waits."""
+        failpoints.hit("lane.before_outcome_published")
+        iid = self.instance_id
+        entry = self._tx_entry
+        command_id = entry.command.command_id if entry is not None else None
+        record = await self.deps.txs.get(iid, done.pos_ref_id) if done.pos_ref_id else None
+        if record is not None and command_id is None:
+            command_id = record.command_id
+        if done.tx_type in (m.TxType.SETTLE, m.TxType.SETTLEMENT_ENQUIRY):
+            outcome_event: bs.Event = _settlement_event(iid, command_id, done)
+        else:
+            outcome_event = _completed_event(iid, command_id, done, record)
+        if record is not None:
+            _, first = await self.deps.txs.complete(
+                iid,
+                done.pos_ref_id,
+                result=bs.TxResult(str(done.outcome)),
+                outcome=bs.event_to_json(outcome_event),
+                publish_to=self.keys.events(iid),
+                publish_fields=bs.encode_event(outcome_event),
+                maxlen=self.deps.settings.events_maxlen,
+            )
+            if not first:
+                log.warning("outcome already recorded; not published again")
+        else:
+            await self._publish_event(outcome_event)
+        log.info(
+            "transaction completed",
+            pos_ref_id=done.pos_ref_id,
+            result=str(done.outcome),
+            recovered=done.recovered,
+        )
+        if self._tx_done is not None and not self._tx_done.done():
+            self._tx_done.set_result(done)
+
+    # ------------------------------------------------------------------
+    # Commands in
+    # ------------------------------------------------------------------
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(
+                self.keys.commands(self.instance_id), bs.CONSUMER_GROUP, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _consume_loop(self) -> None:
+        """Pending entries of earlier processes first, in order; then new ones, forever."""
+        stream = self.keys.commands(self.instance_id)
+        backlog_commands = await self._claim_backlog(stream)
+        await self._queue_orphans(backlog_commands)
+        while True:
+            for entry_id, fields in await self._read(stream, ">", block=READ_BLOCK_MS):
+                await self._dispatch(entry_id, fields)
+
+    async def _claim_backlog(self, stream: str) -> set[str]:
+        """Take over every entry left pending by an earlier process of this lane.
+
+        Only one process serves a lane at a time, so whatever is pending in the
+        group is ours: claim it (XAUTOCLAIM), then replay it in stream order.
+        Returns the command ids seen.
+        """
+        cursor = "0-0"
+        while True:
+            reply: Any = await self.redis.xautoclaim(
+                stream,
+                bs.CONSUMER_GROUP,
+                self._consumer,
+                min_idle_time=0,
+                start_id=cursor,
+                count=READ_COUNT,
+            )
+            cursor = _text(reply[0])  # [next cursor, claimed entries, deleted ids]
+            if cursor == "0-0":
+                break
+        seen: set[str] = set()
+        last = "0"
+        while True:
+            entries = await self._read(stream, last, block=None)
+            if not entries:
+                return seen
+            for entry_id, fields in entries:
+                last = entry_id
+                hint = bs.peek_command(fields)
+                if hint.command_id:
+                    seen.add(hint.command_id)
+                log.info("replaying pending command", entry_id=entry_id)
+                await self._dispatch(entry_id, fields)
+
+    async def _read(
+        self, stream: str, cursor: str, *, block: int | None
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """XREADGROUP on this lane's command stream, typed at the edge."""
+        reply: Any = await self.redis.xreadgroup(
+            bs.CONSUMER_GROUP, self._consumer, {stream: cursor}, count=READ_COUNT, block=block
+        )
+        if not reply:
+            return []
+        return [(_text(entry_id), fields or {}) for entry_id, fields in reply[0][1]]
+
+    async def _queue_orphans(self, backlog_commands: set[str]) -> None:
+        """In-flight records with no pending command (trimmed stream): recover them too."""
+        for record in await self.deps.txs.in_flight(self.instance_id):
+            if record.command_id not in backlog_commands:
+                log.warning(
+                    "recovering a transaction whose command entry is gone",
+                    pos_ref_id=record.pos_ref_id,
+                )
+                await self._tx_queue.put(record)
+
+    async def _dispatch(self, entry_id: str, fields: Any) -> None:
+        try:
+            command = bs.decode_command(fields)
+        except CommandError as exc:
+            hint = bs.peek_command(fields)
+            await self._reject(entry_id, hint.command_id, exc, hint.command_type, fields=fields)
+            return
+        entry = _Entry(entry_id, command)
+        structlog.contextvars.bind_contextvars(command_id=command.command_id)
+        if command.kind is bs.CommandKind.CONTROL:
+            await self._run_control(entry)
+        else:
+            await self._tx_queue.put(entry)
+
+    async def _reject(
+        self,
+        entry_id: str,
+        command_id: str | None,
+        exc: CommandError,
+        command_type: str | None = None,
+        *,
+        fields: Any = None,
+        pos_ref_id: str | None = None,
+    ) -> None:
+        log.warning("command rejected", reason=exc.reason, detail=exc.detail, entry_id=entry_id)
+        event = self._event(
+            bs.CommandRejected,
+            command_id=command_id,
+            reason=str(exc.reason),
+            detail=exc.detail,
+            command_type=command_type,
+            pos_ref_id=pos_ref_id,
+            entry_id=entry_id,
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self.keys.events(self.instance_id),
+                _entry_fields(bs.encode_event(event)),
+                maxlen=self.deps.settings.events_maxlen,
+                approximate=True,
+            )
+            if fields is not None:
+                dead = {**{_text(k): v for k, v in dict(fields).items()}, "entry_id": entry_id}
+                dead["reason"] = str(exc.reason)
+                pipe.xadd(
+                    self.keys.dead_letter(self.instance_id), _entry_fields(dead), maxlen=10_000
+                )
+            pipe.xack(self.keys.commands(self.instance_id), bs.CONSUMER_GROUP, entry_id)
+            await pipe.execute()
+
+    async def _ack(self, entry: _Entry) -> None:
+        await self.redis.xack(
+            self.keys.commands(self.instance_id), bs.CONSUMER_GROUP, entry.entry_id
+        )
+
+    async def _answer(self, entry: _Entry, event: bs.Event) -> None:
+        """Publish the answer to a command, then acknowledge it."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self.keys.events(self.instance_id),
+                _entry_fields(bs.encode_event(event)),
+                maxlen=self.deps.settings.events_maxlen,
+                approximate=True,
+            )
+            pipe.xack(self.keys.commands(self.instance_id), bs.CONSUMER_GROUP, entry.entry_id)
+            await pipe.execute()
+
+    def _expired(self, command: bs.Command) -> bool:
+        return command.expires_at is not None and command.expires_at <= _dt.datetime.now(_dt.UTC)
+
+    # ------------------------------------------------------------------
+    # Control commands: at once
+    # ------------------------------------------------------------------
+
+    async def _run_control(self, entry: _Entry) -> None:
+        command = entry.command
+        if self._expired(command):
+            await self._reject(
+                entry.entry_id,
+                command.command_id,
+                CommandError(bs.Reason.EXPIRED, "the command expired before it could run"),
+                command.type,
+            )
+            return
+        session = self.session
+        try:
+            match command:
+                case bs.Cancel():
+                    self._check_target(command.pos_ref_id)
+                    await self._step(session.cancel_transaction)
+                case bs.SignatureAccept() | bs.SignatureDecline():
+                    self._check_target(command.pos_ref_id)
+                    accepted = isinstance(command, bs.SignatureAccept)
+                    await self._step(lambda now: session.accept_signature(accepted, now))
+                case bs.AuthCode():
+                    self._check_target(command.pos_ref_id)
+                    code = command.auth_code
+                    await self._step(lambda now: session.submit_auth_code(code, now))
+                case bs.PairConfirm():
+                    expected = session.pairing_code
+                    if (
+                        command.confirmation_code
+                        and expected
+                        and (command.confirmation_code.upper() != expected.upper())
+                    ):
+                        raise LocalProtocolError(
+                            "the confirmation code does not match the one the terminal shows"
+                        )
+                    await self._step(session.pair_confirm)
+                case bs.PairCancel():
+                    await self._step(session.pair_cancel)
+                case bs.TerminalStatus():
+                    answer = await self._ask("status", session.get_terminal_status)
+                    await self._answer(entry, _status_event(self._event_base(command), answer))
+                    return
+                case bs.TerminalConfiguration():
+                    answer = await self._ask("configuration", session.get_terminal_configuration)
+                    await self._answer(entry, _config_event(self._event_base(command), answer))
+                    return
+                case _:
+                    raise LocalProtocolError(f"{command.type} is not a control command")
+        except LocalProtocolError as exc:
+            await self._reject(
+                entry.entry_id,
+                command.command_id,
+                CommandError(bs.Reason.NOT_ALLOWED, str(exc)),
+                command.type,
+            )
+            return
+        except TimeoutError:
+            await self._reject(
+                entry.entry_id,
+                command.command_id,
+                CommandError(bs.Reason.TERMINAL_TIMEOUT, "the terminal did not answer in time"),
+                command.type,
+            )
+            return
+        await self._answer(
+            entry,
+            self._event(
+                bs.CommandAccepted, command_id=command.command_id, command_type=command.type
+            ),
+        )
+
+    def _check_target(self, pos_ref_id: str | None) -> None:
+        current = self.session.current_pos_ref_id
+        if pos_ref_id is not None and current is not None and pos_ref_id != current:
+            raise LocalProtocolError(
+                f"pos_ref_id {pos_ref_id!r} is not the running transaction ({current!r})"
+            )
+
+    async def _ask(self, key: str, request: Callable[[float], object]) -> Any:
+        """Send a request whose answer arrives later as a session event; wait for it."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._answers[key] = future
+        try:
+            await self._step(request)
+            return await asyncio.wait_for(future, TERMINAL_ANSWER_TIMEOUT_S)
+        finally:
+            self._answers.pop(key, None)
+
+    # ------------------------------------------------------------------
+    # Transaction commands: one at a time, in order
+    # ------------------------------------------------------------------
+
+    async def _runner_loop(self) -> None:
+        while True:
+            item = await self._tx_queue.get()
+            if isinstance(item, TxRecord):
+                await self._recover_orphan(item)
+                continue
+            entry = item
+            structlog.contextvars.bind_contextvars(command_id=entry.command.command_id)
+            try:
+                await self._run_transaction_command(entry)
+            except CommandError as exc:
+                await self._reject(
+                    entry.entry_id,
+                    entry.command.command_id,
+                    exc,
+                    entry.command.type,
+                    pos_ref_id=getattr(entry.command, "pos_ref_id", None),
+                )
+            except LocalProtocolError as exc:  # includes InvalidRequest
+                await self._reject(
+                    entry.entry_id,
+                    entry.command.command_id,
+                    CommandError(bs.Reason.NOT_ALLOWED, str(exc)),
+                    entry.command.type,
+                    pos_ref_id=getattr(entry.command, "pos_ref_id", None),
+                )
+            finally:
+                self._tx_entry = None
+                structlog.contextvars.unbind_contextvars("command_id", "pos_ref_id")
+
+    async def _run_transaction_command(self, entry: _Entry) -> None:
+        command = entry.command
+        if self._expired(command):
+            raise CommandError(bs.Reason.EXPIRED, "the command expired before it could run")
+        session = self.session
+        match command:
+            case bs.Pair():
+                await self._run_pairing(entry)
+            case bs.Unpair():
+                await self._step(session.unpair)
+                await self._answer(entry, self._accepted(command))
+            case bs.SetConfig():
+                changes = {
+                    k: v
+                    for k in (
+                        "print_merchant_copy",
+                        "prompt_for_customer_copy",
+                        "signature_flow_on_eftpos",
+                    )
+                    if (v := getattr(command, k)) is not None
+                }
+                self._profile = await self.deps.profiles.update(self.instance_id, **changes)
+                await self._answer(entry, self._accepted(command))
+            case bs.GetTransaction():
+                ref = command.pos_ref_id
+                result = await self._ask(
+                    f"gt:{ref}", lambda now: session.lookup_transaction(ref, now)
+                )
+                await self._answer(
+                    entry, _lookup_event(self._event_base(command), ref, result.response)
+                )
+            case bs.GetLastTransaction():
+                result = await self._ask("glt", session.lookup_last_transaction)
+                await self._answer(
+                    entry, _last_tx_event(self._event_base(command), result.response)
+                )
+            case bs.Print():
+                key, payload = command.key, command.payload
+                answer = await self._ask(
+                    "print", lambda now: session.print_receipt(key, payload, now)
+                )
+                await self._answer(entry, _print_event(self._event_base(command), key, answer))
+            case _ if command.type in _TX_TYPES:
+                await self._run_money(entry)
+            case _:
+                raise LocalProtocolError(f"{command.type} is not supported by this lane yet")
+
+    def _accepted(self, command: bs.Command) -> bs.Event:
+        return self._event(
+            bs.CommandAccepted,
+            command_id=command.command_id,
+            command_type=command.type,
+            pos_ref_id=getattr(command, "pos_ref_id", None),
+        )
+
+    async def _run_pairing(self, entry: _Entry) -> None:
+        loop = asyncio.get_running_loop()
+        self._pairing_done = loop.create_future()
+        self._tx_entry = entry
+        await self._step(self.session.pair)
+        await self._publish_event(self._accepted(entry.command))
+        try:
+            finished = await asyncio.wait_for(self._pairing_done, PAIRING_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(LocalProtocolError):
+                await self._step(self.session.pair_cancel)
+            finished = spi.PairingFinished(success=False, message="pairing timed out")
+        finally:
+            self._pairing_done = None
+        log.info("pairing finished", success=finished.success)
+        await self._ack(entry)
+
+    async def _run_money(self, entry: _Entry) -> None:
+        """A transaction with a record: idempotent by command_id and pos_ref_id.
+
+        Everything that could refuse the command is checked before the record
+        is written, so a refused command never leaves a record that would block
+        its pos_ref_id.
+        """
+        command = entry.command
+        iid = self.instance_id
+        tx_type = _TX_TYPES[command.type]
+        pos_ref_id: str | None = getattr(command, "pos_ref_id", None)
+        if pos_ref_id:
+            structlog.contextvars.bind_contextvars(pos_ref_id=pos_ref_id)
+        request = _spi_request(command, self._profile)  # InvalidRequest: refused here
+        resume = False
+        if command.records_tx and pos_ref_id:
+            record = await self.deps.txs.get(iid, pos_ref_id)
+            if record is None:
+                self._require_idle()
+                record, created = await self.deps.txs.create_if_absent(
+                    iid, _new_record(command, pos_ref_id)
+                )
+            else:
+                created = False
+            if not created:
+                if record.command_id != command.command_id:
+                    raise CommandError(
+                        bs.Reason.DUPLICATE_POS_REF_ID,
+                        f"pos_ref_id {pos_ref_id!r} belongs to command {record.command_id!r} "
+                        f"({record.state}); a new transaction needs a new pos_ref_id",
+                    )
+                if record.completed:
+                    # A repeat (or a redelivery after a crash) of a finished
+                    # command: answer from the record, never a second
+                    # transaction_completed.
+                    await self._answer(entry, self._answer_from_record(command, record))
+                    return
+                resume = record.state is not TxState.REQUESTED
+                if not resume:
+                    self._require_idle()
+        else:
+            self._require_idle()
+        self._tx_done = asyncio.get_running_loop().create_future()
+        self._tx_entry = entry
+        if resume:
+            assert pos_ref_id is not None
+            log.info("resuming an in-flight transaction from the terminal")
+            await self._step(lambda now: self.session.recover(pos_ref_id, tx_type, now))
+        else:
+            await self._publish_event(self._accepted(command))
+            await self._step(lambda now: self.session.start_transaction(request, now))
+        try:
+            await self._tx_done
+        finally:
+            self._tx_done = None
+        await self._ack(entry)
+
+    def _answer_from_record(self, command: bs.Command, record: TxRecord) -> bs.Event:
+        published = record.outcome_event()
+        fields: dict[str, Any] = {}
+        if isinstance(published, bs.TransactionCompleted):
+            fields = {
+                f.name: getattr(published, f.name)
+                for f in dataclasses.fields(bs.TransactionLookup)
+                if f.name not in ("instance_id", "at", "command_id", "found")
+                and hasattr(published, f.name)
+            }
+        fields.setdefault("result", str(record.result))
+        fields["pos_ref_id"] = record.pos_ref_id
+        return self._event(
+            bs.TransactionLookup, command_id=command.command_id, found=True, **fields
+        )
+
+    def _require_idle(self) -> None:
+        session = self.session
+        if session.status is spi.SpiStatus.UNPAIRED:
+            raise LocalProtocolError("Not Paired: pair the lane first")
+        if session.flow is not spi.SpiFlow.IDLE:
+            raise LocalProtocolError(f"Not Idle: the lane is in flow {session.flow}")
+
+    async def _recover_orphan(self, record: TxRecord) -> None:
+        structlog.contextvars.bind_contextvars(pos_ref_id=record.pos_ref_id)
+        tx_type = _TX_TYPES.get(record.tx_type)
+        if tx_type is None or self.session.status is spi.SpiStatus.UNPAIRED:
+            log.error("cannot recover transaction", tx_type=record.tx_type)
+            return
+        self._tx_done = asyncio.get_running_loop().create_future()
+        try:
+            await self._step(lambda now: self.session.recover(record.pos_ref_id, tx_type, now))
+            await self._tx_done
+        finally:
+            self._tx_done = None
+            structlog.contextvars.unbind_contextvars("pos_ref_id")
+
+    # ------------------------------------------------------------------
+    # Publishing
+    # ------------------------------------------------------------------
+
+    def _event_base(self, command: bs.Command) -> dict[str, Any]:
+        return {"instance_id": self.instance_id, "at": _now(), "command_id": command.command_id}
+
+    def _event(self, cls: type[bs.Event], **fields: Any) -> bs.Event:
+        return cls(instance_id=self.instance_id, at=_now(), **fields)
+
+    async def _publish(self, cls: type[bs.Event], **fields: Any) -> None:
+        await self._publish_event(self._event(cls, **fields))
+
+    async def _publish_event(self, event: bs.Event) -> None:
+        await self.redis.xadd(
+            self.keys.events(self.instance_id),
+            _entry_fields(bs.encode_event(event)),
+            maxlen=self.deps.settings.events_maxlen,
+            approximate=True,
+        )
+
+    async def _publish_status(self) -> None:
+        session = self.session
+        await self._write_state(status=str(session.status), flow=str(session.flow))
+        await self._publish(bs.StatusChanged, status=str(session.status), flow=str(session.flow))
+
+    async def _write_state(self, **fields: str) -> None:
+        await self.redis.hset(self.keys.state(self.instance_id), mapping=fields)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# Pure helpers: commands -> SPI requests, session outcomes -> events
+# --------------------------------------------------------------------------
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+def _iso_now() -> str:
+    return bs.format_time(_now())
+
+
+def _entry_fields(fields: Mapping[str, Any]) -> dict[Any, Any]:
+    """A stream entry's fields as redis-py's ``xadd`` is typed to take them."""
+    return dict(fields)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _new_record(command: bs.Command, pos_ref_id: str) -> TxRecord:
+    return TxRecord(
+        pos_ref_id=pos_ref_id,
+        command_id=command.command_id,
+        tx_type=command.type,
+        amount_cents=getattr(command, "amount_cents", 0) or 0,
+        tip_cents=getattr(command, "tip_cents", 0) or 0,
+        cashout_cents=getattr(command, "cashout_cents", 0) or 0,
+        surcharge_cents=getattr(command, "surcharge_cents", 0) or 0,
+    )
+
+
+def _options(profile: LaneProfile | None) -> dict[str, Any]:
+    if profile is None:
+        return {}
+    return {
+        "config": m.PrintingConfig(
+            print_merchant_copy=profile.print_merchant_copy,
+            prompt_for_customer_copy=profile.prompt_for_customer_copy,
+            print_for_signature_required_transactions=profile.signature_flow_on_eftpos,
+        )
+    }
+
+
+def _spi_request(command: bs.Command, profile: LaneProfile | None) -> m.TransactionRequest:
+    """Map a broker command to the SPI request the session sends (§7.2–§7.15)."""
+    opts = _options(profile)
+    match command:
+        case bs.Purchase():
+            return m.PurchaseRequest(
+                pos_ref_id=command.pos_ref_id,
+                purchase_amount=command.amount_cents,
+                tip_amount=command.tip_cents,
+                cash_amount=command.cashout_cents,
+                prompt_for_cashout=command.prompt_for_cashout,
+                surcharge_amount=command.surcharge_cents,
+                **opts,
+            )
+        case bs.Refund():
+            return m.RefundRequest(
+                pos_ref_id=command.pos_ref_id,
+                refund_amount=command.amount_cents,
+                suppress_merchant_password=command.suppress_merchant_password,
+                **opts,
+            )
+        case bs.Cashout():
+            return m.CashoutRequest(
+                pos_ref_id=command.pos_ref_id,
+                cash_amount=command.amount_cents,
+                surcharge_amount=command.surcharge_cents,
+                **opts,
+            )
+        case bs.MotoPurchase():
+            return m.MotoPurchaseRequest(
+                pos_ref_id=command.pos_ref_id,
+                purchase_amount=command.amount_cents,
+                surcharge_amount=command.surcharge_cents,
+                suppress_merchant_password=command.suppress_merchant_password,
+                **opts,
+            )
+        case bs.Settle():
+            return m.SettleRequest(pos_ref_id=command.pos_ref_id or "", **_settle_opts(profile))
+        case bs.SettlementEnquiry():
+            return m.SettlementEnquiryRequest(
+                pos_ref_id=command.pos_ref_id or "", **_settle_opts(profile)
+            )
+        case bs.Reversal():
+            return m.ReversalRequest(pos_ref_id=command.pos_ref_id)
+    raise LocalProtocolError(f"{command.type} has no SPI transaction request")
+
+
+def _settle_opts(profile: LaneProfile | None) -> dict[str, Any]:
+    if profile is None or not profile.print_merchant_copy:
+        return {}
+    return {"config": m.PrintingConfig(print_merchant_copy=True)}
+
+
+def _tx_fields(response: m.TransactionResponse | None) -> dict[str, Any]:
+    if response is None:
+        return {}
+    return {
+        "host_response_code": response.host_response_code,
+        "host_response_text": response.host_response_text,
+        "rrn": response.rrn,
+        "stan": response.stan,
+        "auth_code": response.auth_code,
+        "account_type": response.account_type,
+        "card_entry": response.card_entry,
+        "masked_pan": response.masked_pan,
+        "scheme_name": response.scheme_name,
+        "terminal_id": response.terminal_id,
+        "terminal_ref_id": response.terminal_ref_id,
+        "merchant_id": response.merchant_id,
+        "bank_date": response.bank_date,
+        "bank_time": response.bank_time,
+        "customer_receipt": response.customer_receipt,
+        "merchant_receipt": response.merchant_receipt,
+        "customer_receipt_printed": response.customer_receipt_printed,
+        "merchant_receipt_printed": response.merchant_receipt_printed,
+        "error_reason": response.error_reason,
+        "error_detail": response.error_detail,
+    }
+
+
+def _amounts(response: m.TransactionResponse | None, record: TxRecord | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if record is not None:
+        fields = {
+            "amount_cents": record.amount_cents,
+            "tip_cents": record.tip_cents,
+            "cashout_cents": record.cashout_cents,
+            "surcharge_cents": record.surcharge_cents,
+        }
+    if response is not None:
+        for name, value in (
+            ("amount_cents", response.purchase_amount or response.refund_amount),
+            ("tip_cents", response.tip_amount),
+            ("cashout_cents", response.cash_amount),
+            ("surcharge_cents", response.surcharge_amount),
+        ):
+            if value is not None:
+                fields[name] = value
+    return fields
+
+
+def _completed_event(
+    iid: str, command_id: str | None, done: spi.TransactionCompleted, record: TxRecord | None
+) -> bs.Event:
+    response = done.response if isinstance(done.response, m.TransactionResponse) else None
+    fields = {**_amounts(response, record), **_tx_fields(response)}
+    if response is None:
+        fields["error_detail"] = done.message
+    return bs.TransactionCompleted(
+        instance_id=iid,
+        at=_now(),
+        command_id=command_id,
+        result=str(done.outcome),
+        pos_ref_id=done.pos_ref_id,
+        tx_type=record.tx_type if record is not None else str(done.tx_type),
+        recovered=done.recovered,
+        **fields,
+    )
+
+
+def _settlement_event(iid: str, command_id: str | None, done: spi.TransactionCompleted) -> bs.Event:
+    response = done.response if isinstance(done.response, m.SettlementResponse) else None
+    fields: dict[str, Any] = {}
+    if response is not None:
+        fields = {
+            "host_response_code": response.host_response_code,
+            "host_response_text": response.host_response_text,
+            "accumulated_total_count": response.accumulated_total_count,
+            "accumulated_total_value_cents": response.accumulated_total_value,
+            "merchant_receipt": response.merchant_receipt,
+            "schemes": tuple(
+                {
+                    "scheme_name": s.scheme_name,
+                    "settle_by_acquirer": s.settle_by_acquirer,
+                    "total_count": s.total_count,
+                    "total_value_cents": s.total_value,
+                }
+                for s in response.schemes
+            ),
+        }
+    else:
+        fields["error_detail"] = done.message
+    return bs.Settlement(
+        instance_id=iid,
+        at=_now(),
+        command_id=command_id,
+        result=str(done.outcome),
+        enquiry=done.tx_type is m.TxType.SETTLEMENT_ENQUIRY,
+        **fields,
+    )
+
+
+def _lookup_event(
+    base: dict[str, Any], pos_ref_id: str, response: m.GetTransactionResponse
+) -> bs.Event:
+    tx = response.tx
+    found = response.success is True and tx is not None
+    result = "unknown"
+    if tx is not None and tx.success is not None:
+        result = "success" if tx.success else "failed"
+    fields = {**_amounts(tx, None), **_tx_fields(tx)}
+    if not found:
+        fields["error_reason"] = response.error_reason
+        fields["error_detail"] = response.error_detail
+    return bs.TransactionLookup(**base, result=result, pos_ref_id=pos_ref_id, found=found, **fields)
+
+
+def _last_tx_event(base: dict[str, Any], response: m.TransactionResponse) -> bs.Event:
+    found = response.retrieved
+    result = "unknown"
+    if found and response.success is not None:
+        result = "success" if response.success else "failed"
+    return bs.TransactionLookup(
+        **base,
+        result=result,
+        pos_ref_id=response.pos_ref_id,
+        found=found,
+        **_amounts(response, None),
+        **_tx_fields(response),
+    )
+
+
+def _status_event(base: dict[str, Any], answer: m.TerminalStatus) -> bs.Event:
+    return bs.TerminalStatusReport(
+        **base,
+        success=answer.success,
+        status=answer.status,
+        battery_level=answer.battery_level,
+        charging=answer.charging,
+    )
+
+
+def _config_event(base: dict[str, Any], answer: m.TerminalConfiguration) -> bs.Event:
+    return bs.TerminalConfigurationReport(
+        **base,
+        success=answer.success,
+        comms_selected=answer.comms_selected,
+        merchant_id=answer.merchant_id,
+        pa_version=answer.pa_version,
+        payment_interface_version=answer.payment_interface_version,
+        plugin_version=answer.plugin_version,
+        serial_number=answer.serial_number,
+        terminal_id=answer.terminal_id,
+        terminal_model=answer.terminal_model,
+    )
+
+
+def _print_event(base: dict[str, Any], key: str, answer: m.PrintResponse) -> bs.Event:
+    return bs.Printing(
+        **base,
+        success=bool(answer.success),
+        key=key,
+        error_reason=answer.error_reason,
+        error_detail=answer.error_detail,
+    )
+
+
+async def run_lane(instance_id: str, deps: LaneDeps) -> None:
+    """Run a lane until cancelled; configuration errors are raised, not retried."""
+    lane = Lane(instance_id, deps)
+    try:
+        await lane.run()
+    except* ConfigurationError:
+        raise
+    except* MultipairError as group:
+        log.error("lane failed", errors=[str(e) for e in group.exceptions])
+        raise

@@ -1,0 +1,232 @@
+"""Run real lane processes against the real Redis of the test session and the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from multipair import broker_schema as bs
+from multipair.spi.crypto import Secrets
+from multipair.store.profiles import LaneProfile, ProfileStore
+from multipair.store.secrets_box import MasterKey
+from multipair.store.transactions import TxStore
+
+WAIT = 20.0
+
+Body = dict[str, Any]
+
+
+@dataclass
+class LaneProcess:
+    """``python -m multipair.worker`` for one lane, as the supervisor will run it."""
+
+    instance_id: str
+    env: dict[str, str]
+    log_path: Path
+    proc: asyncio.subprocess.Process | None = None
+    starts: int = 0
+
+    async def start(self, *, failpoints: str = "") -> None:
+        env = dict(self.env)
+        if failpoints:
+            env["MULTIPAIR_FAILPOINTS"] = failpoints
+        log = self.log_path.open("ab")
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "multipair.worker",
+                "--instance-id",
+                self.instance_id,
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+        finally:
+            log.close()
+        self.starts += 1
+
+    async def wait_exit(self, timeout: float = WAIT) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        return await asyncio.wait_for(self.proc.wait(), WAIT)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class EventReader:
+    """Follows a lane's event stream from the start; keeps everything it read."""
+
+    redis: aioredis.Redis
+    key: str
+    last: str = "0"
+    seen: list[Body] = field(default_factory=list)
+
+    async def poll(self, block_ms: int = 200) -> list[Body]:
+        reply: Any = await self.redis.xread({self.key: self.last}, count=500, block=block_ms)
+        fresh: list[Body] = []
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                self.last = entry_id.decode()
+                body = orjson.loads(fields[b"body"])
+                self.seen.append(body)
+                fresh.append(body)
+        return fresh
+
+    def mark(self) -> int:
+        """A position in what was seen; pass it as ``after`` to ignore older events."""
+        return len(self.seen)
+
+    async def wait_for(
+        self, predicate: Callable[[Body], bool], timeout: float = WAIT, *, after: int = 0
+    ) -> Body:
+        """The first event (already seen, past ``after``, or new) matching ``predicate``."""
+        for body in self.seen[after:]:
+            if predicate(body):
+                return body
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for body in await self.poll():
+                if predicate(body):
+                    return body
+        raise AssertionError(
+            f"no matching event within {timeout}s; saw: "
+            + ", ".join(f"{b['type']}:{b.get('command_id')}" for b in self.seen[-30:])
+        )
+
+    def of_type(self, type_: str, **where: Any) -> list[Body]:
+        return [
+            b
+            for b in self.seen
+            if b["type"] == type_ and all(b.get(k) == v for k, v in where.items())
+        ]
+
+
+@dataclass
+class LaneRig:
+    """One lane: its profile in Redis, its process, its streams."""
+
+    redis: aioredis.Redis
+    keys: bs.Keys
+    profiles: ProfileStore
+    txs: TxStore
+    instance_id: str
+    process: LaneProcess
+    events: EventReader
+
+    async def send(self, body: Body) -> str:
+        """XADD a command exactly as a POS backend would (v + JSON body)."""
+        body.setdefault("command_id", f"c-{uuid.uuid4().hex[:12]}")
+        await self.redis.xadd(
+            self.keys.commands(self.instance_id), {"v": "1", "body": orjson.dumps(body)}
+        )
+        return str(body["command_id"])
+
+    async def send_raw(self, fields: dict[str, Any]) -> None:
+        await self.redis.xadd(self.keys.commands(self.instance_id), fields)
+
+    async def answer(self, command_id: str, timeout: float = WAIT) -> Body:
+        """The event that settles a command: completed, lookup, rejected, … (not progress)."""
+        final = {
+            "transaction_completed",
+            "transaction_lookup",
+            "command_rejected",
+            "settlement",
+            "terminal_status",
+            "terminal_configuration",
+            "printing",
+        }
+        return await self.events.wait_for(
+            lambda b: b.get("command_id") == command_id and b["type"] in final, timeout
+        )
+
+    async def state(self) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys.state(self.instance_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def wait_state(self, timeout: float = WAIT, **expected: str) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        state: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            state = await self.state()
+            if all(state.get(k) == v for k, v in expected.items()):
+                return state
+            await self.events.poll(100)
+        raise AssertionError(f"lane state never became {expected}; last: {state}")
+
+    async def pending(self) -> int:
+        info: Any = await self.redis.xpending(self.keys.commands(self.instance_id), "lane")
+        return int(info["pending"])
+
+    async def wait_acknowledged(self, timeout: float = WAIT) -> None:
+        """Every command entry read so far has been XACKed."""
+        deadline = time.monotonic() + timeout
+        while await self.pending():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{await self.pending()} command entries still pending")
+            await self.events.poll(50)
+
+
+def lane_env(redis_url: str, prefix: str, master_key: MasterKey) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIPAIR_")}
+    env.update(
+        MULTIPAIR_REDIS_URL=redis_url,
+        MULTIPAIR_PREFIX=prefix,
+        MULTIPAIR_MASTER_KEY=master_key.to_base64(),
+        MULTIPAIR_LOG_FORMAT="json",
+        MULTIPAIR_HOST_ID="test-host",
+    )
+    return env
+
+
+async def make_rig(
+    redis: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
+    *,
+    address: str,
+    serial: str = "SIM-0001",
+    secrets: Secrets | None = None,
+) -> LaneRig:
+    keys = bs.Keys(prefix)
+    master = MasterKey.generate()
+    profiles = ProfileStore(redis, keys, master)
+    profile = await profiles.create(
+        LaneProfile(pos_id="POS1", serial_number=serial, device_address=address)
+    )
+    if secrets is not None:
+        await profiles.save_secrets(profile.instance_id, secrets)
+    iid = profile.instance_id
+    process = LaneProcess(iid, lane_env(redis_url, prefix, master), tmp_path / f"lane-{iid}.log")
+    return LaneRig(
+        redis=redis,
+        keys=keys,
+        profiles=profiles,
+        txs=TxStore(redis, keys),
+        instance_id=iid,
+        process=process,
+        events=EventReader(redis, keys.events(iid)),
+    )

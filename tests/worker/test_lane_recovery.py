@@ -1,0 +1,109 @@
+"""No double charge, no lost outcome: lanes killed at each step, terminals dropping."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from multipair.simulator import Simulator
+from tests.simulator.helpers import KEYS, Control, seed_paired_state
+from tests.worker.helpers import LaneRig, make_rig
+
+SERIAL = "SIM-0001"
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
+    state_dir = tmp_path / "sim"
+    seed_paired_state(state_dir, SERIAL)
+    async with Simulator(1, state_dir=state_dir) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def control(sim: Simulator) -> AsyncIterator[Control]:
+    async with aiohttp.ClientSession() as http:
+        yield Control(http, sim.control_url)
+
+
+@pytest.fixture
+async def rig(
+    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path, sim: Simulator
+) -> AsyncIterator[LaneRig]:
+    """A paired lane, not started: each test starts it as it needs."""
+    lane = await make_rig(
+        redis, redis_url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
+    )
+    yield lane
+    await lane.process.kill()
+
+
+KILL_POINTS = [
+    # (failpoint, cents, recovered): where the lane dies, and whether the
+    # outcome is then learned from the terminal (True) or the request is sent
+    # for the first time after the restart (False: it never left the process).
+    ("lane.before_send", 1000, False),
+    ("lane.after_send", 1000, True),
+    ("lane.awaiting_signature", 1052, True),
+    ("lane.before_outcome_published", 1000, True),
+]
+
+
+@pytest.mark.parametrize(("failpoint", "amount", "recovered"), KILL_POINTS)
+async def test_kill_9_at_each_step_of_a_purchase_gives_one_true_outcome(
+    rig: LaneRig, control: Control, failpoint: str, amount: int, recovered: bool
+) -> None:
+    await rig.process.start(failpoints=failpoint)
+    await rig.wait_state(status="paired_connected")
+    command_id = await rig.send({"type": "purchase", "pos_ref_id": "k-1", "amount_cents": amount})
+    assert -signal.SIGKILL == await rig.process.wait_exit()  # died exactly there
+    await rig.events.poll(0)
+    restart = rig.events.mark()
+
+    await rig.process.start()  # the supervisor's restart, without the failpoint
+    if amount == 1052:
+        # Recovery finds the terminal waiting for the signature: answer it.
+        await rig.events.wait_for(
+            lambda b: b["type"] == "signature_required" and b.get("pos_ref_id") == "k-1",
+            30,
+            after=restart,
+        )
+        await rig.send({"type": "signature_accept", "pos_ref_id": "k-1"})
+    done = await rig.answer(command_id, 30)
+    assert ("transaction_completed", "success", recovered) == (
+        done["type"],
+        done["result"],
+        done["recovered"],
+    )
+    await rig.wait_acknowledged()
+    assert 1 == len(rig.events.of_type("transaction_completed", pos_ref_id="k-1"))
+    assert 1 == (await control.get(SERIAL))["purchase_requests"]["k-1"]
+
+
+@pytest.mark.parametrize(
+    "step", ["after_request_received", "after_result_before_send", "while_awaiting_signature"]
+)
+async def test_terminal_drop_at_each_step_recovers_the_true_outcome(
+    rig: LaneRig, control: Control, step: str
+) -> None:
+    await rig.process.start()
+    await rig.wait_state(status="paired_connected")
+    await control.post(SERIAL, "drop", {"at": step})
+    amount = 1052 if step == "while_awaiting_signature" else 1000
+    command_id = await rig.send({"type": "purchase", "pos_ref_id": "dr-1", "amount_cents": amount})
+    if step == "while_awaiting_signature":
+        await rig.events.wait_for(
+            lambda b: b["type"] == "signature_required" and b.get("pos_ref_id") == "dr-1"
+        )
+        await rig.wait_state(status="paired_connected")  # reconnected after the drop
+        await rig.send({"type": "signature_accept", "pos_ref_id": "dr-1"})
+    done = await rig.answer(command_id, 30)
+    assert ("success", True) == (done["result"], done["recovered"])
+    assert 1 == len(rig.events.of_type("transaction_completed", pos_ref_id="dr-1"))
+    assert 1 == (await control.get(SERIAL))["purchase_requests"]["dr-1"]
+    assert 2 <= (await control.get(SERIAL))["counters"]["connections_total"]
