@@ -590,3 +590,41 @@ def test_a_transaction_started_while_disconnected_is_sent_when_ready() -> None:
     pair.pump()
     (done,) = pair.completed()
     assert (Outcome.SUCCESS, False) == (done.outcome, done.recovered)
+
+
+def test_a_pos_restarted_between_persisting_rolled_keys_and_replying_falls_back() -> None:
+    """§5.7/§13.6: the terminal never got the reply and stays on the old keys."""
+    pair = Pair.paired()
+    old = pair.pos.secrets
+    assert old is not None
+    pair.terminal.start_key_rollover(pair.now)
+    for frame in pair.terminal.data_to_send():  # the request reaches the POS ...
+        pair.pos.receive_text(frame, pair.now)
+    (rolled,) = [e for e in pair.pos.events_received() if isinstance(e, SecretsChanged)]
+    assert rolled.previous is not None
+    assert rolled.previous.same_as(old)
+    # ... which persists the new keys and dies before its reply leaves.
+    pair.linked = False
+    pair.terminal.connection_lost(pair.now)
+    assert rolled.secrets is not None
+    pair.pos = PosSession(
+        pos_id="POS1", pos_info=TEST_POS_INFO, secrets=rolled.secrets, previous_secrets=old
+    )
+    _reconnect(pair)
+    pair.advance(6)  # the ping under the new keys goes unanswered: try the old ones
+    assert pair.pos.ready
+    assert pair.pos.secrets is not None
+    assert pair.pos.secrets.same_as(old)
+    assert [old] == [e.secrets for e in pair.pos_events if isinstance(e, SecretsChanged)][-1:]
+    done = _run(pair, m.PurchaseRequest(pos_ref_id="kr-1", purchase_amount=100))
+    assert Outcome.SUCCESS == done.outcome
+
+
+def test_after_a_confirmed_roll_the_old_keys_are_forgotten() -> None:
+    pair = Pair.paired()
+    pair.terminal.start_key_rollover(pair.now)
+    pair.pump()
+    _run(pair, m.PurchaseRequest(pos_ref_id="kr-2", purchase_amount=100))
+    settled = [e for e in pair.pos_events if isinstance(e, SecretsChanged)]
+    assert ["rolled", "roll_settled"] == [e.reason for e in settled]
+    assert settled[-1].previous is None

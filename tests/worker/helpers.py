@@ -207,20 +207,24 @@ async def make_rig(
     prefix: str,
     tmp_path: Path,
     *,
-    address: str,
+    address: str | None,
     serial: str = "SIM-0001",
     secrets: Secrets | None = None,
+    env: dict[str, str] | None = None,
+    **profile_fields: Any,
 ) -> LaneRig:
     keys = bs.Keys(prefix)
     master = MasterKey.generate()
     profiles = ProfileStore(redis, keys, master)
     profile = await profiles.create(
-        LaneProfile(pos_id="POS1", serial_number=serial, device_address=address)
+        LaneProfile(pos_id="POS1", serial_number=serial, device_address=address, **profile_fields)
     )
     if secrets is not None:
         await profiles.save_secrets(profile.instance_id, secrets)
     iid = profile.instance_id
-    process = LaneProcess(iid, lane_env(redis_url, prefix, master), tmp_path / f"lane-{iid}.log")
+    process = LaneProcess(
+        iid, {**lane_env(redis_url, prefix, master), **(env or {})}, tmp_path / f"lane-{iid}.log"
+    )
     return LaneRig(
         redis=redis,
         keys=keys,

@@ -234,3 +234,20 @@ async def test_an_expired_command_is_rejected_not_run(lane: LaneRig, control: Co
     )
     assert ("command_rejected", "expired") == (rejected["type"], rejected["reason"])
     assert "late-1" not in (await control.get(SERIAL))["purchase_requests"]
+
+
+async def test_state_hash_and_heartbeat_are_kept_current(lane: LaneRig) -> None:
+    state = await lane.state()
+    assert ("paired_connected", "idle", "test-host") == (
+        state["status"],
+        state["flow"],
+        state["host"],
+    )
+    assert lane.process.proc is not None
+    assert str(lane.process.proc.pid) == state["pid"]
+    first = state["heartbeat_at"]
+    await lane.wait_state(timeout=10)  # poll until the heartbeat moves
+    while (await lane.state())["heartbeat_at"] == first:
+        await lane.events.poll(200)
+    statuses = [(b["status"], b["flow"]) for b in lane.events.of_type("status_changed")]
+    assert ("paired_connected", "idle") in statuses

@@ -107,3 +107,27 @@ async def test_terminal_drop_at_each_step_recovers_the_true_outcome(
     assert 1 == len(rig.events.of_type("transaction_completed", pos_ref_id="dr-1"))
     assert 1 == (await control.get(SERIAL))["purchase_requests"]["dr-1"]
     assert 2 <= (await control.get(SERIAL))["counters"]["connections_total"]
+
+
+async def test_lane_killed_between_persisting_rolled_keys_and_replying_still_talks(
+    rig: LaneRig, control: Control
+) -> None:
+    await rig.process.start(failpoints="lane.after_roll_persisted")
+    await rig.wait_state(status="paired_connected")
+    await control.post(SERIAL, "key-rollover", {})
+    assert -signal.SIGKILL == await rig.process.wait_exit()
+    current, previous = await rig.profiles.load_secrets_and_previous(rig.instance_id)
+    assert current is not None
+    assert previous is not None
+    assert current.same_as(KEYS.rolled())  # persisted before the reply ...
+    assert previous.same_as(KEYS)  # ... with the keys the terminal still uses
+
+    await rig.process.start()
+    done = await rig.answer(
+        await rig.send({"type": "purchase", "pos_ref_id": "kr-1", "amount_cents": 1000}), 30
+    )
+    assert "success" == done["result"]
+    settled, left = await rig.profiles.load_secrets_and_previous(rig.instance_id)
+    assert settled is not None
+    assert settled.same_as(KEYS)  # back on the keys the terminal holds
+    assert left is None

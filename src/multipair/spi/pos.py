@@ -204,6 +204,8 @@ class SecretsChanged:
 
     secrets: Secrets | None
     reason: str
+    previous: Secrets | None = None
+    """Keys to keep beside ``secrets`` until the terminal confirms a roll (§13.6)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -415,6 +417,7 @@ class _Tx:
         self.phase = target
 
 
+_MAX_ROLL_SWAPS: Final = 4  # as the 2.9.2 fall-back (§13.6)
 _GT_KEEP_WAITING: Final = ("TRANSACTION_IN_PROGRESS", "OPERATION_IN_PROGRESS")
 _GT_DEFINITELY_FAILED: Final = frozenset(
     {"POS_REF_ID_NOT_FOUND", "INVALID_ARGUMENTS", "MISSING_ARGUMENTS"}
@@ -443,6 +446,7 @@ class PosSession:
         timings: Timings = DEFAULT_TIMINGS,
         rng: random.Random | None = None,
         private_key_factory: Callable[[], int] = generate_private_key,
+        previous_secrets: Secrets | None = None,
     ) -> None:
         if not is_valid_pos_id(pos_id):
             raise InvalidRequest("POS id must be 1 to 16 ASCII letters or digits")
@@ -456,7 +460,10 @@ class PosSession:
         self._events: list[PosSessionEvent] = []
         self._outbox: list[str] = []
         self._held: list[str] | None = None  # frames behind a key roll not yet persisted
-        self._previous_secrets: Secrets | None = None
+        # The other key set of a key roll the terminal has not confirmed yet:
+        # the pre-roll keys after a roll, or the new keys after falling back.
+        self._previous_secrets: Secrets | None = previous_secrets if secrets else None
+        self._roll_swaps = 0
         self.status = SpiStatus.PAIRED_CONNECTING if secrets else SpiStatus.UNPAIRED
         self.flow = SpiFlow.IDLE
         self.connected = False
@@ -604,8 +611,13 @@ class PosSession:
         """Run what is due: pings, pong timeouts, the transaction monitor (§5.4, §8.4)."""
         if self.connected and self._pinging:
             if self._pong_deadline is not None and now >= self._pong_deadline:
-                self._missed_pongs += 1
                 self._pong_deadline = None
+                if self._swap_unconfirmed_keys():
+                    # §13.6: maybe the terminal never got our roll reply (or we
+                    # never got its roll): try the other keys before giving up.
+                    self._send_ping(now)
+                    return
+                self._missed_pongs += 1
                 if self._missed_pongs >= self.timings.missed_pongs_before_disconnect:
                     self._events.append(CloseConnection(reason="missed pongs"))
                     self._pinging = False
@@ -882,6 +894,21 @@ class PosSession:
         self._next_ping_at = None
         self._missed_pongs = 0
 
+    def _swap_unconfirmed_keys(self) -> bool:
+        if self._previous_secrets is None or self._stamp.secrets is None:
+            return False
+        if self._roll_swaps >= _MAX_ROLL_SWAPS:
+            self._previous_secrets = None
+            return False
+        self._roll_swaps += 1
+        self._stamp.secrets, self._previous_secrets = self._previous_secrets, self._stamp.secrets
+        self._events.append(
+            SecretsChanged(
+                secrets=self._stamp.secrets, previous=self._previous_secrets, reason="roll_fallback"
+            )
+        )
+        return True
+
     def _start_pinging(self, now: float) -> None:
         self._pinging = True
         self._send_ping(now)
@@ -946,8 +973,11 @@ class PosSession:
             old = decode_frame(text, self._previous_secrets, strict_hmac_case=True)
             if isinstance(old, Received):
                 return old
-        elif isinstance(got, Received) and got.encrypted:
-            self._previous_secrets = None  # the new keys verified: stop accepting the old
+        elif isinstance(got, Received) and got.encrypted and self._previous_secrets is not None:
+            # The keys in use verified: the roll is settled, forget the other set.
+            self._previous_secrets = None
+            self._roll_swaps = 0
+            self._events.append(SecretsChanged(secrets=self._stamp.secrets, reason="roll_settled"))
         return got
 
     def _dispatch(
@@ -1091,8 +1121,9 @@ class PosSession:
             return
         new = current.rolled()
         self._previous_secrets = current
+        self._roll_swaps = 0
         self._stamp.secrets = new
-        self._events.append(SecretsChanged(secrets=new, reason="rolled"))
+        self._events.append(SecretsChanged(secrets=new, previous=current, reason="rolled"))
         if self._held is None:
             self._held = []
         self._queue_raw(

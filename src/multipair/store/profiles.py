@@ -412,17 +412,23 @@ class ProfileStore:
                 f"lane {iid}; refusing to re-pair (use the master key the lane was paired with)"
             ) from None
 
-    async def save_secrets(self, instance_id: str, secrets: Secrets | None) -> None:
+    async def save_secrets(
+        self, instance_id: str, secrets: Secrets | None, *, previous: Secrets | None = None
+    ) -> None:
         """Seal and store the pairing keys; ``None`` forgets them (unpaired).
 
-        One ``HSET``: after it returns, a lane that dies still finds the new
-        keys (key rollover persists before it replies, PROTOCOL.md §5.7).
+        ``previous`` keeps the keys from before a key roll that the terminal
+        has not yet confirmed, in the same sealed field, so one ``HSET`` holds
+        both: after it returns, a lane that dies still finds the new keys
+        (PROTOCOL.md §5.7) and can fall back to the old ones if the terminal
+        never received its reply (§13.6).
         """
-        plaintext = (
-            None
-            if secrets is None
-            else orjson.dumps({"enc_key": secrets.enc_key, "hmac_key": secrets.hmac_key})
-        )
+        plaintext = None
+        if secrets is not None:
+            data: dict[str, object] = {"enc_key": secrets.enc_key, "hmac_key": secrets.hmac_key}
+            if previous is not None:
+                data["previous"] = {"enc_key": previous.enc_key, "hmac_key": previous.hmac_key}
+            plaintext = orjson.dumps(data)
         await self._save_sealed(instance_id, _SECRETS_FIELD, plaintext)
 
     async def load_secrets(self, instance_id: str) -> Secrets | None:
@@ -431,12 +437,23 @@ class ProfileStore:
         Raises :class:`ConfigurationError` when there are sealed keys but no
         master key, or a master key that does not open them.
         """
+        current, _ = await self.load_secrets_and_previous(instance_id)
+        return current
+
+    async def load_secrets_and_previous(
+        self, instance_id: str
+    ) -> tuple[Secrets | None, Secrets | None]:
+        """The keys in use and the pre-roll keys of an unconfirmed key roll (or ``None``)."""
         plaintext = await self._load_sealed(instance_id, _SECRETS_FIELD, "secrets")
         if plaintext is None:
-            return None
+            return None, None
         try:
             data = orjson.loads(plaintext)
-            return Secrets(enc_key=data["enc_key"], hmac_key=data["hmac_key"])
+            old = data.get("previous")
+            return (
+                Secrets(enc_key=data["enc_key"], hmac_key=data["hmac_key"]),
+                None if old is None else Secrets(enc_key=old["enc_key"], hmac_key=old["hmac_key"]),
+            )
         except Exception as exc:  # opened fine, so this is our own bad write
             raise InternalError(f"sealed secrets of lane {instance_id} are malformed") from exc
 

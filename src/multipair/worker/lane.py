@@ -141,12 +141,13 @@ class Lane:
         structlog.contextvars.bind_contextvars(instance_id=self.instance_id)
         deps = self.deps
         profile = await deps.profiles.get(self.instance_id)
-        secrets = await deps.profiles.load_secrets(self.instance_id)
+        secrets, previous = await deps.profiles.load_secrets_and_previous(self.instance_id)
         self._profile = profile
         self._address = AddressBook(profile)
         self._session = spi.PosSession(
             pos_id=profile.pos_id,
             secrets=secrets,
+            previous_secrets=previous,
             pos_info=spi.PosInfo(
                 pos_vendor_id=deps.settings.pos_vendor_id,
                 pos_version=deps.settings.pos_version,
@@ -354,7 +355,7 @@ class Lane:
                 if self._pairing_done is not None and not self._pairing_done.done():
                     self._pairing_done.set_result(event)
             case spi.SecretsChanged():
-                await deps.profiles.save_secrets(iid, event.secrets)
+                await deps.profiles.save_secrets(iid, event.secrets, previous=event.previous)
                 log.info(
                     "secrets persisted",
                     reason=event.reason,
