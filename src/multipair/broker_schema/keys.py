@@ -169,6 +169,10 @@ class Keys:
         """String: owning host and fencing token, with a TTL."""
         return self.lane_base(instance_id) + "lease"
 
+    def fence(self, instance_id: str) -> str:
+        """Counter: the last fencing token handed out for this lane (only grows)."""
+        return self.lane_base(instance_id) + "fence"
+
     def dead_letter(self, instance_id: str) -> str:
         """Stream of rejected command entries, copied as received, with the reason."""
         return self.lane_base(instance_id) + "dead"
@@ -185,5 +189,6 @@ class Keys:
             self.command_replies(instance_id),
             self.command_times(instance_id),
             self.lease(instance_id),
+            self.fence(instance_id),
             self.dead_letter(instance_id),
         )

@@ -1,0 +1,146 @@
+"""Lane leases and fencing tokens (DESIGN.md "One owner").
+
+A lane runs on at most one host. The owning supervisor holds the lease
+``mp:lane:{ID}:lease``, whose value is ``"<token>:<host_id>"`` and which
+expires after ``ttl_ms`` unless renewed. The token comes from
+``INCR mp:lane:{ID}:fence``, so every new owner holds a strictly larger token
+than every earlier one.
+
+Rules:
+
+- Acquire, renew and release are single Lua scripts on the lane's slot, so
+  they are atomic and work on Redis Cluster (both keys share the ``{ID}``
+  hash tag).
+- Renewal succeeds only while the value is still exactly ours; a supervisor
+  whose renewal fails has lost the lane and must stop it at once.
+- Fencing: a lane process is started with its owner's token. Every write that
+  matters (state, events, outcomes, XACK) runs in a script that first checks
+  the lease still carries that token (:data:`FENCE_CHECK_LUA`), so a process
+  that outlived its lease (frozen, partitioned) cannot write after its
+  successor started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from multipair.broker_schema import Keys
+
+__all__ = [
+    "DEFAULT_LEASE_TTL_MS",
+    "DEFAULT_RENEW_EVERY_MS",
+    "FENCED_ERROR",
+    "FENCE_CHECK_LUA",
+    "Lease",
+    "LeaseHolder",
+    "LeaseManager",
+    "parse_lease",
+]
+
+DEFAULT_LEASE_TTL_MS: Final = 6_000
+"""A dead host's lanes are free 6 s after its last renewal (issue 7's goal: live within 10 s)."""
+
+DEFAULT_RENEW_EVERY_MS: Final = 1_500
+"""Renew four times per TTL, so two lost renewals in a row still leave margin."""
+
+FENCED_ERROR: Final = "FENCED"
+
+# Prepend to any script whose KEYS[1] is the lease and ARGV[1] the token.
+FENCE_CHECK_LUA: Final = """
+local lease = redis.call('GET', KEYS[1])
+if (not lease) or (string.match(lease, '^(%d+):') ~= ARGV[1]) then
+  return redis.error_reply('FENCED lease lost')
+end
+"""
+
+_ACQUIRE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token .. ':' .. ARGV[1], 'PX', ARGV[2])
+return token
+"""
+
+_RENEW: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease as read from Redis."""
+
+    token: int
+    host_id: str
+
+    @property
+    def value(self) -> str:
+        return f"{self.token}:{self.host_id}"
+
+
+def parse_lease(raw: Any) -> Lease | None:
+    """Read a lease value (``"<token>:<host>"``); None when absent or malformed."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    token, sep, host = text.partition(":")
+    if not sep or not token.isdigit():
+        return None
+    return Lease(int(token), host)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """What a lane process needs to fence its writes."""
+
+    instance_id: str
+    token: int
+
+
+class LeaseManager:
+    """Acquire, renew and release lane leases for one host."""
+
+    def __init__(
+        self, redis: Redis, keys: Keys, host_id: str, *, ttl_ms: int = DEFAULT_LEASE_TTL_MS
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.host_id = host_id
+        self.ttl_ms = ttl_ms
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    async def acquire(self, instance_id: str) -> Lease | None:
+        """Take the lane if nobody holds it; returns the new lease or None."""
+        token = await self._acquire(
+            keys=[self.keys.lease(instance_id), self.keys.fence(instance_id)],
+            args=[self.host_id, self.ttl_ms],
+        )
+        return Lease(int(token), self.host_id) if int(token) else None
+
+    async def renew(self, instance_id: str, lease: Lease) -> bool:
+        """Extend our lease; False means it is no longer ours (stop the lane now)."""
+        return bool(
+            await self._renew(keys=[self.keys.lease(instance_id)], args=[lease.value, self.ttl_ms])
+        )
+
+    async def release(self, instance_id: str, lease: Lease) -> bool:
+        """Give the lane up at once (clean shutdown) so another host can take it."""
+        return bool(await self._release(keys=[self.keys.lease(instance_id)], args=[lease.value]))
+
+    async def read(self, instance_id: str) -> Lease | None:
+        """The current holder of a lane, if any."""
+        return parse_lease(await self.redis.get(self.keys.lease(instance_id)))
