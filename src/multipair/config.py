@@ -99,6 +99,8 @@ class Settings:
     device_address_base_url: str | None = None
     tls_ca_file: str | None = None
     events_maxlen: int = 10_000
+    drain_timeout_s: float = 30.0
+    """On SIGTERM, how long a lane lets its running transaction finish."""
     host_id: str = field(default_factory=_default_host_id)
     log_format: LogFormat = "auto"
 
@@ -136,6 +138,14 @@ class Settings:
             raise ConfigurationError(
                 f"MULTIPAIR_EVENTS_MAXLEN must be a whole number >= 1, got {self.events_maxlen!r}"
             )
+        if (
+            isinstance(self.drain_timeout_s, bool)
+            or not isinstance(self.drain_timeout_s, int | float)
+            or not 0 <= self.drain_timeout_s <= 3600
+        ):
+            raise ConfigurationError(
+                f"MULTIPAIR_DRAIN_TIMEOUT must be 0 to 3600 seconds, got {self.drain_timeout_s!r}"
+            )
         if self.log_format not in _LOG_FORMATS:
             raise ConfigurationError(
                 f"MULTIPAIR_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}, "
@@ -157,7 +167,7 @@ class Settings:
         given = {k: v for k, v in overrides.items() if v is not None}
 
         values: dict[str, Any] = {}
-        for name in names - {"master_key", "master_key_file", "events_maxlen"}:
+        for name in names - {"master_key", "master_key_file", "events_maxlen", "drain_timeout_s"}:
             text = env.get(_env(name))
             if text is not None and text != "":
                 values[name] = text
@@ -168,6 +178,14 @@ class Settings:
             except ValueError:
                 raise ConfigurationError(
                     f"MULTIPAIR_EVENTS_MAXLEN must be a whole number, got {maxlen!r}"
+                ) from None
+        drain = env.get("MULTIPAIR_DRAIN_TIMEOUT")
+        if drain:
+            try:
+                values["drain_timeout_s"] = float(drain.strip())
+            except ValueError:
+                raise ConfigurationError(
+                    f"MULTIPAIR_DRAIN_TIMEOUT must be a number of seconds, got {drain!r}"
                 ) from None
         values.update(
             {k: v for k, v in given.items() if k not in ("master_key", "master_key_file")}

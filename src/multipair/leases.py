@@ -26,17 +26,23 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from multipair.broker_schema import Keys
+from multipair.exceptions import MultipairError
 
 __all__ = [
     "DEFAULT_LEASE_TTL_MS",
     "DEFAULT_RENEW_EVERY_MS",
     "FENCED_ERROR",
     "FENCE_CHECK_LUA",
+    "FencedScript",
     "Lease",
     "LeaseHolder",
+    "LeaseLost",
     "LeaseManager",
+    "fenced",
+    "is_fenced_error",
     "parse_lease",
 ]
 
@@ -48,13 +54,32 @@ DEFAULT_RENEW_EVERY_MS: Final = 1_500
 
 FENCED_ERROR: Final = "FENCED"
 
-# Prepend to any script whose KEYS[1] is the lease and ARGV[1] the token.
+# Prologue of a fenced script: the caller passes the lease key as KEYS[1] and
+# its token as ARGV[1]; both are checked, then removed, so the original script
+# body below runs with its own KEYS and ARGV unchanged.
 FENCE_CHECK_LUA: Final = """
-local lease = redis.call('GET', KEYS[1])
-if (not lease) or (string.match(lease, '^(%d+):') ~= ARGV[1]) then
+local fence_key = table.remove(KEYS, 1)
+local fence_token = table.remove(ARGV, 1)
+local fence_lease = redis.call('GET', fence_key)
+if (not fence_lease) or (string.match(fence_lease, '^(%d+):') ~= fence_token) then
   return redis.error_reply('FENCED lease lost')
 end
 """
+
+
+def fenced(script: str) -> str:
+    """The fenced variant of a script: call it with the lease key and token prepended."""
+    return FENCE_CHECK_LUA + script
+
+
+class LeaseLost(MultipairError):
+    """A fenced write was refused: another process owns this lane now. Stop at once."""
+
+
+def is_fenced_error(exc: BaseException) -> bool:
+    """Whether a Redis error is the fence refusing a stale owner's write."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(FENCED_ERROR)
+
 
 _ACQUIRE: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -144,3 +169,33 @@ class LeaseManager:
     async def read(self, instance_id: str) -> Lease | None:
         """The current holder of a lane, if any."""
         return parse_lease(await self.redis.get(self.keys.lease(instance_id)))
+
+
+class FencedScript:
+    """A Lua script on one lane's keys, fenced by the lane's token when it has one.
+
+    Called like a redis-py script (``await script(keys=..., args=...)``); the
+    lease key of the lane named by ``keys[0]`` and the token are prepended.
+    A refused write raises :class:`LeaseLost`.
+    """
+
+    def __init__(self, redis: Redis, body: str, keys: Keys, token: int | None) -> None:
+        self._script = redis.register_script(fenced(body) if token is not None else body)
+        self._keys = keys
+        self._token = token
+
+    async def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
+        if self._token is None:
+            return await self._script(keys=keys, args=args)
+        lease = self._keys.lease(_instance_of(keys[0]))
+        try:
+            return await self._script(keys=[lease, *keys], args=[str(self._token), *args])
+        except ResponseError as exc:
+            if is_fenced_error(exc):
+                raise LeaseLost(f"the lane's lease moved on; write refused ({exc})") from None
+            raise
+
+
+def _instance_of(key: str) -> str:
+    """The instance id inside a lane key's ``{ID}`` hash tag."""
+    return key[key.index("{") + 1 : key.index("}")]

@@ -628,3 +628,70 @@ def test_after_a_confirmed_roll_the_old_keys_are_forgotten() -> None:
     settled = [e for e in pair.pos_events if isinstance(e, SecretsChanged)]
     assert ["rolled", "roll_settled"] == [e.reason for e in settled]
     assert settled[-1].previous is None
+
+
+def test_a_settlement_cut_by_a_drop_ends_unknown_not_failed() -> None:
+    """§7.14: no pos_ref_id, so get_transaction cannot find it; only an enquiry can tell."""
+    pair = Pair.paired()
+    pair.pos.start_transaction(m.SettleRequest(), pair.now)
+    pair.pump()
+    pair.disconnect()
+    pair.terminal.complete_transaction(t.Outcome.approve(), pair.now)
+    _reconnect(pair)
+    (done,) = pair.completed()
+    assert (m.TxType.SETTLE, Outcome.UNKNOWN) == (done.tx_type, done.outcome)
+
+
+def test_a_long_settlement_is_not_polled_with_get_transaction() -> None:
+    pair = Pair.paired()
+    pair.pos.start_transaction(m.SettleRequest(), pair.now)
+    pair.pump()
+    pair.advance(45)  # two poll periods: a lookup would fail it (INVALID_ARGUMENTS)
+    assert [] == pair.completed()
+    pair.terminal.complete_transaction(t.Outcome.approve(), pair.now)
+    pair.pump()
+    (done,) = pair.completed()
+    assert Outcome.SUCCESS == done.outcome
+
+
+def test_a_cancel_asked_while_disconnected_goes_out_on_reconnect() -> None:
+    pair = Pair.paired()
+    pair.pos.start_transaction(m.PurchaseRequest(pos_ref_id="cx-1", purchase_amount=100), pair.now)
+    pair.pump()
+    pair.disconnect()
+    pair.pos.cancel_transaction(pair.now)
+    _reconnect(pair)
+    pair.advance(1)
+    (done,) = pair.completed()
+    assert (Outcome.FAILED, True) == (done.outcome, done.recovered)
+    assert [True] == [e.accepted for e in pair.terminal_events if isinstance(e, t.CancelRequested)]
+
+
+def test_a_signature_answer_while_disconnected_is_refused_not_lost() -> None:
+    from multipair.exceptions import LocalProtocolError
+
+    pair = Pair.paired()
+    pair.pos.start_transaction(m.PurchaseRequest(pos_ref_id="sg-1", purchase_amount=100), pair.now)
+    pair.pump()
+    pair.terminal.require_signature(pair.now)
+    pair.pump()
+    pair.disconnect()
+    with pytest.raises(LocalProtocolError, match="Not connected"):
+        pair.pos.accept_signature(True, pair.now)
+    _reconnect(pair)
+    pair.pos.accept_signature(True, pair.now)  # still waiting: answered now
+    pair.pump()
+    pair.terminal.complete_transaction(t.Outcome.approve(), pair.now)
+    pair.pump()
+    (done,) = pair.completed()
+    assert Outcome.SUCCESS == done.outcome
+
+
+def test_recovered_is_set_only_after_a_disconnect() -> None:
+    pair = Pair.paired()
+    pair.pos.start_transaction(m.PurchaseRequest(pos_ref_id="rv-x", purchase_amount=100), pair.now)
+    pair.pump()
+    pair.terminal.complete_transaction(t.Outcome.approve(), pair.now, send=False)
+    pair.advance(22)  # learned from the 20 s get_transaction poll, link never dropped
+    (done,) = pair.completed()
+    assert (Outcome.SUCCESS, False) == (done.outcome, done.recovered)

@@ -36,7 +36,7 @@ class LaneProcess:
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
 
-    async def start(self, *, failpoints: str = "") -> None:
+    async def start(self, *, failpoints: str = "", fencing_token: int | None = None) -> None:
         env = dict(self.env)
         if failpoints:
             env["MULTIPAIR_FAILPOINTS"] = failpoints
@@ -48,6 +48,7 @@ class LaneProcess:
                 "multipair.worker",
                 "--instance-id",
                 self.instance_id,
+                *([] if fencing_token is None else ["--fencing-token", str(fencing_token)]),
                 env=env,
                 stdout=log,
                 stderr=log,
@@ -85,7 +86,10 @@ class EventReader:
     seen: list[Body] = field(default_factory=list)
 
     async def poll(self, block_ms: int = 200) -> list[Body]:
-        reply: Any = await self.redis.xread({self.key: self.last}, count=500, block=block_ms)
+        # BLOCK 0 means "forever" to Redis: 0 here means "do not block".
+        reply: Any = await self.redis.xread(
+            {self.key: self.last}, count=500, block=block_ms or None
+        )
         fresh: list[Body] = []
         for _, entries in reply or []:
             for entry_id, fields in entries:

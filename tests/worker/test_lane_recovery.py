@@ -100,7 +100,16 @@ async def test_terminal_drop_at_each_step_recovers_the_true_outcome(
         await rig.events.wait_for(
             lambda b: b["type"] == "signature_required" and b.get("pos_ref_id") == "dr-1"
         )
-        await rig.wait_state(status="paired_connected")  # reconnected after the drop
+        dropped = rig.events.mark()
+        await rig.events.wait_for(  # the lane saw the drop ...
+            lambda b: b["type"] == "status_changed" and b["status"] == "paired_connecting",
+            after=dropped,
+        )
+        back = rig.events.mark()
+        await rig.events.wait_for(  # ... and is back
+            lambda b: b["type"] == "status_changed" and b["status"] == "paired_connected",
+            after=back,
+        )
         await rig.send({"type": "signature_accept", "pos_ref_id": "dr-1"})
     done = await rig.answer(command_id, 30)
     assert ("success", True) == (done["result"], done["recovered"])

@@ -483,6 +483,7 @@ class PosSession:
         self._missed_pongs = 0
         self._pinging = False
         self._first_pong_seen = False
+        self._ready_requests_skipped = False
 
     # ------------------------------------------------------------------
     # Outputs
@@ -584,7 +585,7 @@ class PosSession:
             tx.recovering = True
             if tx.tx_type is m.TxType.REVERSAL:
                 # §7.15: a reversal cannot be recovered.
-                self._complete(tx, Outcome.FAILED, "Connection lost during a reversal.", None)
+                self._complete(tx, Outcome.FAILED, "Connection lost during a reversal.", None, now)
             else:
                 tx.gt_request_id = None
 
@@ -742,7 +743,7 @@ class PosSession:
         self._tx = tx
         self._set_flow(SpiFlow.TRANSACTION)
         if tx_type is m.TxType.REVERSAL:
-            self._complete(tx, Outcome.FAILED, "A reversal cannot be recovered.", None)
+            self._complete(tx, Outcome.FAILED, "A reversal cannot be recovered.", None, now)
             return
         if self.ready:
             self._send_gt(tx, now)
@@ -753,7 +754,7 @@ class PosSession:
         if tx is None:
             raise LocalProtocolError("asked to cancel but not in a transaction")
         if tx.phase is TxPhase.UNSENT:
-            self._complete(tx, Outcome.FAILED, "Cancelled before the request was sent.", None)
+            self._complete(tx, Outcome.FAILED, "Cancelled before the request was sent.", None, now)
             return
         if tx.cancelling:
             return
@@ -772,6 +773,10 @@ class PosSession:
         tx = self._tx
         if tx is None or tx.phase is not TxPhase.AWAITING_SIGNATURE:
             raise LocalProtocolError("asked to accept signature but was not waiting for one")
+        if not self.ready:
+            # The answer would be lost; after the reconnect get_transaction
+            # tells whether the terminal still waits for it.
+            raise LocalProtocolError("Not connected to the terminal: answer once it reconnects")
         request: m.SignatureAcceptRequest | m.SignatureDeclineRequest
         if accepted:
             request = m.SignatureAcceptRequest(pos_ref_id=tx.pos_ref_id)
@@ -785,6 +790,8 @@ class PosSession:
         tx = self._tx
         if tx is None or tx.phase is not TxPhase.AWAITING_AUTH_CODE:
             raise LocalProtocolError("Was not waiting for one.")
+        if not self.ready:
+            raise LocalProtocolError("Not connected to the terminal: answer once it reconnects")
         request = m.AuthCodeAdviceRequest(pos_ref_id=tx.pos_ref_id, auth_code=auth_code)
         self._queue(self._ids.next(request.id_prefix), request, now)
         tx.move(TxPhase.SENT)
@@ -938,25 +945,46 @@ class PosSession:
         self._set_status(SpiStatus.PAIRED_CONNECTED)
         tx = self._tx
         if tx is not None:
+            self._ready_requests_skipped = True
             if tx.phase is TxPhase.UNSENT:
                 self._send_request(tx, now)
+            elif tx.tx_type in _NO_POS_REF_ID_TYPES:
+                # §7.14: a settlement has no pos_ref_id, so get_transaction
+                # cannot find it: what happened while we were away is unknown.
+                self._complete(
+                    tx,
+                    Outcome.UNKNOWN,
+                    "Connection lost during the settlement; run a settlement enquiry.",
+                    None,
+                    now,
+                )
             else:
                 self._send_gt(tx, now)
+                if tx.cancelling:
+                    # The cancel asked for while disconnected goes out now.
+                    self._queue(
+                        self._ids.next(m.CancelTransactionRequest.id_prefix),
+                        m.CancelTransactionRequest(),
+                        now,
+                    )
             return
         if self.flow is SpiFlow.IDLE:
-            if not self._has_set_pos_info:
-                info = self.pos_info
-                request = m.SetPosInfoRequest(
-                    pos_version=info.pos_version,
-                    pos_vendor_id=info.pos_vendor_id,
-                    library_language=info.library_language,
-                    library_version=info.library_version,
-                    spice_version=info.spice_version,
-                    device_system=info.device_system,
-                )
-                self._queue(self._ids.next(request.id_prefix), request, now)
-            request_cfg = m.GetTerminalConfigurationRequest()
-            self._queue(self._ids.next(request_cfg.id_prefix), request_cfg, now)
+            self._send_ready_requests(now)
+
+    def _send_ready_requests(self, now: float) -> None:
+        if not self._has_set_pos_info:
+            info = self.pos_info
+            request = m.SetPosInfoRequest(
+                pos_version=info.pos_version,
+                pos_vendor_id=info.pos_vendor_id,
+                library_language=info.library_language,
+                library_version=info.library_version,
+                spice_version=info.spice_version,
+                device_system=info.device_system,
+            )
+            self._queue(self._ids.next(request.id_prefix), request, now)
+        request_cfg = m.GetTerminalConfigurationRequest()
+        self._queue(self._ids.next(request_cfg.id_prefix), request_cfg, now)
 
     # ------------------------------------------------------------------
     # Internals: receiving
@@ -1164,7 +1192,7 @@ class PosSession:
             self._events.append(IgnoredMessage(event=event, reason="response has no pos_ref_id"))
             return
         outcome = _outcome_of(parsed.success)
-        self._complete(tx, outcome, _describe(parsed, outcome), parsed)
+        self._complete(tx, outcome, _describe(parsed, outcome), parsed, now)
 
     def _on_signature_required(self, parsed: m.SignatureRequired) -> None:
         tx = self._matches_tx("signature_required", parsed.pos_ref_id)
@@ -1244,8 +1272,7 @@ class PosSession:
             if parsed.tx is None:
                 return  # R10: keep waiting
             outcome = _outcome_of(parsed.tx.success)
-            tx.recovering = True
-            self._complete(tx, outcome, _describe(parsed.tx, outcome), parsed.tx)
+            self._complete(tx, outcome, _describe(parsed.tx, outcome), parsed.tx, now)
             return
         if reason.startswith("TRANSACTION_IN_PROGRESS_AWAITING_SIGNATURE"):
             if tx.phase is TxPhase.SENT:  # R1
@@ -1275,7 +1302,9 @@ class PosSession:
             return  # R4, R8
         if reason in _GT_DEFINITELY_FAILED:
             # R5–R7: the terminal has no such transaction: it never ran.
-            self._complete(tx, Outcome.FAILED, f"Terminal has no record of it ({reason}).", None)
+            self._complete(
+                tx, Outcome.FAILED, f"Terminal has no record of it ({reason}).", None, now
+            )
             return
         # R9: the lookup failed; the money's fate is not known (deviation, see module doc).
         self._complete(
@@ -1283,6 +1312,7 @@ class PosSession:
             Outcome.UNKNOWN,
             f"Terminal could not report the outcome ({reason or 'no reason'}); check the terminal.",
             None,
+            now,
         )
 
     # ------------------------------------------------------------------
@@ -1305,9 +1335,13 @@ class PosSession:
                     Outcome.UNKNOWN,
                     "Waited long enough for the cancel result; check the terminal.",
                     None,
+                    now,
                 )
                 return
-        if now - tx.last_state_request_at > t.get_transaction_interval_s:
+        if (
+            now - tx.last_state_request_at > t.get_transaction_interval_s
+            and tx.tx_type not in _NO_POS_REF_ID_TYPES
+        ):
             # §7.12.3: ask again; while the link is down the ask simply cannot go out.
             if self.ready:
                 self._send_gt(tx, now)
@@ -1324,6 +1358,7 @@ class PosSession:
         outcome: Outcome,
         message: str,
         response: m.TransactionResponse | m.SettlementResponse | None,
+        now: float,
     ) -> None:
         tx.move(TxPhase.COMPLETED)
         self._tx = None
@@ -1338,6 +1373,10 @@ class PosSession:
             )
         )
         self._set_flow(SpiFlow.IDLE)
+        if self._ready_requests_skipped and self.ready:
+            # The link became ready mid-transaction: send what §5.3 sends when idle.
+            self._ready_requests_skipped = False
+            self._send_ready_requests(now)
 
     def _set_status(self, status: SpiStatus) -> None:
         if status is not self.status:

@@ -37,6 +37,7 @@ from redis.typing import EncodableT, FieldT
 from multipair.broker_schema import CONSUMER_GROUP, Keys, Reason, format_time, parse_time
 from multipair.broker_schema.keys import validate_instance_id
 from multipair.exceptions import CommandError, ConfigurationError, CryptoError, InternalError
+from multipair.leases import FencedScript
 from multipair.spi.crypto import Secrets
 from multipair.store._redis import as_text, redis_errors, text_map
 from multipair.store.secrets_box import MasterKey, lane_aad
@@ -239,11 +240,20 @@ class ProfileStore:
     of secrets without it raises :class:`ConfigurationError`.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, master_key: MasterKey | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        master_key: MasterKey | None = None,
+        *,
+        fencing_token: int | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._master_key = master_key
-        self._write_if_exists = redis.register_script(_WRITE_IF_EXISTS)
+        # Sealed-field writes (secrets, tokens) are fenced when a lane owns this
+        # store: a stale lane must never overwrite the keys its successor rolled.
+        self._write_if_exists = FencedScript(redis, _WRITE_IF_EXISTS, keys, fencing_token)
         self._create_if_absent = redis.register_script(_CREATE_IF_ABSENT)
 
     def __repr__(self) -> str:

@@ -62,6 +62,7 @@ from multipair.broker_schema import (
 )
 from multipair.broker_schema.keys import validate_instance_id
 from multipair.exceptions import CommandError, InternalError, LocalProtocolError
+from multipair.leases import FencedScript
 from multipair.store._redis import as_text, redis_errors
 
 __all__ = [
@@ -305,6 +306,7 @@ class TxStore:
         *,
         retention: _dt.timedelta | None = DEFAULT_TX_RETENTION,
         command_ttl: _dt.timedelta = DEFAULT_COMMAND_TTL,
+        fencing_token: int | None = None,
     ) -> None:
         if retention is not None and retention.total_seconds() < 1:
             raise InternalError("retention must be at least one second, or None")
@@ -314,10 +316,13 @@ class TxStore:
         self._keys = keys
         self._retention = retention
         self._command_ttl = command_ttl
-        self._create = redis.register_script(_CREATE_IF_ABSENT)
-        self._update = redis.register_script(_UPDATE_STATE)
-        self._complete = redis.register_script(_COMPLETE)
-        self._remember = redis.register_script(_REMEMBER)
+        # With a fencing token every write first checks the lane's lease still
+        # carries it (multipair.leases): a stale lane process cannot write.
+        self._fencing_token = fencing_token
+        self._create = FencedScript(redis, _CREATE_IF_ABSENT, keys, fencing_token)
+        self._update = FencedScript(redis, _UPDATE_STATE, keys, fencing_token)
+        self._complete = FencedScript(redis, _COMPLETE, keys, fencing_token)
+        self._remember = FencedScript(redis, _REMEMBER, keys, fencing_token)
 
     def __repr__(self) -> str:
         return f"TxStore(keys={self._keys!r}, retention={self._retention!r})"

@@ -2,8 +2,9 @@
 
 The supervisor spawns this (forked from a preloaded template); it also runs
 by hand for debugging. Same Redis, prefix and master-key options as the CLI.
-Exit codes: 0 on SIGTERM/SIGINT, 2 for a configuration or usage error (the
-supervisor does not restart those quickly), 1 for anything else.
+Exit codes: 0 on SIGTERM/SIGINT (after draining), 2 for a configuration or
+usage error (the supervisor does not restart those quickly), 4 when the lease
+moved to another owner, 1 for anything else.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from redis.asyncio import Redis
 from multipair import broker_schema as bs
 from multipair.config import Settings
 from multipair.exceptions import CommandError, ConfigurationError
+from multipair.leases import LeaseLost
 from multipair.logs import configure_logging, get_logger
 from multipair.store.profiles import ProfileStore
 from multipair.store.transactions import TxStore
 from multipair.worker.lane import Lane, LaneDeps
 
 log = get_logger("multipair.worker")
+
+EXIT_LEASE_LOST = 4
+"""Exit code of a lane stopped because another host owns it now."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,11 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", help="default: $MULTIPAIR_REDIS_URL")
     parser.add_argument("--prefix", help="key prefix (default: $MULTIPAIR_PREFIX or 'mp')")
     parser.add_argument("--master-key-file", type=Path, help="default: $MULTIPAIR_MASTER_KEY")
+    parser.add_argument(
+        "--fencing-token",
+        type=int,
+        help="the lease token of the supervisor that owns this lane (fences every write)",
+    )
     return parser
 
 
-async def serve(instance_id: str, settings: Settings) -> None:
-    """Run one lane until SIGTERM/SIGINT."""
+async def serve(instance_id: str, settings: Settings, *, fencing_token: int | None = None) -> None:
+    """Run one lane until SIGTERM/SIGINT: the first drains, a second stops at once.
+
+    With ``fencing_token`` (given by the supervisor that holds the lane's
+    lease) every write that matters is fenced: if the lease moves on, the
+    lane's next write is refused and the lane stops (multipair.leases).
+    """
     if settings.redis_url is None:
         raise ConfigurationError("no Redis: set MULTIPAIR_REDIS_URL or pass --redis-url")
     redis = Redis.from_url(settings.redis_url)
@@ -49,18 +64,36 @@ async def serve(instance_id: str, settings: Settings) -> None:
     deps = LaneDeps(
         redis=redis,
         keys=keys,
-        profiles=ProfileStore(redis, keys, settings.require_master_key()),
-        txs=TxStore(redis, keys),
+        profiles=ProfileStore(
+            redis, keys, settings.require_master_key(), fencing_token=fencing_token
+        ),
+        txs=TxStore(redis, keys, fencing_token=fencing_token),
         settings=settings,
+        fencing_token=fencing_token,
+        drain_timeout_s=settings.drain_timeout_s,
     )
-    lane_task = asyncio.create_task(Lane(instance_id, deps).run())
+    lane = Lane(instance_id, deps)
+    lane_task = asyncio.create_task(lane.run())
+
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            lane.drain()
+        else:
+            lane.stop_now()  # second signal: do not wait for the transaction
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lane_task.cancel)
+        loop.add_signal_handler(sig, on_signal)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await lane_task
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         await redis.aclose()
 
 
@@ -75,11 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format)
     try:
-        asyncio.run(serve(args.instance_id, settings))
+        asyncio.run(serve(args.instance_id, settings, fencing_token=args.fencing_token))
     except (ConfigurationError, CommandError) as exc:
         log.error("lane cannot start", error=str(exc))
         return 2
     except ExceptionGroup as group:
+        if group.subgroup(LeaseLost) is not None:
+            return EXIT_LEASE_LOST
         fatal = group.subgroup((ConfigurationError, CommandError))
         if fatal is None:
             raise

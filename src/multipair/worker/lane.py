@@ -35,7 +35,7 @@ import dataclasses
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -55,6 +55,7 @@ from multipair.exceptions import (
     LocalProtocolError,
     MultipairError,
 )
+from multipair.leases import LeaseLost
 from multipair.logs import get_logger
 from multipair.spi import messages as m
 from multipair.spi import pos as spi
@@ -63,8 +64,28 @@ from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.transactions import TxRecord, TxState, TxStore
 from multipair.worker.link import AddressBook, client_ssl_context, resolve_device_address
 from multipair.worker.retry import ReconnectPolicy, is_retryable, reconnect_delays
+from multipair.worker.writes import LaneWriter, WriteBatch
 
 __all__ = ["Lane", "LaneDeps"]
+
+
+class _Stopping(Exception):
+    """The lane stops while the runner waits: leave the command pending."""
+
+
+_STOP: Final = object()  # queue sentinel: the runner returns
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` finishes; cancel and await the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
 
 log = get_logger(__name__)
 
@@ -73,6 +94,8 @@ TERMINAL_ANSWER_TIMEOUT_S: Final = 15.0
 PAIRING_TIMEOUT_S: Final = 180.0
 READ_BLOCK_MS: Final = 1000
 READ_COUNT: Final = 64
+CLOSE_TIMEOUT_S: Final = 2.0
+DEAD_LETTER_MAXLEN: Final = 10_000
 
 # Command type -> how the session learns of a transaction of that type.
 _TX_TYPES: Final[dict[str, m.TxType]] = {
@@ -97,6 +120,10 @@ class LaneDeps:
     settings: Settings
     clock: Callable[[], float] = time.time
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    fencing_token: int | None = None
+    """The owner's lease token; every write that matters is fenced by it."""
+    drain_timeout_s: float = 30.0
+    """On SIGTERM, how long a running transaction may take to finish."""
 
 
 @dataclass(slots=True)
@@ -119,7 +146,7 @@ class Lane:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._want_link = asyncio.Event()
-        self._tx_queue: asyncio.Queue[_Entry | TxRecord] = asyncio.Queue()
+        self._tx_queue: asyncio.Queue[object] = asyncio.Queue()
         self._ws: ClientConnection | None = None
         self._close_requested = False
         self._sent_in_flush = False
@@ -131,6 +158,13 @@ class Lane:
         self._tx_entry: _Entry | None = None
         self._pairing_done: asyncio.Future[spi.PairingFinished] | None = None
         self._answers: dict[str, asyncio.Future[Any]] = {}
+        self._writer = LaneWriter(self.redis, self.keys, self.instance_id, deps.fencing_token)
+        self._draining = asyncio.Event()
+        # Set once the lane is to stop; every loop watches it, so a clean stop
+        # never depends on cancellation reaching the right await.
+        self._stopped = asyncio.Event()
+        self._idle = asyncio.Event()  # set while the runner has no command in hand
+        self._idle.set()
 
     # ------------------------------------------------------------------
     # Entry point
@@ -160,6 +194,7 @@ class Lane:
         await self._write_state(pid=str(os.getpid()), host=deps.settings.host_id, last_error="")
         await self._publish_status()
         log.info("lane started", paired=secrets is not None, pos_id=profile.pos_id)
+        reason = "stopped"
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._link_loop(), name="link")
@@ -167,11 +202,48 @@ class Lane:
                 tasks.create_task(self._heartbeat_loop(), name="heartbeat")
                 tasks.create_task(self._runner_loop(), name="runner")
                 tasks.create_task(self._consume_loop(), name="consumer")
-        finally:
+                tasks.create_task(self._drain_watch(), name="drain")
+            reason = "drained"
+        except* LeaseLost as lost:
+            # Another process owns the lane now: write nothing more, stop.
+            log.error("lease lost: stopping at once", detail=str(lost.exceptions[0]))
+            raise
+        with contextlib.suppress(Exception):
+            await self._publish(
+                bs.LaneStopped, host=deps.settings.host_id, pid=os.getpid(), reason=reason
+            )
+        log.info("lane stopped", reason=reason)
+
+    def drain(self) -> None:
+        """Stop taking commands; let the running transaction finish, then stop (SIGTERM)."""
+        self._draining.set()
+
+    def stop_now(self) -> None:
+        """Stop without waiting for the running transaction (it will be recovered)."""
+        self._draining.set()
+        self._stopped.set()
+
+    async def _drain_watch(self) -> None:
+        await self._draining.wait()
+        log.info("draining", timeout_s=self.deps.drain_timeout_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.deps.drain_timeout_s):
+                await _first(self._idle.wait(), self._stopped.wait())
+        if not self._idle.is_set():
+            log.warning("stopping with a transaction in flight; it will be recovered")
+        # Close the terminal link ourselves rather than rely on cancellation
+        # reaching a websocket read: the link loop sees the close, does its
+        # bookkeeping and, draining, does not reconnect.
+        ws = self._ws
+        if ws is not None:
             with contextlib.suppress(Exception):
-                await self._publish(
-                    bs.LaneStopped, host=deps.settings.host_id, pid=os.getpid(), reason="stopped"
-                )
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await ws.close()
+        self._stopped.set()
+        # Wake every loop so it sees the stop.
+        self._wake.set()
+        self._want_link.set()
+        self._tx_queue.put_nowait(_STOP)
 
     @property
     def session(self) -> spi.PosSession:
@@ -229,7 +301,7 @@ class Lane:
         ssl_ctx = (
             client_ssl_context(self.deps.settings.tls_ca_file) if self._profile.secure else None
         )
-        while True:
+        while not self._draining.is_set():
             if not self.session.wants_connection:
                 self._want_link.clear()
                 await self._want_link.wait()
@@ -272,7 +344,8 @@ class Lane:
                 continue
             failures = 0
             await self._serve_connection(ws)
-            await asyncio.sleep(next(delays))
+            if not self._draining.is_set():
+                await _first(asyncio.sleep(next(delays)), self._draining.wait())
 
     async def _serve_connection(self, ws: ClientConnection) -> None:
         self._ws = ws
@@ -284,10 +357,19 @@ class Lane:
         except ConnectionClosed:
             pass
         finally:
+            # Bounded: this also runs while the lane is being cancelled, and a
+            # shutdown must never wait on a peer or a lock for ever.
             self._ws = None
-            with contextlib.suppress(Exception):
-                await ws.close()
-            await self._step(self.session.connection_lost)
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await ws.close()
+            except Exception as exc:
+                log.info("terminal close did not complete", error=type(exc).__name__)
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self._step(self.session.connection_lost)
+            except TimeoutError:
+                log.warning("connection_lost bookkeeping timed out")
             log.info("terminal disconnected")
 
     async def _receive(self, frame: str | bytes) -> None:
@@ -307,7 +389,7 @@ class Lane:
             await self._write_state(last_error=f"device address: {result.code}: {result.detail}")
 
     async def _timer_loop(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             deadline = self.session.next_deadline()
             self._wake.clear()
             if deadline is None:
@@ -315,15 +397,21 @@ class Lane:
                 continue
             delay = deadline - self.deps.clock()
             if delay > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that lands as the wake event is set (gh-86296),
+                # and this loop would then outlive its task group.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
                 continue
             await self._step(self.session.handle_timer)
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             await self._write_state(heartbeat_at=_iso_now())
-            await asyncio.sleep(HEARTBEAT_PERIOD_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT_PERIOD_S):
+                    await self._stopped.wait()
 
     # ------------------------------------------------------------------
     # Session events -> Redis
@@ -431,7 +519,9 @@ class Lane:
                 log.warning(
                     "terminal frame rejected", reason=str(event.reason), detail=event.detail
                 )
-                await self.redis.hincrby(self.keys.state(iid), "frames_rejected", 1)
+                await self._writer.apply(
+                    WriteBatch().hincrby(self.keys.state(iid), "frames_rejected")
+                )
             case spi.IgnoredMessage():
                 log.info("terminal message ignored", terminal_event=event.event, why=event.reason)
             case spi.CloseConnection():
@@ -522,7 +612,7 @@ class Lane:
         stream = self.keys.commands(self.instance_id)
         backlog_commands = await self._claim_backlog(stream)
         await self._queue_orphans(backlog_commands)
-        while True:
+        while not self._draining.is_set():
             for entry_id, fields in await self._read(stream, ">", block=READ_BLOCK_MS):
                 await self._dispatch(entry_id, fields)
 
@@ -615,38 +705,24 @@ class Lane:
             pos_ref_id=pos_ref_id,
             entry_id=entry_id,
         )
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.keys.events(self.instance_id),
-                _entry_fields(bs.encode_event(event)),
-                maxlen=self.deps.settings.events_maxlen,
-                approximate=True,
-            )
-            if fields is not None:
-                dead = {**{_text(k): v for k, v in dict(fields).items()}, "entry_id": entry_id}
-                dead["reason"] = str(exc.reason)
-                pipe.xadd(
-                    self.keys.dead_letter(self.instance_id), _entry_fields(dead), maxlen=10_000
-                )
-            pipe.xack(self.keys.commands(self.instance_id), bs.CONSUMER_GROUP, entry_id)
-            await pipe.execute()
+        batch = self._event_batch(event)
+        if fields is not None:
+            dead = {**{_text(k): v for k, v in dict(fields).items()}, "entry_id": entry_id}
+            dead["reason"] = str(exc.reason)
+            batch.xadd(self.keys.dead_letter(self.instance_id), dead, maxlen=DEAD_LETTER_MAXLEN)
+        batch.xack(self.keys.commands(self.instance_id), entry_id)
+        await self._writer.apply(batch)
 
     async def _ack(self, entry: _Entry) -> None:
-        await self.redis.xack(
-            self.keys.commands(self.instance_id), bs.CONSUMER_GROUP, entry.entry_id
+        await self._writer.apply(
+            WriteBatch().xack(self.keys.commands(self.instance_id), entry.entry_id)
         )
 
     async def _answer(self, entry: _Entry, event: bs.Event) -> None:
-        """Publish the answer to a command, then acknowledge it."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.keys.events(self.instance_id),
-                _entry_fields(bs.encode_event(event)),
-                maxlen=self.deps.settings.events_maxlen,
-                approximate=True,
-            )
-            pipe.xack(self.keys.commands(self.instance_id), bs.CONSUMER_GROUP, entry.entry_id)
-            await pipe.execute()
+        """Publish the answer to a command and acknowledge it, in one atomic step."""
+        batch = self._event_batch(event)
+        batch.xack(self.keys.commands(self.instance_id), entry.entry_id)
+        await self._writer.apply(batch)
 
     def _expired(self, command: bs.Command) -> bool:
         return command.expires_at is not None and command.expires_at <= _dt.datetime.now(_dt.UTC)
@@ -738,7 +814,8 @@ class Lane:
         self._answers[key] = future
         try:
             await self._step(request)
-            return await asyncio.wait_for(future, TERMINAL_ANSWER_TIMEOUT_S)
+            async with asyncio.timeout(TERMINAL_ANSWER_TIMEOUT_S):
+                return await future
         finally:
             self._answers.pop(key, None)
 
@@ -747,34 +824,46 @@ class Lane:
     # ------------------------------------------------------------------
 
     async def _runner_loop(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             item = await self._tx_queue.get()
-            if isinstance(item, TxRecord):
-                await self._recover_orphan(item)
-                continue
-            entry = item
-            structlog.contextvars.bind_contextvars(command_id=entry.command.command_id)
+            if item is _STOP:
+                return
+            if self._draining.is_set():
+                continue  # left pending: the next owner of the lane replays it
+            self._idle.clear()
             try:
-                await self._run_transaction_command(entry)
-            except CommandError as exc:
-                await self._reject(
-                    entry.entry_id,
-                    entry.command.command_id,
-                    exc,
-                    entry.command.type,
-                    pos_ref_id=getattr(entry.command, "pos_ref_id", None),
-                )
-            except LocalProtocolError as exc:  # includes InvalidRequest
-                await self._reject(
-                    entry.entry_id,
-                    entry.command.command_id,
-                    CommandError(bs.Reason.NOT_ALLOWED, str(exc)),
-                    entry.command.type,
-                    pos_ref_id=getattr(entry.command, "pos_ref_id", None),
-                )
+                await self._run_item(item)
             finally:
-                self._tx_entry = None
-                structlog.contextvars.unbind_contextvars("command_id", "pos_ref_id")
+                self._idle.set()
+
+    async def _run_item(self, item: object) -> None:
+        if isinstance(item, TxRecord):
+            await self._recover_orphan(item)
+            return
+        assert isinstance(item, _Entry)
+        entry = item
+        command = entry.command
+        structlog.contextvars.bind_contextvars(command_id=command.command_id)
+        pos_ref_id = getattr(command, "pos_ref_id", None)
+        try:
+            await self._run_transaction_command(entry)
+        except _Stopping:
+            log.info("stopping with the command unfinished; it stays pending")
+        except CommandError as exc:
+            await self._reject(
+                entry.entry_id, command.command_id, exc, command.type, pos_ref_id=pos_ref_id
+            )
+        except LocalProtocolError as exc:  # includes InvalidRequest
+            await self._reject(
+                entry.entry_id,
+                command.command_id,
+                CommandError(bs.Reason.NOT_ALLOWED, str(exc)),
+                command.type,
+                pos_ref_id=pos_ref_id,
+            )
+        finally:
+            self._tx_entry = None
+            structlog.contextvars.unbind_contextvars("command_id", "pos_ref_id")
 
     async def _run_transaction_command(self, entry: _Entry) -> None:
         command = entry.command
@@ -838,7 +927,8 @@ class Lane:
         await self._step(self.session.pair)
         await self._publish_event(self._accepted(entry.command))
         try:
-            finished = await asyncio.wait_for(self._pairing_done, PAIRING_TIMEOUT_S)
+            async with asyncio.timeout(PAIRING_TIMEOUT_S):
+                finished = await self._pairing_done
         except TimeoutError:
             with contextlib.suppress(LocalProtocolError):
                 await self._step(self.session.pair_cancel)
@@ -900,7 +990,7 @@ class Lane:
             await self._publish_event(self._accepted(command))
             await self._step(lambda now: self.session.start_transaction(request, now))
         try:
-            await self._tx_done
+            await self._until_stopped(self._tx_done)
         finally:
             self._tx_done = None
         await self._ack(entry)
@@ -921,6 +1011,13 @@ class Lane:
             bs.TransactionLookup, command_id=command.command_id, found=True, **fields
         )
 
+    async def _until_stopped(self, future: asyncio.Future[Any]) -> Any:
+        """Wait for ``future``; if the lane stops first, leave (the entry stays pending)."""
+        await _first(asyncio.shield(future), self._stopped.wait())
+        if not future.done():
+            raise _Stopping
+        return future.result()
+
     def _require_idle(self) -> None:
         session = self.session
         if session.status is spi.SpiStatus.UNPAIRED:
@@ -937,7 +1034,7 @@ class Lane:
         self._tx_done = asyncio.get_running_loop().create_future()
         try:
             await self._step(lambda now: self.session.recover(record.pos_ref_id, tx_type, now))
-            await self._tx_done
+            await self._until_stopped(self._tx_done)
         finally:
             self._tx_done = None
             structlog.contextvars.unbind_contextvars("pos_ref_id")
@@ -955,13 +1052,15 @@ class Lane:
     async def _publish(self, cls: type[bs.Event], **fields: Any) -> None:
         await self._publish_event(self._event(cls, **fields))
 
-    async def _publish_event(self, event: bs.Event) -> None:
-        await self.redis.xadd(
+    def _event_batch(self, event: bs.Event) -> WriteBatch:
+        return WriteBatch().xadd(
             self.keys.events(self.instance_id),
-            _entry_fields(bs.encode_event(event)),
+            bs.encode_event(event),
             maxlen=self.deps.settings.events_maxlen,
-            approximate=True,
         )
+
+    async def _publish_event(self, event: bs.Event) -> None:
+        await self._writer.apply(self._event_batch(event))
 
     async def _publish_status(self) -> None:
         session = self.session
@@ -969,7 +1068,7 @@ class Lane:
         await self._publish(bs.StatusChanged, status=str(session.status), flow=str(session.flow))
 
     async def _write_state(self, **fields: str) -> None:
-        await self.redis.hset(self.keys.state(self.instance_id), mapping=fields)  # type: ignore[arg-type]
+        await self._writer.apply(WriteBatch().hset(self.keys.state(self.instance_id), fields))
 
 
 # --------------------------------------------------------------------------
@@ -983,11 +1082,6 @@ def _now() -> _dt.datetime:
 
 def _iso_now() -> str:
     return bs.format_time(_now())
-
-
-def _entry_fields(fields: Mapping[str, Any]) -> dict[Any, Any]:
-    """A stream entry's fields as redis-py's ``xadd`` is typed to take them."""
-    return dict(fields)
 
 
 def _text(value: Any) -> str:

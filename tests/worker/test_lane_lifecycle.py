@@ -1,0 +1,87 @@
+"""A lane's lifecycle under its owner: fenced writes, and draining on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from multipair.simulator import Simulator
+from tests.simulator.helpers import KEYS, seed_paired_state
+from tests.worker.helpers import LaneRig, make_rig
+
+SERIAL = "SIM-0001"
+
+
+@pytest.fixture
+async def rig(
+    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path
+) -> AsyncIterator[LaneRig]:
+    seed_paired_state(tmp_path / "sim", SERIAL)
+    async with Simulator(1, state_dir=tmp_path / "sim") as sim:
+        lane = await make_rig(
+            redis, redis_url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
+        )
+        yield lane
+        await lane.process.kill()
+
+
+async def test_a_lane_whose_lease_moved_on_cannot_write_and_stops(rig: LaneRig) -> None:
+    lease = rig.keys.lease(rig.instance_id)
+    await rig.redis.set(lease, "7:test-host", px=60_000)
+    await rig.process.start(fencing_token=7)
+    await rig.wait_state(status="paired_connected")
+    done = await rig.answer(
+        await rig.send({"type": "purchase", "pos_ref_id": "f-1", "amount_cents": 100})
+    )
+    assert "success" == done["result"]
+
+    await rig.redis.set(lease, "8:other-host", px=60_000)  # a new owner took the lane
+    await rig.events.poll(0)
+    before = len(rig.events.seen)
+    heartbeat = (await rig.state())["heartbeat_at"]
+    assert 4 == await rig.process.wait_exit()  # refused at its next write (the heartbeat)
+    await rig.send({"type": "purchase", "pos_ref_id": "f-2", "amount_cents": 100})
+    await rig.events.poll(300)
+    assert [] == [b for b in rig.events.seen[before:] if b.get("instance_id") == rig.instance_id]
+    assert heartbeat == (await rig.state())["heartbeat_at"]  # nothing written after the move
+
+
+async def test_sigterm_lets_the_running_purchase_finish_then_exits_zero(rig: LaneRig) -> None:
+    await rig.process.start()
+    await rig.wait_state(status="paired_connected")
+    slow = await rig.send(
+        {"type": "purchase", "pos_ref_id": "t-1", "amount_cents": 1054}
+    )  # slow card
+    await rig.events.wait_for(lambda b: b["type"] == "transaction_update")  # card being read
+    assert rig.process.proc is not None
+    rig.process.proc.send_signal(signal.SIGTERM)
+    queued = await rig.send({"type": "purchase", "pos_ref_id": "t-2", "amount_cents": 100})
+    done = await rig.answer(slow)
+    assert ("success", False) == (done["result"], done["recovered"])
+    assert 0 == await rig.process.wait_exit()
+    stopped = await rig.events.wait_for(lambda b: b["type"] == "lane_stopped")
+    assert "drained" == stopped["reason"]
+    # The command behind it was not started; it waits for the lane's next run.
+    assert [] == rig.events.of_type("command_accepted", command_id=queued)
+    await rig.process.start()
+    assert "success" == (await rig.answer(queued))["result"]
+
+
+async def test_a_second_sigterm_stops_at_once(rig: LaneRig) -> None:
+    await rig.process.start()
+    await rig.wait_state(status="paired_connected")
+    never = await rig.send(
+        {"type": "purchase", "pos_ref_id": "t-3", "amount_cents": 1055}
+    )  # no answer
+    await rig.wait_state(flow="transaction")
+    assert rig.process.proc is not None
+    rig.process.proc.send_signal(signal.SIGTERM)
+    await rig.events.poll(200)
+    rig.process.proc.send_signal(signal.SIGTERM)
+    assert 0 == await asyncio.wait_for(rig.process.wait_exit(), 10)
+    assert [] == rig.events.of_type("transaction_completed", command_id=never)
