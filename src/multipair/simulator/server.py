@@ -200,6 +200,10 @@ class Simulator:
         task = self._tasks.create_task(self._guard(coro))
         self._children.add(task)
         task.add_done_callback(self._children.discard)
+        # A task cancelled before its first step never enters _guard, so
+        # ``coro`` would be left un-awaited (RuntimeWarning): close it then.
+        # Closing a coroutine that already ran to its end does nothing.
+        task.add_done_callback(lambda _: coro.close())
         return task
 
     async def _guard(self, coro: Coroutine[Any, Any, None]) -> None:

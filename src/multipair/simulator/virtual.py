@@ -388,7 +388,12 @@ class SimulatedTerminal:
                 )
         elif isinstance(event, TransactionRequested):
             self._count(event.tx)
-            self._tx_task = self._spawn(self._run_transaction(event.tx))
+            behaviour = self.choose_behaviour(event.tx)
+            if behaviour is Behaviour.PAST_NO_RETURN:
+                # "At once": before the next frame is read, so a cancel that
+                # arrived together with the request already finds it too late.
+                self.session.pass_point_of_no_return(now)
+            self._tx_task = self._spawn(self._run_transaction(event.tx, behaviour))
         elif isinstance(event, TransactionRefused):
             self._count(event.tx)
         elif isinstance(event, TransactionFinished):
@@ -435,10 +440,10 @@ class SimulatedTerminal:
             return True
         return False
 
-    async def _run_transaction(self, tx: TransactionRequest) -> None:
+    async def _run_transaction(self, tx: TransactionRequest, behaviour: Behaviour) -> None:
         log = self.log.bind(pos_ref_id=tx.pos_ref_id)
         try:
-            await self._play(tx)
+            await self._play(tx, behaviour)
         except asyncio.CancelledError:
             raise
         except LocalProtocolError as exc:
@@ -453,8 +458,7 @@ class SimulatedTerminal:
     def _txn_update(self, text: str, code: int, now: float) -> None:
         self.session.send_txn_update(text, now, code)
 
-    async def _play(self, tx: TransactionRequest) -> None:
-        behaviour = self.choose_behaviour(tx)
+    async def _play(self, tx: TransactionRequest, behaviour: Behaviour) -> None:
         self.log.info("transaction.behaviour", pos_ref_id=tx.pos_ref_id, behaviour=behaviour.value)
         session = self.session
         if self._take_drop(DropStep.AFTER_REQUEST_RECEIVED) or (
@@ -479,7 +483,8 @@ class SimulatedTerminal:
             self.act(session.require_auth_code)
             outcome = Outcome.approve(auth_code=await self._auth_code)
         else:
-            self.act(session.pass_point_of_no_return)
+            if session.tx_state is not TxState.PROCESSING:  # .57 passed it on arrival
+                self.act(session.pass_point_of_no_return)
             if behaviour is Behaviour.PAST_NO_RETURN:
                 self.act(lambda now: session.send_txn_update("PROCESSING", now))
                 await asyncio.sleep(self.settings.processing_seconds)

@@ -1,0 +1,454 @@
+#!/usr/bin/env node
+// Drives the published mx51 SPI client (@mx51/spi-client-js) against a terminal,
+// through the library's public API only, and reports what happened as JSON lines
+// on stdout (one object per line, each with "type" and "t", milliseconds since
+// start). The library's own log (it logs to `console`) goes to stderr.
+//
+//   node harness.mjs --address 127.0.0.1:PORT --pos-id POS1 --serial SIM-0001 \
+//       [--tenant wbc] [--enc-key HEX --hmac-key HEX] --plan '[{"do": "pair"}, ...]'
+//       [--device-address-url http://127.0.0.1:PORT --device-api-key KEY]
+//
+// With --device-address-url the library's device-address lookups (https to
+// device-address-api[-env].<tenant>.mspenv.io) go to that base URL instead,
+// same path and headers, and automatic address resolution is switched on
+// before Start() (SetDeviceApiKey, SetAutoAddressResolution(true)).
+//
+// Plan steps, run in order (each wait gives up after --step-timeout seconds):
+//   {"do": "pair"}                      Pair(); when the code shows, report it and
+//                                       press YES (PairingConfirmCode); wait until
+//                                       pairing finished and PairedConnected.
+//   {"do": "wait_status", "status": S}  wait until CurrentStatus is S.
+//   {"do": "wait_event", "type": T, "count": N}
+//                                       wait until N (default 1) events of type T
+//                                       (e.g. "secrets", "battery") were printed.
+//   {"do": "purchase", "ref": R, "cents": N}
+//                                       InitiatePurchaseTx; wait until finished; ack.
+//       optional: "signature": true|false  AcceptSignature(...) when asked to
+//                 "auth_code": "123456"    SubmitAuthCode(...) when asked for one
+//                 "cancel": "now"          CancelTransaction() right after initiating
+//                 "cancel": "on_update"    CancelTransaction() at the first txn_update
+//                 "then_exit": true        return at once (with a following step)
+//   {"do": "recover", "ref": R, "tx_type": "Purchase"}
+//                                       InitiateRecovery; wait until finished; ack.
+//   {"do": "exit"}                      skip the rest and exit at once, with the
+//                                       library mid-flow (a POS that crashes).
+//
+// Starting with --enc-key/--hmac-key is starting a POS that kept its keys
+// (Start() goes to PairedConnecting and connects).
+//
+// Environment shims (the library is written for browsers):
+// WebSocket (from `ws`), document (the library's default event bus, and
+// document.location for its https check), window (read for a customCrypto
+// hook), navigator.userAgent (sent in set_pos_info), and a fetch guard so that
+// the analytics / device-address HTTP calls never leave this machine. Why each
+// is needed: tests/interop/test_js_client.py.
+
+import { createRequire } from "node:module";
+import { format, parseArgs } from "node:util";
+
+const started = Date.now();
+const emitted = new Map(); // event type -> how many were printed
+let pongsThisConnection = 0; // reset at each websocket open
+// What the POS user does during the current purchase (answer a signature or
+// auth-code request, cancel): run after the library's event has been
+// dispatched, as a UI would.
+let txHook = null;
+let updateHook = null;
+
+function emit(type, fields = {}) {
+  emitted.set(type, (emitted.get(type) ?? 0) + 1);
+  process.stdout.write(JSON.stringify({ ...fields, type, t: Date.now() - started }) + "\n");
+}
+
+// ---------------------------------------------------------------- arguments
+
+const { values: args } = parseArgs({
+  options: {
+    address: { type: "string" },
+    "pos-id": { type: "string", default: "POS1" },
+    serial: { type: "string", default: "" },
+    tenant: { type: "string", default: "wbc" },
+    "enc-key": { type: "string" },
+    "hmac-key": { type: "string" },
+    plan: { type: "string", default: "[]" },
+    "step-timeout": { type: "string", default: "20" },
+    "device-address-url": { type: "string" },
+    "device-api-key": { type: "string", default: "multipair-interop" },
+  },
+});
+if (!args.address) {
+  process.stderr.write("--address host:port is required\n");
+  process.exit(2);
+}
+const plan = JSON.parse(args.plan);
+const stepTimeoutMs = Number(args["step-timeout"]) * 1000;
+
+// ---------------------------------------------------------------- shims
+
+// The library logs through `console`; keep stdout for our JSON lines.
+for (const level of ["log", "info", "warn", "error", "debug", "trace"]) {
+  console[level] = (...parts) => process.stderr.write(`[spi ${level}] ${format(...parts)}\n`);
+}
+
+// A browser reports an exception thrown in an event listener and carries on;
+// Node's EventTarget turns it into an uncaught exception. Behave like the
+// browser, but make every such exception visible to the test.
+process.on("uncaughtException", (err) => {
+  emit("uncaught", { error: String(err && err.stack ? err.stack : err) });
+});
+process.on("unhandledRejection", (err) => {
+  emit("unhandled_rejection", { error: String(err && err.stack ? err.stack : err) });
+});
+
+const require = createRequire(import.meta.url);
+const { WebSocket: WsWebSocket } = await import("ws");
+
+// The browser WebSocket API: `new WebSocket(url, protocol)`, on* handlers,
+// readyState/OPEN/CLOSED, text frames as strings. `ws` provides all of it;
+// the subclass only reports connections so the test can see reconnects.
+class ReportingWebSocket extends WsWebSocket {
+  constructor(url, protocols) {
+    super(url, protocols);
+    emit("ws_connecting", { url: String(url), offered: protocols ?? null });
+    this.addEventListener("open", () => {
+      pongsThisConnection = 0;
+      emit("ws_open", { url: String(url), protocol: this.protocol });
+    });
+    this.addEventListener("close", (e) => emit("ws_close", { code: e.code, reason: e.reason }));
+    this.addEventListener("error", (e) => emit("ws_error", { message: String(e.message ?? e) }));
+  }
+}
+globalThis.WebSocket = ReportingWebSocket;
+
+// The library's default event bus is `document`, and it reads
+// `document.location.protocol` to decide between ws and wss.
+const documentShim = new EventTarget();
+documentShim.location = { protocol: "http:" };
+globalThis.document = documentShim;
+
+// Crypto.generateRandomInt reads `window.customCrypto` (a hook mx51 uses in its
+// own Node adaptor); without it the bundled polyfill uses globalThis.crypto
+// (Node's WebCrypto), exactly as in a browser. `window` only has to exist.
+globalThis.window = globalThis;
+
+// Sent as device_system in set_pos_info. Node 20 has no navigator.
+if (typeof globalThis.navigator === "undefined") {
+  globalThis.navigator = { userAgent: `Node.js/${process.version} (multipair interop harness)` };
+}
+
+// The library reports every finished transaction to mx51's analytics service
+// (and may look up terminal addresses) over https. Nothing may leave this
+// machine: such calls fail as a network error would, and are reported.
+const realFetch = globalThis.fetch;
+globalThis.fetch = async (input, init) => {
+  let url = new URL(typeof input === "string" ? input : input.url);
+  const deviceAddressHost = /^device-address-api(-[a-z0-9]+)?\.[a-z0-9-]+\.mspenv\.io$/i;
+  if (args["device-address-url"] && deviceAddressHost.test(url.hostname)) {
+    const to = new URL(url.pathname + url.search, args["device-address-url"]);
+    emit("http_redirected", { from: url.href, to: to.href, headers: init && init.headers });
+    url = to;
+    input = to.href;
+  }
+  const loopback = ["127.0.0.1", "localhost", "[::1]"].includes(url.hostname);
+  if (!loopback) {
+    emit("http_blocked", { url: url.href, method: (init && init.method) || "GET" });
+    throw new TypeError(`fetch to ${url.host} blocked by the interop harness`);
+  }
+  return realFetch(input, init);
+};
+
+// ---------------------------------------------------------------- the library
+
+const spiLib = require("@mx51/spi-client-js");
+const libPackage = require("@mx51/spi-client-js/package.json");
+const {
+  Spi,
+  Secrets,
+  SpiStatus,
+  SpiFlow,
+  SuccessState,
+  PurchaseResponse,
+  TerminalConfigurationResponse,
+  TransactionType,
+  TransactionUpdate,
+} = spiLib;
+
+const secrets =
+  args["enc-key"] && args["hmac-key"] ? new Secrets(args["enc-key"], args["hmac-key"]) : null;
+const spi = new Spi(args["pos-id"], args.serial, args.address, secrets);
+spi.SetPosInfo("multipair", "interop-1.0");
+// 2.9 throws away the configured port unless the tenant is "wbc" (§13.2).
+spi.SetTenantCode(args.tenant);
+
+// Callbacks the library requires a POS to overwrite (the defaults throw
+// "Method not implemented. Please overwrite this method in your POS").
+spi.TerminalConfigurationResponse = (m) => {
+  const r = new TerminalConfigurationResponse(m);
+  emit("terminal_configuration", {
+    success: r.isSuccess(),
+    serial_number: r.GetSerialNumber(),
+    terminal_model: r.GetTerminalModel(),
+  });
+  poke();
+};
+spi.TerminalStatusResponse = (m) => {
+  emit("terminal_status", { data: m.Data });
+  poke();
+};
+spi.BatteryLevelChanged = (m) => {
+  emit("battery", { data: m.Data });
+  poke();
+};
+spi.PrintingResponse = (m) => {
+  emit("printing", { data: m.Data });
+  poke();
+};
+spi.TransactionUpdateMessage = (m) => {
+  const u = new TransactionUpdate(m);
+  emit("txn_update", { code: u.GetDisplayMessageCode(), text: u.GetDisplayMessageText() });
+  if (updateHook) {
+    const hook = updateHook;
+    setImmediate(() => hook(u));
+  }
+  poke();
+};
+
+const waiters = new Set();
+function poke() {
+  for (const waiter of [...waiters]) {
+    let done = false;
+    try {
+      done = waiter.predicate();
+    } catch (err) {
+      waiters.delete(waiter);
+      clearTimeout(waiter.timer);
+      waiter.reject(err);
+      continue;
+    }
+    if (done) {
+      waiters.delete(waiter);
+      clearTimeout(waiter.timer);
+      waiter.resolve();
+    }
+  }
+}
+
+/** Resolve when predicate() holds: now, or after some later library event. */
+function waitFor(what, predicate) {
+  return new Promise((resolve, reject) => {
+    const waiter = { predicate, resolve, reject, timer: null };
+    waiter.timer = setTimeout(() => {
+      waiters.delete(waiter);
+      reject(new Error(`timed out after ${stepTimeoutMs} ms waiting for ${what}`));
+    }, stepTimeoutMs);
+    waiters.add(waiter);
+    poke();
+  });
+}
+
+function describeTx(state) {
+  const out = {
+    pos_ref_id: state.PosRefId,
+    tx_type: state.Type,
+    finished: state.Finished,
+    success: state.Success,
+    request_sent: state.RequestSent,
+    awaiting_gt: state.AwaitingGtResponse,
+    awaiting_signature: state.AwaitingSignatureCheck,
+    awaiting_auth_code: state.AwaitingPhoneForAuth,
+    attempting_to_cancel: state.AttemptingToCancel,
+    display: state.DisplayMessage,
+  };
+  const m = state.Response;
+  if (m && m.Data) {
+    out.response_event = m.EventName;
+    if (state.Type === TransactionType.Purchase && typeof m.Data.pos_ref_id !== "undefined") {
+      const r = new PurchaseResponse(m);
+      out.response = {
+        pos_ref_id: r.PosRefId,
+        success: r.Success,
+        host_response_code: r.GetResponseCode(),
+        host_response_text: r.GetResponseText(),
+        purchase_amount: r.GetPurchaseAmount(),
+        rrn: r.GetRRN(),
+        auth_code: r.GetAuthCode(),
+        scheme_name: r.SchemeName,
+        has_customer_receipt: Boolean(r.GetCustomerReceipt()),
+        has_merchant_receipt: Boolean(r.GetMerchantReceipt()),
+      };
+    } else {
+      out.response = {
+        pos_ref_id: m.Data.pos_ref_id ?? null,
+        success: m.Data.success ?? null,
+        error_reason: m.Data.error_reason ?? null,
+      };
+    }
+  }
+  return out;
+}
+
+documentShim.addEventListener("StatusChanged", (e) => {
+  emit("status", { status: e.detail });
+  poke();
+});
+documentShim.addEventListener("PairingFlowStateChanged", (e) => {
+  const s = e.detail;
+  emit("pairing", {
+    message: s.Message,
+    code: s.ConfirmationCode,
+    awaiting_pos: s.AwaitingCheckFromPos,
+    awaiting_eftpos: s.AwaitingCheckFromEftpos,
+    finished: s.Finished,
+    successful: s.Successful,
+  });
+  poke();
+});
+documentShim.addEventListener("SecretsChanged", (e) => {
+  const s = e.detail;
+  // Throwaway keys of a loopback test pairing: the test compares them with
+  // the terminal's own.
+  emit("secrets", s ? { enc_key: s.EncKey, hmac_key: s.HmacKey } : { enc_key: null, hmac_key: null });
+  poke();
+});
+documentShim.addEventListener("DeviceAddressChanged", (e) => {
+  const d = e.detail;
+  emit("device_address", {
+    code: d.DeviceAddressResponseCode,
+    address: d.Address,
+    ip: d.ip,
+    fqdn: d.fqdn,
+    last_updated: d.LastUpdated,
+    description: d.ResponseStatusDescription,
+  });
+  poke();
+});
+documentShim.addEventListener("PosSpiToken", (e) => {
+  emit("pos_spi_token", { token: e.detail });
+  poke();
+});
+documentShim.addEventListener("TxFlowStateChanged", (e) => {
+  emit("tx", describeTx(e.detail));
+  if (txHook) {
+    const hook = txHook;
+    setImmediate(() => hook(spi.CurrentTxFlowState));
+  }
+  poke();
+});
+// The first pong of a connection is when the library is ready to transact
+// (§5.3); after a pairing, PairedConnected comes earlier, with pair_response.
+documentShim.addEventListener("SpiPong", (e) => {
+  pongsThisConnection += 1;
+  if (pongsThisConnection === 1) emit("first_pong", { conn_id: e.detail.ConnId ?? null });
+  poke();
+});
+
+// ---------------------------------------------------------------- the plan
+
+async function pair() {
+  if (!spi.Pair()) throw new Error("Pair() refused");
+  await waitFor(
+    "the pairing confirmation code",
+    () => spi.CurrentPairingFlowState.AwaitingCheckFromPos && spi.CurrentPairingFlowState.ConfirmationCode,
+  );
+  emit("pairing_code", { code: spi.CurrentPairingFlowState.ConfirmationCode });
+  spi.PairingConfirmCode(); // the POS user presses YES
+  await waitFor("the end of pairing", () => spi.CurrentPairingFlowState.Finished);
+  const s = spi.CurrentPairingFlowState;
+  emit("pairing_finished", { successful: s.Successful, code: s.ConfirmationCode });
+  if (!s.Successful) throw new Error(`pairing failed: ${s.Message}`);
+  await waitFor("PairedConnected", () => spi.CurrentStatus === SpiStatus.PairedConnected);
+  await waitFor("the first pong after pairing", () => pongsThisConnection > 0);
+  emit("ack", { idle: spi.AckFlowEndedAndBackToIdle() });
+}
+
+async function finishTx(ref) {
+  await waitFor(`the end of transaction ${ref}`, () => spi.CurrentTxFlowState.Finished);
+  emit("tx_finished", describeTx(spi.CurrentTxFlowState));
+  emit("ack", { idle: spi.AckFlowEndedAndBackToIdle() });
+}
+
+async function purchase(step) {
+  await waitFor("PairedConnected and idle", () => spi.CurrentStatus === SpiStatus.PairedConnected && spi.CurrentFlow === SpiFlow.Idle);
+  let signatureAnswered = null; // the request last answered: a recovery may ask again
+  let phoned = false;
+  txHook = (state) => {
+    if (state.Finished) return;
+    const asked = state.SignatureRequiredMessage;
+    if (typeof step.signature === "boolean" && state.AwaitingSignatureCheck && asked !== signatureAnswered) {
+      signatureAnswered = asked;
+      const r = spi.AcceptSignature(step.signature);
+      emit("signature_answered", { accepted: step.signature, valid: r.Valid, message: r.Message });
+    }
+    if (step.auth_code && state.AwaitingPhoneForAuth && !phoned) {
+      phoned = true;
+      const r = spi.SubmitAuthCode(step.auth_code);
+      emit("auth_code_submitted", { code: step.auth_code, valid: r.ValidFormat, message: r.Message });
+    }
+  };
+  const cancel = () => {
+    const r = spi.CancelTransaction();
+    emit("cancel_requested", { valid: r.Valid, message: r.Message });
+  };
+  let cancelled = false;
+  updateHook = () => {
+    if (step.cancel === "on_update" && !cancelled) {
+      cancelled = true;
+      cancel();
+    }
+  };
+  const result = spi.InitiatePurchaseTx(step.ref, step.cents);
+  emit("initiated", { pos_ref_id: step.ref, initiated: result.Initiated, message: result.Message });
+  if (!result.Initiated) throw new Error(`InitiatePurchaseTx refused: ${result.Message}`);
+  if (step.cancel === "now") cancel();
+  if (step.then_exit) return;
+  try {
+    await finishTx(step.ref);
+  } finally {
+    txHook = null;
+    updateHook = null;
+  }
+}
+
+async function recover(step) {
+  await waitFor("PairedConnected and idle", () => spi.CurrentStatus === SpiStatus.PairedConnected && spi.CurrentFlow === SpiFlow.Idle);
+  const result = spi.InitiateRecovery(step.ref, TransactionType[step.tx_type ?? "Purchase"]);
+  emit("initiated", { pos_ref_id: step.ref, initiated: result.Initiated, message: result.Message });
+  if (!result.Initiated) throw new Error(`InitiateRecovery refused: ${result.Message}`);
+  await finishTx(step.ref);
+}
+
+emit("library", {
+  version: libPackage.version,
+  spi_version: Spi.GetVersion(),
+  node: process.version,
+  success_states: Object.values(SuccessState),
+});
+
+let exitCode = 0;
+try {
+  if (args["device-address-url"]) {
+    spi.SetDeviceApiKey(args["device-api-key"]);
+    spi.SetAutoAddressResolution(true); // looks the serial number up now
+  }
+  spi.Start();
+  emit("started", { status: spi.CurrentStatus });
+  for (const step of plan) {
+    emit("step", { step });
+    if (step.do === "pair") await pair();
+    else if (step.do === "wait_status") await waitFor(`status ${step.status}`, () => spi.CurrentStatus === step.status);
+    else if (step.do === "wait_event") {
+      const count = step.count ?? 1;
+      await waitFor(`${count} ${step.type} event(s)`, () => (emitted.get(step.type) ?? 0) >= count);
+    }
+    else if (step.do === "purchase") await purchase(step);
+    else if (step.do === "recover") await recover(step);
+    else if (step.do === "exit") break;
+    else throw new Error(`unknown step ${JSON.stringify(step)}`);
+  }
+  emit("done", { status: spi.CurrentStatus });
+} catch (err) {
+  emit("failed", { error: String(err && err.message ? err.message : err), status: spi.CurrentStatus });
+  exitCode = 1;
+}
+// The library has no Stop(): its ping and monitor timers run forever.
+process.exit(exitCode);
