@@ -20,6 +20,7 @@ LANE_KEY_METHODS = [
     "command_replies",
     "command_times",
     "lease",
+    "fence",
     "dead_letter",
 ]
 

@@ -184,13 +184,23 @@ class LaneRig:
         info: Any = await self.redis.xpending(self.keys.commands(self.instance_id), "lane")
         return int(info["pending"])
 
+    async def consumed_all(self) -> bool:
+        """The lane has read every entry of its command stream (pending or not)."""
+        stream = self.keys.commands(self.instance_id)
+        info: Any = await self.redis.xinfo_stream(stream)
+        groups: Any = await self.redis.xinfo_groups(stream)
+        last = info["last-generated-id"]
+        return bool(groups) and groups[0]["last-delivered-id"] == last
+
     async def wait_acknowledged(self, timeout: float = WAIT) -> None:
-        """Every command entry read so far has been XACKed."""
+        """Every command entry in the stream has been read and XACKed."""
         deadline = time.monotonic() + timeout
-        while await self.pending():
+        while await self.pending() or not await self.consumed_all():
             if time.monotonic() > deadline:
                 raise AssertionError(f"{await self.pending()} command entries still pending")
             await self.events.poll(50)
+        while await self.events.poll(0):  # read what the last acknowledgements published
+            pass
 
 
 def lane_env(redis_url: str, prefix: str, master_key: MasterKey) -> dict[str, str]:

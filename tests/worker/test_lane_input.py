@@ -51,7 +51,7 @@ async def test_pairing_works_entirely_through_commands_and_events(
             ):
                 assert 200 == r.status
             paired = await rig.events.wait_for(
-                lambda b: b["type"] == "pairing" and b["state"] == "paired"
+                lambda b: b["type"] == "pairing" and b["state"] == "succeeded"
             )
             assert pair_id == paired["command_id"]
             await rig.wait_state(status="paired_connected")

@@ -192,6 +192,8 @@ class PairingFinished:
 
     success: bool
     message: str
+    cancelled: bool = False
+    """True when the POS side cancelled it (:meth:`PosSession.pair_cancel`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -676,7 +678,7 @@ class PosSession:
         if p.awaiting_pos and not p.awaiting_terminal and self.connected:
             # The terminal already holds the keys: make it forget them.
             self._queue(self._ids.next(m.DropKeysRequest.id_prefix), m.DropKeysRequest(), now)
-        self._fail_pairing("Pairing cancelled.")
+        self._fail_pairing("Pairing cancelled.", cancelled=True)
 
     def unpair(self, now: float) -> None:
         """Forget the pairing on both sides (§4.6). Only while Idle."""
@@ -1418,10 +1420,10 @@ class PosSession:
             # The terminal confirmed first and already answered a ping (§4.4).
             self._ready_to_transact(now)
 
-    def _fail_pairing(self, text: str) -> None:
+    def _fail_pairing(self, text: str, *, cancelled: bool = False) -> None:
         self._pairing = None
         self._stamp.secrets = None
-        self._events.append(PairingFinished(success=False, message=text))
+        self._events.append(PairingFinished(success=False, message=text, cancelled=cancelled))
         self._set_flow(SpiFlow.IDLE)
         if self.connected:
             # §13.8: a failed or cancelled pairing closes the socket for good.

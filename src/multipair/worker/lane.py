@@ -191,7 +191,12 @@ class Lane:
         )
         await self._ensure_group()
         await self._publish(bs.LaneStarted, host=deps.settings.host_id, pid=os.getpid(), restarts=0)
-        await self._write_state(pid=str(os.getpid()), host=deps.settings.host_id, last_error="")
+        await self._write_state(
+            pid=str(os.getpid()),
+            host=deps.settings.host_id,
+            started_at=_iso_now(),
+            last_error="",
+        )
         await self._publish_status()
         log.info("lane started", paired=secrets is not None, pos_id=profile.pos_id)
         reason = "stopped"
@@ -408,6 +413,11 @@ class Lane:
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopped.is_set():
+            if not await self.redis.exists(self.keys.profile(self.instance_id)):
+                # The lane was removed: nothing to serve, and nothing to write.
+                log.warning("profile removed: stopping")
+                self.stop_now()
+                return
             await self._write_state(heartbeat_at=_iso_now())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(HEARTBEAT_PERIOD_S):
@@ -427,7 +437,11 @@ class Lane:
                 await self._publish(
                     bs.Pairing,
                     command_id=self._command_id(),
-                    state=str(event.step),
+                    state=(
+                        bs.PairingState.AWAITING_CONFIRMATION
+                        if event.confirmation_code
+                        else bs.PairingState.STARTED
+                    ).value,
                     confirmation_code=event.confirmation_code,
                     awaiting_pos=event.awaiting_pos_confirmation,
                     awaiting_terminal=event.awaiting_terminal_confirmation,
@@ -437,7 +451,7 @@ class Lane:
                 await self._publish(
                     bs.Pairing,
                     command_id=self._command_id(),
-                    state="paired" if event.success else "failed",
+                    state=_pairing_end(event).value,
                     detail=event.message,
                 )
                 if self._pairing_done is not None and not self._pairing_done.done():
@@ -1074,6 +1088,12 @@ class Lane:
 # --------------------------------------------------------------------------
 # Pure helpers: commands -> SPI requests, session outcomes -> events
 # --------------------------------------------------------------------------
+
+
+def _pairing_end(event: spi.PairingFinished) -> bs.PairingState:
+    if event.success:
+        return bs.PairingState.SUCCEEDED
+    return bs.PairingState.CANCELLED if event.cancelled else bs.PairingState.FAILED
 
 
 def _now() -> _dt.datetime:

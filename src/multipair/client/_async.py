@@ -1,0 +1,793 @@
+"""The asyncio client: lanes, commands, outcomes and events over the v1 Redis contract.
+
+Rules this module keeps:
+
+- It speaks only the public contract (docs/broker-schema.md): it ``XADD``s
+  commands, reads events streams, and reads the keys a reader may rely on.
+  Profiles are written through :class:`~multipair.store.profiles.ProfileStore`.
+- A command is added only while the lane's profile exists, checked in the
+  same Lua script as the ``XADD`` (both keys share the lane's hash tag), so a
+  command never lands in the stream of a lane that does not exist.
+- Waiting for an answer starts from the events stream's last id read
+  *before* the command is added, so no event of the command can be missed.
+- A timeout never says "failed": :class:`OutcomeTimeout` means the outcome
+  is unknown to the caller, who must look the transaction up before charging
+  again (the lane keeps running it and publishes the outcome later).
+"""
+
+# ruff: noqa: ASYNC109 - a per-call ``timeout`` is this API's contract (issue 5): it bounds
+# the wait for the lane's answer, and its end means "outcome unknown", not "failed".
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import inspect
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager, suppress
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import orjson
+from redis.asyncio import Redis
+
+from multipair import broker_schema as bs
+from multipair.broker_schema.keys import validate_instance_id
+from multipair.client.errors import ClientError, CommandRejected, LaneNotFound, OutcomeTimeout
+from multipair.client.outcome import LaneInfo, Outcome
+from multipair.config import Settings
+from multipair.exceptions import CommandError, ConfigurationError
+from multipair.leases import parse_lease
+from multipair.store._redis import as_text, redis_errors, text_map
+from multipair.store.profiles import LaneProfile, ProfileStore
+from multipair.store.secrets_box import MasterKey
+from multipair.store.transactions import TxStore
+
+__all__ = ["AsyncClient", "EventCallback", "new_command_id", "new_pos_ref_id"]
+
+EventCallback = Callable[[bs.Event], None]
+"""Called with each progress event of a command (not its final answer)."""
+
+ConfirmPolicy = bool | Callable[[str], Awaitable[bool] | bool]
+
+CONTROL_ACTIONS: Final = frozenset({"restart", "stop", "start"})
+
+# How long one XREAD may block; waits longer than this are several reads, so a
+# Redis client made with a socket timeout still works.
+_BLOCK_CHUNK_S: Final = 5.0
+_READ_COUNT: Final = 256
+_LANE_ALIVE_S: Final = 10.0
+"""A lane whose heartbeat is older than this is taken as not running (it beats every 2 s)."""
+
+_MONEY_FINAL: Final = frozenset({"transaction_completed", "transaction_lookup"})
+# Command type -> the event types that answer it for good (besides command_rejected).
+# Commands not listed are answered by command_accepted (control commands,
+# unpair, set_config); pair is answered by a final pairing event.
+_FINAL_EVENTS: Final[dict[str, frozenset[str]]] = {
+    "purchase": _MONEY_FINAL,
+    "refund": _MONEY_FINAL,
+    "cashout": _MONEY_FINAL,
+    "moto_purchase": _MONEY_FINAL,
+    "reversal": _MONEY_FINAL,
+    "get_transaction": frozenset({"transaction_lookup"}),
+    "get_last_transaction": frozenset({"transaction_lookup"}),
+    "settle": frozenset({"settlement"}),
+    "settlement_enquiry": frozenset({"settlement"}),
+    "terminal_status": frozenset({"terminal_status"}),
+    "terminal_configuration": frozenset({"terminal_configuration"}),
+    "print": frozenset({"printing"}),
+    "pair": frozenset(),
+}
+PAIRED_STATES: Final = frozenset({"succeeded"})
+PAIR_FAILED_STATES: Final = frozenset({"failed", "cancelled"})
+
+# KEYS[1] profile, KEYS[2] commands. ARGV[1] v, ARGV[2] body. Same hash tag: one slot.
+_XADD_IF_LANE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', 'v', ARGV[1], 'body', ARGV[2])
+"""
+
+_E = TypeVar("_E", bound=bs.Event)
+
+
+def new_command_id() -> str:
+    """A fresh ``command_id`` (32 hex digits of a random UUID)."""
+    return uuid.uuid4().hex
+
+
+def new_pos_ref_id() -> str:
+    """A fresh ``pos_ref_id``: ``mp-`` and 20 random hex digits."""
+    return f"mp-{uuid.uuid4().hex[:20]}"
+
+
+@contextmanager
+def _client_errors() -> Iterator[None]:
+    """Turn the schema's and the store's ``CommandError`` into the client's errors."""
+    try:
+        yield
+    except CommandError as exc:
+        if exc.reason == bs.Reason.UNKNOWN_LANE:
+            raise LaneNotFound(exc.reason, exc.detail) from None
+        raise ClientError(exc.reason, exc.detail) from None
+
+
+def _lane_id(instance_id: str) -> str:
+    with _client_errors():
+        return validate_instance_id(instance_id)
+
+
+def _not_found(iid: str) -> LaneNotFound:
+    return LaneNotFound(bs.Reason.UNKNOWN_LANE, f"no lane has instance id {iid}")
+
+
+def _build(cls: Callable[..., bs.Command], **fields: Any) -> bs.Command:
+    """Build a command; a bad value raises ``ClientError`` with the schema's reason."""
+    with _client_errors():
+        return cls(command_id=new_command_id(), **fields)
+
+
+def _is_final(command: bs.Command, event: bs.Event) -> bool:
+    if isinstance(event, bs.CommandRejected):
+        return True
+    if isinstance(event, bs.Pairing):
+        return event.state in PAIRED_STATES or event.state in PAIR_FAILED_STATES
+    final = _FINAL_EVENTS.get(command.type)
+    if final is None:
+        return isinstance(event, bs.CommandAccepted)
+    return event.type in final
+
+
+def _expect(event: bs.Event, cls: type[_E]) -> _E:
+    if not isinstance(event, cls):
+        raise ClientError(
+            "unexpected_event", f"expected a {cls.type!r} event, the lane answered {event.type!r}"
+        )
+    return event
+
+
+def _parse_time(text: str | None) -> _dt.datetime | None:
+    if not text:
+        return None
+    try:
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_dt.UTC)
+
+
+def _parse_int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+class AsyncClient:
+    """Drive multipair lanes from an asyncio POS backend.
+
+    ``redis`` is any ``redis.asyncio.Redis`` (with or without
+    ``decode_responses``); ``prefix`` is the key prefix the lanes use.
+    ``master_key`` is needed only to read or write pairing secrets, which
+    this client never does; it is passed on to the profile store.
+    Redis being unreachable raises :class:`~multipair.exceptions.RetryLater`.
+    """
+
+    def __init__(
+        self, redis: Redis, *, prefix: str = "mp", master_key: MasterKey | None = None
+    ) -> None:
+        self._redis = redis
+        self._keys = bs.Keys(prefix)
+        self._profiles = ProfileStore(redis, self._keys, master_key)
+        self._txs = TxStore(redis, self._keys)
+        self._xadd_if_lane = redis.register_script(_XADD_IF_LANE)
+        self._owns_redis = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AsyncClient:
+        """A client on its own Redis connection pool, made from ``settings.redis_url``."""
+        if settings.redis_url is None:
+            raise ConfigurationError(
+                "no Redis URL: set MULTIPAIR_REDIS_URL (or --redis-url) to the lanes' Redis"
+            )
+        client = cls(
+            Redis.from_url(settings.redis_url),
+            prefix=settings.prefix,
+            master_key=settings.master_key,
+        )
+        client._owns_redis = True
+        return client
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(keys={self._keys!r})"
+
+    @property
+    def keys(self) -> bs.Keys:
+        """The key names this client uses."""
+        return self._keys
+
+    @property
+    def redis(self) -> Redis:
+        """The Redis client underneath."""
+        return self._redis
+
+    async def aclose(self) -> None:
+        """Close the Redis connection pool if this client made it (:meth:`from_settings`)."""
+        if self._owns_redis:
+            await self._redis.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------
+    # Lanes
+    # ------------------------------------------------------------------
+
+    async def add_lane(
+        self,
+        *,
+        pos_id: str,
+        serial_number: str,
+        device_address: str | None = None,
+        auto_address: bool = False,
+        tenant_code: str | None = None,
+        test_mode: bool = False,
+        secure: bool = False,
+        instance_id: str | None = None,
+    ) -> LaneProfile:
+        """Create a lane (profile, ``mp:lanes`` entry, command group) and return its profile.
+
+        ``ClientError('lane_exists')`` when ``instance_id`` is taken; a bad
+        field raises ``ClientError('invalid_value' | 'wrong_type' | ...)``.
+        """
+        fields: dict[str, Any] = {}
+        if instance_id is not None:
+            fields["instance_id"] = instance_id
+        with _client_errors():
+            profile = LaneProfile(
+                pos_id=pos_id,
+                serial_number=serial_number,
+                device_address=device_address,
+                auto_address=auto_address,
+                tenant_code=tenant_code,
+                test_mode=test_mode,
+                secure=secure,
+                **fields,
+            )
+            return await self._profiles.create(profile)
+
+    async def list_lanes(self) -> list[LaneProfile]:
+        """Every lane, oldest first."""
+        return await self._profiles.list()
+
+    async def get_lane(self, instance_id: str) -> LaneProfile:
+        """The lane's profile; :class:`LaneNotFound` when there is none."""
+        with _client_errors():
+            return await self._profiles.get(instance_id)
+
+    async def lane_info(self, instance_id: str) -> LaneInfo:
+        """The lane's profile, state, owner and newest transaction (one row of status)."""
+        return await self._info(await self.get_lane(instance_id))
+
+    async def lanes_info(self) -> list[LaneInfo]:
+        """:meth:`lane_info` of every lane, oldest lane first."""
+        profiles = await self.list_lanes()
+        return list(await asyncio.gather(*(self._info(p) for p in profiles)))
+
+    async def _info(self, profile: LaneProfile) -> LaneInfo:
+        iid = profile.instance_id
+        keys = self._keys
+        with redis_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(keys.state(iid))
+                pipe.get(keys.lease(iid))
+                pipe.zrevrange(keys.txs(iid), 0, 0)
+                raw_state, raw_lease, newest = await pipe.execute()
+        state = text_map(raw_state or {})
+        lease = parse_lease(raw_lease)
+        last_ref = as_text(newest[0]) if newest else None
+        last_result: str | None = None
+        if last_ref is not None:
+            record = await self._txs.get(iid, last_ref)
+            if record is not None:
+                last_result = str(record.result) if record.result else str(record.state)
+        return LaneInfo(
+            profile=profile,
+            status=state.get("status") or None,
+            flow=state.get("flow") or None,
+            host=state.get("host") or None,
+            pid=_parse_int(state.get("pid")),
+            heartbeat_at=_parse_time(state.get("heartbeat_at")),
+            started_at=_parse_time(state.get("started_at")),
+            restarts=_parse_int(state.get("restarts")) or 0,
+            last_error=state.get("last_error") or None,
+            crash_loop=state.get("crash_loop", "").lower() in ("1", "true"),
+            lease_host=lease.host_id if lease is not None else None,
+            last_pos_ref_id=last_ref,
+            last_result=last_result,
+        )
+
+    async def remove_lane(
+        self, instance_id: str, *, unpair: bool = True, timeout: float = 10.0
+    ) -> None:
+        """Unpair (best effort), stop and delete a lane: its profile and every key it has.
+
+        When ``unpair`` is set and the lane runs paired, ``unpair`` is sent and
+        awaited for up to ``timeout`` seconds; a refusal or no answer does not
+        stop the removal. The lane then leaves ``mp:lanes`` and is disabled;
+        if a host holds its lease, that host is told to ``stop`` it and the
+        lease's release is awaited (within the same ``timeout``), so that the
+        stopping lane does not write keys again after they are deleted.
+        """
+        iid = _lane_id(instance_id)
+        info = await self.lane_info(iid)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if unpair and self._runs(info) and info.status not in (None, bs.Status.UNPAIRED):
+            with suppress(ClientError):  # best effort: the lane is removed anyway
+                await self.send_and_wait(
+                    iid, bs.Unpair(command_id=new_command_id()), timeout=timeout
+                )
+        with redis_errors():
+            await self._redis.srem(self._keys.lanes(), iid)
+        owner = await self.lane_owner(iid)
+        if owner is not None:
+            with suppress(LaneNotFound):
+                await self.set_enabled(iid, False)
+            await self.send_control(owner, "stop", iid)
+            await self._wait_lease_released(iid, deadline)
+        await self._profiles.delete(iid)
+
+    async def _wait_lease_released(self, iid: str, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        key = self._keys.lease(iid)
+        while loop.time() < deadline:
+            with redis_errors():
+                if not await self._redis.exists(key):
+                    return
+            # Nothing to block on: the lease is a plain key with a TTL.
+            await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
+
+    def _runs(self, info: LaneInfo) -> bool:
+        if info.lease_host is not None:
+            return True
+        if info.heartbeat_at is None:
+            return False
+        age = _dt.datetime.now(_dt.UTC) - info.heartbeat_at
+        return age.total_seconds() < _LANE_ALIVE_S
+
+    async def set_enabled(self, instance_id: str, enabled: bool) -> None:
+        """Set the profile's ``enabled`` flag (``lane stop`` / ``lane start`` remember it)."""
+        if type(enabled) is not bool:
+            raise ClientError(bs.Reason.WRONG_TYPE, "enabled must be true or false")
+        with _client_errors():
+            await self._profiles.update(instance_id, enabled=enabled)
+
+    # ------------------------------------------------------------------
+    # Commands
+    # ------------------------------------------------------------------
+
+    async def send(self, instance_id: str, command: bs.Command) -> str:
+        """Add a command to the lane's stream (``v`` 1 and its JSON body); return its id.
+
+        :class:`LaneNotFound` when the lane has no profile (nothing is added).
+        """
+        iid = _lane_id(instance_id)
+        if not isinstance(command, bs.Command):
+            raise ClientError(bs.Reason.WRONG_TYPE, "command must be a multipair command")
+        with _client_errors():
+            fields = bs.encode_command(command)
+        with redis_errors():
+            added = await self._xadd_if_lane(
+                keys=[self._keys.profile(iid), self._keys.commands(iid)],
+                args=[fields["v"], fields["body"]],
+            )
+        if added is None:
+            raise _not_found(iid)
+        return command.command_id
+
+    async def send_and_wait(
+        self,
+        instance_id: str,
+        command: bs.Command,
+        *,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> bs.Event:
+        """Send ``command`` and return the event that answers it for good.
+
+        Every other event carrying the command's id (``command_accepted`` of a
+        transaction, ``transaction_update``, ``signature_required``,
+        ``pairing`` progress, ``error`` ...) is passed to ``on_event`` as it
+        arrives. The final answer is ``transaction_completed`` (or
+        ``transaction_lookup`` for a repeated money command),
+        ``transaction_lookup``, ``settlement``, ``terminal_status``,
+        ``terminal_configuration``, ``printing``, the last ``pairing`` event,
+        or ``command_accepted`` for commands that have no other answer.
+
+        Raises :class:`CommandRejected` when the lane refuses the command and
+        :class:`OutcomeTimeout` when no final answer came within ``timeout``
+        seconds (the outcome is then unknown, not failed).
+        """
+        iid = _lane_id(instance_id)
+        deadline = asyncio.get_running_loop().time() + timeout
+        since = await self._last_event_id(iid)
+        command_id = await self.send(iid, command)
+        async with aclosing(self._follow(iid, since, deadline)) as events:
+            async for _, event in events:
+                if event.command_id != command_id:
+                    continue
+                if _is_final(command, event):
+                    if isinstance(event, bs.CommandRejected):
+                        raise CommandRejected(event)
+                    return event
+                if on_event is not None:
+                    on_event(event)
+        raise OutcomeTimeout(
+            "timeout",
+            f"no answer to {command.type} {command_id} within {timeout:g}s; "
+            "its outcome is unknown: look it up before trying again",
+        )
+
+    async def _money(
+        self,
+        instance_id: str,
+        cls: type[bs.Command],
+        *,
+        pos_ref_id: str | None,
+        timeout: float,
+        on_event: EventCallback | None,
+        **fields: Any,
+    ) -> Outcome:
+        ref = pos_ref_id if pos_ref_id is not None else new_pos_ref_id()
+        command = _build(cls, pos_ref_id=ref, **fields)
+        event = await self.send_and_wait(instance_id, command, timeout=timeout, on_event=on_event)
+        if not isinstance(event, bs.TransactionCompleted | bs.TransactionLookup):
+            raise ClientError(
+                "unexpected_event", f"a {command.type} was answered by {event.type!r}"
+            )
+        return Outcome.from_event(event, command_id=command.command_id, pos_ref_id=ref)
+
+    async def purchase(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        tip_cents: int = 0,
+        cashout_cents: int = 0,
+        surcharge_cents: int = 0,
+        prompt_for_cashout: bool = False,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """A card purchase of ``amount_cents`` (integer cents); waits for its outcome.
+
+        ``pos_ref_id`` defaults to a fresh ``mp-...`` reference. A declined
+        purchase is an :class:`Outcome` with ``result == 'failed'``, not an
+        exception.
+        """
+        return await self._money(
+            instance_id,
+            bs.Purchase,
+            pos_ref_id=pos_ref_id,
+            timeout=timeout,
+            on_event=on_event,
+            amount_cents=amount_cents,
+            tip_cents=tip_cents,
+            cashout_cents=cashout_cents,
+            surcharge_cents=surcharge_cents,
+            prompt_for_cashout=prompt_for_cashout,
+        )
+
+    async def refund(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """A refund of ``amount_cents`` to a card; waits for its outcome."""
+        return await self._money(
+            instance_id,
+            bs.Refund,
+            pos_ref_id=pos_ref_id,
+            timeout=timeout,
+            on_event=on_event,
+            amount_cents=amount_cents,
+        )
+
+    async def cashout(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        surcharge_cents: int = 0,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """Cash out only (no purchase) of ``amount_cents``; waits for its outcome."""
+        return await self._money(
+            instance_id,
+            bs.Cashout,
+            pos_ref_id=pos_ref_id,
+            timeout=timeout,
+            on_event=on_event,
+            amount_cents=amount_cents,
+            surcharge_cents=surcharge_cents,
+        )
+
+    async def moto_purchase(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        surcharge_cents: int = 0,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """A mail or telephone order purchase; waits for its outcome."""
+        return await self._money(
+            instance_id,
+            bs.MotoPurchase,
+            pos_ref_id=pos_ref_id,
+            timeout=timeout,
+            on_event=on_event,
+            amount_cents=amount_cents,
+            surcharge_cents=surcharge_cents,
+        )
+
+    async def cancel(
+        self, instance_id: str, *, pos_ref_id: str | None = None, timeout: float = 30.0
+    ) -> bs.CommandAccepted:
+        """Ask the terminal to cancel the running transaction (only ``pos_ref_id``'s if given).
+
+        Returns the ``command_accepted`` event: the cancel was passed on. The
+        transaction's own outcome (usually ``failed``) still comes to whoever
+        waits for it; the terminal may refuse a cancel past the point of no
+        return.
+        """
+        command = _build(bs.Cancel, pos_ref_id=pos_ref_id)
+        event = await self.send_and_wait(instance_id, command, timeout=timeout)
+        return _expect(event, bs.CommandAccepted)
+
+    async def get_transaction(
+        self, instance_id: str, pos_ref_id: str, *, timeout: float = 60.0
+    ) -> bs.TransactionLookup:
+        """Ask the terminal about one transaction (``found`` false when it does not know it)."""
+        command = _build(bs.GetTransaction, pos_ref_id=pos_ref_id)
+        event = await self.send_and_wait(instance_id, command, timeout=timeout)
+        return _expect(event, bs.TransactionLookup)
+
+    async def settle(
+        self, instance_id: str, *, timeout: float = 120.0, on_event: EventCallback | None = None
+    ) -> bs.Settlement:
+        """Close the day with the acquirer; returns the ``settlement`` event."""
+        command = _build(bs.Settle)
+        event = await self.send_and_wait(instance_id, command, timeout=timeout, on_event=on_event)
+        return _expect(event, bs.Settlement)
+
+    async def settlement_enquiry(
+        self, instance_id: str, *, timeout: float = 120.0, on_event: EventCallback | None = None
+    ) -> bs.Settlement:
+        """Settlement totals without closing the day (``enquiry`` is true)."""
+        command = _build(bs.SettlementEnquiry)
+        event = await self.send_and_wait(instance_id, command, timeout=timeout, on_event=on_event)
+        return _expect(event, bs.Settlement)
+
+    async def terminal_status(
+        self, instance_id: str, *, timeout: float = 30.0
+    ) -> bs.TerminalStatusReport:
+        """The terminal's status and battery."""
+        command = _build(bs.TerminalStatus)
+        event = await self.send_and_wait(instance_id, command, timeout=timeout)
+        return _expect(event, bs.TerminalStatusReport)
+
+    async def pair(
+        self,
+        instance_id: str,
+        *,
+        confirm: ConfirmPolicy = False,
+        timeout: float = 180.0,
+        on_event: EventCallback | None = None,
+    ) -> bs.Pairing:
+        """Pair the lane with its terminal; returns the final ``pairing`` event (paired).
+
+        When a ``pairing`` event shows the confirmation code and the lane
+        waits for the POS: ``confirm=True`` sends ``pair_confirm`` with that
+        code at once; a callable gets the code and decides (it may be async):
+        true confirms, false sends ``pair_cancel``; ``False`` sends nothing
+        and waits for the operator (``on_event`` shows the code). Every event
+        of the pairing but the last goes to ``on_event``.
+
+        Raises ``ClientError('pairing_failed')`` when pairing fails or is
+        cancelled, :class:`CommandRejected` when the lane refuses ``pair``
+        (already paired, busy) or the ``pair_confirm``, :class:`OutcomeTimeout`.
+        """
+        iid = _lane_id(instance_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        command = _build(bs.Pair)
+        since = await self._last_event_id(iid)
+        await self.send(iid, command)
+        follow_up: str | None = None  # our pair_confirm / pair_cancel
+        answered = False
+        async with aclosing(self._follow(iid, since, deadline)) as events:
+            async for _, event in events:
+                if follow_up is not None and event.command_id == follow_up:
+                    if isinstance(event, bs.CommandRejected):
+                        raise CommandRejected(event)
+                    continue
+                if event.command_id != command.command_id:
+                    continue
+                if isinstance(event, bs.CommandRejected):
+                    raise CommandRejected(event)
+                if isinstance(event, bs.Pairing) and _is_final(command, event):
+                    if event.state in PAIRED_STATES:
+                        return event
+                    raise ClientError(
+                        "pairing_failed", event.detail or f"pairing ended: {event.state}"
+                    )
+                if on_event is not None:
+                    on_event(event)
+                if (
+                    isinstance(event, bs.Pairing)
+                    and event.confirmation_code
+                    and event.awaiting_pos
+                    and not answered
+                    and confirm is not False
+                ):
+                    answered = True
+                    code = event.confirmation_code
+                    decision: object = True
+                    if callable(confirm):
+                        decision = confirm(code)
+                        if inspect.isawaitable(decision):
+                            decision = await decision
+                    reply: bs.Command = (
+                        _build(bs.PairConfirm, confirmation_code=code)
+                        if decision
+                        else _build(bs.PairCancel)
+                    )
+                    follow_up = await self.send(iid, reply)
+        raise OutcomeTimeout("timeout", f"pairing of lane {iid} did not finish within {timeout:g}s")
+
+    # ------------------------------------------------------------------
+    # Events
+    # ------------------------------------------------------------------
+
+    async def events(
+        self, instance_id: str, *, since: str = "$", follow: bool = True, count: int | None = None
+    ) -> AsyncGenerator[tuple[str, bs.Event], None]:
+        """The lane's events as ``(entry id, event)``, oldest first.
+
+        ``since`` is an entry id to start after: ``"$"`` (default) for events
+        newer than now, ``"0"`` for the start of the stream. With
+        ``follow=False`` it stops at the end of the stream; ``count`` stops
+        after that many events. Events of types this version does not know
+        are skipped. :class:`LaneNotFound` for an unknown lane. ``aclose()``
+        it (or leave the ``async for``) to stop following.
+        """
+        iid = _lane_id(instance_id)
+        with redis_errors():
+            if not await self._redis.exists(self._keys.profile(iid)):
+                raise _not_found(iid)
+        if count is not None and count <= 0:
+            return
+        cursor = await self._last_event_id(iid) if since == "$" else since
+        seen = 0
+        stream = self._follow(iid, cursor, None) if follow else self._drain(iid, cursor)
+        async with aclosing(stream):
+            async for entry_id, event in stream:
+                yield entry_id, event
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+
+    async def _last_event_id(self, iid: str) -> str:
+        """The id of the newest entry of the lane's events stream, ``0-0`` when empty."""
+        with redis_errors():
+            newest: Any = await self._redis.xrevrange(self._keys.events(iid), count=1)
+        return as_text(newest[0][0]) if newest else "0-0"
+
+    async def _drain(self, iid: str, cursor: str) -> AsyncGenerator[tuple[str, bs.Event], None]:
+        while True:
+            entries = await self._read(iid, cursor, block_ms=None)
+            if not entries:
+                return
+            for entry_id, event in entries:
+                cursor = entry_id
+                if event is not None:
+                    yield entry_id, event
+
+    async def _follow(
+        self, iid: str, cursor: str, deadline: float | None
+    ) -> AsyncGenerator[tuple[str, bs.Event], None]:
+        """Events after ``cursor`` as they come, until ``deadline`` (loop time) if given."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if deadline is None:
+                block = _BLOCK_CHUNK_S
+            else:
+                block = min(_BLOCK_CHUNK_S, deadline - loop.time())
+                if block <= 0:
+                    return
+            entries = await self._read(iid, cursor, block_ms=max(1, int(block * 1000)))
+            for entry_id, event in entries:
+                cursor = entry_id
+                if event is not None:
+                    yield entry_id, event
+
+    async def _read(
+        self, iid: str, cursor: str, *, block_ms: int | None
+    ) -> list[tuple[str, bs.Event | None]]:
+        """One XREAD after ``cursor``; entries that are not events of this version give None."""
+        with redis_errors():
+            reply: Any = await self._redis.xread(
+                {self._keys.events(iid): cursor}, count=_READ_COUNT, block=block_ms
+            )
+        out: list[tuple[str, bs.Event | None]] = []
+        for _, entries in reply or ():
+            for entry_id, fields in entries:
+                try:
+                    event: bs.Event | None = bs.decode_event(fields)
+                except CommandError:
+                    event = None  # a newer event type, or not an event: skip it
+                out.append((as_text(entry_id), event))
+        return out
+
+    # ------------------------------------------------------------------
+    # Hosts and ops
+    # ------------------------------------------------------------------
+
+    async def send_control(self, host_id: str, action: str, instance_id: str) -> None:
+        """Tell one supervisor to ``restart``, ``stop`` or ``start`` a lane (its control stream)."""
+        if action not in CONTROL_ACTIONS:
+            raise ClientError(
+                bs.Reason.INVALID_VALUE,
+                f"action must be one of {', '.join(sorted(CONTROL_ACTIONS))}, got {action!r}",
+            )
+        iid = _lane_id(instance_id)
+        try:
+            key = self._keys.host_control(host_id)
+        except ConfigurationError as exc:
+            raise ClientError(bs.Reason.INVALID_VALUE, str(exc)) from None
+        body = orjson.dumps({"action": action, "instance_id": iid})
+        with redis_errors():
+            await self._redis.xadd(key, {"v": str(bs.SCHEMA_VERSION), "body": body})
+
+    async def lane_owner(self, instance_id: str) -> str | None:
+        """The host that holds the lane's lease, or None when no host runs it."""
+        iid = _lane_id(instance_id)
+        with redis_errors():
+            lease = parse_lease(await self._redis.get(self._keys.lease(iid)))
+        return lease.host_id if lease is not None else None
+
+    async def hosts(self) -> list[dict[str, Any]]:
+        """The supervisors' heartbeats from ``mp:hosts``: ``{"host_id": ..., **info}``, by host."""
+        with redis_errors():
+            raw = await self._redis.hgetall(self._keys.hosts())
+        out: list[dict[str, Any]] = []
+        for host, value in sorted(text_map(raw).items()):
+            try:
+                info = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                info = None
+            entry: dict[str, Any] = {"host_id": host}
+            entry.update(info if isinstance(info, dict) else {"raw": value})
+            out.append(entry)
+        return out

@@ -1,0 +1,345 @@
+"""The blocking client: :class:`AsyncClient` run on a private event loop in a background thread.
+
+Every method submits the matching coroutine to that loop
+(``asyncio.run_coroutine_threadsafe``) and waits for it, so a ``Client`` may be
+shared by several threads. Callbacks (``on_event``, a callable ``confirm``)
+run on the background thread: keep them short and thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncGenerator, Coroutine, Iterator
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from redis.asyncio import Redis
+
+from multipair import broker_schema as bs
+from multipair.client._async import AsyncClient, ConfirmPolicy, EventCallback
+from multipair.client.outcome import LaneInfo, Outcome
+from multipair.config import Settings
+from multipair.exceptions import ConfigurationError
+from multipair.store.profiles import LaneProfile
+from multipair.store.secrets_box import MasterKey
+
+__all__ = ["Client"]
+
+_T = TypeVar("_T")
+
+
+class Client:
+    """Blocking twin of :class:`AsyncClient`, for code without an event loop.
+
+    ``redis_url`` names the lanes' Redis; ``prefix`` and ``master_key`` are
+    as for :class:`AsyncClient`. Close it (or use ``with``) to stop its thread.
+    """
+
+    def __init__(
+        self, redis_url: str, *, prefix: str = "mp", master_key: MasterKey | None = None
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="multipair-client", daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+
+        async def build() -> AsyncClient:
+            client = AsyncClient(Redis.from_url(redis_url), prefix=prefix, master_key=master_key)
+            client._owns_redis = True
+            return client
+
+        try:
+            self._client = self._run(build())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Client:
+        """A client on ``settings.redis_url`` with the settings' prefix and master key."""
+        if settings.redis_url is None:
+            raise ConfigurationError(
+                "no Redis URL: set MULTIPAIR_REDIS_URL (or --redis-url) to the lanes' Redis"
+            )
+        return cls(settings.redis_url, prefix=settings.prefix, master_key=settings.master_key)
+
+    def __repr__(self) -> str:
+        return f"Client(keys={self._client.keys!r})"
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("the client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def close(self) -> None:
+        """Close the Redis connections and stop the background thread (idempotent)."""
+        if self._closed:
+            return
+        try:
+            self._run(self._client.aclose())
+        finally:
+            self._closed = True
+            self._stop_loop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- lanes ------------------------------------------------------------------------------
+
+    def add_lane(
+        self,
+        *,
+        pos_id: str,
+        serial_number: str,
+        device_address: str | None = None,
+        auto_address: bool = False,
+        tenant_code: str | None = None,
+        test_mode: bool = False,
+        secure: bool = False,
+        instance_id: str | None = None,
+    ) -> LaneProfile:
+        """See :meth:`AsyncClient.add_lane`."""
+        return self._run(
+            self._client.add_lane(
+                pos_id=pos_id,
+                serial_number=serial_number,
+                device_address=device_address,
+                auto_address=auto_address,
+                tenant_code=tenant_code,
+                test_mode=test_mode,
+                secure=secure,
+                instance_id=instance_id,
+            )
+        )
+
+    def list_lanes(self) -> list[LaneProfile]:
+        """See :meth:`AsyncClient.list_lanes`."""
+        return self._run(self._client.list_lanes())
+
+    def get_lane(self, instance_id: str) -> LaneProfile:
+        """See :meth:`AsyncClient.get_lane`."""
+        return self._run(self._client.get_lane(instance_id))
+
+    def lane_info(self, instance_id: str) -> LaneInfo:
+        """See :meth:`AsyncClient.lane_info`."""
+        return self._run(self._client.lane_info(instance_id))
+
+    def lanes_info(self) -> list[LaneInfo]:
+        """See :meth:`AsyncClient.lanes_info`."""
+        return self._run(self._client.lanes_info())
+
+    def remove_lane(self, instance_id: str, *, unpair: bool = True, timeout: float = 10.0) -> None:
+        """See :meth:`AsyncClient.remove_lane`."""
+        self._run(self._client.remove_lane(instance_id, unpair=unpair, timeout=timeout))
+
+    def set_enabled(self, instance_id: str, enabled: bool) -> None:
+        """See :meth:`AsyncClient.set_enabled`."""
+        self._run(self._client.set_enabled(instance_id, enabled))
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def send(self, instance_id: str, command: bs.Command) -> str:
+        """See :meth:`AsyncClient.send`."""
+        return self._run(self._client.send(instance_id, command))
+
+    def send_and_wait(
+        self,
+        instance_id: str,
+        command: bs.Command,
+        *,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> bs.Event:
+        """See :meth:`AsyncClient.send_and_wait`."""
+        return self._run(
+            self._client.send_and_wait(instance_id, command, timeout=timeout, on_event=on_event)
+        )
+
+    def purchase(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        tip_cents: int = 0,
+        cashout_cents: int = 0,
+        surcharge_cents: int = 0,
+        prompt_for_cashout: bool = False,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.purchase`."""
+        return self._run(
+            self._client.purchase(
+                instance_id,
+                amount_cents,
+                pos_ref_id=pos_ref_id,
+                tip_cents=tip_cents,
+                cashout_cents=cashout_cents,
+                surcharge_cents=surcharge_cents,
+                prompt_for_cashout=prompt_for_cashout,
+                timeout=timeout,
+                on_event=on_event,
+            )
+        )
+
+    def refund(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.refund`."""
+        return self._run(
+            self._client.refund(
+                instance_id, amount_cents, pos_ref_id=pos_ref_id, timeout=timeout, on_event=on_event
+            )
+        )
+
+    def cashout(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        surcharge_cents: int = 0,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.cashout`."""
+        return self._run(
+            self._client.cashout(
+                instance_id,
+                amount_cents,
+                pos_ref_id=pos_ref_id,
+                surcharge_cents=surcharge_cents,
+                timeout=timeout,
+                on_event=on_event,
+            )
+        )
+
+    def moto_purchase(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        surcharge_cents: int = 0,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.moto_purchase`."""
+        return self._run(
+            self._client.moto_purchase(
+                instance_id,
+                amount_cents,
+                pos_ref_id=pos_ref_id,
+                surcharge_cents=surcharge_cents,
+                timeout=timeout,
+                on_event=on_event,
+            )
+        )
+
+    def cancel(
+        self, instance_id: str, *, pos_ref_id: str | None = None, timeout: float = 30.0
+    ) -> bs.CommandAccepted:
+        """See :meth:`AsyncClient.cancel`."""
+        return self._run(self._client.cancel(instance_id, pos_ref_id=pos_ref_id, timeout=timeout))
+
+    def get_transaction(
+        self, instance_id: str, pos_ref_id: str, *, timeout: float = 60.0
+    ) -> bs.TransactionLookup:
+        """See :meth:`AsyncClient.get_transaction`."""
+        return self._run(self._client.get_transaction(instance_id, pos_ref_id, timeout=timeout))
+
+    def settle(
+        self, instance_id: str, *, timeout: float = 120.0, on_event: EventCallback | None = None
+    ) -> bs.Settlement:
+        """See :meth:`AsyncClient.settle`."""
+        return self._run(self._client.settle(instance_id, timeout=timeout, on_event=on_event))
+
+    def settlement_enquiry(
+        self, instance_id: str, *, timeout: float = 120.0, on_event: EventCallback | None = None
+    ) -> bs.Settlement:
+        """See :meth:`AsyncClient.settlement_enquiry`."""
+        return self._run(
+            self._client.settlement_enquiry(instance_id, timeout=timeout, on_event=on_event)
+        )
+
+    def terminal_status(
+        self, instance_id: str, *, timeout: float = 30.0
+    ) -> bs.TerminalStatusReport:
+        """See :meth:`AsyncClient.terminal_status`."""
+        return self._run(self._client.terminal_status(instance_id, timeout=timeout))
+
+    def pair(
+        self,
+        instance_id: str,
+        *,
+        confirm: ConfirmPolicy = False,
+        timeout: float = 180.0,
+        on_event: EventCallback | None = None,
+    ) -> bs.Pairing:
+        """See :meth:`AsyncClient.pair` (a callable ``confirm`` runs on the client's thread)."""
+        return self._run(
+            self._client.pair(instance_id, confirm=confirm, timeout=timeout, on_event=on_event)
+        )
+
+    # --- events -----------------------------------------------------------------------------
+
+    def events(
+        self, instance_id: str, *, since: str = "$", follow: bool = True, count: int | None = None
+    ) -> Iterator[tuple[str, bs.Event]]:
+        """See :meth:`AsyncClient.events`; a plain iterator (close it to stop following)."""
+        stream = self._client.events(instance_id, since=since, follow=follow, count=count)
+        return self._iterate(stream)
+
+    def _iterate(
+        self, stream: AsyncGenerator[tuple[str, bs.Event], None]
+    ) -> Iterator[tuple[str, bs.Event]]:
+        async def step() -> tuple[str, bs.Event] | None:
+            try:
+                return await anext(stream)
+            except StopAsyncIteration:
+                return None
+
+        try:
+            while (item := self._run(step())) is not None:
+                yield item
+        finally:
+            if not self._closed:
+                self._run(stream.aclose())
+
+    # --- hosts and ops ----------------------------------------------------------------------
+
+    def send_control(self, host_id: str, action: str, instance_id: str) -> None:
+        """See :meth:`AsyncClient.send_control`."""
+        self._run(self._client.send_control(host_id, action, instance_id))
+
+    def lane_owner(self, instance_id: str) -> str | None:
+        """See :meth:`AsyncClient.lane_owner`."""
+        return self._run(self._client.lane_owner(instance_id))
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """See :meth:`AsyncClient.hosts`."""
+        return self._run(self._client.hosts())
