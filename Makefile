@@ -34,9 +34,7 @@ bench: $(STAMP)
 	else echo "no benchmarks yet"; fi
 
 demo: $(STAMP)
-	@echo "make demo arrives with the supervisor and the embedded default (issue 6)."
-	@echo "Today the protocol core runs in-memory: see tests/spi/ and README.md."
-	$(BIN)/python -m pytest -q tests/spi/test_sessions.py
+	$(BIN)/python -m multipair.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

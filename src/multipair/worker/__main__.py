@@ -97,6 +97,41 @@ async def serve(instance_id: str, settings: Settings, *, fencing_token: int | No
         await redis.aclose()
 
 
+EXIT_CONFIG = 2
+"""Exit code of a lane that cannot start: configuration (master key, profile) or usage."""
+
+
+def run(instance_id: str, settings: Settings, *, fencing_token: int | None = None) -> int:
+    """Serve one lane in this process and map how it ended to the exit code.
+
+    0 after a clean stop, 2 when it cannot start (configuration or a bad lane),
+    4 when another owner took the lane (lease lost), 1 for anything else. The
+    supervisor's forked lanes and ``python -m multipair.worker`` both use this.
+    """
+    configure_logging(settings.log_format)
+    try:
+        asyncio.run(serve(instance_id, settings, fencing_token=fencing_token))
+    except (ConfigurationError, CommandError) as exc:
+        log.error("lane cannot start", error=str(exc))
+        return EXIT_CONFIG
+    except LeaseLost:
+        return EXIT_LEASE_LOST
+    except BaseExceptionGroup as group:
+        if group.subgroup(LeaseLost) is not None:
+            return EXIT_LEASE_LOST
+        fatal = group.subgroup((ConfigurationError, CommandError))
+        if fatal is None:
+            log.exception("lane failed")
+            return 1
+        for problem in fatal.exceptions:
+            log.error("lane cannot start", error=str(problem))
+        return EXIT_CONFIG
+    except Exception:
+        log.exception("lane failed")
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -105,23 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ConfigurationError as exc:
         print(f"multipair worker: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_format)
-    try:
-        asyncio.run(serve(args.instance_id, settings, fencing_token=args.fencing_token))
-    except (ConfigurationError, CommandError) as exc:
-        log.error("lane cannot start", error=str(exc))
-        return 2
-    except ExceptionGroup as group:
-        if group.subgroup(LeaseLost) is not None:
-            return EXIT_LEASE_LOST
-        fatal = group.subgroup((ConfigurationError, CommandError))
-        if fatal is None:
-            raise
-        for problem in fatal.exceptions:
-            log.error("lane cannot start", error=str(problem))
-        return 2
-    return 0
+        return EXIT_CONFIG
+    return run(args.instance_id, settings, fencing_token=args.fencing_token)
 
 
 if __name__ == "__main__":

@@ -190,7 +190,10 @@ class Lane:
             ),
         )
         await self._ensure_group()
-        await self._publish(bs.LaneStarted, host=deps.settings.host_id, pid=os.getpid(), restarts=0)
+        if deps.fencing_token is None:  # supervised lanes: the supervisor reports starts
+            await self._publish(
+                bs.LaneStarted, host=deps.settings.host_id, pid=os.getpid(), restarts=0
+            )
         await self._write_state(
             pid=str(os.getpid()),
             host=deps.settings.host_id,
@@ -213,10 +216,11 @@ class Lane:
             # Another process owns the lane now: write nothing more, stop.
             log.error("lease lost: stopping at once", detail=str(lost.exceptions[0]))
             raise
-        with contextlib.suppress(Exception):
-            await self._publish(
-                bs.LaneStopped, host=deps.settings.host_id, pid=os.getpid(), reason=reason
-            )
+        if deps.fencing_token is None:  # supervised lanes: the supervisor reports stops
+            with contextlib.suppress(Exception):
+                await self._publish(
+                    bs.LaneStopped, host=deps.settings.host_id, pid=os.getpid(), reason=reason
+                )
         log.info("lane stopped", reason=reason)
 
     def drain(self) -> None:

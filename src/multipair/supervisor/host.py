@@ -1,0 +1,765 @@
+"""The supervisor's I/O loop: one host running its share of the lanes (issue 5, fits issue 7).
+
+Every ``tick_s`` (and at once when a lane exits, an ops message arrives or
+a signal comes) the host
+
+1. **observes**: ``mp:lanes``, each profile's ``enabled``, every relevant
+   lease, the heartbeats of its running lanes;
+2. **decides** with :func:`~multipair.supervisor.decide.reconcile` (pure);
+3. **acts**: takes a lease then spawns (the lane gets the lease's fencing
+   token), sends SIGTERM or SIGKILL, releases leases.
+
+Beside that loop, in the same ``TaskGroup``: lease renewal every
+``renew_every_s`` (a renewal refused means the lease is gone: SIGKILL the
+lane at once and publish ``lane_stopped`` "lease lost"), the host heartbeat
+in ``mp:hosts`` and the ops control stream (:mod:`multipair.supervisor.control`).
+
+Rules this module keeps:
+
+- Only the tick loop spawns, records pids and handles exits, so a lane's
+  record is never written by two tasks about the same event; the renewal
+  task changes only lease fields, re-reading the record after each await.
+- A lane is started only under a lease just taken (or still held and
+  renewed); a lease left by an earlier run of this host is released and
+  taken afresh, so anything still holding the old token is fenced off.
+- What the supervisor writes about a lane (its ``lane_*`` events, ``host``,
+  ``pid``, ``restarts``, ``crash_loop``) is fenced by the lease's token, like
+  the lane's own writes; only the ``lease lost`` report is written without
+  the fence, since it reports exactly that the lease is gone.
+- SIGTERM or SIGINT: take no more lanes, SIGTERM every lane (they drain
+  their in-flight transaction), keep renewing their leases meanwhile, SIGKILL
+  any lane still alive after the drain bound plus a margin, release each
+  lease as its lane exits, leave ``mp:hosts``, return. A second signal: SIGKILL
+  every lane now, release the leases, return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as _dt
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from multipair import broker_schema as bs
+from multipair.config import Settings
+from multipair.exceptions import CommandError, ConfigurationError, MultipairError, RetryLater
+from multipair.leases import Lease, LeaseManager, fenced, is_fenced_error, parse_lease
+from multipair.logs import get_logger
+from multipair.store._redis import as_text
+from multipair.store.profiles import ProfileStore
+from multipair.supervisor.control import (
+    CONTROL_GROUP,
+    CONTROL_MAXLEN,
+    MAX_AGE_S,
+    ControlAction,
+    ControlMessage,
+    decode_control,
+)
+from multipair.supervisor.decide import (
+    Action,
+    Kill,
+    LaneRun,
+    Release,
+    Restart,
+    Signalled,
+    Start,
+    Stop,
+    StopReason,
+    reconcile,
+)
+from multipair.supervisor.policy import ExitHistory, RestartPolicy, after_running, record_exit
+from multipair.supervisor.procs import EXIT_LEASE_LOST, LaneExit, LaneProcesses
+
+__all__ = ["DEFAULT_CAPACITY", "Host", "HostConfig"]
+
+log = get_logger("multipair.supervisor")
+
+DEFAULT_CAPACITY: Final = 100
+"""Lanes one host runs at most unless ``--capacity`` says otherwise."""
+
+_IMMEDIATE_STOP_WAIT_S: Final = 5.0
+_CONTROL_BLOCK_MS: Final = 1000
+_REDIS_RETRY_S: Final = 1.0
+
+# Fenced (multipair.leases.fenced): called with the lease key and token prepended.
+# KEYS: events, state. ARGV: maxlen, v, body, then state field/value pairs.
+_PUBLISH_FENCED: Final = fenced(
+    """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'v', ARGV[2], 'body', ARGV[3])
+if #ARGV > 3 then redis.call('HSET', KEYS[2], unpack(ARGV, 4)) end
+return 1
+"""
+)
+
+# Fenced. KEYS: state. ARGV: field/value pairs.
+_STATE_FENCED: Final = fenced(
+    """
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostConfig:
+    """How one supervisor runs; every number of the restart rules is in ``policy``."""
+
+    host_id: str
+    capacity: int = DEFAULT_CAPACITY
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    tick_s: float = 0.5
+    heartbeat_every_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        bs.validate_host_id(self.host_id)
+        if self.capacity < 0:
+            raise ConfigurationError("capacity must be 0 or more")
+
+
+@dataclass(slots=True)
+class _Observed:
+    desired: frozenset[str]
+    leases: dict[str, Lease | None]
+    heartbeats: dict[str, str | None]
+
+
+def _iso_now() -> str:
+    return bs.format_time(_dt.datetime.now(_dt.UTC))
+
+
+class Host:
+    """Run this host's lanes until :meth:`request_stop` (SIGTERM/SIGINT) completes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: HostConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if settings.redis_url is None:
+            raise ConfigurationError("no Redis: set MULTIPAIR_REDIS_URL or pass --redis-url")
+        self.settings = settings
+        self.config = config
+        self.policy = config.policy
+        self.host_id = config.host_id
+        self.clock = clock
+        self.rng = rng
+        self.keys = bs.Keys(settings.prefix)
+        self.redis: Redis = Redis.from_url(settings.redis_url)
+        self.leases = LeaseManager(
+            self.redis, self.keys, self.host_id, ttl_ms=round(self.policy.lease_ttl_s * 1000)
+        )
+        self.profiles = ProfileStore(self.redis, self.keys)
+        self.procs = LaneProcesses(settings, on_exit=self._wake_up)
+        self.runs: dict[str, LaneRun] = {}
+        self._pids: dict[int, str] = {}
+        self._heartbeat_raw: dict[str, str] = {}
+        self._desired: frozenset[str] = frozenset()
+        self._wake = asyncio.Event()
+        self._accepting = True
+        self._immediate = False
+        self._publish = self.redis.register_script(_PUBLISH_FENCED)
+        self._state = self.redis.register_script(_STATE_FENCED)
+        self._bad_ids: set[str] = set()
+
+    # ------------------------------------------------------------------
+    # Life cycle
+    # ------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """First call: drain and stop. Second call: stop at once."""
+        if self._accepting:
+            self._accepting = False
+            log.info("supervisor stopping: lanes drain", host=self.host_id, lanes=len(self.runs))
+        else:
+            self._immediate = True
+            log.warning("supervisor stopping now: lanes killed", host=self.host_id)
+        self._wake_up()
+
+    async def run(self) -> None:
+        """Serve until stopped; leases released and ``mp:hosts`` left on the way out."""
+        try:
+            await self.redis.ping()
+            await self._ensure_control_group()
+        except BaseException:
+            await self.redis.aclose()
+            raise
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            async with self.procs:
+                log.info(
+                    "supervisor started",
+                    host=self.host_id,
+                    capacity=self.config.capacity,
+                    template_pid=self.procs.template_pid,
+                )
+                async with asyncio.TaskGroup() as tasks:
+                    helpers = [
+                        tasks.create_task(self._renew_loop(), name="renew"),
+                        tasks.create_task(self._heartbeat_loop(), name="host-heartbeat"),
+                        tasks.create_task(self._control_loop(), name="control"),
+                    ]
+                    try:
+                        await self._tick_loop()
+                    finally:
+                        for task in helpers:
+                            task.cancel()
+        finally:
+            # Every lane is dead by now (leaving ``self.procs`` kills stragglers):
+            # give their leases back so another host can take them at once.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self._release_all()
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.hdel(self.keys.hosts(), self.host_id)
+            await self.redis.aclose()
+            log.info("supervisor stopped", host=self.host_id)
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------------
+    # The tick: observe, decide, act
+    # ------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            if self._immediate:
+                await self._stop_now()
+                return
+            await self._tick()
+            if not self._accepting and not self.runs:
+                return
+            # asyncio.timeout, not wait_for, which on 3.11 can swallow a
+            # cancellation arriving as the event is set (gh-86296).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.tick_s):
+                    await self._wake.wait()
+
+    async def _tick(self) -> None:
+        await self._handle_exits()
+        now = self.clock()
+        try:
+            observed = await self._observe()
+            self._desired = observed.desired
+        except (RedisError, OSError, RetryLater) as exc:
+            # Cannot see Redis: decide on what we last knew. The lease expiry
+            # rule still kills lanes whose leases could not be renewed.
+            log.warning("cannot read Redis; deciding on the last view", error=str(exc))
+            observed = _Observed(
+                desired=self._desired,
+                leases={iid: run.lease for iid, run in self.runs.items()},
+                heartbeats={},
+            )
+        self._note_heartbeats(observed.heartbeats, now)
+        await self._forgive_stable(now)
+        actions = reconcile(
+            observed.desired,
+            self.runs,
+            observed.leases,
+            now,
+            host_id=self.host_id,
+            capacity=self.config.capacity,
+            policy=self.policy,
+            accepting=self._accepting,
+        )
+        for action in actions:
+            try:
+                await self._act(action, observed.leases)
+            except (RedisError, OSError, RetryLater) as exc:
+                log.warning("action failed; retried next tick", action=repr(action), error=str(exc))
+
+    async def _observe(self) -> _Observed:
+        keys = self.keys
+        ids: list[str] = []
+        for raw in await self.redis.smembers(keys.lanes()):
+            text = as_text(raw)
+            try:
+                ids.append(bs.validate_instance_id(text))
+            except CommandError:
+                if text not in self._bad_ids:
+                    self._bad_ids.add(text)
+                    log.error("mp:lanes names something that is not a lane id", member=text[:80])
+        watched = sorted(set(ids) | set(self.runs))
+        alive = sorted(iid for iid, run in self.runs.items() if run.alive)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for iid in ids:
+                # pos_id is in every profile: None means the profile is gone.
+                pipe.hmget(keys.profile(iid), ["enabled", "pos_id"])
+            for iid in watched:
+                pipe.get(keys.lease(iid))
+            for iid in alive:
+                pipe.hget(keys.state(iid), "heartbeat_at")
+            replies: list[Any] = await pipe.execute()
+        profiles, rest = replies[: len(ids)], replies[len(ids) :]
+        lease_replies, beats = rest[: len(watched)], rest[len(watched) :]
+        desired = frozenset(
+            iid
+            for iid, (enabled, pos_id) in zip(ids, profiles, strict=True)
+            if pos_id is not None and enabled not in (b"0", "0")
+        )
+        return _Observed(
+            desired=desired,
+            leases={iid: parse_lease(raw) for iid, raw in zip(watched, lease_replies, strict=True)},
+            heartbeats={
+                iid: None if raw is None else as_text(raw)
+                for iid, raw in zip(alive, beats, strict=True)
+            },
+        )
+
+    def _note_heartbeats(self, heartbeats: Mapping[str, str | None], now: float) -> None:
+        """A heartbeat value we have not seen before is a sign of life, seen ``now``."""
+        for iid, raw in heartbeats.items():
+            run = self.runs.get(iid)
+            if raw is None or run is None or raw == self._heartbeat_raw.get(iid):
+                continue
+            self._heartbeat_raw[iid] = raw
+            self.runs[iid] = dataclasses.replace(run, heartbeat_at=now)
+
+    async def _forgive_stable(self, now: float) -> None:
+        for iid, run in list(self.runs.items()):
+            if not run.alive or run.started_at is None or not run.history.streak:
+                continue
+            history = after_running(self.policy, run.history, now - run.started_at)
+            if history is run.history:
+                continue
+            self.runs[iid] = dataclasses.replace(run, history=history)
+            if run.history.crash_loop and run.lease is not None:
+                log.info("lane stable again: crash loop over", instance_id=iid)
+                await self._write_state(iid, run.lease, crash_loop="0")
+
+    async def _act(self, action: Action, leases: Mapping[str, Lease | None]) -> None:
+        match action:
+            case Start(iid):
+                await self._start(iid, leases.get(iid), restart=False)
+            case Restart(iid):
+                await self._start(iid, leases.get(iid), restart=True)
+            case Stop(iid, reason):
+                run = self.runs.get(iid)
+                if run is None or run.pid is None:
+                    return
+                self.procs.signal(run.pid, signal.SIGTERM)
+                self.runs[iid] = dataclasses.replace(
+                    run,
+                    signalled=Signalled.TERM,
+                    stop_reason=reason,
+                    stop_deadline=self.clock() + self.policy.stop_timeout_s,
+                )
+                log.info("lane stopping (drain)", instance_id=iid, pid=run.pid, reason=str(reason))
+            case Kill(iid, reason):
+                await self._kill(iid, reason)
+            case Release(iid):
+                await self._release(iid)
+
+    # ------------------------------------------------------------------
+    # Starting, stopping, exits
+    # ------------------------------------------------------------------
+
+    async def _start(self, iid: str, current: Lease | None, *, restart: bool) -> None:
+        run = self.runs.get(iid) or LaneRun(instance_id=iid)
+        if run.alive:
+            return
+        taken = await self._lease_for(run, current)
+        if taken is None:
+            # Another host was quicker: forget our record, that host runs it now.
+            self.runs.pop(iid, None)
+            return
+        lease, expires_at = taken
+        restarts = run.restarts + 1 if restart else run.restarts
+        run = self.runs.get(iid) or run
+        try:
+            pid = await self.procs.spawn(iid, lease.token)
+        except RetryLater as exc:
+            now = self.clock()
+            log.error("could not spawn lane", instance_id=iid, error=str(exc))
+            self.runs[iid] = dataclasses.replace(
+                run,
+                lease=lease,
+                lease_expires_at=expires_at,
+                history=record_exit(self.policy, run.history, at=now, uptime=0.0),
+                jitter=self.rng(),
+            )
+            return
+        self._pids[pid] = iid
+        self.runs[iid] = dataclasses.replace(
+            run,
+            pid=pid,
+            started_at=self.clock(),
+            heartbeat_at=None,
+            lease=lease,
+            lease_expires_at=expires_at,
+            restarts=restarts,
+            signalled=None,
+            stop_reason=None,
+            stop_deadline=float("inf"),
+            restart_requested=False,
+        )
+        log.info(
+            "lane started",
+            instance_id=iid,
+            pid=pid,
+            restarts=restarts,
+            fence=lease.token,
+            crash_loop=run.history.crash_loop,
+        )
+        await self._publish_fenced(
+            iid,
+            lease,
+            bs.LaneStarted,
+            {"host": self.host_id, "pid": pid, "restarts": restarts},
+            host=self.host_id,
+            pid=str(pid),
+            started_at=_iso_now(),
+            restarts=str(restarts),
+            crash_loop="1" if run.history.crash_loop else "0",
+        )
+
+    async def _lease_for(self, run: LaneRun, current: Lease | None) -> tuple[Lease, float] | None:
+        """A lease to start the lane under, and when it expires; None if another host has it."""
+        iid = run.instance_id
+        if (
+            run.lease is not None
+            and current == run.lease
+            and self.clock() < run.lease_expires_at - self.policy.lease_margin_s
+        ):
+            return run.lease, run.lease_expires_at
+        if current is not None and current.host_id == self.host_id:
+            # Ours from an earlier run of this host (or one we are losing): take
+            # a fresh token so whatever still holds the old one is fenced off.
+            await self.leases.release(iid, current)
+        sent_at = self.clock()
+        lease = await self.leases.acquire(iid)
+        if lease is None:
+            return None
+        return lease, sent_at + self.policy.lease_ttl_s
+
+    async def _kill(self, iid: str, reason: StopReason) -> None:
+        run = self.runs.get(iid)
+        if run is None or run.pid is None:
+            return
+        self.procs.signal(run.pid, signal.SIGKILL)
+        lost = reason is StopReason.LEASE_LOST
+        self.runs[iid] = dataclasses.replace(
+            run,
+            signalled=Signalled.KILL,
+            stop_reason=reason,
+            lease=None if lost else run.lease,
+        )
+        log.warning("lane killed", instance_id=iid, pid=run.pid, reason=str(reason))
+        if lost:
+            await self._publish_lease_lost(iid, run.pid)
+
+    async def _publish_lease_lost(self, iid: str, pid: int | None) -> None:
+        # Not fenced: it reports that the fence moved on.
+        event = bs.LaneStopped(
+            instance_id=iid,
+            at=_dt.datetime.now(_dt.UTC),
+            host=self.host_id,
+            pid=pid,
+            reason=str(StopReason.LEASE_LOST),
+        )
+        try:
+            await self.redis.xadd(
+                self.keys.events(iid),
+                dict(bs.encode_event(event)),  # type: ignore[arg-type]
+                maxlen=self.settings.events_maxlen,
+                approximate=True,
+            )
+        except RedisError as exc:
+            log.warning("could not publish lane_stopped", instance_id=iid, error=str(exc))
+
+    async def _release(self, iid: str) -> None:
+        run = self.runs.pop(iid, None)
+        self._heartbeat_raw.pop(iid, None)
+        if run is not None and run.lease is not None:
+            await self.leases.release(iid, run.lease)
+            log.info("lease released", instance_id=iid)
+
+    async def _release_all(self) -> None:
+        for iid in list(self.runs):
+            try:
+                await self._release(iid)
+            except (RedisError, OSError, RetryLater) as exc:
+                log.warning("could not release lease", instance_id=iid, error=str(exc))
+
+    async def _handle_exits(self) -> None:
+        while not self.procs.exits.empty():
+            await self._on_exit(self.procs.exits.get_nowait())
+
+    async def _on_exit(self, exit_: LaneExit) -> None:
+        iid = self._pids.pop(exit_.pid, None)
+        run = self.runs.get(iid) if iid is not None else None
+        if iid is None or run is None or run.pid != exit_.pid:
+            return
+        now = self.clock()
+        uptime = now - (run.started_at if run.started_at is not None else now)
+        reason = run.stop_reason
+        if exit_.exit_code == EXIT_LEASE_LOST and reason is None:
+            # The lane found its fence moved on (a write refused): not a crash.
+            reason = StopReason.LEASE_LOST
+            await self._publish_lease_lost(iid, exit_.pid)
+            run = dataclasses.replace(run, lease=None)
+        stopped = dataclasses.replace(
+            run, pid=None, signalled=None, stop_reason=None, stop_deadline=float("inf")
+        )
+        how = exit_.describe()
+        if reason is not None and not reason.is_failure:
+            self.runs[iid] = stopped
+            log.info("lane exited", instance_id=iid, pid=exit_.pid, how=how, reason=str(reason))
+            if reason is StopReason.LEASE_LOST or run.lease is None:
+                return  # reported when the lease was lost
+            await self._publish_fenced(
+                iid,
+                run.lease,
+                bs.LaneStopped,
+                {"host": self.host_id, "pid": exit_.pid, "reason": str(reason)},
+                pid="",
+                last_exit=how,
+            )
+            return
+        history = record_exit(
+            self.policy, run.history, at=now, uptime=uptime, exit_code=exit_.exit_code
+        )
+        self.runs[iid] = dataclasses.replace(stopped, history=history, jitter=self.rng())
+        log.warning(
+            "lane crashed",
+            instance_id=iid,
+            pid=exit_.pid,
+            how=how,
+            uptime_s=round(uptime, 3),
+            exits_in_a_row=history.streak,
+            crash_loop=history.crash_loop,
+            why=str(reason) if reason is not None else None,
+        )
+        if run.lease is not None:
+            await self._publish_fenced(
+                iid,
+                run.lease,
+                bs.LaneCrashed,
+                {
+                    "host": self.host_id,
+                    "pid": exit_.pid,
+                    "exit_code": exit_.exit_code,
+                    "signal": exit_.signal,
+                    "restarts": run.restarts,
+                    "crash_loop": history.crash_loop,
+                },
+                pid="",
+                last_exit=how,
+                crash_loop="1" if history.crash_loop else "0",
+            )
+
+    async def _stop_now(self) -> None:
+        """Second signal: SIGKILL every lane, wait (briefly) for their exits."""
+        for iid, run in list(self.runs.items()):
+            if run.pid is not None:
+                self.procs.signal(run.pid, signal.SIGKILL)
+                self.runs[iid] = dataclasses.replace(
+                    run, signalled=Signalled.KILL, stop_reason=StopReason.SHUTDOWN
+                )
+        deadline = self.clock() + _IMMEDIATE_STOP_WAIT_S
+        while any(run.alive for run in self.runs.values()):
+            left = deadline - self.clock()
+            if left <= 0:
+                break
+            try:
+                async with asyncio.timeout(left):
+                    exit_ = await self.procs.exits.get()
+            except TimeoutError:
+                break
+            with contextlib.suppress(RedisError, OSError):
+                await self._on_exit(exit_)
+
+    # ------------------------------------------------------------------
+    # Writes about a lane, fenced by its lease
+    # ------------------------------------------------------------------
+
+    async def _publish_fenced(
+        self,
+        iid: str,
+        lease: Lease,
+        event_cls: type[bs.Event],
+        event_fields: Mapping[str, Any],
+        **state: str,
+    ) -> None:
+        event = event_cls(instance_id=iid, at=_dt.datetime.now(_dt.UTC), **event_fields)
+        entry = bs.encode_event(event)
+        args: list[Any] = [lease.token, self.settings.events_maxlen, entry["v"], entry["body"]]
+        for name, value in state.items():
+            args += [name, value]
+        keys = [self.keys.lease(iid), self.keys.events(iid), self.keys.state(iid)]
+        try:
+            await self._publish(keys=keys, args=args)
+        except RedisError as exc:
+            if is_fenced_error(exc):
+                log.warning("not published: this host's lease is gone", instance_id=iid)
+            else:
+                log.warning("could not publish", instance_id=iid, error=str(exc))
+
+    async def _write_state(self, iid: str, lease: Lease, **state: str) -> None:
+        args: list[Any] = [lease.token]
+        for name, value in state.items():
+            args += [name, value]
+        try:
+            await self._state(keys=[self.keys.lease(iid), self.keys.state(iid)], args=args)
+        except RedisError as exc:
+            log.warning("state not written", instance_id=iid, error=str(exc))
+
+    # ------------------------------------------------------------------
+    # Leases, host heartbeat, ops control
+    # ------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.policy.renew_every_s)
+            await self._renew_all()
+
+    async def _renew_all(self) -> None:
+        held = [(iid, run.lease) for iid, run in self.runs.items() if run.lease is not None]
+        if not held:
+            return
+        sent_at = self.clock()
+        results = await asyncio.gather(
+            *(self.leases.renew(iid, lease) for iid, lease in held), return_exceptions=True
+        )
+        for (iid, lease), result in zip(held, results, strict=True):
+            run = self.runs.get(iid)
+            if run is None or run.lease != lease:
+                continue  # changed while we waited
+            if result is True:
+                self.runs[iid] = dataclasses.replace(
+                    run, lease_expires_at=sent_at + self.policy.lease_ttl_s
+                )
+            elif result is False:
+                await self._lease_lost(iid)
+            else:
+                log.warning("lease renewal failed", instance_id=iid, error=str(result))
+
+    async def _lease_lost(self, iid: str) -> None:
+        """Our renewal was refused: the lane must not run here a moment longer."""
+        run = self.runs.get(iid)
+        if run is None:
+            return
+        if run.pid is not None and run.signalled is not Signalled.KILL:
+            await self._kill(iid, StopReason.LEASE_LOST)
+        else:
+            self.runs[iid] = dataclasses.replace(run, lease=None)
+        self._wake_up()
+
+    async def _heartbeat_loop(self) -> None:
+        started_at = _iso_now()
+        while True:
+            body = {
+                "heartbeat_at": _iso_now(),
+                "started_at": started_at,
+                "pid": os.getpid(),
+                "lanes": len(self.runs),
+                "capacity": self.config.capacity,
+                "accepting": self._accepting,
+                "template_pid": self.procs.template_pid,
+            }
+            try:
+                await self.redis.hset(self.keys.hosts(), self.host_id, orjson.dumps(body))
+            except RedisError as exc:
+                log.warning("host heartbeat not written", error=str(exc))
+            await asyncio.sleep(self.config.heartbeat_every_s)
+
+    async def _ensure_control_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(
+                self.keys.host_control(self.host_id), CONTROL_GROUP, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _control_loop(self) -> None:
+        """Pending messages of an earlier run first, then new ones, for ever."""
+        stream = self.keys.host_control(self.host_id)
+        cursor = "0"
+        while True:
+            try:
+                reply: Any = await self.redis.xreadgroup(
+                    CONTROL_GROUP,
+                    self.host_id,
+                    {stream: cursor},
+                    count=32,
+                    block=None if cursor != ">" else _CONTROL_BLOCK_MS,
+                )
+                entries = reply[0][1] if reply else []
+                if cursor != ">" and not entries:
+                    cursor = ">"
+                for raw_id, fields in entries:
+                    entry_id = as_text(raw_id)
+                    if cursor != ">":
+                        cursor = entry_id
+                    await self._on_control(entry_id, fields or {})
+                    await self.redis.xack(stream, CONTROL_GROUP, entry_id)
+                if entries:  # senders need not trim: keep the stream short here
+                    await self.redis.xtrim(stream, maxlen=CONTROL_MAXLEN, approximate=True)
+            except (RedisError, OSError, RetryLater) as exc:
+                log.warning("control stream unreadable", error=str(exc))
+                await asyncio.sleep(_REDIS_RETRY_S)
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._ensure_control_group()
+
+    async def _on_control(self, entry_id: str, fields: Any) -> None:
+        age_s = time.time() - int(entry_id.partition("-")[0]) / 1000
+        if age_s > MAX_AGE_S:
+            log.warning("control message too old: ignored", entry_id=entry_id, age_s=round(age_s))
+            return
+        try:
+            message = decode_control(fields)
+        except CommandError as exc:
+            log.warning("bad control message: ignored", entry_id=entry_id, error=str(exc))
+            return
+        log.info(
+            "control message",
+            action=str(message.action),
+            instance_id=message.instance_id,
+            request_id=message.request_id,
+        )
+        try:
+            await self._apply_control(message)
+        except MultipairError as exc:  # unknown or damaged lane, Redis gone (RetryLater)
+            log.warning("control message not applied", entry_id=entry_id, error=str(exc))
+        self._wake_up()
+
+    async def _apply_control(self, message: ControlMessage) -> None:
+        iid = message.instance_id
+        run = self.runs.get(iid)
+        match message.action:
+            case ControlAction.STOP:
+                # Remembered in the profile: no host starts it again until `start`.
+                await self.profiles.update(iid, enabled=False)
+            case ControlAction.START:
+                await self.profiles.update(iid, enabled=True)
+                if run is not None and not run.alive:
+                    self.runs[iid] = dataclasses.replace(
+                        run, history=ExitHistory(), restart_requested=True
+                    )
+            case ControlAction.RESTART:
+                if run is None:
+                    log.warning("restart of a lane this host does not run", instance_id=iid)
+                    return
+                # An operator's restart forgives earlier crashes (they may have fixed the cause).
+                self.runs[iid] = dataclasses.replace(
+                    run, history=ExitHistory(), restart_requested=True
+                )

@@ -1,0 +1,62 @@
+"""Ops control messages: what goes on a host's control stream, and what is refused."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from multipair.exceptions import CommandError
+from multipair.supervisor.control import (
+    ControlAction,
+    ControlMessage,
+    decode_control,
+    encode_control,
+)
+
+LANE = "8a5e2dcc-bfa0-469f-95d7-eec778b08453"
+
+
+@pytest.mark.parametrize("action", list(ControlAction))
+def test_every_action_round_trips(action: ControlAction) -> None:
+    message = ControlMessage(action=action, instance_id=LANE, request_id="r-1")
+    assert message == decode_control(encode_control(message))
+
+
+def test_the_entry_is_v_and_a_json_body_anyone_can_write_with_redis_cli() -> None:
+    fields = encode_control(ControlMessage(action=ControlAction.RESTART, instance_id=LANE))
+    assert {"v": b"1", "body": {"action": "restart", "instance_id": LANE}} == {
+        "v": fields["v"],
+        "body": orjson.loads(fields["body"]),
+    }
+    # As redis-py returns it: bytes keys, upper-case id normalised.
+    raw = {b"v": b"1", b"body": orjson.dumps({"action": "stop", "instance_id": LANE.upper()})}
+    assert ControlMessage(action=ControlAction.STOP, instance_id=LANE) == decode_control(raw)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"v": "2", "body": "{}"}, "unsupported_version"),
+        ({"v": "1", "body": "{"}, "not_json"),
+        ({"v": "1", "body": "[]"}, "not_an_object"),
+        (
+            {"v": "1", "body": orjson.dumps({"action": "reboot", "instance_id": LANE})},
+            "unknown_type",
+        ),
+        (
+            {"v": "1", "body": orjson.dumps({"action": "stop", "instance_id": "x"})},
+            "invalid_instance_id",
+        ),
+        (
+            {
+                "v": "1",
+                "body": orjson.dumps({"action": "stop", "instance_id": LANE, "request_id": 5}),
+            },
+            "wrong_type",
+        ),
+    ],
+)
+def test_bad_messages_are_refused_with_a_reason(fields: dict[str, object], reason: str) -> None:
+    with pytest.raises(CommandError) as refused:
+        decode_control(fields)
+    assert reason == refused.value.reason
