@@ -71,7 +71,20 @@ async def _up(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(f"multipair up: {text}", flush=True)
 
-    stack = Stack(args.data_dir, simulate=args.simulate, host_id=args.host_id, progress=say)
+    from multipair.config import Settings
+
+    settings = Settings.from_env(
+        redis_url=getattr(args, "redis_url", None),
+        prefix=getattr(args, "prefix", None),
+        master_key_file=getattr(args, "master_key_file", None),
+    )
+    stack = Stack(
+        args.data_dir,
+        simulate=args.simulate,
+        settings=settings,
+        host_id=args.host_id,
+        progress=say,
+    )
     async with stack:
         client = stack.client
         assert client is not None

@@ -55,7 +55,7 @@ CONTROL_ACTIONS: Final = frozenset({"restart", "stop", "start"})
 
 # How long one XREAD may block; waits longer than this are several reads, so a
 # Redis client made with a socket timeout still works.
-_BLOCK_CHUNK_S: Final = 5.0
+_BLOCK_CHUNK_S: Final = 2.0
 _READ_COUNT: Final = 256
 _LANE_ALIVE_S: Final = 10.0
 """A lane whose heartbeat is older than this is taken as not running (it beats every 2 s)."""
@@ -193,7 +193,9 @@ class AsyncClient:
                 "no Redis URL: set MULTIPAIR_REDIS_URL (or --redis-url) to the lanes' Redis"
             )
         client = cls(
-            Redis.from_url(settings.redis_url),
+            # Reads block up to _BLOCK_CHUNK_S; the socket timeout must be longer
+            # (redis-py's default of 5 s would turn a quiet wait into an error).
+            Redis.from_url(settings.redis_url, socket_timeout=30.0),
             prefix=settings.prefix,
             master_key=settings.master_key,
         )

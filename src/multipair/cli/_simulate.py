@@ -1,11 +1,4 @@
-"""The ``multipair`` command line.
-
-Each subcommand lives in one ``_add_<name>(subparsers)`` function that
-registers its parser and sets ``handler`` (a function from the parsed
-arguments to an exit code); :func:`build_parser` calls them all. Output meant
-for scripts is JSON behind ``--json``; logs go to stderr so stdout stays
-clean for it.
-"""
+"""``multipair simulate``: virtual terminals for demos and tests (no Redis needed)."""
 
 from __future__ import annotations
 
@@ -14,25 +7,18 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
 
-from multipair import __version__
+from multipair.cli._base import Subparsers
 from multipair.logs import configure_logging
 
-__all__ = ["build_parser", "main"]
-
-Handler = Callable[[argparse.Namespace], int]
+__all__ = ["add_simulate_parser"]
 
 
-# ---------------------------------------------------------------------- simulate
-
-
-def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from multipair.simulator.rules import RULES_HELP
-
+def add_simulate_parser(subparsers: Subparsers) -> None:
+    """Register ``multipair simulate``."""
     parser = subparsers.add_parser(
         "simulate",
         help="run virtual EFTPOS terminals (SPI over websockets) and a device-address service",
@@ -41,12 +27,10 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
             "with a JSON control API and the device-address service (PROTOCOL.md §6.1). "
             "Stops cleanly on SIGTERM or Ctrl-C."
         ),
-        epilog=RULES_HELP + "\n\ncontrol API: GET /terminals, GET /terminals/<serial>, "
-        "POST /terminals/<serial>/{outcome,card-delay,pairing/confirm,pairing/reject,"
-        "pairing/mode,drop,refuse,key-rollover,battery,inject,unpair,spi-token,options,"
-        "device-address}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # Importing the simulator costs most of a second; only its help needs it.
+    parser.epilog_factory = _epilog
     parser.add_argument("--terminals", type=int, default=1, metavar="N", help="how many (1)")
     parser.add_argument("--host", default="127.0.0.1", help="websocket listen host (127.0.0.1)")
     parser.add_argument(
@@ -84,9 +68,23 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.add_argument(
-        "--json", action="store_true", help="print the manifest as one JSON line on stdout"
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,  # the global --json (before the subcommand) counts too
+        help="print the manifest as one JSON line on stdout",
     )
     parser.set_defaults(handler=_simulate)
+
+
+def _epilog() -> str:
+    from multipair.simulator.rules import RULES_HELP
+
+    return (
+        RULES_HELP + "\n\ncontrol API: GET /terminals, GET /terminals/<serial>, "
+        "POST /terminals/<serial>/{outcome,card-delay,pairing/confirm,pairing/reject,"
+        "pairing/mode,drop,refuse,key-rollover,battery,inject,unpair,spi-token,options,"
+        "device-address}"
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -140,33 +138,3 @@ async def _run_simulator(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         await stop.wait()
     return 0
-
-
-# ---------------------------------------------------------------------- main
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
-        prog="multipair",
-        description="One POS backend, many EFTPOS terminals over the mx51 SPI protocol.",
-    )
-    parser.add_argument("--version", action="version", version=f"multipair {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_simulate(subparsers)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``multipair`` script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler: Handler | None = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 2
-    return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

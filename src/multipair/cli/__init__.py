@@ -1,0 +1,171 @@
+"""The ``multipair`` command line, for ops and for scripts.
+
+Each subcommand lives in one ``add_<name>_parser(subparsers)`` function that
+registers its parser and sets ``handler`` (a function from the parsed
+arguments to an exit code); :func:`build_parser` calls them all. Commands
+that talk to the lanes are ``async (ctx, client)`` functions built on
+:class:`multipair.client.AsyncClient` and wrapped by ``client_command``,
+which owns the Redis connection and turns every failure into one line on
+stderr and an exit code.
+
+Commands::
+
+    multipair [global options] COMMAND ...
+      keygen [--output FILE]
+      lane add --pos-id POS --serial SERIAL (--address ws://HOST:PORT | --auto-address)
+               [--tenant CODE] [--test-mode] [--secure] [--id UUID]
+      lane pair ID [--confirm] [--timeout S]
+      lane list | lane show ID
+      lane restart ID | lane stop ID | lane start ID
+      lane remove ID [--yes] [--keep-pairing] [--timeout S]
+      status [--watch [--interval S]]
+      tx purchase ID --amount D [--tip D] [--cashout D] [--surcharge D]
+                     [--prompt-for-cashout] [--pos-ref-id REF] [--timeout S] [--receipt]
+      tx refund ID --amount D [--pos-ref-id REF] [--timeout S] [--receipt]
+      tx cashout|moto ID --amount D [--surcharge D] [--pos-ref-id REF] [--timeout S] [--receipt]
+      tx cancel ID [--pos-ref-id REF]
+      tx status ID --pos-ref-id REF [--receipt]
+      tx settle ID | tx enquiry ID [--receipt]
+      tx signature ID (--accept | --decline) [--pos-ref-id REF]
+      tx auth-code ID CODE [--pos-ref-id REF]
+      events ID [--follow] [--since 0|ENTRY_ID] [--count N]
+      simulate [--terminals N] ...
+
+``ID`` is a lane's instance id, or a unique start of it (at least 4
+characters; ``status`` shows the first 8).
+
+Global options, accepted before the subcommand and again after it:
+``--redis-url URL`` (``MULTIPAIR_REDIS_URL``), ``--prefix P``
+(``MULTIPAIR_PREFIX``), ``--master-key-file FILE`` (``MULTIPAIR_MASTER_KEY``
+/ ``MULTIPAIR_MASTER_KEY_FILE``), ``--json``: stdout carries one JSON
+document per command, or one JSON object per line for streams (``events``,
+``status --watch``); progress and prompts then go to stderr.
+
+Exit codes:
+
+== ==================================================================
+0  success; for a transaction: approved
+1  the transaction (or pairing, settlement) was declined or failed
+2  usage or validation error, or a precondition that stopped the command
+   before it sent anything: unknown lane, lane stopped, lane not running,
+   lane not paired, a command the lane rejected, Redis unreachable,
+   configuration error
+3  outcome unknown: timed out, interrupted, Redis lost after a
+   transaction was sent, or an unexpected error
+== ==================================================================
+
+Redis unreachable is 2, not 3, when it is found before anything was sent:
+"nothing happened, safe to retry" is what a script needs to know, and it is
+distinct from 3 ("look the transaction up before trying again"). Ctrl-C
+ends ``status --watch`` and ``events --follow`` with 0. Errors are one line,
+``multipair: error: ...``; set ``MULTIPAIR_DEBUG=1`` for a traceback of an
+unexpected one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from multipair import __version__
+from multipair.cli._base import ExitCode, Handler, Parser, Subparsers, add_global_options
+from multipair.cli._lane import add_lane_parser
+from multipair.cli._simulate import add_simulate_parser
+from multipair.cli._status import add_events_parser, add_status_parser
+from multipair.cli._tx import add_tx_parser
+from multipair.supervisor.cli import add_supervise_parser
+from multipair.up import add_up_parser
+
+__all__ = ["ExitCode", "build_parser", "main"]
+
+
+# ---------------------------------------------------------------------- keygen
+
+
+def add_keygen_parser(subparsers: Subparsers) -> None:
+    """Register ``multipair keygen`` (``multipair.store.secrets_box.keygen_main`` does the work)."""
+    parser = subparsers.add_parser(
+        "keygen",
+        help="make a new master key (base64 of 32 random bytes)",
+        description=(
+            "Print a new random master key, or write it to a new file (mode 0600, never "
+            'overwritten). With --json: {"master_key": ...} or {"output": FILE, ...}.'
+        ),
+    )
+    parser.add_argument(
+        "--output", metavar="FILE", help="write the key to this new file (mode 0600) instead"
+    )
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    parser.set_defaults(handler=_keygen)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from multipair.exceptions import ConfigurationError
+    from multipair.store.secrets_box import MasterKey, keygen_main
+
+    argv = [] if args.output is None else ["--output", args.output]
+    if not args.json:
+        return keygen_main(argv)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = keygen_main(argv)
+    if code != 0:
+        return code
+    if args.output is None:
+        document = {"master_key": printed.getvalue().strip()}
+    else:
+        try:
+            fingerprint = MasterKey.from_file(args.output).fingerprint()
+        except ConfigurationError as exc:  # written a moment ago; only a race gets here
+            print(f"multipair: error: {exc}", file=sys.stderr)
+            return ExitCode.USAGE
+        document = {"output": args.output, "fingerprint": fingerprint}
+    sys.stdout.write(orjson.dumps(document).decode() + "\n")
+    return ExitCode.OK
+
+
+# ---------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = Parser(
+        prog="multipair",
+        description="One POS backend, many EFTPOS terminals over the mx51 SPI protocol.",
+        epilog=(
+            "exit codes: 0 success/approved, 1 declined or failed, 2 usage or validation "
+            "error (nothing was done), 3 outcome unknown or timed out. "
+            "Set MULTIPAIR_DEBUG=1 for tracebacks of unexpected errors."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"multipair {__version__}")
+    add_global_options(parser, top=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_keygen_parser(subparsers)
+    add_lane_parser(subparsers)
+    add_status_parser(subparsers)
+    add_tx_parser(subparsers)
+    add_events_parser(subparsers)
+    add_simulate_parser(subparsers)
+    add_global_options(add_supervise_parser(subparsers), top=False)
+    add_global_options(add_up_parser(subparsers), top=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``multipair`` script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return ExitCode.USAGE
+    return handler(args)

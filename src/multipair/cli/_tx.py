@@ -1,0 +1,491 @@
+"""``multipair tx ...``: run a transaction on a lane and report its outcome.
+
+Each money command (``purchase``, ``refund``, ``cashout``, ``moto``) checks
+that the lane can take it, sends it, shows the terminal's progress, and
+prints the outcome; the exit code is the outcome (0 approved, 1 declined or
+failed, 3 unknown). Rules:
+
+- Amounts are dollars as typed, converted exactly (:mod:`multipair.cli.amounts`).
+- The ``pos_ref_id`` is chosen (or taken from ``--pos-ref-id``) and shown
+  before anything is sent, so an operator always knows what to look up.
+- Money commands carry ``expires_at`` = now + ``--timeout``: a command that
+  could not *start* before the CLI gives up is rejected by the lane, never
+  run later behind the operator's back (docs/broker-schema.md, "Expiry").
+  One that started runs to its end; a timeout then means "unknown" (3).
+- Receipts are printed only with ``--receipt`` (also left out of ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+from collections.abc import Callable
+from typing import Any
+
+from multipair import broker_schema as bs
+from multipair.cli._base import (
+    Context,
+    ExitCode,
+    Fail,
+    Parser,
+    Stake,
+    Subparsers,
+    add_global_options,
+    add_lane_argument,
+    client_command,
+    seconds,
+)
+from multipair.cli._views import check_ready, resolve_lane
+from multipair.cli.amounts import AmountError, format_cents, parse_amount
+from multipair.client import AsyncClient, OutcomeTimeout, new_command_id, new_pos_ref_id
+from multipair.client.outcome import Outcome
+from multipair.exceptions import CommandError
+
+__all__ = ["add_tx_parser"]
+
+_RECEIPTS = ("customer_receipt", "merchant_receipt")
+
+
+def _amount(text: str) -> int:
+    try:
+        return parse_amount(text)
+    except AmountError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _amount_or_zero(text: str) -> int:
+    try:
+        return parse_amount(text, allow_zero=True)
+    except AmountError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_tx_parser(subparsers: Subparsers) -> None:
+    """Register ``multipair tx`` and its actions."""
+    tx = subparsers.add_parser(
+        "tx",
+        help="purchase, refund, cashout, MOTO, cancel, look up and settle",
+        description=(
+            "Run transactions on a lane. Amounts are dollars (12.50). Exit codes: 0 approved, "
+            "1 declined or failed, 2 usage error or refused, 3 outcome unknown or timed out."
+        ),
+    )
+    actions = tx.add_subparsers(dest="action", metavar="ACTION", required=True)
+    common = Parser(add_help=False)
+    add_global_options(common, top=False)
+
+    def money(name: str, text: str, *, tip: bool = False, surcharge: bool = True) -> None:
+        parser = actions.add_parser(
+            name, parents=[common], help=text, description=text + "; waits for the outcome."
+        )
+        add_lane_argument(parser)
+        parser.add_argument(
+            "--amount", type=_amount, required=True, metavar="DOLLARS", help="e.g. 12.50"
+        )
+        if tip:
+            parser.add_argument("--tip", type=_amount_or_zero, default=0, metavar="DOLLARS")
+            parser.add_argument(
+                "--cashout", type=_amount_or_zero, default=0, metavar="DOLLARS", help="cash out"
+            )
+            parser.add_argument(
+                "--prompt-for-cashout",
+                action="store_true",
+                help="the terminal offers cash out to the customer",
+            )
+        if surcharge:
+            parser.add_argument("--surcharge", type=_amount_or_zero, default=0, metavar="DOLLARS")
+        parser.add_argument(
+            "--pos-ref-id", metavar="REF", help="the transaction's reference (default: new)"
+        )
+        parser.add_argument("--timeout", type=seconds, default=120.0, metavar="S", help="(120)")
+        parser.add_argument("--receipt", action="store_true", help="print the receipts too")
+        parser.set_defaults(handler=client_command(_money), money=name)
+
+    money("purchase", "card purchase", tip=True)
+    money("refund", "refund to a card", surcharge=False)
+    money("cashout", "cash out only")
+    money("moto", "mail or telephone order purchase (card keyed on the terminal)")
+
+    cancel = actions.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel the running transaction",
+        description=(
+            "Ask the terminal to cancel the running transaction. The transaction still ends "
+            "with its own outcome (declined, or approved when past the point of no return)."
+        ),
+    )
+    add_lane_argument(cancel)
+    cancel.add_argument("--pos-ref-id", metavar="REF", help="cancel only this transaction")
+    cancel.add_argument("--timeout", type=seconds, default=30.0, metavar="S", help="(30)")
+    cancel.set_defaults(handler=client_command(_cancel))
+
+    status = actions.add_parser(
+        "status",
+        parents=[common],
+        help="ask the terminal for the outcome of a transaction",
+        description="Ask the terminal for a transaction's outcome; exit code as for a purchase.",
+    )
+    add_lane_argument(status)
+    status.add_argument("--pos-ref-id", required=True, metavar="REF")
+    status.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help="(60)")
+    status.add_argument("--receipt", action="store_true", help="print the receipts too")
+    status.set_defaults(handler=client_command(_status))
+
+    for name, text in (
+        ("settle", "settle: close the day with the acquirer"),
+        ("enquiry", "settlement enquiry: the totals, without closing the day"),
+    ):
+        parser = actions.add_parser(name, parents=[common], help=text, description=text + ".")
+        add_lane_argument(parser)
+        parser.add_argument("--timeout", type=seconds, default=120.0, metavar="S", help="(120)")
+        parser.add_argument("--receipt", action="store_true", help="print the receipt too")
+        parser.set_defaults(handler=client_command(_settle), settle=name)
+
+    signature = actions.add_parser(
+        "signature",
+        parents=[common],
+        help="answer a signature request: --accept or --decline",
+        description="The customer's signature matches (--accept) or not (--decline).",
+    )
+    add_lane_argument(signature)
+    answer = signature.add_mutually_exclusive_group(required=True)
+    answer.add_argument("--accept", action="store_true", help="the signature matches")
+    answer.add_argument("--decline", action="store_true", help="it does not")
+    signature.add_argument("--pos-ref-id", metavar="REF", help="only for this transaction")
+    signature.add_argument("--timeout", type=seconds, default=30.0, metavar="S", help="(30)")
+    signature.set_defaults(handler=client_command(_signature))
+
+    auth = actions.add_parser(
+        "auth-code",
+        parents=[common],
+        help="give the phone authorisation code the terminal asked for",
+        description="Give the terminal the 6-character authorisation code obtained by phone.",
+    )
+    add_lane_argument(auth)
+    auth.add_argument("code", metavar="CODE", help="6 letters or digits")
+    auth.add_argument("--pos-ref-id", metavar="REF", help="only for this transaction")
+    auth.add_argument("--timeout", type=seconds, default=30.0, metavar="S", help="(30)")
+    auth.set_defaults(handler=client_command(_auth_code))
+
+
+# ---------------------------------------------------------------------- progress
+
+
+def _progress(ctx: Context, iid: str) -> Callable[[bs.Event], None]:
+    """The ``on_event`` callback: the terminal's screen and the operator's next step."""
+
+    last_text: list[str] = []
+
+    def on_event(event: bs.Event) -> None:
+        if isinstance(event, bs.CommandAccepted):
+            ctx.note("Accepted by the lane; waiting for the terminal…")
+        elif isinstance(event, bs.TransactionUpdate):
+            text = (event.display_text or "").strip()
+            if text and text not in last_text[-1:]:
+                last_text.append(text)
+                ctx.note(f"  terminal: {text}")
+        elif isinstance(event, bs.SignatureRequired):
+            ctx.note(f"Signature required — run `multipair tx signature {iid} --accept|--decline`")
+        elif isinstance(event, bs.AuthCodeRequired):
+            call = f"call {event.phone_number}" if event.phone_number else "call the bank"
+            merchant = f" (merchant id {event.merchant_id})" if event.merchant_id else ""
+            ctx.note(
+                f"Authorisation code required — {call}{merchant}, then run "
+                f"`multipair tx auth-code {iid} CODE`"
+            )
+        elif isinstance(event, bs.Error):
+            ctx.note(f"  lane error: {event.reason}: {event.detail}")
+
+    return on_event
+
+
+# ---------------------------------------------------------------------- money
+
+
+async def _money(ctx: Context, client: AsyncClient) -> int:
+    args = ctx.args
+    kind: str = args.money
+    ref: str = args.pos_ref_id or new_pos_ref_id()
+    expires = _dt.datetime.now(_dt.UTC) + _dt.timedelta(seconds=args.timeout)
+    fields: dict[str, Any] = {"amount_cents": args.amount}
+    cls: type[bs.Command]
+    if kind == "purchase":
+        cls = bs.Purchase
+        fields.update(
+            tip_cents=args.tip,
+            cashout_cents=args.cashout,
+            surcharge_cents=args.surcharge,
+            prompt_for_cashout=args.prompt_for_cashout,
+        )
+    elif kind == "refund":
+        cls = bs.Refund
+    elif kind == "cashout":
+        cls = bs.Cashout
+        fields.update(surcharge_cents=args.surcharge)
+    else:
+        cls = bs.MotoPurchase
+        fields.update(surcharge_cents=args.surcharge)
+    try:
+        command = cls(command_id=new_command_id(), pos_ref_id=ref, expires_at=expires, **fields)
+    except CommandError as exc:
+        raise Fail(exc.detail) from None
+    iid = await resolve_lane(client, args.id)
+    check_ready(await client.lane_info(iid))
+    ctx.note(f"{cls.type.replace('_', ' ')} {_amounts(fields)} on lane {iid}, pos_ref_id {ref}")
+    ctx.stake = Stake(cls.type.replace("_", " "), iid, ref)
+    try:
+        event = await client.send_and_wait(
+            iid, command, timeout=args.timeout, on_event=_progress(ctx, iid)
+        )
+    except OutcomeTimeout as exc:
+        if ctx.json:
+            ctx.emit(
+                {
+                    "instance_id": iid,
+                    "command_id": command.command_id,
+                    "pos_ref_id": ref,
+                    "tx_type": cls.type,
+                    "result": "unknown",
+                    "approved": False,
+                    "timed_out": True,
+                }
+            )
+        raise Fail(
+            f"no outcome within {args.timeout:g}s; the transaction may still complete: check it "
+            f"with `multipair tx status {iid} --pos-ref-id {ref}`",
+            ExitCode.UNKNOWN,
+        ) from exc
+    if not isinstance(event, bs.TransactionCompleted | bs.TransactionLookup):
+        raise Fail(f"the lane answered {event.type!r} to a {cls.type}", ExitCode.UNKNOWN)
+    outcome = Outcome.from_event(event, command_id=command.command_id, pos_ref_id=ref)
+    ctx.stake = None
+    if ctx.json:
+        ctx.emit(
+            {
+                **_body(outcome.event, receipts=args.receipt),
+                "approved": outcome.approved,
+                "repeated": outcome.repeated,
+            }
+        )
+    else:
+        _print_outcome(ctx, outcome.event, iid, receipts=args.receipt)
+        if outcome.repeated:
+            ctx.say("  (answered from the lane's record: this command was sent before)")
+    return _exit_for(outcome.result)
+
+
+def _amounts(fields: dict[str, Any]) -> str:
+    text = format_cents(fields["amount_cents"])
+    extras = [
+        f"{label} {format_cents(fields[name])}"
+        for name, label in (
+            ("tip_cents", "tip"),
+            ("cashout_cents", "cash out"),
+            ("surcharge_cents", "surcharge"),
+        )
+        if fields.get(name)
+    ]
+    return text + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _exit_for(result: str) -> ExitCode:
+    if result == "success":
+        return ExitCode.OK
+    if result == "failed":
+        return ExitCode.FAILED
+    return ExitCode.UNKNOWN
+
+
+def _body(event: bs.Event, *, receipts: bool) -> dict[str, object]:
+    body = bs.event_body(event)
+    if not receipts:
+        for name in _RECEIPTS:
+            body.pop(name, None)
+    return body
+
+
+_HEADINGS = {"success": "APPROVED", "failed": "DECLINED", "unknown": "UNKNOWN"}
+
+
+def _print_outcome(
+    ctx: Context, event: bs.TransactionCompleted | bs.TransactionLookup, iid: str, *, receipts: bool
+) -> None:
+    heading = _HEADINGS.get(event.result, event.result.upper())
+    what = (event.tx_type or "transaction").replace("_", " ")
+    amount = f" {format_cents(event.amount_cents)}" if event.amount_cents is not None else ""
+    ctx.say(f"{heading}  {what}{amount}  pos_ref_id {event.pos_ref_id or '-'}")
+    card = " ".join(x for x in (event.scheme_name, event.masked_pan, event.card_entry) if x)
+    extras = [
+        f"{label} {format_cents(value)}"
+        for label, value in (
+            ("tip", event.tip_cents),
+            ("cash out", event.cashout_cents),
+            ("surcharge", event.surcharge_cents),
+        )
+        if value
+    ]
+    host = " ".join(x for x in (event.host_response_code, event.host_response_text) if x)
+    rows: list[tuple[str, str | None]] = [
+        ("also", ", ".join(extras) or None),
+        ("host response", host or None),
+        ("RRN", event.rrn),
+        ("auth code", event.auth_code),
+        ("card", card or None),
+        ("account", event.account_type),
+        ("terminal ref", event.terminal_ref_id),
+        ("bank date", " ".join(x for x in (event.bank_date, event.bank_time) if x) or None),
+        (
+            "error",
+            ": ".join(x for x in (event.error_reason, event.error_detail) if x) or None,
+        ),
+    ]
+    for key, value in rows:
+        if value:
+            ctx.say(f"  {key:<14} {value}")
+    if isinstance(event, bs.TransactionCompleted) and event.recovered:
+        ctx.say("  (recovered from the terminal after a disconnect or lane restart)")
+    if event.result not in ("success", "failed"):
+        ctx.say(
+            "  Nobody knows whether money moved: check the terminal, or run "
+            f"`multipair tx status {iid} --pos-ref-id {event.pos_ref_id}`, before trying again."
+        )
+    if receipts:
+        for name in _RECEIPTS:
+            text = getattr(event, name)
+            if text:
+                ctx.say(f"\n--- {name.replace('_', ' ')} ---\n{text.rstrip()}")
+
+
+# ---------------------------------------------------------------------- cancel, status
+
+
+async def _cancel(ctx: Context, client: AsyncClient) -> int:
+    iid = await resolve_lane(client, ctx.args.id)
+    check_ready(await client.lane_info(iid))
+    event = await client.cancel(iid, pos_ref_id=ctx.args.pos_ref_id, timeout=ctx.args.timeout)
+    if ctx.json:
+        ctx.emit({**bs.event_body(event), "accepted": True})
+    else:
+        ctx.say(
+            "Cancel sent to the terminal; the transaction ends with its own outcome "
+            "(declined, or approved if it was past the point of no return)."
+        )
+    return ExitCode.OK
+
+
+async def _status(ctx: Context, client: AsyncClient) -> int:
+    iid = await resolve_lane(client, ctx.args.id)
+    check_ready(await client.lane_info(iid))
+    ref: str = ctx.args.pos_ref_id
+    event = await client.get_transaction(iid, ref, timeout=ctx.args.timeout)
+    if ctx.json:
+        ctx.emit({**_body(event, receipts=ctx.args.receipt), "approved": event.result == "success"})
+    elif not event.found:
+        ctx.say(f"NOT FOUND  the terminal has no transaction {ref}")
+    else:
+        _print_outcome(ctx, event, iid, receipts=ctx.args.receipt)
+    return _exit_for(event.result) if event.found else ExitCode.FAILED
+
+
+# ---------------------------------------------------------------------- settle, enquiry
+
+
+async def _settle(ctx: Context, client: AsyncClient) -> int:
+    iid = await resolve_lane(client, ctx.args.id)
+    check_ready(await client.lane_info(iid))
+    enquiry = ctx.args.settle == "enquiry"
+    what = "settlement enquiry" if enquiry else "settlement"
+    ctx.note(f"{what} on lane {iid}")
+    ctx.stake = Stake(what, iid, check=f"multipair tx enquiry {iid}")
+    method = client.settlement_enquiry if enquiry else client.settle
+    event = await method(iid, timeout=ctx.args.timeout, on_event=_progress(ctx, iid))
+    ctx.stake = None
+    if ctx.json:
+        body = bs.event_body(event)
+        if not ctx.args.receipt:
+            body.pop("merchant_receipt", None)
+        ctx.emit(body)
+        return _exit_for(event.result)
+    heading = {"success": "SETTLED", "failed": "SETTLEMENT FAILED"}.get(event.result, "UNKNOWN")
+    if enquiry:
+        heading = {"success": "TOTALS", "failed": "ENQUIRY FAILED"}.get(event.result, "UNKNOWN")
+    ctx.say(f"{heading}  lane {iid}")
+    host = " ".join(x for x in (event.host_response_code, event.host_response_text) if x)
+    total = (
+        f"{_count(event.accumulated_total_count)}, "
+        f"{format_cents(event.accumulated_total_value_cents)}"
+        if event.accumulated_total_count is not None
+        and event.accumulated_total_value_cents is not None
+        else None
+    )
+    for key, value in (
+        ("host response", host or None),
+        ("total", total),
+        ("terminal id", event.terminal_id),
+        ("bank date", " ".join(x for x in (event.bank_date, event.bank_time) if x) or None),
+        ("error", ": ".join(x for x in (event.error_reason, event.error_detail) if x) or None),
+    ):
+        if value:
+            ctx.say(f"  {key:<14} {value}")
+    for scheme in event.schemes:
+        ctx.say(f"  {_scheme_line(scheme)}")
+    if ctx.args.receipt and event.merchant_receipt:
+        ctx.say(f"\n--- merchant receipt ---\n{event.merchant_receipt.rstrip()}")
+    return _exit_for(event.result)
+
+
+def _scheme_line(scheme: dict[str, Any]) -> str:
+    """One card scheme's settlement totals (the terminal's numbers may be text)."""
+    name = str(scheme.get("scheme_name") or "scheme")
+    count = scheme.get("total_count")
+    value = scheme.get("total_value_cents", scheme.get("total_value"))
+    try:
+        money = format_cents(int(value)) if value is not None else "-"
+    except (TypeError, ValueError):
+        money = str(value)
+    by_acquirer = scheme.get("settle_by_acquirer")
+    note = "" if by_acquirer in (None, True, "Yes") else "  (not settled by this acquirer)"
+    return f"{name:<14} {_count(count)}, {money}{note}"
+
+
+def _count(count: object) -> str:
+    if count is None:
+        return "- transactions"
+    return f"{count} transaction" + ("" if str(count) == "1" else "s")
+
+
+# ---------------------------------------------------------------------- signature, auth code
+
+
+async def _signature(ctx: Context, client: AsyncClient) -> int:
+    iid = await resolve_lane(client, ctx.args.id)
+    check_ready(await client.lane_info(iid))
+    cls = bs.SignatureAccept if ctx.args.accept else bs.SignatureDecline
+    command = cls(command_id=new_command_id(), pos_ref_id=ctx.args.pos_ref_id)
+    done = "signature accepted" if ctx.args.accept else "signature declined"
+    return await _control(ctx, client, iid, command, done)
+
+
+async def _auth_code(ctx: Context, client: AsyncClient) -> int:
+    iid = await resolve_lane(client, ctx.args.id)
+    check_ready(await client.lane_info(iid))
+    try:
+        command = bs.AuthCode(
+            command_id=new_command_id(), auth_code=ctx.args.code, pos_ref_id=ctx.args.pos_ref_id
+        )
+    except CommandError as exc:
+        raise Fail(exc.detail) from None
+    return await _control(ctx, client, iid, command, "authorisation code given")
+
+
+async def _control(
+    ctx: Context, client: AsyncClient, iid: str, command: bs.Command, done: str
+) -> int:
+
+    event = await client.send_and_wait(iid, command, timeout=ctx.args.timeout)
+    if ctx.json:
+        ctx.emit({**bs.event_body(event), "accepted": True})
+    else:
+        ctx.say(f"OK: {done}; the transaction goes on (its outcome goes to whoever waits for it).")
+    return ExitCode.OK

@@ -1,0 +1,127 @@
+"""Finding a lane from what an operator typed, checking it can work, and showing it.
+
+Shared by ``lane``, ``tx``, ``status`` and ``events``. JSON views never hold
+a secret: a :class:`~multipair.store.profiles.LaneProfile` has none (the
+sealed keys stay in Redis), and only its fields are shown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from typing import Any, Final
+
+from multipair.broker_schema import format_time, validate_instance_id
+from multipair.cli._base import Fail
+from multipair.client import AsyncClient, LaneInfo
+from multipair.exceptions import CommandError
+from multipair.store.profiles import LaneProfile
+
+__all__ = [
+    "LANE_ALIVE_S",
+    "check_ready",
+    "info_json",
+    "is_running",
+    "profile_json",
+    "resolve_lane",
+    "uptime_seconds",
+]
+
+LANE_ALIVE_S: Final = 10.0
+"""A lane with no lease and a heartbeat older than this is not running (it beats every 2 s)."""
+
+_MIN_PREFIX: Final = 4
+_FULL_ID_CHARS: Final = 36
+
+
+async def resolve_lane(client: AsyncClient, text: str) -> str:
+    """The instance id an ``ID`` argument names: a full UUID, or a unique start of one.
+
+    A full id is returned as typed (the command that uses it reports an
+    unknown lane); a shorter one is matched against the existing lanes.
+    """
+    if len(text) == _FULL_ID_CHARS:
+        try:
+            return validate_instance_id(text)
+        except CommandError as exc:
+            raise Fail(exc.detail) from None
+    if len(text.replace("-", "")) < _MIN_PREFIX:
+        raise Fail(f"lane id {text!r} is too short: give at least {_MIN_PREFIX} characters")
+    matches = [p.instance_id for p in await client.list_lanes() if p.instance_id.startswith(text)]
+    if not matches:
+        raise Fail(f"lane {text}… not found")
+    if len(matches) > 1:
+        raise Fail(f"lane id {text!r} matches {len(matches)} lanes: {', '.join(matches)}")
+    return matches[0]
+
+
+def is_running(info: LaneInfo, now: _dt.datetime | None = None) -> bool:
+    """A host holds the lane's lease, or its process beat recently."""
+    if info.lease_host is not None:
+        return True
+    if info.heartbeat_at is None:
+        return False
+    now = now if now is not None else _dt.datetime.now(_dt.UTC)
+    return (now - info.heartbeat_at).total_seconds() < LANE_ALIVE_S
+
+
+def check_ready(info: LaneInfo, *, need_paired: bool = True) -> None:
+    """Refuse, with the operator's next step, a lane that cannot take a command now."""
+    iid = info.instance_id
+    if not info.profile.enabled:
+        raise Fail(f"lane stopped: {iid} is stopped; start it with `multipair lane start {iid}`")
+    if not is_running(info):
+        since = (
+            f"; last heartbeat {info.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"
+            if info.heartbeat_at is not None
+            else ""
+        )
+        raise Fail(f"lane not running: no host runs {iid} (is `multipair supervise` up?{since})")
+    if need_paired and info.status == "unpaired":
+        raise Fail(f"lane not paired: pair {iid} first with `multipair lane pair {iid}`")
+
+
+def profile_json(profile: LaneProfile) -> dict[str, Any]:
+    """Every profile field (there are no secrets among them)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(profile):
+        value = getattr(profile, f.name)
+        out[f.name] = format_time(value) if isinstance(value, _dt.datetime) else value
+    return out
+
+
+def uptime_seconds(info: LaneInfo, now: _dt.datetime | None = None) -> float | None:
+    """Seconds since the lane process started, while it runs."""
+    if info.started_at is None or not is_running(info, now):
+        return None
+    now = now if now is not None else _dt.datetime.now(_dt.UTC)
+    return max(0.0, (now - info.started_at).total_seconds())
+
+
+def info_json(info: LaneInfo, now: _dt.datetime | None = None) -> dict[str, Any]:
+    """One lane as ``status --json`` and ``lane show --json`` print it."""
+
+    def when(moment: _dt.datetime | None) -> str | None:
+        return format_time(moment) if moment is not None else None
+
+    profile = info.profile
+    return {
+        "instance_id": profile.instance_id,
+        "pos_id": profile.pos_id,
+        "serial_number": profile.serial_number,
+        "enabled": profile.enabled,
+        "running": is_running(info, now),
+        "status": info.status,
+        "flow": info.flow,
+        "host": info.host,
+        "pid": info.pid,
+        "owner": info.lease_host,
+        "heartbeat_at": when(info.heartbeat_at),
+        "started_at": when(info.started_at),
+        "uptime_s": uptime_seconds(info, now),
+        "restarts": info.restarts,
+        "crash_loop": info.crash_loop,
+        "last_error": info.last_error,
+        "last_pos_ref_id": info.last_pos_ref_id,
+        "last_result": info.last_result,
+    }

@@ -1,0 +1,343 @@
+"""``multipair tx ...`` against a real lane process and the simulator as its terminal.
+
+The simulator decides by the cents of the amount (multipair.simulator.rules):
+.51 declined, .52 signature, .53 phone authorisation, .55 never answers.
+All tests share one paired lane (tests/cli/conftest.py) and leave it idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from multipair import broker_schema as bs
+from tests.cli.conftest import SharedLane, running_lane
+from tests.cli.helpers import Cli
+from tests.worker.helpers import LaneRig
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SharedLane]:
+    async with running_lane(redis_url, Path(tmp_path_factory.mktemp("lane"))) as shared:
+        yield shared
+
+
+@pytest.fixture
+def cli(shared: SharedLane) -> Cli:
+    return shared.cli
+
+
+@pytest.fixture
+def lane(shared: SharedLane) -> LaneRig:
+    return shared.rig
+
+
+RECEIPTS = ("customer_receipt", "merchant_receipt")
+
+
+async def _end(lane: LaneRig, ref: str) -> None:
+    """Cancel a transaction the terminal never finishes and wait for its end (lane idle again)."""
+    await lane.send({"type": "cancel", "pos_ref_id": ref})
+    await lane.events.wait_for(
+        lambda b: b["type"] == "transaction_completed" and b.get("pos_ref_id") == ref
+    )
+
+
+async def _purchase(lane: LaneRig, ref: str, cents: int) -> None:
+    """An approved purchase sent straight to the lane (to set a scene, not to test the CLI)."""
+    command_id = await lane.send({"type": "purchase", "pos_ref_id": ref, "amount_cents": cents})
+    assert "success" == (await lane.answer(command_id))["result"]
+
+
+async def test_an_approved_purchase_exits_0_with_the_outcome_as_json(
+    cli: Cli, lane: LaneRig
+) -> None:
+    iid = lane.instance_id
+    result = await cli.run("tx", "purchase", iid, "--amount", "12.50", "--pos-ref-id", "order-1")
+    assert 0 == result.code, result
+    doc = result.json()
+    assert ("transaction_completed", "success", True, "purchase", "order-1", 1250, iid) == (
+        doc["type"],
+        doc["result"],
+        doc["approved"],
+        doc["tx_type"],
+        doc["pos_ref_id"],
+        doc["amount_cents"],
+        doc["instance_id"],
+    )
+    assert ("000", False, False) == (doc["host_response_code"], doc["recovered"], doc["repeated"])
+    assert doc["rrn"]
+    assert doc["auth_code"]
+    assert doc["command_id"]
+    assert [] == [name for name in RECEIPTS if name in doc]  # only with --receipt
+    assert "order-1" in result.err  # progress goes to stderr under --json
+
+
+async def test_a_declined_purchase_exits_1(cli: Cli, lane: LaneRig) -> None:
+    result = await cli.run("tx", "purchase", lane.instance_id, "--amount", "10.51")
+    assert 1 == result.code, result
+    doc = result.json()
+    assert ("failed", False, "51") == (doc["result"], doc["approved"], doc["host_response_code"])
+
+
+async def test_a_purchase_for_people_shows_progress_and_the_key_facts(
+    cli: Cli, lane: LaneRig
+) -> None:
+    iid = lane.instance_id
+    result = await cli.run(
+        "tx",
+        "purchase",
+        iid,
+        "--amount",
+        "10.10",
+        "--tip",
+        "0.1",
+        "--surcharge",
+        "0.05",
+        "--pos-ref-id",
+        "order-2",
+        "--receipt",
+        json=False,
+    )
+    assert 0 == result.code, result
+    lines = result.out.splitlines()
+    assert (
+        f"purchase $10.10 (tip $0.10, surcharge $0.05) on lane {iid}, pos_ref_id order-2"
+        == lines[0]
+    )
+    assert "APPROVED  purchase $10.10  pos_ref_id order-2" in lines
+    record = await lane.txs.get(iid, "order-2")
+    assert record is not None
+    outcome = record.outcome_event()
+    assert isinstance(outcome, bs.TransactionCompleted)
+    for fact in (
+        "  also           tip $0.10, surcharge $0.05",
+        "  host response  000 APPROVED",
+        f"  RRN            {outcome.rrn}",
+        f"  auth code      {outcome.auth_code}",
+        "--- customer receipt ---",
+        "--- merchant receipt ---",
+    ):
+        assert fact in lines, fact
+    assert "" == result.err
+
+
+async def test_refund_cashout_and_moto_exit_0_with_their_amounts(cli: Cli, lane: LaneRig) -> None:
+    iid = lane.instance_id
+    cases = (
+        ("refund", "7", "amount_cents", 700),
+        ("cashout", "20.00", "cashout_cents", 2000),
+        ("moto", "15.5", "amount_cents", 1550),
+    )
+    # Sent at once: the lane runs them one at a time, each command waits for its own outcome.
+    results = await asyncio.gather(
+        *(
+            cli.run("tx", action, iid, "--amount", amount, "--receipt")
+            for action, amount, *_ in cases
+        )
+    )
+    for (action, _, field, cents), result in zip(cases, results, strict=True):
+        assert 0 == result.code, result
+        doc = result.json()
+        assert ("success", cents) == (doc["result"], doc[field]), doc
+        assert all(doc[name] for name in RECEIPTS)
+        assert {"refund": "refund", "cashout": "cashout", "moto": "moto_purchase"}[action] == (
+            doc["tx_type"]
+        )
+
+
+async def test_a_reused_pos_ref_id_is_rejected_by_the_lane_with_exit_2(
+    cli: Cli, lane: LaneRig
+) -> None:
+    iid = lane.instance_id
+    await _purchase(lane, "r1", 100)
+    again = await cli.run("tx", "refund", iid, "--amount", "1", "--pos-ref-id", "r1")
+    assert 2 == again.code, again
+    assert "" == again.out
+    assert "duplicate_pos_ref_id" in again.error_lines()[-1]
+
+
+async def test_tx_status_looks_a_transaction_up_on_the_terminal(cli: Cli, lane: LaneRig) -> None:
+    iid = lane.instance_id
+    await _purchase(lane, "s1", 300)
+    found, missing = await asyncio.gather(
+        cli.run("tx", "status", iid, "--pos-ref-id", "s1"),
+        cli.run("tx", "status", iid, "--pos-ref-id", "never-sent", json=False),
+    )
+    assert (0, 1) == (found.code, missing.code), (found, missing)
+    doc = found.json()
+    assert ("transaction_lookup", True, "success", 300, True) == (
+        doc["type"],
+        doc["found"],
+        doc["result"],
+        doc["amount_cents"],
+        doc["approved"],
+    )
+    assert "NOT FOUND  the terminal has no transaction never-sent\n" == missing.out
+
+
+async def test_settle_and_enquiry_report_the_settlement(cli: Cli, lane: LaneRig) -> None:
+    iid = lane.instance_id
+    settle, enquiry = await asyncio.gather(
+        cli.run("tx", "settle", iid), cli.run("tx", "enquiry", iid, json=False)
+    )
+    assert (0, 0) == (settle.code, enquiry.code), (settle, enquiry)
+    doc = settle.json()
+    assert ("settlement", "success", False) == (doc["type"], doc["result"], doc["enquiry"])
+    assert "merchant_receipt" not in doc
+    assert f"TOTALS  lane {iid}" in enquiry.out.splitlines()
+
+
+async def test_signature_steps_are_answered_from_a_second_command(cli: Cli, lane: LaneRig) -> None:
+    iid = lane.instance_id
+    for answer, code, result in (("--accept", 0, "APPROVED"), ("--decline", 1, "DECLINED")):
+        ref = f"sig{answer}"
+        purchase = await cli.start(
+            "tx", "purchase", iid, "--amount", "10.52", "--pos-ref-id", ref, json=False
+        )
+        try:
+            line = await purchase.until(lambda text: text.startswith("Signature required"))
+            assert (
+                f"Signature required — run `multipair tx signature {iid} --accept|--decline`"
+                == line
+            )
+            signed = await cli.run("tx", "signature", iid, answer)
+            assert 0 == signed.code, signed
+            assert (True, "command_accepted") == (signed.json()["accepted"], signed.json()["type"])
+            done = await purchase.finish()
+        finally:
+            await purchase.kill()
+            await _end(lane, ref)
+        assert code == done.code, done
+        assert any(text.startswith(f"{result}  purchase $10.52") for text in done.out.splitlines())
+
+
+async def test_a_phone_authorisation_code_is_given_with_auth_code(cli: Cli, lane: LaneRig) -> None:
+    iid = lane.instance_id
+    purchase = await cli.start(
+        "tx", "purchase", iid, "--amount", "10.53", "--pos-ref-id", "auth-1", json=False
+    )
+    try:
+        line = await purchase.until(lambda text: text.startswith("Authorisation code required"))
+        assert line.endswith(f"then run `multipair tx auth-code {iid} CODE`")
+        bad = await cli.run("tx", "auth-code", iid, "12")
+        assert 2 == bad.code, bad
+        given = await cli.run("tx", "auth-code", iid, "A1B2C3")
+        assert 0 == given.code, given
+        done = await purchase.finish()
+    finally:
+        await purchase.kill()
+        await _end(lane, "auth-1")
+    assert 0 == done.code, done
+    assert "  auth code      A1B2C3" in done.out.splitlines()
+
+
+async def test_cancel_ends_a_purchase_the_customer_never_finishes(cli: Cli, lane: LaneRig) -> None:
+    iid = lane.instance_id
+    nothing = await cli.run("tx", "cancel", iid)
+    assert 2 == nothing.code, nothing
+    assert "the lane cannot do that now" in nothing.err
+
+    purchase = await cli.start("tx", "purchase", iid, "--amount", "10.55", "--pos-ref-id", "c1")
+    try:
+        await lane.wait_state(flow="transaction")
+        cancelled = await cli.run("tx", "cancel", iid, "--pos-ref-id", "c1")
+        assert 0 == cancelled.code, cancelled
+        assert True is cancelled.json()["accepted"]
+        done = await purchase.finish()
+    finally:
+        await purchase.kill()
+        await _end(lane, "c1")
+    assert 1 == done.code, done
+    assert ("failed", "511") == (done.json()["result"], done.json()["host_response_code"])
+
+
+async def test_no_outcome_in_time_exits_3_and_says_how_to_look_it_up(
+    cli: Cli, lane: LaneRig
+) -> None:
+    iid = lane.instance_id
+    try:
+        result = await cli.run(
+            "tx", "purchase", iid, "--amount", "10.55", "--pos-ref-id", "slow-1", "--timeout", "1"
+        )
+    finally:
+        await _end(lane, "slow-1")  # the lane still runs it: end it, the next test needs it idle
+    assert 3 == result.code, result
+    assert {
+        "instance_id": iid,
+        "command_id": result.json()["command_id"],
+        "pos_ref_id": "slow-1",
+        "tx_type": "purchase",
+        "result": "unknown",
+        "approved": False,
+        "timed_out": True,
+    } == result.json()
+    assert (
+        f"multipair: error: no outcome within 1s; the transaction may still complete: check it "
+        f"with `multipair tx status {iid} --pos-ref-id slow-1`"
+    ) == result.error_lines()[-1]
+
+
+async def test_a_purchase_that_could_not_start_in_time_is_never_run_late(
+    cli: Cli, lane: LaneRig
+) -> None:
+    iid = lane.instance_id
+    await lane.send({"type": "purchase", "pos_ref_id": "ahead", "amount_cents": 1055})
+    try:
+        await lane.wait_state(flow="transaction")
+        queued = await cli.run("tx", "purchase", iid, "--amount", "1", "--timeout", "1")
+    finally:
+        await _end(lane, "ahead")
+    assert 3 == queued.code, queued
+    rejected = await lane.answer(queued.json()["command_id"])
+    assert ("command_rejected", "expired") == (rejected["type"], rejected["reason"])
+    assert await lane.txs.get(iid, queued.json()["pos_ref_id"]) is None  # no record: never sent
+
+
+async def test_ctrl_c_while_waiting_exits_3_and_says_how_to_look_it_up(
+    cli: Cli, lane: LaneRig
+) -> None:
+    iid = lane.instance_id
+    purchase = await cli.start("tx", "purchase", iid, "--amount", "10.55", "--pos-ref-id", "int-1")
+    try:
+        await lane.wait_state(flow="transaction")
+        await purchase.interrupt()
+        done = await purchase.finish()
+    finally:
+        await purchase.kill()
+        await _end(lane, "int-1")
+    assert 3 == done.code, done
+    assert (
+        "multipair: error: interrupted; the purchase may still complete: check it with "
+        f"`multipair tx status {iid} --pos-ref-id int-1`"
+    ) == done.error_lines()[-1]
+
+
+async def test_a_stopped_lane_refuses_transactions_with_exit_2(cli: Cli, lane: LaneRig) -> None:
+    iid = lane.instance_id
+    await lane.profiles.update(iid, enabled=False)  # what `lane stop` does (tested on its own)
+    try:
+        result = await cli.run("tx", "purchase", iid, "--amount", "1")
+    finally:
+        await lane.profiles.update(iid, enabled=True)
+    assert 2 == result.code, result
+    assert "" == result.out
+    assert [
+        f"multipair: error: lane stopped: {iid} is stopped; start it with "
+        f"`multipair lane start {iid}`"
+    ] == result.error_lines()
+    assert [] == await lane.txs.in_flight(iid)  # nothing was sent
+
+
+async def test_pairing_a_paired_lane_exits_2(cli: Cli, lane: LaneRig) -> None:
+    result = await cli.run("lane", "pair", lane.instance_id, "--confirm")
+    assert 2 == result.code, result
+    assert f"multipair: error: lane {lane.instance_id} is already paired" in result.err
