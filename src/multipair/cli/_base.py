@@ -26,13 +26,13 @@ import datetime as _dt
 import enum
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, Final, NoReturn, TypeAlias
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -48,6 +48,7 @@ from multipair.client import (
 from multipair.config import Settings
 from multipair.exceptions import CommandError, ConfigurationError, MultipairError, RetryLater
 from multipair.logs import configure_logging
+from multipair.redis_conn import connect
 
 __all__ = [
     "Context",
@@ -259,10 +260,14 @@ def client_command(function: ClientCommand) -> Handler:
     return handler
 
 
+_INTERRUPT_GRACE_S: Final = 2.0
+"""After Ctrl-C, how long a command may take to wind down before it is ended anyway."""
+
+
 def run(ctx: Context, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run ``main`` in a fresh event loop; every failure becomes one line and an exit code."""
     try:
-        return asyncio.run(main())
+        return asyncio.run(_interruptible(ctx, main))
     except KeyboardInterrupt:
         return _interrupted(ctx)
     except Exception as exc:
@@ -276,21 +281,54 @@ def run(ctx: Context, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return code
 
 
+async def _interruptible(ctx: Context, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Ctrl-C cancels the command; if it has not ended ``_INTERRUPT_GRACE_S`` later (a
+    cancellation can be absorbed inside a blocking read on Python 3.11), or on a second
+    Ctrl-C, the process ends at once with the same line and exit code."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted = False
+
+    def hard_exit() -> None:
+        code = _interrupted(ctx)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        if interrupted:
+            hard_exit()
+        interrupted = True
+        task.cancel()
+        loop.call_later(_INTERRUPT_GRACE_S, hard_exit)
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        return await main()
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
 async def _with_client(ctx: Context, function: ClientCommand) -> int:
     settings = ctx.settings()
     configure_logging(settings.log_format, level=logging.WARNING)  # on stderr: stdout is data
     if settings.redis_url is None:
         raise ConfigurationError("no Redis: set MULTIPAIR_REDIS_URL or pass --redis-url URL")
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=_CONNECT_TIMEOUT_S,
-        socket_timeout=_SOCKET_TIMEOUT_S,
-    )
+    try:  # connect() talks to the server (a single one, or any node of a Redis Cluster)
+        redis = await connect(
+            settings.redis_url,
+            socket_connect_timeout=_CONNECT_TIMEOUT_S,
+            socket_timeout=_SOCKET_TIMEOUT_S,
+        )
+    except RedisError as exc:
+        raise Fail(f"Redis unreachable at {settings.redis_url_for_logs()} ({exc})") from None
     try:
-        try:
-            await redis.ping()
-        except RedisError as exc:
-            raise Fail(f"Redis unreachable at {settings.redis_url_for_logs()} ({exc})") from None
         client = AsyncClient(redis, prefix=settings.prefix, master_key=settings.master_key)
         async with client:
             return await function(ctx, client)
