@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -195,7 +196,10 @@ class LaneRig:
     async def wait_acknowledged(self, timeout: float = WAIT) -> None:
         """Every command entry in the stream has been read and XACKed."""
         deadline = time.monotonic() + timeout
-        while await self.pending() or not await self.consumed_all():
+        # In this order: once every entry was delivered, pending can only shrink,
+        # so "all delivered, then none pending" means all acknowledged. (The other
+        # order races: none pending, then the lane reads the rest, then all delivered.)
+        while not await self.consumed_all() or await self.pending():
             if time.monotonic() > deadline:
                 raise AssertionError(f"{await self.pending()} command entries still pending")
             await self.events.poll(50)
@@ -215,6 +219,29 @@ def lane_env(redis_url: str, prefix: str, master_key: MasterKey) -> dict[str, st
     return env
 
 
+async def all_keys(redis: aioredis.Redis, pattern: str) -> list[bytes]:
+    """``KEYS pattern`` over the whole database: on a Redis Cluster, over every master."""
+    if isinstance(redis, aioredis.RedisCluster):
+        found: Any = await redis.keys(pattern, target_nodes=aioredis.RedisCluster.PRIMARIES)
+        return list(found)
+    return list(await redis.keys(pattern))
+
+
+def lane_id_away_from(redis: aioredis.Redis, redis_url: str, keys: bs.Keys) -> str:
+    """A new lane id; on a Redis Cluster, one whose slot the node of ``redis_url`` does not own.
+
+    The lane process is then given a URL naming a node that must redirect it
+    (``MOVED``) for every key of its lane: "any node" is exercised, not assumed.
+    """
+    if not isinstance(redis, aioredis.RedisCluster):
+        return str(uuid.uuid4())
+    port = urlsplit(redis_url).port
+    while True:
+        iid = str(uuid.uuid4())
+        if redis.get_node_from_key(keys.profile(iid)).port != port:
+            return iid
+
+
 async def make_rig(
     redis: aioredis.Redis,
     redis_url: str,
@@ -230,6 +257,8 @@ async def make_rig(
     keys = bs.Keys(prefix)
     master = MasterKey.generate()
     profiles = ProfileStore(redis, keys, master)
+    if "instance_id" not in profile_fields:
+        profile_fields["instance_id"] = lane_id_away_from(redis, redis_url, keys)
     profile = await profiles.create(
         LaneProfile(pos_id="POS1", serial_number=serial, device_address=address, **profile_fields)
     )

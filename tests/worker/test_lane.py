@@ -251,3 +251,45 @@ async def test_state_hash_and_heartbeat_are_kept_current(lane: LaneRig) -> None:
         await lane.events.poll(200)
     statuses = [(b["status"], b["flow"]) for b in lane.events.of_type("status_changed")]
     assert ("paired_connected", "idle") in statuses
+
+
+async def test_a_command_id_reused_for_another_transaction_is_refused(
+    lane: LaneRig, control: Control
+) -> None:
+    first = await lane.send(
+        {"type": "purchase", "pos_ref_id": "cid-1", "amount_cents": 100, "command_id": "cid"}
+    )
+    assert "success" == (await lane.answer(first))["result"]
+    await lane.send(
+        {"type": "purchase", "pos_ref_id": "cid-2", "amount_cents": 100, "command_id": "cid"}
+    )
+    rejected = await lane.events.wait_for(
+        lambda b: b["type"] == "command_rejected" and b.get("command_id") == "cid"
+    )
+    assert "duplicate_command_id" == rejected["reason"]
+    assert "cid-2" not in (await control.get(SERIAL))["purchase_requests"]
+
+
+async def test_a_purchase_for_an_unreachable_terminal_is_refused_not_held(
+    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    rig = await make_rig(
+        redis, redis_url, key_prefix, tmp_path, address="ws://127.0.0.1:9", secrets=KEYS
+    )
+    await rig.process.start()
+    try:
+        await rig.wait_state(status="paired_connecting")
+        expires = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).isoformat()
+        command_id = await rig.send(
+            {"type": "purchase", "pos_ref_id": "off-1", "amount_cents": 100, "expires_at": expires}
+        )
+        rejected = await rig.answer(command_id)
+        assert ("command_rejected", "terminal_unavailable") == (
+            rejected["type"],
+            rejected["reason"],
+        )
+        assert await rig.txs.get(rig.instance_id, "off-1") is None  # no record: free to retry
+    finally:
+        await rig.process.kill()

@@ -54,3 +54,7 @@ class Reason(StrEnum):
     """Another command already used this pos_ref_id; a new transaction needs a new one."""
     TERMINAL_TIMEOUT = "terminal_timeout"
     """The terminal did not answer in time; the command did not take effect."""
+    TERMINAL_UNAVAILABLE = "terminal_unavailable"
+    """The terminal was not connected when the command's turn came; nothing was sent."""
+    DUPLICATE_COMMAND_ID = "duplicate_command_id"
+    """This command_id was already used by another command of the lane."""

@@ -17,13 +17,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from multipair import broker_schema as bs
 from multipair.config import Settings
 from multipair.exceptions import CommandError, ConfigurationError
 from multipair.leases import LeaseLost
 from multipair.logs import configure_logging, get_logger
+from multipair.redis_conn import connect
 from multipair.store.profiles import ProfileStore
 from multipair.store.transactions import TxStore
 from multipair.worker.lane import Lane, LaneDeps
@@ -59,7 +58,7 @@ async def serve(instance_id: str, settings: Settings, *, fencing_token: int | No
     """
     if settings.redis_url is None:
         raise ConfigurationError("no Redis: set MULTIPAIR_REDIS_URL or pass --redis-url")
-    redis = Redis.from_url(settings.redis_url)
+    redis = await connect(settings.redis_url)  # a single server or any cluster node
     keys = bs.Keys(settings.prefix)
     deps = LaneDeps(
         redis=redis,

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -96,6 +97,8 @@ READ_BLOCK_MS: Final = 1000
 READ_COUNT: Final = 64
 CLOSE_TIMEOUT_S: Final = 2.0
 DEAD_LETTER_MAXLEN: Final = 10_000
+UNSENT_WAIT_S: Final = 30.0
+"""How long a new transaction waits for the terminal link before it is refused."""
 
 # Command type -> how the session learns of a transaction of that type.
 _TX_TYPES: Final[dict[str, m.TxType]] = {
@@ -163,6 +166,7 @@ class Lane:
         # Set once the lane is to stop; every loop watches it, so a clean stop
         # never depends on cancellation reaching the right await.
         self._stopped = asyncio.Event()
+        self._flushed = asyncio.Event()  # set after every flush (readiness may have changed)
         self._idle = asyncio.Event()  # set while the runner has no command in hand
         self._idle.set()
 
@@ -295,6 +299,7 @@ class Lane:
             self._close_requested = False
             await self._ws.close()
         self._wake.set()
+        self._flushed.set()
         if session.wants_connection:
             self._want_link.set()
 
@@ -867,6 +872,14 @@ class Lane:
             await self._run_transaction_command(entry)
         except _Stopping:
             log.info("stopping with the command unfinished; it stays pending")
+        except TimeoutError:
+            await self._reject(
+                entry.entry_id,
+                command.command_id,
+                CommandError(bs.Reason.TERMINAL_TIMEOUT, "the terminal did not answer in time"),
+                command.type,
+                pos_ref_id=pos_ref_id,
+            )
         except CommandError as exc:
             await self._reject(
                 entry.entry_id, command.command_id, exc, command.type, pos_ref_id=pos_ref_id
@@ -887,6 +900,7 @@ class Lane:
         command = entry.command
         if self._expired(command):
             raise CommandError(bs.Reason.EXPIRED, "the command expired before it could run")
+        await self._claim_command_id(entry)
         session = self.session
         match command:
             case bs.Pair():
@@ -971,6 +985,14 @@ class Lane:
             structlog.contextvars.bind_contextvars(pos_ref_id=pos_ref_id)
         request = _spi_request(command, self._profile)  # InvalidRequest: refused here
         resume = False
+        if self.session.status is not spi.SpiStatus.UNPAIRED:
+            record_now = (
+                await self.deps.txs.get(iid, pos_ref_id)
+                if command.records_tx and pos_ref_id
+                else None
+            )
+            if record_now is None or record_now.state is TxState.REQUESTED:
+                await self._wait_for_terminal(command)
         if command.records_tx and pos_ref_id:
             record = await self.deps.txs.get(iid, pos_ref_id)
             if record is None:
@@ -1035,6 +1057,62 @@ class Lane:
         if not future.done():
             raise _Stopping
         return future.result()
+
+    async def _claim_command_id(self, entry: _Entry) -> None:
+        """First use of a command_id wins; a different command reusing it is refused.
+
+        The claim remembers the stream entry, so the same entry replayed after a
+        crash runs again, while a second entry with the same command_id does not
+        (a money command repeated with the same pos_ref_id is answered from its
+        record instead, in :meth:`_run_money`).
+        """
+        command = entry.command
+        pos_ref_id = getattr(command, "pos_ref_id", None)
+        claim = orjson.dumps(
+            {"type": command.type, "pos_ref_id": pos_ref_id, "entry_id": entry.entry_id}
+        )
+        prior_raw = await self.deps.txs.recall_command(self.instance_id, command.command_id)
+        if prior_raw is not None:
+            prior = orjson.loads(prior_raw)
+            if prior.get("entry_id") == entry.entry_id:
+                return  # redelivered after a crash: run it again
+            same_money = (
+                command.records_tx
+                and prior.get("type") == command.type
+                and prior.get("pos_ref_id") == pos_ref_id
+            )
+            if not same_money:
+                raise CommandError(
+                    bs.Reason.DUPLICATE_COMMAND_ID,
+                    f"command_id {command.command_id!r} was already used by "
+                    f"{prior.get('type')} {prior.get('pos_ref_id') or ''}".rstrip(),
+                )
+            return
+        await self.deps.txs.remember_command(self.instance_id, command.command_id, claim)
+
+    async def _wait_for_terminal(self, command: bs.Command) -> None:
+        """A new transaction goes out only over a live link: wait a bounded time for one.
+
+        Never leave a purchase unsent for an unbounded time: after
+        ``UNSENT_WAIT_S`` (or at ``expires_at`` if sooner) it is refused with
+        ``terminal_unavailable``: nothing was sent, so the POS may retry.
+        """
+        limit = UNSENT_WAIT_S
+        if command.expires_at is not None:
+            limit = min(limit, (command.expires_at - _now()).total_seconds())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while not self.session.ready:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise CommandError(
+                    bs.Reason.TERMINAL_UNAVAILABLE,
+                    "the terminal is not connected; nothing was sent",
+                )
+            self._flushed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._flushed.wait()
 
     def _require_idle(self) -> None:
         session = self.session

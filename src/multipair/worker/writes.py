@@ -8,6 +8,10 @@ that outlived its lease (frozen, cut off) cannot write after its successor
 started: its write raises :class:`~multipair.leases.LeaseLost` and the lane
 stops. Without a token (a worker run by hand for debugging) the same script
 runs unfenced.
+
+Every key of a batch must be one of the lane's own (``mp:lane:{ID}:...``):
+they share the lane's hash tag, so the script is legal on a Redis Cluster.
+:meth:`LaneWriter.apply` refuses a batch that names any other key.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from multipair.broker_schema import CONSUMER_GROUP, Keys
+from multipair.exceptions import InternalError
 from multipair.leases import LeaseLost, fenced, is_fenced_error
 
 __all__ = ["LaneWriter", "WriteBatch"]
@@ -80,11 +85,15 @@ class LaneWriter:
     def __init__(self, redis: Redis, keys: Keys, instance_id: str, token: int | None) -> None:
         self._script = redis.register_script(fenced(_RUN_OPS) if token is not None else _RUN_OPS)
         self._lease = keys.lease(instance_id)
+        self._base = keys.lane_base(instance_id)
         self._token = token
 
     async def apply(self, batch: WriteBatch) -> None:
         if not batch.args:
             return
+        stray = [key for key in batch.keys if not key.startswith(self._base)]
+        if stray:  # one script, one slot: a key of another slot fails on a cluster
+            raise InternalError(f"a lane write names keys of another slot: {stray}")
         if self._token is None:
             await self._script(keys=batch.keys, args=batch.args)
             return
