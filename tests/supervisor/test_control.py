@@ -18,8 +18,21 @@ LANE = "8a5e2dcc-bfa0-469f-95d7-eec778b08453"
 
 @pytest.mark.parametrize("action", list(ControlAction))
 def test_every_action_round_trips(action: ControlAction) -> None:
-    message = ControlMessage(action=action, instance_id=LANE, request_id="r-1")
+    lane = None if action.for_host else LANE
+    message = ControlMessage(action=action, instance_id=lane, request_id="r-1")
     assert message == decode_control(encode_control(message))
+
+
+def test_host_actions_name_no_lane_and_lane_actions_need_one() -> None:
+    assert {ControlAction.DRAIN, ControlAction.ACCEPT, ControlAction.UNDRAIN} == {
+        a for a in ControlAction if a.for_host
+    }
+    drain = {"v": b"1", "body": orjson.dumps({"action": "drain", "request_id": "r-2"})}
+    assert ControlMessage(action=ControlAction.DRAIN, request_id="r-2") == decode_control(drain)
+    assert {"v": b"1", "body": {"action": "accept"}} == {
+        "v": encode_control(ControlMessage(action=ControlAction.ACCEPT))["v"],
+        "body": orjson.loads(encode_control(ControlMessage(action=ControlAction.ACCEPT))["body"]),
+    }
 
 
 def test_the_entry_is_v_and_a_json_body_anyone_can_write_with_redis_cli() -> None:
@@ -46,6 +59,11 @@ def test_the_entry_is_v_and_a_json_body_anyone_can_write_with_redis_cli() -> Non
         (
             {"v": "1", "body": orjson.dumps({"action": "stop", "instance_id": "x"})},
             "invalid_instance_id",
+        ),
+        ({"v": "1", "body": orjson.dumps({"action": "restart"})}, "invalid_instance_id"),
+        (
+            {"v": "1", "body": orjson.dumps({"action": "drain", "instance_id": LANE})},
+            "unknown_field",
         ),
         (
             {

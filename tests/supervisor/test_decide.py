@@ -11,14 +11,19 @@ from hypothesis import strategies as st
 from multipair.leases import Lease
 from multipair.supervisor.decide import (
     Action,
+    Balance,
+    HostView,
     Kill,
     LaneRun,
     Release,
     Restart,
+    Shed,
     Signalled,
     Start,
     Stop,
     StopReason,
+    balance,
+    fair_shares,
     reconcile,
 )
 from multipair.supervisor.policy import ExitHistory, RestartPolicy, record_exit
@@ -68,6 +73,11 @@ def decide(
     capacity: int = 10,
     fair_share: int | None = None,
     accepting: bool = True,
+    room_elsewhere: int = 0,
+    idle: Set[str] = frozenset(),
+    draining_since: float | None = None,
+    warm: Set[str] = frozenset(),
+    policy: RestartPolicy = POLICY,
 ) -> list[Action]:
     running = running or {}
     known = {iid: run.lease for iid, run in running.items()}
@@ -78,9 +88,13 @@ def decide(
         now,
         host_id=HOST,
         capacity=capacity,
-        policy=POLICY,
+        policy=policy,
         fair_share=fair_share,
         accepting=accepting,
+        room_elsewhere=room_elsewhere,
+        idle=idle,
+        draining_since=draining_since,
+        warm=warm,
     )
 
 
@@ -111,6 +125,11 @@ def test_no_more_lanes_than_capacity_counting_lanes_waiting_to_restart() -> None
 
 def test_a_fair_share_from_the_balancer_limits_starts_below_capacity() -> None:
     assert [Start(A), Start(B)] == decide({A, B, C, D}, capacity=10, fair_share=2)
+
+
+def test_a_free_lane_whose_old_process_may_still_run_is_started_only_once_it_is_quiet() -> None:
+    assert [Start(B)] == decide({A, B}, warm={A})
+    assert [Start(A)] == decide({A}, leases={A: ours(3)}, warm={A})  # our own leftover lease
 
 
 def test_capacity_zero_starts_nothing() -> None:
@@ -232,6 +251,124 @@ def test_shutdown_stops_every_lane_releases_exited_ones_and_starts_nothing() -> 
 
 
 # ---------------------------------------------------------------------------
+# Several hosts: fair shares (issue 7)
+
+
+def view(
+    host: str, *, capacity: int = 100, lanes: int = 0, accepting: bool = True, age_s: float = 1.0
+) -> HostView:
+    return HostView(host_id=host, capacity=capacity, lanes=lanes, accepting=accepting, age_s=age_s)
+
+
+def test_fair_shares_split_evenly_rounding_up() -> None:
+    assert {"a": 10, "b": 10, "c": 10} == fair_shares(30, {"a": 100, "b": 100, "c": 100})
+    assert {"a": 11, "b": 11, "c": 11} == fair_shares(31, {"a": 100, "b": 100, "c": 100})
+    assert {"a": 0, "b": 0} == fair_shares(0, {"a": 5, "b": 5})
+    assert {} == fair_shares(7, {})
+
+
+def test_a_small_host_is_filled_and_the_rest_is_split_over_the_others() -> None:
+    assert {"small": 2, "b": 14, "c": 14} == fair_shares(30, {"small": 2, "b": 100, "c": 100})
+
+
+def test_when_lanes_exceed_every_capacity_each_host_gets_its_capacity() -> None:
+    assert {"a": 4, "b": 6} == fair_shares(50, {"a": 4, "b": 6})
+
+
+def test_balance_counts_only_live_accepting_hosts_and_their_room() -> None:
+    hosts = [
+        view("host-b", lanes=4),
+        view("host-c", lanes=12),
+        view("dead", age_s=9.0),
+        view("draining", accepting=False),
+        view(HOST, lanes=99, accepting=False),  # our own entry is not what counts
+    ]
+    share = balance(30, host_id=HOST, capacity=100, accepting=True, hosts=hosts, live_within_s=5.0)
+    assert Balance(fair_share=10, room_elsewhere=6) == share  # b can take 6 more, c none
+    draining = balance(
+        30, host_id=HOST, capacity=100, accepting=False, hosts=hosts, live_within_s=5.0
+    )
+    assert Balance(fair_share=0, room_elsewhere=11 + 3) == draining  # shares of 15 each
+
+
+def test_a_host_alone_may_take_every_lane_up_to_its_capacity() -> None:
+    share = balance(30, host_id=HOST, capacity=20, accepting=True, hosts=[], live_within_s=5.0)
+    assert Balance(fair_share=20, room_elsewhere=0) == share
+
+
+# ---------------------------------------------------------------------------
+# Shedding: balancing and drain
+
+
+def test_above_its_share_a_host_sheds_an_idle_lane_while_others_have_room() -> None:
+    running = {iid: live(iid) for iid in (A, B, C)}
+    assert [Shed(B, StopReason.REBALANCE)] == decide(
+        {A, B, C, D}, running, {D: theirs()}, fair_share=2, room_elsewhere=1, idle={B, C}
+    )
+
+
+def test_a_lane_in_a_transaction_is_never_shed_for_balance() -> None:
+    running = {iid: live(iid) for iid in (A, B, C)}
+    assert [] == decide({A, B, C}, running, fair_share=1, room_elsewhere=5, idle=set())
+
+
+def test_no_shedding_without_room_elsewhere_or_at_the_fair_share() -> None:
+    running = {iid: live(iid) for iid in (A, B, C)}
+    everyone_idle = {A, B, C}
+    assert [] == decide({A, B, C}, running, fair_share=1, room_elsewhere=0, idle=everyone_idle)
+    assert [] == decide({A, B, C}, running, fair_share=3, room_elsewhere=9, idle=everyone_idle)
+
+
+def test_one_hand_off_at_a_time_and_its_room_is_counted_as_taken() -> None:
+    leaving = live(A, signalled=Signalled.TERM, stop_deadline=NOW + 30, hand_off=True)
+    running = {A: leaving, B: live(B), C: live(C)}
+    assert [] == decide({A, B, C}, running, fair_share=1, room_elsewhere=5, idle={B, C})
+    wider = RestartPolicy(jitter=0.0, max_handoffs=3)
+    assert [Shed(B, StopReason.REBALANCE)] == decide(
+        {A, B, C}, running, fair_share=1, room_elsewhere=2, idle={B, C}, policy=wider
+    )
+
+
+def test_a_lane_not_up_yet_is_not_shed() -> None:
+    starting = live(A, started_at=NOW - 1, heartbeat_at=None)
+    assert [] == decide({A, B}, {A: starting, B: live(B)}, fair_share=1, room_elsewhere=1, idle={A})
+
+
+def test_a_shed_lane_that_exited_is_released_not_restarted() -> None:
+    handed = exited(A, [], hand_off=True)
+    assert [Release(A)] == decide({A}, {A: handed}, fair_share=5)
+
+
+def test_a_draining_host_sheds_idle_lanes_one_by_one_and_starts_nothing() -> None:
+    running = {A: live(A), B: live(B)}
+    assert [Shed(B, StopReason.HOST_DRAIN)] == decide(
+        {A, B, C}, running, idle={B}, fair_share=0, draining_since=NOW - 1
+    )
+    leaving = {A: live(A), B: live(B, signalled=Signalled.TERM, hand_off=True)}
+    assert [] == decide({A, B, C}, leaving, idle={A}, fair_share=0, draining_since=NOW - 1)
+
+
+def test_a_draining_host_releases_a_crashed_lane_instead_of_restarting_it() -> None:
+    assert [Release(A)] == decide({A}, {A: exited(A, [NOW - 100])}, draining_since=NOW - 1)
+
+
+def test_a_draining_host_whose_lanes_are_never_idle_sheds_a_busy_one_after_a_while() -> None:
+    running = {A: live(A), B: live(B)}
+    soon = NOW - POLICY.drain_busy_after_s + 1
+    assert [] == decide({A, B}, running, fair_share=0, draining_since=soon)
+    long_ago = NOW - POLICY.drain_busy_after_s
+    assert [Shed(A, StopReason.HOST_DRAIN)] == decide(
+        {A, B}, running, fair_share=0, draining_since=long_ago
+    )
+
+
+def test_shutdown_outranks_a_drain() -> None:
+    assert [Stop(A, StopReason.SHUTDOWN)] == decide(
+        {A}, {A: live(A)}, idle={A}, accepting=False, draining_since=NOW - 1
+    )
+
+
+# ---------------------------------------------------------------------------
 # Properties over arbitrary situations
 
 IDS = [f"00000000-0000-4000-8000-0000000000{i:02d}" for i in range(12)]
@@ -252,16 +389,31 @@ def situations(draw: st.DrawFn) -> tuple[set[str], dict[str, LaneRun], dict[str,
                 heartbeat_at=draw(st.sampled_from([None, NOW - 1, NOW - 50])),
                 signalled=draw(st.sampled_from([None, Signalled.TERM, Signalled.KILL])),
                 restart_requested=draw(st.booleans()),
+                hand_off=draw(st.booleans()),
             )
             running[iid] = run if alive else dataclasses.replace(run, pid=None, signalled=None)
     return desired, running, leases
 
 
-@given(situations(), st.integers(0, 12), st.booleans())
+@given(
+    situations(),
+    st.integers(0, 12),
+    st.booleans(),
+    st.none() | st.integers(0, 12),
+    st.integers(0, 12),
+    st.sets(st.sampled_from(IDS)),
+    st.none() | st.sampled_from([NOW - 1, NOW - 100]),
+    st.sets(st.sampled_from(IDS)),
+)
 def test_reconcile_never_overcommits_steals_or_doubles_an_action(
     situation: tuple[set[str], dict[str, LaneRun], dict[str, Lease | None]],
     capacity: int,
     accepting: bool,
+    fair_share: int | None,
+    room_elsewhere: int,
+    idle: set[str],
+    draining_since: float | None,
+    warm: set[str],
 ) -> None:
     desired, running, leases = situation
     actions = reconcile(
@@ -273,6 +425,11 @@ def test_reconcile_never_overcommits_steals_or_doubles_an_action(
         capacity=capacity,
         policy=POLICY,
         accepting=accepting,
+        fair_share=fair_share,
+        room_elsewhere=room_elsewhere,
+        idle=idle,
+        draining_since=draining_since,
+        warm=warm,
     )
     targets = [a.instance_id for a in actions]
     assert len(set(targets)) == len(targets)  # one action per lane per tick
@@ -280,15 +437,28 @@ def test_reconcile_never_overcommits_steals_or_doubles_an_action(
     for start in starts:
         lease = leases[start.instance_id]
         assert lease is None or lease.host_id == HOST  # never a lane another host holds
+        assert lease is not None or start.instance_id not in warm
         assert start.instance_id in desired
         assert start.instance_id not in running
     if starts:
         assert len(running) + len(starts) <= capacity
-    if not accepting:
+        if fair_share is not None:
+            assert len(running) + len(starts) <= fair_share
+    if not accepting or draining_since is not None:
         assert not starts
         assert not [a for a in actions if isinstance(a, Restart)]
+    sheds = [a for a in actions if isinstance(a, Shed)]
+    assert len(sheds) <= POLICY.max_handoffs
+    for shed in sheds:
+        run = running[shed.instance_id]
+        assert (True, None, False) == (run.alive, run.signalled, run.hand_off)
+        if draining_since is None or draining_since > NOW - POLICY.drain_busy_after_s:
+            assert shed.instance_id in idle  # only between transactions
+        if draining_since is None:
+            assert fair_share is not None
+            assert len(running) > fair_share
     for action in actions:
-        if isinstance(action, Stop | Kill):
+        if isinstance(action, Stop | Kill | Shed):
             assert running[action.instance_id].alive
         if isinstance(action, Restart | Release):
             assert not running[action.instance_id].alive

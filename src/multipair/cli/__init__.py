@@ -74,6 +74,7 @@ import orjson
 
 from multipair import __version__
 from multipair.cli._base import ExitCode, Handler, Parser, Subparsers, add_global_options
+from multipair.cli._hosts import add_hosts_parser
 from multipair.cli._lane import add_lane_parser
 from multipair.cli._simulate import add_simulate_parser
 from multipair.cli._status import add_events_parser, add_status_parser
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tx_parser(subparsers)
     add_events_parser(subparsers)
     add_simulate_parser(subparsers)
+    add_hosts_parser(subparsers)
     add_global_options(add_supervise_parser(subparsers), top=False)
     add_global_options(add_up_parser(subparsers), top=False)
     return parser

@@ -14,6 +14,21 @@ An entry has the fields of every stream of the contract, ``v`` (``1``) and
   also after restarts; the running one drains and exits.
 - ``start``: ``enabled`` becomes true again; some host starts the lane.
 
+Host actions (issue 7) carry no ``instance_id``::
+
+    {"action": "drain", "request_id": "r2"}
+
+- ``drain``: the host stops taking lanes and hands its lanes to the other
+  hosts one by one, each between two transactions (SIGTERM: the lane
+  finishes what it runs, exits, its lease is released at once and another
+  host starts it), until it holds none. It keeps running, heartbeating with
+  ``"accepting": false, "draining": true``, so it can be stopped or
+  un-drained. ``multipair host drain H`` sends it.
+- ``accept`` (or its synonym ``undrain``): take lanes again (ends a drain).
+
+A drain lasts as long as that supervisor process; a restarted supervisor
+accepts lanes.
+
 ``request_id`` is optional, echoed in the supervisor's log. The CLI sends
 ``restart`` to the host named by the lane's lease (:func:`owning_host`);
 ``stop`` and ``start`` go to the owning host too when there is one, else
@@ -64,20 +79,34 @@ class ControlAction(StrEnum):
     RESTART = "restart"
     STOP = "stop"
     START = "start"
+    DRAIN = "drain"
+    ACCEPT = "accept"
+    UNDRAIN = "undrain"
+
+    @property
+    def for_host(self) -> bool:
+        """True for actions on the whole host (no ``instance_id``)."""
+        return self in _HOST_ACTIONS
+
+
+_HOST_ACTIONS: Final = frozenset({ControlAction.DRAIN, ControlAction.ACCEPT, ControlAction.UNDRAIN})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlMessage:
-    """One ops request to a supervisor."""
+    """One ops request to a supervisor: about one lane, or (``drain``, ``accept``) the host."""
 
     action: ControlAction
-    instance_id: str
+    instance_id: str | None = None
+    """The lane of a lane action; None for a host action."""
     request_id: str | None = None
 
 
 def encode_control(message: ControlMessage) -> dict[str, bytes]:
     """Stream entry fields (``v``, ``body``) for ``XADD``."""
-    body: dict[str, Any] = {"action": str(message.action), "instance_id": message.instance_id}
+    body: dict[str, Any] = {"action": str(message.action)}
+    if message.instance_id is not None:
+        body["instance_id"] = message.instance_id
     if message.request_id is not None:
         body["request_id"] = message.request_id
     return {"v": b"1", "body": orjson.dumps(body)}
@@ -102,11 +131,18 @@ def decode_control(fields: Any) -> ControlMessage:
     except ValueError:
         raise CommandError(
             Reason.UNKNOWN_TYPE,
-            f"control action must be restart, stop or start, got {body.get('action')!r:.40}",
+            "control action must be one of "
+            f"{', '.join(a.value for a in ControlAction)}, got {body.get('action')!r:.40}",
         ) from None
     request_id = body.get("request_id")
     if request_id is not None and not isinstance(request_id, str):
         raise CommandError(Reason.WRONG_TYPE, "request_id must be a string")
+    if action.for_host:
+        if body.get("instance_id") is not None:
+            raise CommandError(
+                Reason.UNKNOWN_FIELD, f"{action} is for the whole host: it takes no instance_id"
+            )
+        return ControlMessage(action=action, request_id=request_id)
     return ControlMessage(
         action=action,
         instance_id=validate_instance_id(body.get("instance_id")),

@@ -34,13 +34,40 @@ A desired lane this host does not run:
 8. **Start** it when nobody holds its lease (or the lease names this host,
    left over from an earlier run of this supervisor), while the host holds
    fewer lanes than its limit: ``capacity``, or its ``fair_share`` when the
-   multi-host balancer (issue 7) passes one.
+   multi-host balancer (issue 7) passes one. A draining host starts nothing.
+   Nor is a lane in ``warm`` started yet: its lease expired without being
+   released and its state names a process that heartbeated moments ago (a
+   frozen or cut-off host's lane, which lets go of the terminal only once its
+   next fenced write is refused); it is started once that heartbeat is
+   ``policy.takeover_quiet_s`` old.
+
+Moving lanes to other hosts (issue 7, "Balancing" and ``host drain``):
+
+9. A lane being handed off (``hand_off``) whose process has exited is
+   **Released** at once, never restarted here: another host takes it.
+   So is any exited lane of a draining host.
+10. **Shed** (SIGTERM, then release once it exited) lanes that are *between
+    transactions* (``idle``: the lane's state hash says ``flow`` ``idle``),
+    at most ``policy.max_handoffs`` in flight at a time:
+
+    - balancing: while the host holds more than its ``fair_share`` and the
+      other live hosts have ``room_elsewhere`` for them;
+    - draining (ops ``host drain``, ``draining_since`` set): every lane, one
+      by one. Should no lane be seen idle for ``policy.drain_busy_after_s``
+      (back-to-back transactions), a busy one is shed anyway: its process
+      finishes the running transaction before it exits (the lane's own
+      SIGTERM drain), so nothing is interrupted.
+
+:func:`fair_shares` computes every live host's share from the hosts' heartbeats
+(water-filling: ``ceil(total / hosts)`` each, hosts with a smaller capacity
+saturated first), and :func:`balance` turns it into this host's
+``fair_share`` and ``room_elsewhere``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
@@ -49,14 +76,19 @@ from multipair.supervisor.policy import ExitHistory, RestartPolicy, restart_at
 
 __all__ = [
     "Action",
+    "Balance",
+    "HostView",
     "Kill",
     "LaneRun",
     "Release",
     "Restart",
+    "Shed",
     "Signalled",
     "Start",
     "Stop",
     "StopReason",
+    "balance",
+    "fair_shares",
     "reconcile",
 ]
 
@@ -76,6 +108,10 @@ class StopReason(StrEnum):
     """The lane did not exit within the drain bound after SIGTERM."""
     HEARTBEAT = "heartbeat timeout"
     """The lane stopped heartbeating: hung. Counted as a crash."""
+    REBALANCE = "rebalance"
+    """Handed to a host with room: this one held more than its fair share."""
+    HOST_DRAIN = "host drain"
+    """Handed to another host: ops drain this one (``multipair host drain``)."""
 
     @property
     def is_failure(self) -> bool:
@@ -117,6 +153,8 @@ class LaneRun:
     stop_deadline: float = math.inf
     """After SIGTERM: when to give up waiting and send SIGKILL."""
     restart_requested: bool = False
+    hand_off: bool = False
+    """Shed: once its process exits, release the lease for another host (never restart)."""
 
     @property
     def alive(self) -> bool:
@@ -160,7 +198,96 @@ class Release:
     instance_id: str
 
 
-Action = Start | Restart | Stop | Kill | Release
+@dataclass(frozen=True, slots=True)
+class Shed:
+    """Hand a lane to another host: SIGTERM (it finishes any running transaction and
+    exits), then release its lease (``LaneRun.hand_off``)."""
+
+    instance_id: str
+    reason: StopReason
+
+
+Action = Start | Restart | Stop | Kill | Release | Shed
+
+
+# ---------------------------------------------------------------------------
+# Fair shares across hosts
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostView:
+    """One supervisor as its heartbeat in ``mp:hosts`` shows it."""
+
+    host_id: str
+    capacity: int
+    lanes: int
+    """Lanes it holds (running, or exited and held)."""
+    accepting: bool
+    """False while it drains or shuts down: it takes no lanes."""
+    age_s: float
+    """Seconds since its last heartbeat."""
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """What :func:`reconcile` needs to know about the other hosts."""
+
+    fair_share: int
+    """Most lanes this host should hold (0 while it is not accepting)."""
+    room_elsewhere: int
+    """Lanes the other live, accepting hosts can still take before reaching their share."""
+
+
+def fair_shares(total: int, capacities: Mapping[str, int]) -> dict[str, int]:
+    """Each host's share of ``total`` lanes: an even split, capped by capacity.
+
+    Water-filling: find the level ``L`` with ``sum(min(capacity, L)) == total``;
+    each host's share is ``min(capacity, ceil(L))``. With equal capacities
+    that is ``ceil(total / hosts)``; a host with less room than that is
+    filled, and the rest is split evenly over the others. The shares add up
+    to at least ``total`` whenever the capacities do, so every lane has a place.
+    """
+    if not capacities:
+        return {}
+    remaining = max(total, 0)
+    level = math.inf
+    caps = sorted(max(c, 0) for c in capacities.values())
+    for index, cap in enumerate(caps):
+        hosts_left = len(caps) - index
+        if cap * hosts_left >= remaining:
+            level = remaining / hosts_left
+            break
+        remaining -= cap
+    ceiling = math.inf if level == math.inf else math.ceil(level)
+    return {host: int(min(max(cap, 0), ceiling)) for host, cap in capacities.items()}
+
+
+def balance(
+    total: int,
+    *,
+    host_id: str,
+    capacity: int,
+    accepting: bool,
+    hosts: Iterable[HostView],
+    live_within_s: float,
+) -> Balance:
+    """This host's fair share of ``total`` desired lanes and the room the others have.
+
+    Live hosts are those whose heartbeat is younger than ``live_within_s``
+    and that accept lanes; this host counts itself (with ``capacity``)
+    while ``accepting``, whatever its own entry says.
+    """
+    others = {
+        h.host_id: h
+        for h in hosts
+        if h.host_id != host_id and h.accepting and h.age_s < live_within_s
+    }
+    capacities = {hid: h.capacity for hid, h in others.items()}
+    if accepting:
+        capacities[host_id] = capacity
+    shares = fair_shares(total, capacities)
+    room = sum(max(shares[hid] - h.lanes, 0) for hid, h in others.items())
+    return Balance(fair_share=shares.get(host_id, 0), room_elsewhere=room)
 
 
 def reconcile(
@@ -174,27 +301,44 @@ def reconcile(
     policy: RestartPolicy,
     fair_share: int | None = None,
     accepting: bool = True,
+    room_elsewhere: int = 0,
+    idle: Set[str] = frozenset(),
+    draining_since: float | None = None,
+    warm: Set[str] = frozenset(),
 ) -> list[Action]:
     """The actions that bring this host closer to running exactly its share of ``desired``.
 
     ``running`` is this host's records (live or exited lanes it holds);
     ``leases`` the current lease of every lane in ``desired`` or ``running``
     (``None``: nobody holds it); ``accepting`` is False once shutdown began.
-    See the module docstring for the rules.
+    Balancing (issue 7): ``fair_share`` and ``room_elsewhere`` come from
+    :func:`balance`; ``idle`` names the lanes whose state hash says they are
+    between transactions; ``draining_since`` is when ops asked this host to
+    drain (None: it is not draining); ``warm`` names free lanes whose previous
+    process may still hold its terminal. See the module docstring for the rules.
     """
+    draining = draining_since is not None
     actions: list[Action] = []
+    quiet: list[str] = []  # healthy live lanes, candidates for shedding
     for iid in sorted(running):
         run = running[iid]
         current = leases.get(iid)
         action = (
             _live(run, current, iid in desired, now, policy, accepting)
             if run.alive
-            else _exited(run, current, iid in desired, now, host_id, policy, accepting)
+            else _exited(
+                run, current, iid in desired, now, host_id, policy, accepting and not draining
+            )
         )
         if action is not None:
             actions.append(action)
+        elif _settled(run):
+            quiet.append(iid)
 
     if not accepting:
+        return actions
+    actions += _shed(running, quiet, idle, now, policy, fair_share, room_elsewhere, draining_since)
+    if draining:
         return actions
     limit = capacity if fair_share is None else min(capacity, fair_share)
     held = len(running)
@@ -202,10 +346,57 @@ def reconcile(
         if held >= limit:
             break
         current = leases.get(iid)
-        if current is None or current.host_id == host_id:
+        if (current is None and iid not in warm) or (
+            current is not None and current.host_id == host_id
+        ):
             actions.append(Start(iid))
             held += 1
     return actions
+
+
+def _settled(run: LaneRun) -> bool:
+    """A live lane that is up (heartbeat seen from this process) and not being stopped."""
+    return (
+        run.alive
+        and run.signalled is None
+        and not run.hand_off
+        and run.heartbeat_at is not None
+        and run.started_at is not None
+        and run.heartbeat_at >= run.started_at
+    )
+
+
+def _shed(
+    running: Mapping[str, LaneRun],
+    quiet: list[str],
+    idle: Set[str],
+    now: float,
+    policy: RestartPolicy,
+    fair_share: int | None,
+    room_elsewhere: int,
+    draining_since: float | None,
+) -> list[Action]:
+    in_flight = sum(1 for run in running.values() if run.hand_off)
+    slots = policy.max_handoffs - in_flight
+    if slots <= 0 or not quiet:
+        return []
+    if draining_since is not None:
+        reason, wanted = StopReason.HOST_DRAIN, len(quiet)
+    elif fair_share is not None:
+        # Lanes already on their way out will fill some of the room elsewhere.
+        held = len(running) - in_flight
+        reason, wanted = StopReason.REBALANCE, min(held - fair_share, room_elsewhere - in_flight)
+    else:
+        return []
+    chosen = [iid for iid in quiet if iid in idle]
+    if (
+        not chosen
+        and draining_since is not None
+        and in_flight == 0
+        and now >= draining_since + policy.drain_busy_after_s
+    ):
+        chosen = quiet  # never idle when looked at: its own drain finishes the transaction
+    return [Shed(iid, reason) for iid in chosen[: max(min(slots, wanted), 0)]]
 
 
 def _live(
@@ -253,7 +444,7 @@ def _exited(
 ) -> Action | None:
     iid = run.instance_id
     elsewhere = current is not None and current.host_id != host_id
-    if not accepting or not desired or elsewhere:
+    if not accepting or not desired or elsewhere or run.hand_off:
         return Release(iid)
     if run.restart_requested or now >= restart_at(policy, run.history, run.jitter):
         return Restart(iid)

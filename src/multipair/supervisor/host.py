@@ -11,8 +11,15 @@ a signal comes) the host
 
 Beside that loop, in the same ``TaskGroup``: lease renewal every
 ``renew_every_s`` (a renewal refused means the lease is gone: SIGKILL the
-lane at once and publish ``lane_stopped`` "lease lost"), the host heartbeat
-in ``mp:hosts`` and the ops control stream (:mod:`multipair.supervisor.control`).
+lane at once and publish ``lane_stopped`` "lease lost"), the lease watchdog,
+the host heartbeat in ``mp:hosts`` and the ops control stream
+(:mod:`multipair.supervisor.control`).
+
+Several hosts (issue 7): each tick also reads ``mp:hosts`` and the ``flow``
+of its lanes; :func:`~multipair.supervisor.decide.balance` gives this host's
+fair share and the room the other live hosts have, and ``reconcile`` sheds
+lanes that are between transactions to them (SIGTERM, release once exited),
+or all of them one by one after an ops ``drain``.
 
 Rules this module keeps:
 
@@ -24,8 +31,15 @@ Rules this module keeps:
   taken afresh, so anything still holding the old token is fenced off.
 - What the supervisor writes about a lane (its ``lane_*`` events, ``host``,
   ``pid``, ``restarts``, ``crash_loop``) is fenced by the lease's token, like
-  the lane's own writes; only the ``lease lost`` report is written without
-  the fence, since it reports exactly that the lease is gone.
+  the lane's own writes. The ``lease lost`` report is written only while the
+  lease is still ours or held by nobody: once another host owns the lane,
+  nothing from this one lands in its streams.
+- **Cut off from Redis.** Every Redis call the host makes is bounded by a
+  timeout, and a watchdog that needs no Redis (local clock, local socket to
+  the template) SIGKILLs each lane ``lease_margin_s`` before its lease can
+  expire unrenewed. So when Redis is unreachable (refused, or silently
+  dropping packets) the lanes are stopped while the leases still name this
+  host, before any other host can take them.
 - SIGTERM or SIGINT: take no more lanes, SIGTERM every lane (they drain
   their in-flight transaction), keep renewing their leases meanwhile, SIGKILL
   any lane still alive after the drain bound plus a margin, release each
@@ -56,6 +70,7 @@ from multipair.config import Settings
 from multipair.exceptions import CommandError, ConfigurationError, MultipairError, RetryLater
 from multipair.leases import Lease, LeaseManager, fenced, is_fenced_error, parse_lease
 from multipair.logs import get_logger
+from multipair.redis_conn import connect_blocking
 from multipair.store._redis import as_text
 from multipair.store.profiles import ProfileStore
 from multipair.supervisor.control import (
@@ -68,16 +83,21 @@ from multipair.supervisor.control import (
 )
 from multipair.supervisor.decide import (
     Action,
+    Balance,
+    HostView,
     Kill,
     LaneRun,
     Release,
     Restart,
+    Shed,
     Signalled,
     Start,
     Stop,
     StopReason,
+    balance,
     reconcile,
 )
+from multipair.supervisor.hosts import parse_host_entry
 from multipair.supervisor.policy import ExitHistory, RestartPolicy, after_running, record_exit
 from multipair.supervisor.procs import EXIT_LEASE_LOST, LaneExit, LaneProcesses
 
@@ -91,6 +111,20 @@ DEFAULT_CAPACITY: Final = 100
 _IMMEDIATE_STOP_WAIT_S: Final = 5.0
 _CONTROL_BLOCK_MS: Final = 1000
 _REDIS_RETRY_S: Final = 1.0
+_REDIS_CALL_S: Final = 2.0
+"""Bound on one Redis round trip of the host (a dead link must not stall the loop)."""
+_WATCH_EVERY_S: Final = 0.1
+"""How often the lease watchdog looks at the clock."""
+
+# Not fenced but guarded: written while the lease is still ours (token ARGV[1])
+# or free, never once another host holds the lane. KEYS: lease, events.
+# ARGV: token, maxlen, v, body.
+_LEASE_LOST_REPORT: Final = """
+local current = redis.call('GET', KEYS[1])
+if current and string.match(current, '^(%d+):') ~= ARGV[1] then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'v', ARGV[3], 'body', ARGV[4])
+return 1
+"""
 
 # Fenced (multipair.leases.fenced): called with the lease key and token prepended.
 # KEYS: events, state. ARGV: maxlen, v, body, then state field/value pairs.
@@ -132,6 +166,12 @@ class _Observed:
     desired: frozenset[str]
     leases: dict[str, Lease | None]
     heartbeats: dict[str, str | None]
+    idle: frozenset[str] = frozenset()
+    """Lanes of ours whose state hash says ``flow`` ``idle`` (between transactions)."""
+    hosts: list[HostView] | None = None
+    """``mp:hosts``; None when it could not be read."""
+    warm: frozenset[str] = frozenset()
+    """Free lanes whose previous process heartbeated moments ago (not started yet)."""
 
 
 def _iso_now() -> str:
@@ -158,7 +198,7 @@ class Host:
         self.clock = clock
         self.rng = rng
         self.keys = bs.Keys(settings.prefix)
-        self.redis: Redis = Redis.from_url(settings.redis_url)
+        self.redis: Redis = connect_blocking(settings.redis_url)  # server or any cluster node
         self.leases = LeaseManager(
             self.redis, self.keys, self.host_id, ttl_ms=round(self.policy.lease_ttl_s * 1000)
         )
@@ -171,8 +211,11 @@ class Host:
         self._wake = asyncio.Event()
         self._accepting = True
         self._immediate = False
+        self._draining_since: float | None = None
+        """When ops asked this host to drain (``drain`` control message); None: not draining."""
         self._publish = self.redis.register_script(_PUBLISH_FENCED)
         self._state = self.redis.register_script(_STATE_FENCED)
+        self._lease_lost_report = self.redis.register_script(_LEASE_LOST_REPORT)
         self._bad_ids: set[str] = set()
 
     # ------------------------------------------------------------------
@@ -211,6 +254,7 @@ class Host:
                 async with asyncio.TaskGroup() as tasks:
                     helpers = [
                         tasks.create_task(self._renew_loop(), name="renew"),
+                        tasks.create_task(self._lease_watch_loop(), name="lease-watch"),
                         tasks.create_task(self._heartbeat_loop(), name="host-heartbeat"),
                         tasks.create_task(self._control_loop(), name="control"),
                     ]
@@ -256,11 +300,12 @@ class Host:
         await self._handle_exits()
         now = self.clock()
         try:
-            observed = await self._observe()
+            async with asyncio.timeout(_REDIS_CALL_S):
+                observed = await self._observe()
             self._desired = observed.desired
         except (RedisError, OSError, RetryLater) as exc:
             # Cannot see Redis: decide on what we last knew. The lease expiry
-            # rule still kills lanes whose leases could not be renewed.
+            # rule (and the watchdog) still kill lanes whose leases could not be renewed.
             log.warning("cannot read Redis; deciding on the last view", error=str(exc))
             observed = _Observed(
                 desired=self._desired,
@@ -269,6 +314,7 @@ class Host:
             )
         self._note_heartbeats(observed.heartbeats, now)
         await self._forgive_stable(now)
+        share = self._balance(observed)
         actions = reconcile(
             observed.desired,
             self.runs,
@@ -278,12 +324,30 @@ class Host:
             capacity=self.config.capacity,
             policy=self.policy,
             accepting=self._accepting,
+            fair_share=share.fair_share,
+            room_elsewhere=share.room_elsewhere,
+            idle=observed.idle,
+            draining_since=self._draining_since,
+            warm=observed.warm,
         )
         for action in actions:
             try:
                 await self._act(action, observed.leases)
             except (RedisError, OSError, RetryLater) as exc:
                 log.warning("action failed; retried next tick", action=repr(action), error=str(exc))
+
+    def _balance(self, observed: _Observed) -> Balance:
+        """This host's fair share, and the room elsewhere, from the hosts' heartbeats."""
+        if observed.hosts is None:  # blind: take nothing more, hand nothing off
+            return Balance(fair_share=len(self.runs), room_elsewhere=0)
+        return balance(
+            len(observed.desired),
+            host_id=self.host_id,
+            capacity=self.config.capacity,
+            accepting=self._accepting and self._draining_since is None,
+            hosts=observed.hosts,
+            live_within_s=self.policy.host_live_s,
+        )
 
     async def _observe(self) -> _Observed:
         keys = self.keys
@@ -305,23 +369,58 @@ class Host:
             for iid in watched:
                 pipe.get(keys.lease(iid))
             for iid in alive:
-                pipe.hget(keys.state(iid), "heartbeat_at")
+                pipe.hmget(keys.state(iid), ["heartbeat_at", "flow"])
+            pipe.hgetall(keys.hosts())
             replies: list[Any] = await pipe.execute()
+        now_wall = _dt.datetime.now(_dt.UTC)
+        host_replies: dict[Any, Any] = replies.pop()
         profiles, rest = replies[: len(ids)], replies[len(ids) :]
-        lease_replies, beats = rest[: len(watched)], rest[len(watched) :]
+        lease_replies, states = rest[: len(watched)], rest[len(watched) :]
         desired = frozenset(
             iid
             for iid, (enabled, pos_id) in zip(ids, profiles, strict=True)
             if pos_id is not None and enabled not in (b"0", "0")
         )
+        leases = {iid: parse_lease(raw) for iid, raw in zip(watched, lease_replies, strict=True)}
+        free = sorted(iid for iid in desired - self.runs.keys() if leases.get(iid) is None)
         return _Observed(
             desired=desired,
-            leases={iid: parse_lease(raw) for iid, raw in zip(watched, lease_replies, strict=True)},
+            leases=leases,
+            warm=await self._warm(free, now_wall) if free else frozenset(),
             heartbeats={
-                iid: None if raw is None else as_text(raw)
-                for iid, raw in zip(alive, beats, strict=True)
+                iid: None if beat is None else as_text(beat)
+                for iid, (beat, _) in zip(alive, states, strict=True)
             },
+            idle=frozenset(
+                iid
+                for iid, (_, flow) in zip(alive, states, strict=True)
+                if flow is not None and as_text(flow) == "idle"
+            ),
+            hosts=[
+                parse_host_entry(as_text(host), raw, now_wall).view()
+                for host, raw in host_replies.items()
+            ],
         )
+
+    async def _warm(self, free: list[str], now_wall: _dt.datetime) -> frozenset[str]:
+        """Free lanes whose last process may still be alive (``decide`` rule 8)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for iid in free:
+                pipe.hmget(self.keys.state(iid), ["heartbeat_at", "pid"])
+            replies: list[Any] = await pipe.execute()
+        warm = set()
+        for iid, (beat, pid) in zip(free, replies, strict=True):
+            if beat is None or not pid:
+                continue  # never ran, or its owner saw it exit (pid cleared)
+            try:
+                age = (now_wall - bs.parse_time(as_text(beat))).total_seconds()
+            except CommandError:
+                continue
+            if age < self.policy.takeover_quiet_s:
+                warm.add(iid)
+        if warm:
+            log.info("lanes freed unreleased: waiting for their old process", lanes=sorted(warm))
+        return frozenset(warm)
 
     def _note_heartbeats(self, heartbeats: Mapping[str, str | None], now: float) -> None:
         """A heartbeat value we have not seen before is a sign of life, seen ``now``."""
@@ -362,6 +461,24 @@ class Host:
                     stop_deadline=self.clock() + self.policy.stop_timeout_s,
                 )
                 log.info("lane stopping (drain)", instance_id=iid, pid=run.pid, reason=str(reason))
+            case Shed(iid, reason):
+                run = self.runs.get(iid)
+                if run is None or run.pid is None:
+                    return
+                self.procs.signal(run.pid, signal.SIGTERM)
+                self.runs[iid] = dataclasses.replace(
+                    run,
+                    signalled=Signalled.TERM,
+                    stop_reason=reason,
+                    stop_deadline=self.clock() + self.policy.stop_timeout_s,
+                    hand_off=True,
+                )
+                log.info(
+                    "lane handed off (drains, then its lease is released)",
+                    instance_id=iid,
+                    pid=run.pid,
+                    reason=str(reason),
+                )
             case Kill(iid, reason):
                 await self._kill(iid, reason)
             case Release(iid):
@@ -409,6 +526,7 @@ class Host:
             stop_reason=None,
             stop_deadline=float("inf"),
             restart_requested=False,
+            hand_off=False,
         )
         log.info(
             "lane started",
@@ -442,17 +560,25 @@ class Host:
         if current is not None and current.host_id == self.host_id:
             # Ours from an earlier run of this host (or one we are losing): take
             # a fresh token so whatever still holds the old one is fenced off.
-            await self.leases.release(iid, current)
+            async with asyncio.timeout(_REDIS_CALL_S):
+                await self.leases.release(iid, current)
         sent_at = self.clock()
-        lease = await self.leases.acquire(iid)
+        async with asyncio.timeout(_REDIS_CALL_S):
+            lease = await self.leases.acquire(iid)
         if lease is None:
             return None
         return lease, sent_at + self.policy.lease_ttl_s
 
     async def _kill(self, iid: str, reason: StopReason) -> None:
+        lost = self._kill_now(iid, reason)
+        if lost is not None:
+            await self._publish_lease_lost(iid, *lost)
+
+    def _kill_now(self, iid: str, reason: StopReason) -> tuple[int, Lease | None] | None:
+        """SIGKILL a live lane, no Redis involved; for a lost lease, (pid, lease it had)."""
         run = self.runs.get(iid)
         if run is None or run.pid is None:
-            return
+            return None
         self.procs.signal(run.pid, signal.SIGKILL)
         lost = reason is StopReason.LEASE_LOST
         self.runs[iid] = dataclasses.replace(
@@ -462,11 +588,12 @@ class Host:
             lease=None if lost else run.lease,
         )
         log.warning("lane killed", instance_id=iid, pid=run.pid, reason=str(reason))
-        if lost:
-            await self._publish_lease_lost(iid, run.pid)
+        return (run.pid, run.lease) if lost else None
 
-    async def _publish_lease_lost(self, iid: str, pid: int | None) -> None:
-        # Not fenced: it reports that the fence moved on.
+    async def _publish_lease_lost(self, iid: str, pid: int | None, lease: Lease | None) -> None:
+        """Report ``lane_stopped`` "lease lost", unless another host owns the lane now."""
+        if lease is None:
+            return
         event = bs.LaneStopped(
             instance_id=iid,
             at=_dt.datetime.now(_dt.UTC),
@@ -474,21 +601,25 @@ class Host:
             pid=pid,
             reason=str(StopReason.LEASE_LOST),
         )
+        entry = bs.encode_event(event)
         try:
-            await self.redis.xadd(
-                self.keys.events(iid),
-                dict(bs.encode_event(event)),  # type: ignore[arg-type]
-                maxlen=self.settings.events_maxlen,
-                approximate=True,
-            )
-        except RedisError as exc:
+            async with asyncio.timeout(_REDIS_CALL_S):
+                written = await self._lease_lost_report(
+                    keys=[self.keys.lease(iid), self.keys.events(iid)],
+                    args=[lease.token, self.settings.events_maxlen, entry["v"], entry["body"]],
+                )
+        except (RedisError, OSError) as exc:
             log.warning("could not publish lane_stopped", instance_id=iid, error=str(exc))
+            return
+        if not written:
+            log.info("lane_stopped not published: another host owns the lane", instance_id=iid)
 
     async def _release(self, iid: str) -> None:
         run = self.runs.pop(iid, None)
         self._heartbeat_raw.pop(iid, None)
         if run is not None and run.lease is not None:
-            await self.leases.release(iid, run.lease)
+            async with asyncio.timeout(_REDIS_CALL_S):
+                await self.leases.release(iid, run.lease)
             log.info("lease released", instance_id=iid)
 
     async def _release_all(self) -> None:
@@ -513,7 +644,7 @@ class Host:
         if exit_.exit_code == EXIT_LEASE_LOST and reason is None:
             # The lane found its fence moved on (a write refused): not a crash.
             reason = StopReason.LEASE_LOST
-            await self._publish_lease_lost(iid, exit_.pid)
+            await self._publish_lease_lost(iid, exit_.pid, run.lease)
             run = dataclasses.replace(run, lease=None)
         stopped = dataclasses.replace(
             run, pid=None, signalled=None, stop_reason=None, stop_deadline=float("inf")
@@ -605,8 +736,9 @@ class Host:
             args += [name, value]
         keys = [self.keys.lease(iid), self.keys.events(iid), self.keys.state(iid)]
         try:
-            await self._publish(keys=keys, args=args)
-        except RedisError as exc:
+            async with asyncio.timeout(_REDIS_CALL_S):
+                await self._publish(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
             if is_fenced_error(exc):
                 log.warning("not published: this host's lease is gone", instance_id=iid)
             else:
@@ -617,8 +749,9 @@ class Host:
         for name, value in state.items():
             args += [name, value]
         try:
-            await self._state(keys=[self.keys.lease(iid), self.keys.state(iid)], args=args)
-        except RedisError as exc:
+            async with asyncio.timeout(_REDIS_CALL_S):
+                await self._state(keys=[self.keys.lease(iid), self.keys.state(iid)], args=args)
+        except (RedisError, OSError) as exc:
             log.warning("state not written", instance_id=iid, error=str(exc))
 
     # ------------------------------------------------------------------
@@ -636,7 +769,7 @@ class Host:
             return
         sent_at = self.clock()
         results = await asyncio.gather(
-            *(self.leases.renew(iid, lease) for iid, lease in held), return_exceptions=True
+            *(self._renew_one(iid, lease) for iid, lease in held), return_exceptions=True
         )
         for (iid, lease), result in zip(held, results, strict=True):
             run = self.runs.get(iid)
@@ -650,6 +783,42 @@ class Host:
                 await self._lease_lost(iid)
             else:
                 log.warning("lease renewal failed", instance_id=iid, error=str(result))
+
+    async def _renew_one(self, iid: str, lease: Lease) -> bool:
+        # Bounded: a renewal that has not come back within one period is no
+        # renewal, and must not hold up the next ones.
+        async with asyncio.timeout(self.policy.renew_every_s):
+            return await self.leases.renew(iid, lease)
+
+    async def _lease_watch_loop(self) -> None:
+        """SIGKILL every lane whose lease could expire before the next renewal (no Redis used).
+
+        The tick's own rule does the same, but the tick may be stuck on a
+        Redis call that has not timed out yet; this loop awaits nothing but
+        the clock, so a host cut off from Redis stops its lanes while their
+        leases still name it, ``lease_margin_s`` before another host may take them.
+        """
+        while True:
+            now = self.clock()
+            reports = []
+            for iid, run in list(self.runs.items()):
+                if (
+                    run.alive
+                    and run.signalled is not Signalled.KILL
+                    and now >= run.lease_expires_at - self.policy.lease_margin_s
+                ):
+                    log.error(
+                        "lease not renewed in time: lane stopped before it can expire",
+                        instance_id=iid,
+                    )
+                    lost = self._kill_now(iid, StopReason.LEASE_LOST)
+                    if lost is not None:
+                        reports.append((iid, *lost))
+            for iid, pid, lease in reports:  # only once every lane is killed
+                await self._publish_lease_lost(iid, pid, lease)
+            if reports:
+                self._wake_up()
+            await asyncio.sleep(_WATCH_EVERY_S)
 
     async def _lease_lost(self, iid: str) -> None:
         """Our renewal was refused: the lane must not run here a moment longer."""
@@ -671,12 +840,14 @@ class Host:
                 "pid": os.getpid(),
                 "lanes": len(self.runs),
                 "capacity": self.config.capacity,
-                "accepting": self._accepting,
+                "accepting": self._accepting and self._draining_since is None,
+                "draining": self._draining_since is not None,
                 "template_pid": self.procs.template_pid,
             }
             try:
-                await self.redis.hset(self.keys.hosts(), self.host_id, orjson.dumps(body))
-            except RedisError as exc:
+                async with asyncio.timeout(_REDIS_CALL_S):
+                    await self.redis.hset(self.keys.hosts(), self.host_id, orjson.dumps(body))
+            except (RedisError, OSError) as exc:
                 log.warning("host heartbeat not written", error=str(exc))
             await asyncio.sleep(self.config.heartbeat_every_s)
 
@@ -736,14 +907,33 @@ class Host:
             instance_id=message.instance_id,
             request_id=message.request_id,
         )
+        if message.action.for_host:
+            self._apply_host_control(message.action)
+            self._wake_up()
+            return
         try:
             await self._apply_control(message)
         except MultipairError as exc:  # unknown or damaged lane, Redis gone (RetryLater)
             log.warning("control message not applied", entry_id=entry_id, error=str(exc))
         self._wake_up()
 
+    def _apply_host_control(self, action: ControlAction) -> None:
+        if action is ControlAction.DRAIN:
+            if self._draining_since is None:
+                self._draining_since = self.clock()
+                log.warning(
+                    "draining: lanes go to other hosts one by one, between transactions",
+                    host=self.host_id,
+                    lanes=len(self.runs),
+                )
+        elif self._draining_since is not None:  # accept / undrain
+            self._draining_since = None
+            log.info("accepting lanes again", host=self.host_id)
+
     async def _apply_control(self, message: ControlMessage) -> None:
         iid = message.instance_id
+        if iid is None:
+            return
         run = self.runs.get(iid)
         match message.action:
             case ControlAction.STOP:

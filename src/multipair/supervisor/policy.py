@@ -74,6 +74,18 @@ class RestartPolicy:
     lease_margin_s: float = 1.5
     """A lane whose lease could not be renewed is killed this long before it can expire,
     so it never runs while another host may already hold the lane (issue 7)."""
+    host_live_s: float = 6.0
+    """A host whose ``mp:hosts`` heartbeat (every 2 s) is younger than this counts as live
+    when lanes are shared out; older, its share goes to the others."""
+    takeover_quiet_s: float = 3.5
+    """A free lane whose state still names a process (``pid``) that heartbeated less than
+    this long ago is not started yet: its lease expired unreleased (a frozen host), and that
+    process holds the terminal until its next heartbeat write (every 2 s) is refused."""
+    max_handoffs: int = 1
+    """Lanes one host hands to others at a time (balancing and drain: one by one)."""
+    drain_busy_after_s: float = 10.0
+    """A draining host that has seen none of its lanes between transactions for this long
+    sheds a busy one: that lane finishes its transaction before it exits."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.jitter < 1:
@@ -82,6 +94,8 @@ class RestartPolicy:
             raise ValueError("crash_loop_exits must be at least 1")
         if not 0 < self.backoff_base_s <= self.backoff_cap_s:
             raise ValueError("need 0 < backoff_base_s <= backoff_cap_s")
+        if self.max_handoffs < 1:
+            raise ValueError("max_handoffs must be at least 1")
         if not 0 < self.renew_every_s < self.lease_ttl_s - self.lease_margin_s:
             raise ValueError("renew_every_s must leave room inside lease_ttl_s - lease_margin_s")
 

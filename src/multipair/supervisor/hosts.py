@@ -1,0 +1,106 @@
+"""The supervisors as ``mp:hosts`` shows them (issue 7): read by every host and by the CLI.
+
+``mp:hosts`` is a hash: host id -> JSON written by that host's supervisor
+every ``heartbeat_every_s`` (2 s)::
+
+    {"heartbeat_at": "2025-01-31T09:30:00.250Z", "started_at": "...", "pid": 4242,
+     "lanes": 10, "capacity": 100, "accepting": true, "draining": false,
+     "template_pid": 4243}
+
+A supervisor removes its entry when it stops cleanly; a killed one leaves
+it behind, ageing. A host counts as *live* while its heartbeat is younger
+than ``RestartPolicy.host_live_s`` (5 s): only live, accepting hosts get a
+share of the lanes. Ages are computed on the reader's wall clock, so the
+hosts' clocks must agree to well under a second (NTP).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from multipair import broker_schema as bs
+from multipair.exceptions import CommandError
+from multipair.store._redis import as_text
+from multipair.supervisor.decide import HostView
+
+__all__ = ["HostEntry", "parse_host_entry", "read_hosts"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostEntry:
+    """One host's heartbeat entry, decoded; ``age_s`` is None when it has no valid time."""
+
+    host_id: str
+    heartbeat_at: str | None
+    age_s: float | None
+    capacity: int
+    lanes: int
+    accepting: bool
+    draining: bool
+    pid: int | None
+    started_at: str | None
+    template_pid: int | None
+
+    def view(self) -> HostView:
+        """What the balancer needs (an entry without a heartbeat time is infinitely old)."""
+        return HostView(
+            host_id=self.host_id,
+            capacity=self.capacity,
+            lanes=self.lanes,
+            accepting=self.accepting,
+            age_s=float("inf") if self.age_s is None else self.age_s,
+        )
+
+    def live(self, live_within_s: float) -> bool:
+        return self.age_s is not None and self.age_s < live_within_s
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def parse_host_entry(host_id: str, raw: Any, now: _dt.datetime) -> HostEntry:
+    """Decode one ``mp:hosts`` value; damaged fields read as unknown, never raise."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    heartbeat = body.get("heartbeat_at")
+    age: float | None = None
+    if isinstance(heartbeat, str):
+        try:
+            age = max((now - bs.parse_time(heartbeat)).total_seconds(), 0.0)
+        except CommandError:
+            heartbeat = None
+    else:
+        heartbeat = None
+    started = body.get("started_at")
+    pid, template = body.get("pid"), body.get("template_pid")
+    return HostEntry(
+        host_id=host_id,
+        heartbeat_at=heartbeat,
+        age_s=age,
+        capacity=_int(body.get("capacity"), 0),
+        lanes=_int(body.get("lanes"), 0),
+        accepting=body.get("accepting") is not False,
+        draining=body.get("draining") is True,
+        pid=pid if isinstance(pid, int) else None,
+        started_at=started if isinstance(started, str) else None,
+        template_pid=template if isinstance(template, int) else None,
+    )
+
+
+async def read_hosts(redis: Redis, keys: bs.Keys) -> list[HostEntry]:
+    """Every entry of ``mp:hosts``, by host id."""
+    raw: dict[Any, Any] = await redis.hgetall(keys.hosts())
+    now = _dt.datetime.now(_dt.UTC)
+    return sorted(
+        (parse_host_entry(as_text(k), v, now) for k, v in raw.items()), key=lambda e: e.host_id
+    )

@@ -1,0 +1,36 @@
+"""Thirty simulated terminals, paired with POS1 (test keys), and a fleet of supervisors on them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from multipair.simulator import Simulator, serial_for
+from tests.simulator.helpers import seed_paired_state
+from tests.supervisor.helpers import Fleet
+
+TERMINALS = 30
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
+    state_dir = tmp_path / "sim"
+    for index in range(TERMINALS):
+        seed_paired_state(state_dir, serial_for(index))
+    async with Simulator(TERMINALS, state_dir=state_dir) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def fleet(
+    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path, sim: Simulator
+) -> AsyncIterator[Fleet]:
+    """Lanes and supervisors are added by each test; supervisors are killed at the end."""
+    fleet = Fleet(redis, redis_url, key_prefix, tmp_path, sim)
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
