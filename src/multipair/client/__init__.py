@@ -22,6 +22,12 @@ Sync (a private event loop on a background thread)::
         outcome = mp.purchase("8a5e2dcc-bfa0-469f-95d7-eec778b08453", 1250)
         print(outcome.result, outcome.pos_ref_id)
 
+``Client(url)``, ``Client.from_settings`` and ``AsyncClient.connect(settings)``
+work with a single Redis or a Redis Cluster alike: the URL may name any
+node of a cluster (:func:`multipair.redis_conn.connect` asks which it is).
+An ``AsyncClient`` built by hand takes ``await multipair.redis_conn.connect(url)``
+or a ``redis.asyncio.RedisCluster`` just as well as a ``Redis``.
+
 A declined purchase is an :class:`Outcome` with ``result == 'failed'``; the
 errors are typed (all :class:`ClientError`, itself a ``MultipairError``):
 

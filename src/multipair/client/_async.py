@@ -39,6 +39,8 @@ from multipair.client.outcome import LaneInfo, Outcome
 from multipair.config import Settings
 from multipair.exceptions import CommandError, ConfigurationError
 from multipair.leases import parse_lease
+from multipair.redis_conn import connect as connect_redis
+from multipair.redis_conn import connect_blocking
 from multipair.store._redis import as_text, redis_errors, text_map
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
@@ -56,6 +58,8 @@ CONTROL_ACTIONS: Final = frozenset({"restart", "stop", "start"})
 # How long one XREAD may block; waits longer than this are several reads, so a
 # Redis client made with a socket timeout still works.
 _BLOCK_CHUNK_S: Final = 2.0
+_SOCKET_TIMEOUT_S: Final = 30.0
+"""Longer than any read blocks (redis-py's default of 5 s would turn a quiet wait into an error)."""
 _READ_COUNT: Final = 256
 _LANE_ALIVE_S: Final = 10.0
 """A lane whose heartbeat is older than this is taken as not running (it beats every 2 s)."""
@@ -168,8 +172,9 @@ def _parse_int(text: str | None) -> int | None:
 class AsyncClient:
     """Drive multipair lanes from an asyncio POS backend.
 
-    ``redis`` is any ``redis.asyncio.Redis`` (with or without
-    ``decode_responses``); ``prefix`` is the key prefix the lanes use.
+    ``redis`` is any ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``
+    (with or without ``decode_responses``; :func:`multipair.redis_conn.connect`
+    makes the right one from a URL); ``prefix`` is the key prefix the lanes use.
     ``master_key`` is needed only to read or write pairing secrets, which
     this client never does; it is passed on to the profile store.
     Redis being unreachable raises :class:`~multipair.exceptions.RetryLater`.
@@ -187,20 +192,40 @@ class AsyncClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncClient:
-        """A client on its own Redis connection pool, made from ``settings.redis_url``."""
-        if settings.redis_url is None:
-            raise ConfigurationError(
-                "no Redis URL: set MULTIPAIR_REDIS_URL (or --redis-url) to the lanes' Redis"
-            )
+        """A client on its own Redis connection pool, made from ``settings.redis_url``.
+
+        The URL may name a single server or any node of a Redis Cluster; which
+        one it is is asked at once, blocking (in a coroutine, prefer
+        :meth:`connect`).
+        """
+        url = cls._require_url(settings)
         client = cls(
-            # Reads block up to _BLOCK_CHUNK_S; the socket timeout must be longer
-            # (redis-py's default of 5 s would turn a quiet wait into an error).
-            Redis.from_url(settings.redis_url, socket_timeout=30.0),
+            connect_blocking(url, socket_timeout=_SOCKET_TIMEOUT_S),
             prefix=settings.prefix,
             master_key=settings.master_key,
         )
         client._owns_redis = True
         return client
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> AsyncClient:
+        """:meth:`from_settings` without blocking the event loop."""
+        url = cls._require_url(settings)
+        client = cls(
+            await connect_redis(url, socket_timeout=_SOCKET_TIMEOUT_S),
+            prefix=settings.prefix,
+            master_key=settings.master_key,
+        )
+        client._owns_redis = True
+        return client
+
+    @staticmethod
+    def _require_url(settings: Settings) -> str:
+        if settings.redis_url is None:
+            raise ConfigurationError(
+                "no Redis URL: set MULTIPAIR_REDIS_URL (or --redis-url) to the lanes' Redis"
+            )
+        return settings.redis_url
 
     def __repr__(self) -> str:
         return f"AsyncClient(keys={self._keys!r})"

@@ -14,13 +14,12 @@ from collections.abc import AsyncGenerator, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from redis.asyncio import Redis
-
 from multipair import broker_schema as bs
 from multipair.client._async import AsyncClient, ConfirmPolicy, EventCallback
 from multipair.client.outcome import LaneInfo, Outcome
 from multipair.config import Settings
 from multipair.exceptions import ConfigurationError
+from multipair.redis_conn import connect
 from multipair.store.profiles import LaneProfile
 from multipair.store.secrets_box import MasterKey
 
@@ -47,7 +46,8 @@ class Client:
         self._closed = False
 
         async def build() -> AsyncClient:
-            client = AsyncClient(Redis.from_url(redis_url), prefix=prefix, master_key=master_key)
+            redis = await connect(redis_url)  # a single server or any node of a Redis Cluster
+            client = AsyncClient(redis, prefix=prefix, master_key=master_key)
             client._owns_redis = True
             return client
 

@@ -3,7 +3,9 @@
 The stores accept a ``redis.asyncio.Redis`` made with or without
 ``decode_responses``; replies are turned into text here, in one place.
 Connection failures become :class:`RetryLater` (DESIGN.md: Redis unreachable
-is transient); everything else from Redis is our bug and propagates.
+is transient), and so does a Redis Cluster that is failing over (slots down
+or not covered for a moment); everything else from Redis is our bug and
+propagates.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -34,8 +37,10 @@ def text_map(raw: Mapping[Any, Any]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def redis_errors() -> Iterator[None]:
-    """Turn "cannot reach Redis" into :class:`RetryLater`."""
+    """Turn "cannot reach Redis" (or a cluster mid-failover) into :class:`RetryLater`."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise RetryLater(f"Redis is unreachable: {exc}") from exc
+    except (ClusterDownError, SlotNotCoveredError, TryAgainError) as exc:
+        raise RetryLater(f"the Redis Cluster is not serving that slot now: {exc}") from exc

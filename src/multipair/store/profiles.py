@@ -366,7 +366,9 @@ class ProfileStore:
                 while True:
                     try:
                         await pipe.watch(keys.txs(iid), keys.txs_open(iid), keys.profile(iid))
-                        existed = bool(await pipe.exists(keys.profile(iid)))
+                        # EXISTS by name: a cluster pipeline's exists() splits its keys by
+                        # slot and, while watching, returns the pipeline, not the reply.
+                        existed = bool(await pipe.execute_command("EXISTS", keys.profile(iid)))
                         refs = {as_text(r) for r in await pipe.zrange(keys.txs(iid), 0, -1)}
                         refs |= {as_text(r) for r in await pipe.smembers(keys.txs_open(iid))}
                         doomed = [*keys.lane_fixed_keys(iid), *(keys.tx(iid, r) for r in refs)]
