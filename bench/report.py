@@ -1,0 +1,164 @@
+"""Markdown tables from ``bench/results/*.json``, for ``docs/benchmarks.md``.
+
+Not a benchmark (``make bench`` runs ``bench_*.py`` only)::
+
+    .venv/bin/python bench/report.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return orjson.loads(path.read_bytes()) if path.exists() else None
+
+
+def _md(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    p = m["packages"]
+    return (
+        f"{m['cores']} cores ({m['cpu_model']}), {m['memory_total_mib']} MiB, "
+        f"Linux {m['kernel']}, Python {m['python']}, redis-py {p['redis']}, "
+        f"websockets {p['websockets']}, cryptography {p['cryptography']}, "
+        f"orjson {p['orjson']}; {m['redis_server']['version']}; "
+        f"commit {str(m['git_commit'])[:10]}{' (dirty)' if m['git_dirty'] else ''}"
+    )
+
+
+def startup(data: dict[str, Any]) -> str:
+    rows = []
+    for r in data["runs"]:
+        if "startup" not in r:
+            rows.append([r["n"], r.get("variant"), r.get("skipped") or r.get("failed")] + [""] * 9)
+            continue
+        s, mem = r["startup"], r["memory_idle"]
+        after = r.get("memory_after_one_purchase_each", {}).get("per_lane", {})
+        idle = r["idle_cpu_percent_of_one_core"]
+        ours = sum(v for k, v in idle.items() if k not in ("machine_busy", "others"))
+        rows.append(
+            [
+                r["n"],
+                "supervise" if r["variant"] == "multipair supervise" else "what-if",
+                "yes" if s["complete"] else f"no: {s['connected']} (see below)",
+                s["template_ready_s"],
+                s["p50_connected_s"],
+                s["all_connected_s"],
+                mem["per_lane"]["pss_mib"],
+                mem["per_lane"]["uss_mib"],
+                after.get("pss_mib"),
+                mem["supervisor"]["pss_mib"],
+                mem["template"]["pss_mib"],
+                round(ours, 1),
+            ]
+        )
+    return _md(
+        [
+            "N",
+            "run",
+            "all up",
+            "template ready s",
+            "p50 connected s",
+            "all connected s",
+            "PSS/lane MiB",
+            "USS/lane MiB",
+            "PSS/lane after 1 tx",
+            "supervisor PSS",
+            "template PSS",
+            "idle CPU % of a core",
+        ],
+        rows,
+    )
+
+
+def overhead(data: dict[str, Any]) -> str:
+    rows = []
+    for c in data["comparison"]:
+        level = c["concurrency"]
+        for path in ("direct", "lanes"):
+            p = next(x for x in data["phases"] if x["path"] == path and x["concurrency"] == level)
+            t = p["total_ms"]
+            cpu = p["cpu_ms_per_purchase"]
+            rows.append(
+                [
+                    path,
+                    level,
+                    t["count"],
+                    t["p50"],
+                    t["p95"],
+                    t["p99"],
+                    p["throughput_per_s"],
+                    round(sum(cpu.values()), 2),
+                    round(p["cpu_s"]["others"] / p["cpu_s"]["wall_s"] * 100),
+                ]
+            )
+        r = c["ratio_lanes_over_direct"]
+        rows.append(["lanes / direct", level, "", r["p50"], r["p95"], r["p99"], "", "", ""])
+    return _md(
+        [
+            "path",
+            "concurrent",
+            "n",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "purchases/s",
+            "CPU ms/purchase",
+            "others' CPU %",
+        ],
+        rows,
+    )
+
+
+def crash(data: dict[str, Any]) -> str:
+    rows = []
+    for p in data["passes"]:
+        if "results" not in p:
+            rows.append([p["pass"], "failed", "", "", "", ""])
+            continue
+        r = p["results"]
+        for label, key in (
+            ("kill → paired_connected (new pid)", "kill_to_ready_ms"),
+            ("kill → lane_crashed", "kill_to_crash_noticed_ms"),
+            ("lane_crashed → lane_started", "crash_noticed_to_respawn_ms"),
+            ("lane_started → paired_connected", "respawn_to_ready_ms"),
+        ):
+            s = r[key]
+            rows.append([p["pass"], label, s["count"], s["p50"], s["p95"], s["p99"], s["max"]])
+    return _md(["run", "interval", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
+
+
+def main() -> int:
+    for name, render in (("startup", startup), ("overhead", overhead), ("crash", crash)):
+        data = _load(name)
+        if data is None:
+            print(f"<!-- no {name}.json -->\n")
+            continue
+        print(f"### {name}: `{data['command']}` ({data['started_at']})\n")
+        print(render(data) + "\n")
+        print(f"Machine: {machine(data)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
