@@ -521,7 +521,9 @@ class Rig:
         )
         self.redis_server.start()
         # Many blocking readers at once: lift redis-py's default pool limit of 100.
-        self.redis = aioredis.Redis.from_url(self.redis_server.url, max_connections=100_000)
+        self.redis = aioredis.Redis.from_url(
+            self.redis_server.url, max_connections=100_000, client_name="bench"
+        )
         state_dir = self.work / "sim"
         for index in range(self.terminals):
             seed_paired_state(state_dir, serial_for(index))

@@ -123,7 +123,8 @@ class LaneDriver:
 
     def __init__(self, url: str, rig: Rig, iid: str) -> None:
         self.rig, self.iid = rig, iid
-        self.reader = aioredis.Redis.from_url(url)  # its own connection: XREAD BLOCK holds it
+        # Its own connection (XREAD BLOCK holds it), named so MONITOR can tell it apart.
+        self.reader = aioredis.Redis.from_url(url, client_name="bench-reader")
         self.stream = rig.keys.events(iid)
         self.waiting: dict[str, Pending] = {}
         self.task: asyncio.Task[None] | None = None
@@ -207,6 +208,66 @@ async def _command_calls(rig: Rig) -> dict[str, int]:
     """Redis ``INFO commandstats``: calls per command (scripts' inner calls included)."""
     stats: Any = await rig.redis.info("commandstats")
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+async def lane_commands(rig: Rig, driver: LaneDriver, purchases: int) -> dict[str, Any]:
+    """What one lane sends to Redis per purchase, seen with MONITOR over ``purchases``.
+
+    The lane's connections are those that read its command stream (XREADGROUP)
+    or ran a fenced write script (EVALSHA naming 2+ keys of the lane); this
+    script's own connections are named ``bench*`` and the supervisor's never
+    do either. Pipelined commands count one each (a pipeline is one round trip).
+    """
+    iid = driver.iid
+    clients: Any = await rig.redis.client_list()
+    ours = {c["addr"] for c in clients if str(c.get("name", "")).startswith("bench")}
+    seen: list[dict[str, Any]] = []
+    monitor_client = rig.redis.client()
+    async with monitor_client.monitor() as monitor:
+
+        async def collect() -> None:
+            while True:
+                seen.append(dict(await monitor.next_command()))
+
+        task = asyncio.create_task(collect())
+        await asyncio.sleep(0.2)
+        await driver.run("mon", purchases, 0)
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await monitor_client.aclose()
+    lane_addrs: set[str] = set()
+    for c in seen:
+        words = c["command"].split()
+        addr = f"{c['client_address']}:{c['client_port']}"
+        if c["client_type"] == "lua" or addr in ours or iid not in c["command"]:
+            continue
+        if words[0].upper() == "XREADGROUP" or (
+            words[0].upper() == "EVALSHA"
+            and len(words) > 2
+            and words[2].isdigit()
+            and int(words[2]) >= 2
+        ):
+            lane_addrs.add(addr)
+    by_type: dict[str, int] = {}
+    inside_scripts = 0
+    for c in seen:
+        addr = f"{c['client_address']}:{c['client_port']}"
+        if c["client_type"] == "lua":
+            inside_scripts += 1
+        elif addr in lane_addrs:
+            name = c["command"].split()[0].upper()
+            by_type[name] = by_type.get(name, 0) + 1
+    return {
+        "purchases": purchases,
+        "lane_connections_seen": len(lane_addrs),
+        "lane_commands_per_purchase": round(sum(by_type.values()) / purchases, 2),
+        "by_command": {k: round(v / purchases, 2) for k, v in sorted(by_type.items())},
+        "commands_run_inside_scripts_per_purchase_all_clients": round(
+            inside_scripts / purchases, 2
+        ),
+        "note": "includes the lane's heartbeat (EXISTS + EVALSHA every 2 s) in the window",
+    }
 
 
 def _per_purchase(cpu: dict[str, float], purchases: int) -> dict[str, float]:
@@ -308,6 +369,8 @@ async def main(argv: list[str] | None = None) -> int:
                         "the commands scripts run inside Redis (evalsha counts the script call)",
                     }
                 )
+            say("lanes: MONITOR of one lane over 20 purchases")
+            payload["lane_redis_commands"] = await lane_commands(rig, drivers[0], 20)
         finally:
             for driver in drivers:
                 await driver.close()

@@ -182,6 +182,7 @@ async def one_size(n: int, args: argparse.Namespace, *, lift_pool: bool) -> dict
         }
         if not complete:
             result["startup"]["why_incomplete"] = stopped
+        result["supervisor_log_when_connected"] = rig.sup_log.summary()
         say(f"  N={n}: {len(seen)}/{n} connected, last at {ready[-1] if ready else '-'} s")
 
         await asyncio.sleep(args.settle)
@@ -224,7 +225,12 @@ async def one_size(n: int, args: argparse.Namespace, *, lift_pool: bool) -> dict
             }
             await asyncio.sleep(args.settle)
             result["memory_after_one_purchase_each"] = memory_report(n, sup.pid, template, rig)
-        result["supervisor_log"] = rig.sup_log.summary()
+        result["supervisor_log"] = rig.sup_log.summary()  # at the end: after the purchases
+        killed_later = rig.sup_log.kills() - sum(
+            result["supervisor_log_when_connected"]["kills_by_reason"].values()
+        )
+        if killed_later:
+            result["lanes_killed_after_connected"] = killed_later
         result["supervisor_stop_s"] = await rig.stop_supervisor(limit_s=120)
         result["work_dir"] = str(rig.work) if args.keep else None
     result["run_seconds"] = round(time.perf_counter() - began, 1)
@@ -233,7 +239,11 @@ async def one_size(n: int, args: argparse.Namespace, *, lift_pool: bool) -> dict
 
 def _row(run: dict[str, Any], label: str) -> list[Any]:
     s, mem, n = run["startup"], run["memory_idle"], run["n"]
-    after = run.get("memory_after_one_purchase_each", {}).get("per_lane", {})
+    after_run = run.get("memory_after_one_purchase_each", {})
+    after = after_run.get("per_lane", {})
+    after_pss: Any = after.get("pss_mib")
+    if after_run and after_run.get("lane_processes") != n:
+        after_pss = f"{after_pss} ({after_run.get('lane_processes')} alive)"
     return [
         n,
         label,
@@ -243,7 +253,7 @@ def _row(run: dict[str, Any], label: str) -> list[Any]:
         s["lanes_per_s_after_template"],
         mem["per_lane"]["pss_mib"],
         mem["per_lane"]["uss_mib"],
-        after.get("pss_mib"),
+        after_pss,
         mem["supervisor"]["pss_mib"],
         mem["template"]["pss_mib"],
     ]
@@ -354,8 +364,17 @@ async def main(argv: list[str] | None = None) -> int:
         why = (
             run.get("skipped") or run.get("failed") or run.get("startup", {}).get("why_incomplete")
         )
+        label = f"N={run['n']} ({run.get('variant', '')})"
         if why:
-            print(f"N={run['n']}: {why}")
+            print(f"{label}: {why}")
+        if run.get("lanes_killed_after_connected"):
+            kills = run["supervisor_log"]["kills_by_reason"]
+            print(
+                f"{label}: {run['lanes_killed_after_connected']} lanes killed after all had "
+                f"connected (idle window and purchase pass): {kills}"
+            )
+    if any(str(r.get("variant", "")).startswith("what-if") for r in payload["runs"]):
+        print("what-if: the same supervisor with redis-py's connection pool limit (100) lifted")
     print(f"wrote {path}")
     return 0
 

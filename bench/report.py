@@ -50,26 +50,33 @@ def startup(data: dict[str, Any]) -> str:
     rows = []
     for r in data["runs"]:
         if "startup" not in r:
-            rows.append([r["n"], r.get("variant"), r.get("skipped") or r.get("failed")] + [""] * 9)
+            reason = r.get("skipped") or r.get("failed")
+            rows.append([r["n"], r.get("variant"), reason, *[""] * 11])
             continue
         s, mem = r["startup"], r["memory_idle"]
-        after = r.get("memory_after_one_purchase_each", {}).get("per_lane", {})
+        after_run = r.get("memory_after_one_purchase_each", {})
+        after = after_run.get("per_lane", {})
+        after_pss: Any = after.get("pss_mib")
+        if after_run and after_run.get("lane_processes") != r["n"]:
+            after_pss = f"{after_pss} ({after_run.get('lane_processes')} alive)"
         idle = r["idle_cpu_percent_of_one_core"]
-        ours = sum(v for k, v in idle.items() if k not in ("machine_busy", "others"))
+        complete = s["complete"]
         rows.append(
             [
                 r["n"],
                 "supervise" if r["variant"] == "multipair supervise" else "what-if",
-                "yes" if s["complete"] else f"no: {s['connected']} (see below)",
+                "yes" if complete else f"no: {s['connected']} connected",
                 s["template_ready_s"],
                 s["p50_connected_s"],
                 s["all_connected_s"],
                 mem["per_lane"]["pss_mib"],
                 mem["per_lane"]["uss_mib"],
-                after.get("pss_mib"),
+                after_pss,
                 mem["supervisor"]["pss_mib"],
                 mem["template"]["pss_mib"],
-                round(ours, 1),
+                idle["lanes"] if complete else None,
+                idle["supervisor"] if complete else None,
+                idle["redis"] if complete else None,
             ]
         )
     return _md(
@@ -85,7 +92,9 @@ def startup(data: dict[str, Any]) -> str:
             "PSS/lane after 1 tx",
             "supervisor PSS",
             "template PSS",
-            "idle CPU % of a core",
+            "idle CPU % lanes",
+            "supervisor",
+            "Redis",
         ],
         rows,
     )
@@ -99,6 +108,11 @@ def overhead(data: dict[str, Any]) -> str:
             p = next(x for x in data["phases"] if x["path"] == path and x["concurrency"] == level)
             t = p["total_ms"]
             cpu = p["cpu_ms_per_purchase"]
+            if path == "direct":
+                ours, client = cpu["bench"], None
+            else:
+                ours = cpu["lanes"] + cpu["supervisor"] + cpu["redis"]
+                client = cpu["bench"]
             rows.append(
                 [
                     path,
@@ -108,12 +122,14 @@ def overhead(data: dict[str, Any]) -> str:
                     t["p95"],
                     t["p99"],
                     p["throughput_per_s"],
-                    round(sum(cpu.values()), 2),
-                    round(p["cpu_s"]["others"] / p["cpu_s"]["wall_s"] * 100),
+                    round(ours, 2),
+                    cpu["simulator"],
+                    client,
+                    round(p["cpu_s"]["machine_busy_s"] / p["cpu_s"]["wall_s"] * 50),
                 ]
             )
         r = c["ratio_lanes_over_direct"]
-        rows.append(["lanes / direct", level, "", r["p50"], r["p95"], r["p99"], "", "", ""])
+        rows.append(["lanes / direct", level, "", r["p50"], r["p95"], r["p99"], *[""] * 5])
     return _md(
         [
             "path",
@@ -123,8 +139,10 @@ def overhead(data: dict[str, Any]) -> str:
             "p95 ms",
             "p99 ms",
             "purchases/s",
-            "CPU ms/purchase",
-            "others' CPU %",
+            "CPU ms/tx: SPI side",
+            "simulator",
+            "POS client",
+            "machine busy %",
         ],
         rows,
     )
