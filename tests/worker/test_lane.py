@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -246,8 +247,9 @@ async def test_state_hash_and_heartbeat_are_kept_current(lane: LaneRig) -> None:
     assert lane.process.proc is not None
     assert str(lane.process.proc.pid) == state["pid"]
     first = state["heartbeat_at"]
-    await lane.wait_state(timeout=10)  # poll until the heartbeat moves
+    deadline = time.monotonic() + 10  # the heartbeat is written every 2 s
     while (await lane.state())["heartbeat_at"] == first:
+        assert time.monotonic() < deadline, "the heartbeat did not move in 10 s"
         await lane.events.poll(200)
     statuses = [(b["status"], b["flow"]) for b in lane.events.of_type("status_changed")]
     assert ("paired_connected", "idle") in statuses
