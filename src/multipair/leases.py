@@ -10,7 +10,8 @@ Rules:
 
 - Acquire, renew and release are single Lua scripts on the lane's slot, so
   they are atomic and work on Redis Cluster (both keys share the ``{ID}``
-  hash tag).
+  hash tag). A host renews all its leases in one pipeline per period
+  (:meth:`LeaseManager.renew_many`).
 - Renewal succeeds only while the value is still exactly ours; a supervisor
   whose renewal fails has lost the lane and must stop it at once.
 - Fencing: a lane process is started with its owner's token. Every write that
@@ -22,6 +23,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -161,6 +163,24 @@ class LeaseManager:
         return bool(
             await self._renew(keys=[self.keys.lease(instance_id)], args=[lease.value, self.ttl_ms])
         )
+
+    async def renew_many(self, held: Sequence[tuple[str, Lease]]) -> list[bool | Exception]:
+        """Renew many leases in one pipelined round trip (per node on a cluster).
+
+        One result per lease, in order: True renewed, False no longer ours
+        (stop that lane now), or the exception that call met. One round trip
+        and one connection for any number of lanes: a host renewing 1,000
+        leases must not need 1,000 connections or 1,000 sequential calls.
+        The script is sent as ``EVAL`` (cached by the server under its SHA),
+        which needs no ``SCRIPT LOAD`` on whichever node owns each lane.
+        """
+        if not held:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for instance_id, lease in held:
+                pipe.eval(_RENEW, 1, self.keys.lease(instance_id), lease.value, self.ttl_ms)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return [reply if isinstance(reply, Exception) else bool(reply) for reply in replies]
 
     async def release(self, instance_id: str, lease: Lease) -> bool:
         """Give the lane up at once (clean shutdown) so another host can take it."""

@@ -22,6 +22,7 @@ from multipair.client import AsyncClient
 from multipair.config import Settings
 from multipair.embedded import RedisCluster, RedisServer
 from multipair.exceptions import InternalError
+from multipair.leases import LeaseManager
 from multipair.redis_conn import connect, connect_blocking, is_cluster
 from multipair.simulator import Simulator, serial_for
 from multipair.store.profiles import LaneProfile, ProfileStore
@@ -213,3 +214,24 @@ async def test_a_supervisor_from_one_node_runs_lanes_on_every_master(
                 assert 3 == len(infos)
         finally:
             await fleet.close()
+
+
+async def test_leases_of_lanes_on_every_master_renew_in_one_call(
+    redis_cluster: RedisCluster,
+) -> None:
+    client = await connect(redis_cluster.urls[0], max_connections=4)
+    try:
+        assert isinstance(client, aioredis.RedisCluster)
+        keys = bs.Keys(f"t{uuid.uuid4().hex[:12]}")
+        manager = LeaseManager(client, keys, "host-a")
+        held = []
+        for iid in _lane_ids_on_every_master(client, keys):
+            lease = await manager.acquire(iid)
+            assert lease is not None
+            held.append((iid, lease))
+        stolen_iid, stolen = held[1]
+        await manager.release(stolen_iid, stolen)
+
+        assert [True, False, True] == await manager.renew_many(held)
+    finally:
+        await client.aclose()

@@ -113,6 +113,8 @@ _CONTROL_BLOCK_MS: Final = 1000
 _REDIS_RETRY_S: Final = 1.0
 _REDIS_CALL_S: Final = 2.0
 """Bound on one Redis round trip of the host (a dead link must not stall the loop)."""
+_REDIS_CONNECTIONS: Final = 16
+"""The supervisor's pool: tick, renewals, heartbeat, control read and reports, with room."""
 _WATCH_EVERY_S: Final = 0.1
 """How often the lease watchdog looks at the clock."""
 
@@ -198,7 +200,8 @@ class Host:
         self.clock = clock
         self.rng = rng
         self.keys = bs.Keys(settings.prefix)
-        self.redis: Redis = connect_blocking(settings.redis_url)  # server or any cluster node
+        # Server or any cluster node; a few connections serve every lane (renewals are pipelined).
+        self.redis: Redis = connect_blocking(settings.redis_url, max_connections=_REDIS_CONNECTIONS)
         self.leases = LeaseManager(
             self.redis, self.keys, self.host_id, ttl_ms=round(self.policy.lease_ttl_s * 1000)
         )
@@ -768,9 +771,15 @@ class Host:
         if not held:
             return
         sent_at = self.clock()
-        results = await asyncio.gather(
-            *(self._renew_one(iid, lease) for iid, lease in held), return_exceptions=True
-        )
+        try:
+            # Bounded: a renewal that has not come back within one period is
+            # no renewal (the watchdog stops lanes before their leases lapse).
+            async with asyncio.timeout(self.policy.renew_every_s):
+                results = await self.leases.renew_many(held)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("lease renewal failed", lanes=len(held), error=str(exc) or repr(exc))
+            return
+        failed: dict[str, str] = {}
         for (iid, lease), result in zip(held, results, strict=True):
             run = self.runs.get(iid)
             if run is None or run.lease != lease:
@@ -782,13 +791,11 @@ class Host:
             elif result is False:
                 await self._lease_lost(iid)
             else:
-                log.warning("lease renewal failed", instance_id=iid, error=str(result))
-
-    async def _renew_one(self, iid: str, lease: Lease) -> bool:
-        # Bounded: a renewal that has not come back within one period is no
-        # renewal, and must not hold up the next ones.
-        async with asyncio.timeout(self.policy.renew_every_s):
-            return await self.leases.renew(iid, lease)
+                failed[iid] = str(result)
+        if failed:
+            log.warning(
+                "lease renewal failed", lanes=sorted(failed), error=next(iter(failed.values()))
+            )
 
     async def _lease_watch_loop(self) -> None:
         """SIGKILL every lane whose lease could expire before the next renewal (no Redis used).

@@ -1,0 +1,83 @@
+"""Leases on a real Redis: one owner per lane, all of a host's renewals in one round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import redis.asyncio as aioredis
+
+from multipair import broker_schema as bs
+from multipair.leases import Lease, LeaseManager
+from multipair.redis_conn import connect
+
+
+def _lanes(n: int) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(n)]
+
+
+async def test_renew_many_extends_ours_and_reports_the_ones_we_lost(
+    redis: aioredis.Redis, key_prefix: str
+) -> None:
+    keys = bs.Keys(key_prefix)
+    ours = LeaseManager(redis, keys, "host-a", ttl_ms=2_000)
+    theirs = LeaseManager(redis, keys, "host-b", ttl_ms=60_000)
+    kept, lost, gone = _lanes(3)
+    held = []
+    for iid in (kept, lost, gone):
+        lease = await ours.acquire(iid)
+        assert lease is not None
+        held.append((iid, lease))
+    # `lost` moves to another host; `gone` expires (deleted here).
+    await ours.release(lost, held[1][1])
+    assert await theirs.acquire(lost) is not None
+    await redis.delete(keys.lease(gone))
+    await redis.pexpire(keys.lease(kept), 100)
+
+    results = await ours.renew_many(held)
+
+    assert [True, False, False] == results
+    assert 1_500 < await redis.pttl(keys.lease(kept)) <= 2_000  # extended to the full TTL
+    assert Lease(held[1][1].token + 1, "host-b") == await ours.read(lost)  # theirs untouched
+    assert await redis.exists(keys.lease(gone)) == 0  # not recreated
+    assert [] == await ours.renew_many([])
+
+
+async def test_renewing_a_thousand_leases_takes_one_connection(
+    redis: aioredis.Redis, redis_url: str, key_prefix: str
+) -> None:
+    """What stopped a host at ~250 lanes: one concurrent call per lease ran out of connections."""
+    name = f"renew-{key_prefix}"
+    client = await connect(redis_url, max_connections=8, client_name=name)
+    try:
+        manager = LeaseManager(client, bs.Keys(key_prefix), "host-a")
+        held = []
+        for iid in _lanes(1_000):
+            lease = await manager.acquire(iid)
+            assert lease is not None
+            held.append((iid, lease))
+
+        results = await manager.renew_many(held)
+
+        assert [True] * 1_000 == results
+        connections = [c for c in await redis.client_list() if c.get("name") == name]
+        assert 1 == len(connections)
+    finally:
+        await client.aclose()
+
+
+async def test_a_bounded_pool_waits_for_a_free_connection_instead_of_failing(
+    redis_url: str,
+) -> None:
+    client = await connect(redis_url, max_connections=2)
+    try:
+        # Two blocking reads hold both connections for 0.3 s; the third call waits.
+        stream = f"t{uuid.uuid4().hex}"
+        *_, pong = await asyncio.gather(
+            client.xread({stream: "$"}, block=300),
+            client.xread({stream: "$"}, block=300),
+            client.ping(),
+        )
+        assert pong is True  # redis-py's default pool raises "Too many connections" here
+    finally:
+        await client.aclose()
