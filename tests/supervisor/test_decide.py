@@ -119,7 +119,7 @@ def test_a_lease_left_by_an_earlier_run_of_this_host_is_taken_over() -> None:
 
 
 def test_no_more_lanes_than_capacity_counting_lanes_waiting_to_restart() -> None:
-    running = {A: live(A), B: exited(B, [NOW - 0.1])}
+    running = {A: live(A), B: exited(B, [NOW - 100, NOW - 0.1])}  # B waits 0.5 s
     assert [Start(C)] == decide({A, B, C, D}, running, capacity=3)
 
 
@@ -204,17 +204,21 @@ def test_an_exited_lane_whose_lease_expired_meanwhile_is_restarted_under_a_new_o
 # Exits, backoff, crash loop
 
 
+def test_a_lane_that_crashed_once_is_restarted_at_once() -> None:
+    assert [Restart(A)] == decide({A}, {A: exited(A, [NOW])})
+
+
 def test_an_exited_lane_is_restarted_only_once_its_backoff_has_passed() -> None:
-    second = exited(A, [NOW - 200, NOW - 0.5])  # second exit in a row: 1 s
-    assert [] == decide({A}, {A: second})
-    assert [Restart(A)] == decide({A}, {A: second}, now=NOW + 0.5)
+    third = exited(A, [NOW - 300, NOW - 200, NOW - 0.5])  # third exit in a row: 1 s
+    assert [] == decide({A}, {A: third})
+    assert [Restart(A)] == decide({A}, {A: third}, now=NOW + 0.5)
 
 
 def test_jitter_drawn_by_the_host_moves_the_restart_earlier() -> None:
-    second = exited(A, [NOW - 200, NOW - 0.8], jitter=0.9)
+    third = exited(A, [NOW - 300, NOW - 200, NOW - 0.8], jitter=0.9)
     jittery = RestartPolicy(jitter=0.25)  # 1 s x (1 - 0.25 x 0.9) = 0.775 s
     assert [Restart(A)] == reconcile(
-        {A}, {A: second}, {A: ours()}, NOW, host_id=HOST, capacity=10, policy=jittery
+        {A}, {A: third}, {A: ours()}, NOW, host_id=HOST, capacity=10, policy=jittery
     )
 
 

@@ -35,17 +35,17 @@ def test_a_lane_that_never_exited_starts_at_once() -> None:
     )
 
 
-def test_backoff_doubles_from_half_a_second_and_stops_at_thirty() -> None:
+def test_a_first_exit_restarts_at_once_then_backoff_doubles_from_half_a_second_to_thirty() -> None:
     # Exits spaced wider than the crash-loop window, each after a short run.
     delays = [
         restart_delay(NO_JITTER, crashes(NO_JITTER, [100.0 * i for i in range(n)]), 0.0)
         for n in range(1, 10)
     ]
-    assert [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0] == delays
+    assert [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0] == delays
 
 
 def test_jitter_shortens_a_delay_by_at_most_a_quarter() -> None:
-    history = crashes(POLICY, [0.0, 100.0, 200.0])  # third in a row: 2 s
+    history = crashes(POLICY, [0.0, 100.0, 200.0, 300.0])  # fourth in a row: 2 s
     assert (2.0, 1.5, 1.75) == (
         restart_delay(POLICY, history, 0.0),
         restart_delay(POLICY, history, 1.0),
@@ -54,8 +54,8 @@ def test_jitter_shortens_a_delay_by_at_most_a_quarter() -> None:
 
 
 def test_restart_at_counts_from_the_last_exit() -> None:
-    history = crashes(NO_JITTER, [10.0, 110.0])
-    assert 111.0 == restart_at(NO_JITTER, history, 0.0)
+    history = crashes(NO_JITTER, [10.0, 110.0])  # second in a row: 0.5 s
+    assert 110.5 == restart_at(NO_JITTER, history, 0.0)
 
 
 def test_five_exits_within_a_minute_are_a_crash_loop_retried_every_minute() -> None:
@@ -75,7 +75,7 @@ def test_crash_loop_stays_on_through_slow_retries_until_a_stable_run() -> None:
     retried = record_exit(POLICY, looping, at=80.0, uptime=5.0, exit_code=1)
     assert (True, 6) == (retried.crash_loop, retried.streak)
     stable = record_exit(POLICY, retried, at=300.0, uptime=POLICY.stable_after_s, exit_code=1)
-    assert (False, 1, 0.5) == (
+    assert (False, 1, 0.0) == (
         stable.crash_loop,
         stable.streak,
         restart_delay(NO_JITTER, stable, 0),
@@ -134,6 +134,8 @@ def test_every_delay_is_between_zero_and_the_cap_or_the_slow_retry(
         delay = restart_delay(POLICY, history, jitter)
         if history.crash_loop:
             assert POLICY.crash_loop_retry_s == delay
+        elif history.streak == 1:
+            assert 0.0 == delay
         else:
             assert 0 < delay <= POLICY.backoff_cap_s
         assert len(history.recent) <= POLICY.crash_loop_exits

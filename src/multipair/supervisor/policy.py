@@ -2,10 +2,13 @@
 
 Rules (DESIGN.md "Process model", STYLE.md §6):
 
-- A lane that exits unasked is restarted after ``backoff_base_s × 2^(n-1)``
-  seconds, capped at ``backoff_cap_s``, for its *n*-th exit in a row; the
-  delay is shortened by up to ``jitter`` of itself, by a random number the
-  caller draws and passes in (so every function here is deterministic).
+- A lane that exits unasked for the first time in a row is restarted at
+  once: a one-off crash (a ``kill -9``, the OOM killer) must cost the POS
+  as little as possible, and the new process recovers any transaction in
+  flight. Its *n*-th exit in a row (n ≥ 2) waits ``backoff_base_s × 2^(n-2)``
+  seconds, capped at ``backoff_cap_s``; that delay is shortened by up to
+  ``jitter`` of itself, by a random number the caller draws and passes in
+  (so every function here is deterministic).
 - ``crash_loop_exits`` exits within ``crash_loop_window_s`` put the lane in
   ``crash_loop``: it is then retried only every ``crash_loop_retry_s``.
 - An exit with a code in ``fatal_exit_codes`` (the worker's 2: configuration
@@ -155,8 +158,10 @@ def restart_delay(policy: RestartPolicy, history: ExitHistory, jitter: float) ->
         return 0.0
     if history.crash_loop:
         return policy.crash_loop_retry_s
-    # 2^(n-1) overflows float for huge n; the cap is reached long before.
-    exponent = min(history.streak - 1, 64)
+    if history.streak == 1:
+        return 0.0  # a first crash is restarted at once
+    # 2^(n-2) overflows float for huge n; the cap is reached long before.
+    exponent = min(history.streak - 2, 64)
     delay = min(policy.backoff_cap_s, policy.backoff_base_s * math.ldexp(1.0, exponent))
     return delay * (1.0 - policy.jitter * min(max(jitter, 0.0), 1.0))
 
