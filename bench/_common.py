@@ -383,29 +383,9 @@ def _cli_has_supervise() -> bool:
     return probe.returncode == 0
 
 
-# A what-if, never the headline figure: the supervisor with redis-py's asyncio
-# connection pool limit (100 by default since redis-py 6) lifted, to show what
-# the rest of the system does once that limit is out of the way.
-_LIFT_POOL = """
-import sys
-import redis.asyncio.connection as c
-_init = c.ConnectionPool.__init__
-def _lifted(self, *args, max_connections=None, **kwargs):
-    _init(self, *args, max_connections=max_connections or 65536, **kwargs)
-c.ConnectionPool.__init__ = _lifted
-sys.argv[0] = "multipair"
-from multipair.cli import main
-sys.exit(main())
-"""
-
-
-def supervise_command(host_id: str, capacity: int, *, lift_pool: bool = False) -> list[str]:
-    """``multipair supervise`` when the CLI has it, else ``python -m multipair.supervisor``.
-
-    ``lift_pool``: the what-if variant (see ``_LIFT_POOL``)."""
+def supervise_command(host_id: str, capacity: int) -> list[str]:
+    """``multipair supervise`` when the CLI has it, else ``python -m multipair.supervisor``."""
     args = ["--host-id", host_id, "--capacity", str(capacity)]
-    if lift_pool:
-        return [sys.executable, "-c", _LIFT_POOL, "supervise", *args]
     if _cli_has_supervise():
         return [sys.executable, "-m", "multipair.cli", "supervise", *args]
     return [sys.executable, "-m", "multipair.supervisor", *args]
@@ -600,12 +580,10 @@ class Rig:
         self,
         capacity: int | None = None,
         command: list[str] | None = None,
-        *,
-        lift_pool: bool = False,
     ) -> None:
         """Start ``multipair supervise`` for this rig's lanes (a subprocess, logging to a file)."""
         cap = capacity if capacity is not None else max(len(self.instance_ids), 1)
-        self.sup_command = command or supervise_command(self.host_id, cap, lift_pool=lift_pool)
+        self.sup_command = command or supervise_command(self.host_id, cap)
         with (self.work / "supervisor.log").open("ab") as log:
             self.sup_started_wall = time.time()
             self.sup_started_ns = time.perf_counter_ns()

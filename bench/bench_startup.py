@@ -76,13 +76,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--timeout-per-lane", type=float, default=0.5, help="connect timeout: 60 s + this x N"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folders (logs)")
-    parser.add_argument(
-        "--what-if",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="also run the supervisor with redis-py's connection pool limit (100) lifted: "
-        "auto = for an N the real supervisor could not bring up (default)",
-    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = "10,100"
@@ -126,22 +119,20 @@ def precheck(n: int) -> str | None:
     return None
 
 
-async def one_size(n: int, args: argparse.Namespace, *, lift_pool: bool) -> dict[str, Any]:
+async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     began = time.perf_counter()
     result: dict[str, Any] = {
         "n": n,
-        "variant": "what-if: pool limit lifted" if lift_pool else "multipair supervise",
+        "variant": "multipair supervise",
         "loadavg_before": loadavg(),
     }
     async with Rig(n, keep=args.keep) as rig:
         result["setup"] = dict(rig.timings)
-        rig.start_supervisor(capacity=n, lift_pool=lift_pool)
+        rig.start_supervisor(capacity=n)
         wall0 = rig.sup_started_wall
         t0 = rig.sup_started_ns
-        result["supervisor_command"] = (
-            "python -c <pool-lifting wrapper> supervise ..."
-            if lift_pool
-            else " ".join(["python" if i == 0 else a for i, a in enumerate(rig.sup_command)])
+        result["supervisor_command"] = " ".join(
+            ["python" if i == 0 else a for i, a in enumerate(rig.sup_command)]
         )
         template = await rig.template_pid()
         template_at = (time.perf_counter_ns() - t0) / 1e9
@@ -237,7 +228,7 @@ async def one_size(n: int, args: argparse.Namespace, *, lift_pool: bool) -> dict
     return result
 
 
-def _row(run: dict[str, Any], label: str) -> list[Any]:
+def _row(run: dict[str, Any]) -> list[Any]:
     s, mem, n = run["startup"], run["memory_idle"], run["n"]
     after_run = run.get("memory_after_one_purchase_each", {})
     after = after_run.get("per_lane", {})
@@ -246,7 +237,6 @@ def _row(run: dict[str, Any], label: str) -> list[Any]:
         after_pss = f"{after_pss} ({after_run.get('lane_processes')} alive)"
     return [
         n,
-        label,
         s["template_ready_s"],
         s["p50_connected_s"],
         s["all_connected_s"] if s["complete"] else f"{s['connected']}/{n}!",
@@ -311,33 +301,20 @@ async def main(argv: list[str] | None = None) -> int:
         if why is not None:
             say(f"N={n}: skipped: {why}")
             payload["runs"].append({"n": n, "skipped": why})
-            rows.append([n, "skipped", *["-"] * 9])
+            rows.append([n, "skipped", *["-"] * 8])
             continue
-        variants = [False]
-        for lift_pool in variants:
-            label = "what-if" if lift_pool else "supervise"
-            say(f"N={n} ({label}): starting")
-            try:
-                run = await one_size(n, args, lift_pool=lift_pool)
-            except Exception as exc:  # a limit hit: record why, go on
-                say(f"N={n} ({label}): failed: {exc!r}")
-                payload["runs"].append(
-                    {
-                        "n": n,
-                        "variant": label,
-                        "failed": repr(exc),
-                        "traceback": traceback.format_exc(),
-                    }
-                )
-                rows.append([n, label, "failed", *["-"] * 8])
-                continue
-            payload["runs"].append(run)
-            rows.append(_row(run, label))
-            complete = run["startup"]["complete"]
-            if not lift_pool and (
-                args.what_if == "always" or (args.what_if == "auto" and not complete)
-            ):
-                variants.append(True)
+        say(f"N={n}: starting")
+        try:
+            run = await one_size(n, args)
+        except Exception as exc:  # a limit hit: record why, go on
+            say(f"N={n}: failed: {exc!r}")
+            payload["runs"].append(
+                {"n": n, "failed": repr(exc), "traceback": traceback.format_exc()}
+            )
+            rows.append([n, "failed", *["-"] * 8])
+            continue
+        payload["runs"].append(run)
+        rows.append(_row(run))
     payload["finished_at"] = now_iso()
     path = write_result(NAME, payload)
     print("Lanes started and connected per host (multipair supervise, simulator, zero delay)")
@@ -345,7 +322,6 @@ async def main(argv: list[str] | None = None) -> int:
         table(
             [
                 "N",
-                "run",
                 "template s",
                 "p50 conn s",
                 "all conn s",
@@ -364,7 +340,7 @@ async def main(argv: list[str] | None = None) -> int:
         why = (
             run.get("skipped") or run.get("failed") or run.get("startup", {}).get("why_incomplete")
         )
-        label = f"N={run['n']} ({run.get('variant', '')})"
+        label = f"N={run['n']}"
         if why:
             print(f"{label}: {why}")
         if run.get("lanes_killed_after_connected"):
@@ -373,8 +349,6 @@ async def main(argv: list[str] | None = None) -> int:
                 f"{label}: {run['lanes_killed_after_connected']} lanes killed after all had "
                 f"connected (idle window and purchase pass): {kills}"
             )
-    if any(str(r.get("variant", "")).startswith("what-if") for r in payload["runs"]):
-        print("what-if: the same supervisor with redis-py's connection pool limit (100) lifted")
     print(f"wrote {path}")
     return 0
 

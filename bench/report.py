@@ -51,7 +51,7 @@ def startup(data: dict[str, Any]) -> str:
     for r in data["runs"]:
         if "startup" not in r:
             reason = r.get("skipped") or r.get("failed")
-            rows.append([r["n"], r.get("variant"), reason, *[""] * 11])
+            rows.append([r["n"], reason, *[""] * 11])
             continue
         s, mem = r["startup"], r["memory_idle"]
         after_run = r.get("memory_after_one_purchase_each", {})
@@ -64,7 +64,6 @@ def startup(data: dict[str, Any]) -> str:
         rows.append(
             [
                 r["n"],
-                "supervise" if r["variant"] == "multipair supervise" else "what-if",
                 "yes" if complete else f"no: {s['connected']} connected",
                 s["template_ready_s"],
                 s["p50_connected_s"],
@@ -82,7 +81,6 @@ def startup(data: dict[str, Any]) -> str:
     return _md(
         [
             "N",
-            "run",
             "all up",
             "template ready s",
             "p50 connected s",
