@@ -7,6 +7,13 @@ simulator with N terminals whose lanes it adds and pairs
 or SIGTERM, and stops everything cleanly: the supervisor drains its lanes
 first. A data folder left from an earlier run is reused, so lanes stay
 paired. Exit codes: 0 after a clean stop, 2 when it could not start.
+
+With --json, stdout carries one JSON object per line and no table:
+{"event": "progress", "at", "message"} for each step, {"event": "running",
+"at", "redis_url", "host_id", "data_dir"} once everything runs,
+{"event": "status", "at", "lanes"} for each refresh (the lanes as
+`multipair --json status` shows them), then {"event": "stopping", "at"} and
+{"event": "stopped", "at"}. Logs go to stderr.
 """
 
 from __future__ import annotations
@@ -14,11 +21,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
+import logging
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
+
+from multipair.broker_schema import format_time
 from multipair.exceptions import MultipairError
 from multipair.stack import Stack
 
@@ -61,23 +72,35 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 async def _up(args: argparse.Namespace) -> int:
-    from multipair.cli._status import status_table  # the same table as `multipair status`
+    # The same table and JSON as `multipair status`.
+    from multipair.cli._status import status_json, status_snapshot, status_table
+    from multipair.config import Settings
+    from multipair.logs import configure_logging
 
+    machine = bool(getattr(args, "json", False))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    def say(text: str) -> None:
-        print(f"multipair up: {text}", flush=True)
+    def emit(event: str, **fields: object) -> None:
+        now = format_time(_dt.datetime.now(_dt.UTC))
+        sys.stdout.write(orjson.dumps({"event": event, "at": now, **fields}).decode() + "\n")
+        sys.stdout.flush()
 
-    from multipair.config import Settings
+    def say(text: str) -> None:
+        if machine:
+            emit("progress", message=text)
+        else:
+            print(f"multipair up: {text}", flush=True)
 
     settings = Settings.from_env(
         redis_url=getattr(args, "redis_url", None),
         prefix=getattr(args, "prefix", None),
         master_key_file=getattr(args, "master_key_file", None),
     )
+    if machine:  # stdout is data: anything logged in this process goes to stderr
+        configure_logging(settings.log_format, level=logging.WARNING)
     stack = Stack(
         args.data_dir,
         simulate=args.simulate,
@@ -88,16 +111,35 @@ async def _up(args: argparse.Namespace) -> int:
     async with stack:
         client = stack.client
         assert client is not None
-        say(f"running; MULTIPAIR_REDIS_URL={stack.redis_url}; Ctrl-C stops everything")
+        if machine:
+            emit(
+                "running",
+                redis_url=stack.redis_url,
+                host_id=args.host_id,
+                data_dir=str(args.data_dir),
+            )
+        else:
+            say(f"running; MULTIPAIR_REDIS_URL={stack.redis_url}; Ctrl-C stops everything")
         tty = sys.stdout.isatty()
         while not stop.is_set():
-            table = status_table(await client.lanes_info(), _dt.datetime.now(_dt.UTC))
-            print((_CLEAR if tty else "\n") + table, flush=True)
+            infos, exits = await status_snapshot(client)
+            now = _dt.datetime.now(_dt.UTC)
+            if machine:
+                emit("status", **status_json(infos, exits, now))
+            else:
+                table = status_table(infos, now, exits)
+                print((_CLEAR if tty else "\n") + table, flush=True)
             try:
                 async with asyncio.timeout(args.interval):
                     await stop.wait()
             except TimeoutError:
                 pass
-        say("stopping (the supervisor drains its lanes first)")
-    say("stopped")
+        if machine:
+            emit("stopping")
+        else:
+            say("stopping (the supervisor drains its lanes first)")
+    if machine:
+        emit("stopped")
+    else:
+        say("stopped")
     return 0

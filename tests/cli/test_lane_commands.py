@@ -47,6 +47,7 @@ INFO_FIELDS = {
     "uptime_s",
     "restarts",
     "crash_loop",
+    "last_exit",
     "last_error",
     "last_pos_ref_id",
     "last_result",

@@ -66,6 +66,7 @@ async def test_status_json_has_every_lane_with_its_state_and_last_transaction(
         "owner": None,  # no supervisor holds a lease in this test
         "restarts": 0,
         "crash_loop": False,
+        "last_exit": None,  # no supervisor runs this lane
         "last_error": None,
         "last_pos_ref_id": "st-1",
         "last_result": "success",

@@ -11,12 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
 from multipair import broker_schema as bs
-from tests.cli.conftest import SharedLane, running_lane
+from tests.cli.conftest import SERIAL, SharedLane, running_lane
 from tests.cli.helpers import Cli
+from tests.simulator.helpers import Control
 from tests.worker.helpers import LaneRig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -182,6 +184,48 @@ async def test_tx_status_looks_a_transaction_up_on_the_terminal(cli: Cli, lane: 
         doc["approved"],
     )
     assert "NOT FOUND  the terminal has no transaction never-sent\n" == missing.out
+    assert False is doc["in_progress"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "heading"),
+    [
+        ("TRANSACTION_IN_PROGRESS", "IN PROGRESS"),
+        ("TRANSACTION_IN_PROGRESS_AWAITING_SIGNATURE", "IN PROGRESS"),
+        ("OPERATION_IN_PROGRESS", "IN PROGRESS"),
+        ("INTERNAL_ERROR", "UNKNOWN"),
+    ],
+)
+async def test_tx_status_exits_3_when_the_terminal_cannot_say_yet(
+    shared: SharedLane, reason: str, heading: str
+) -> None:
+    """Only POS_REF_ID_NOT_FOUND is "not found" (1); a lookup the terminal answers with an
+    in-progress reason (or any other failure) leaves the outcome unknown (3)."""
+    iid = shared.iid
+    async with aiohttp.ClientSession() as http:
+        control = Control(http, shared.sim.control_url)
+        await control.post(SERIAL, "options", {"get_transaction_error": reason})
+        try:
+            machine, human = await asyncio.gather(
+                shared.cli.run("tx", "status", iid, "--pos-ref-id", "busy-1"),
+                shared.cli.run("tx", "status", iid, "--pos-ref-id", "busy-1", json=False),
+            )
+        finally:
+            await control.post(SERIAL, "options", {"get_transaction_error": None})
+    assert (3, 3) == (machine.code, human.code), (machine, human)
+    doc = machine.json()
+    assert (False, "unknown", reason, False, heading == "IN PROGRESS") == (
+        doc["found"],
+        doc["result"],
+        doc["error_reason"],
+        doc["approved"],
+        doc["in_progress"],
+    )
+    (line,) = human.out.splitlines()
+    assert line.startswith(f"{heading}  "), line
+    assert reason in line, line
+    assert "never re-send" in line, line
+    assert "NOT FOUND" not in human.out
 
 
 async def test_settle_and_enquiry_report_the_settlement(cli: Cli, lane: LaneRig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -61,3 +62,54 @@ async def test_up_pairs_simulated_lanes_and_reuses_them_on_the_next_run(tmp_path
     assert (tmp_path / "data" / "redis" / "appendonlydir").exists() or any(
         p.name.startswith("appendonly") for p in (tmp_path / "data" / "redis").iterdir()
     )
+
+
+async def test_up_json_prints_json_lines_and_no_tables(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIPAIR_")}
+    stderr_path = tmp_path / "stderr.log"
+    with stderr_path.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "multipair.cli",
+            "--json",
+            "up",
+            "--simulate",
+            "1",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--interval",
+            "0.3",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"stdout closed early: {lines}; stderr: {stderr_path.read_text()}"
+                lines.append(line)
+                doc = json.loads(line)  # every line is one JSON object
+                if doc["event"] == "status" and [lane["status"] for lane in doc["lanes"]] == [
+                    "paired_connected"
+                ]:
+                    break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 60)
+    lines += rest.decode().splitlines(keepends=True)
+    assert 0 == await proc.wait(), stderr_path.read_text()
+    docs = [json.loads(line) for line in lines if line.strip()]
+    events = [d["event"] for d in docs]
+    assert {"progress", "running", "status"} <= set(events), events
+    assert ["stopping", "stopped"] == events[-2:], events
+    assert all(d["at"].endswith("Z") for d in docs)
+    running = next(d for d in docs if d["event"] == "running")
+    assert running["redis_url"].startswith("redis://"), running
+    status = next(d for d in docs if d["event"] == "status")
+    (lane,) = status["lanes"]
+    assert ("SIM-0001", True) == (lane["serial_number"], lane["enabled"])
+    assert not any(line.startswith(("ID ", "multipair up:")) for line in lines)

@@ -30,6 +30,8 @@ Commands::
       tx auth-code ID CODE [--pos-ref-id REF]
       events ID [--follow] [--since 0|ENTRY_ID] [--count N]
       simulate [--terminals N] ...
+      hosts | host drain|accept HOST
+      supervise ... | up [--simulate N] [--data-dir DIR] [--interval S]
 
 ``ID`` is a lane's instance id, or a unique start of it (at least 4
 characters; ``status`` shows the first 8).
@@ -39,19 +41,22 @@ Global options, accepted before the subcommand and again after it:
 (``MULTIPAIR_PREFIX``), ``--master-key-file FILE`` (``MULTIPAIR_MASTER_KEY``
 / ``MULTIPAIR_MASTER_KEY_FILE``), ``--json``: stdout carries one JSON
 document per command, or one JSON object per line for streams (``events``,
-``status --watch``); progress and prompts then go to stderr.
+``status --watch``, ``up``); progress and prompts then go to stderr.
 
 Exit codes:
 
 == ==================================================================
 0  success; for a transaction: approved
-1  the transaction (or pairing, settlement) was declined or failed
+1  the transaction (or pairing, settlement) was declined or failed;
+   ``tx status``: also the terminal has no such transaction (it never ran)
 2  usage or validation error, or a precondition that stopped the command
    before it sent anything: unknown lane, lane stopped, lane not running,
    lane not paired, a command the lane rejected, Redis unreachable,
    configuration error
 3  outcome unknown: timed out, interrupted, Redis lost after a
-   transaction was sent, or an unexpected error
+   transaction was sent, or an unexpected error; ``tx status``: the
+   transaction is still in progress on the terminal, or the terminal could
+   not say (ask again later)
 == ==================================================================
 
 Redis unreachable is 2, not 3, when it is found before anything was sent:
@@ -140,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="One POS backend, many EFTPOS terminals over the mx51 SPI protocol.",
         epilog=(
             "exit codes: 0 success/approved, 1 declined or failed, 2 usage or validation "
-            "error (nothing was done), 3 outcome unknown or timed out. "
+            "error (nothing was done), 3 outcome unknown (timed out, or still in progress). "
             "Set MULTIPAIR_DEBUG=1 for tracebacks of unexpected errors."
         ),
     )

@@ -85,12 +85,14 @@ class ExitCode(enum.IntEnum):
     OK = 0
     """Success; for a transaction: approved."""
     FAILED = 1
-    """The transaction (or pairing, settlement) was declined or failed."""
+    """The transaction (or pairing, settlement) was declined or failed; for ``tx status``
+    also: the terminal has no such transaction (it never ran)."""
     USAGE = 2
     """Usage or validation error, or a precondition (unknown lane, lane stopped, not paired,
     Redis unreachable before anything was sent): nothing was done."""
     UNKNOWN = 3
-    """The outcome is unknown: timed out, interrupted, or Redis lost after sending."""
+    """The outcome is unknown: timed out, interrupted, or Redis lost after sending; for
+    ``tx status`` also: still in progress on the terminal, or the terminal could not say."""
 
 
 class Fail(Exception):

@@ -31,8 +31,10 @@ from multipair.cli._base import (
 )
 from multipair.cli._views import (
     check_ready,
+    crash_loop_text,
     info_json,
     is_running,
+    last_exits,
     profile_json,
     resolve_lane,
     uptime_seconds,
@@ -95,7 +97,13 @@ def add_lane_parser(subparsers: Subparsers) -> None:
     listing.set_defaults(handler=client_command(_list))
 
     show = actions.add_parser(
-        "show", parents=[common], help="profile, state, owner host and last error of a lane"
+        "show",
+        parents=[common],
+        help="profile, state, owner host, last exit and last error of a lane",
+        description=(
+            "A lane's profile and state. A lane in crash loop shows as such, with its last "
+            "exit; it is not running while its process is down between retries."
+        ),
     )
     add_lane_argument(show)
     show.set_defaults(handler=client_command(_show))
@@ -264,10 +272,16 @@ async def _list(ctx: Context, client: AsyncClient) -> int:
 async def _show(ctx: Context, client: AsyncClient) -> int:
     iid = await resolve_lane(client, ctx.args.id)
     info = await client.lane_info(iid)
+    last_exit = (await last_exits(client, [iid]))[iid]
     if ctx.json:
-        ctx.emit({**info_json(info), "profile": profile_json(info.profile)})
+        ctx.emit({**info_json(info, last_exit=last_exit), "profile": profile_json(info.profile)})
         return ExitCode.OK
     p = info.profile
+    running = _yes(is_running(info))
+    status = info.status
+    if info.crash_loop:
+        running += "  (CRASH LOOP: it keeps exiting; the supervisor retries it only slowly)"
+        status = f"{crash_loop_text(last_exit)}, last reported {info.status or '-'}"
     rows: list[tuple[str, object]] = [
         ("instance id", p.instance_id),
         ("pos id", p.pos_id),
@@ -278,14 +292,15 @@ async def _show(ctx: Context, client: AsyncClient) -> int:
         ("secure", _yes(p.secure)),
         ("enabled", _yes(p.enabled) + ("" if p.enabled else "  (stopped: `lane start` it)")),
         ("created", format_time(p.created_at)),
-        ("running", _yes(is_running(info))),
-        ("status", info.status),
+        ("running", running),
+        ("status", status),
         ("flow", info.flow),
         ("owner host", info.lease_host or "none (no host holds its lease)"),
         ("host / pid", f"{info.host or '-'} / {info.pid or '-'}"),
         ("uptime", format_age(uptime_seconds(info))),
         ("heartbeat", format_time(info.heartbeat_at) if info.heartbeat_at else None),
         ("restarts", f"{info.restarts}" + ("  CRASH LOOP" if info.crash_loop else "")),
+        ("last exit", last_exit),
         ("last transaction", _last_tx(info.last_pos_ref_id, info.last_result)),
         ("last error", info.last_error),
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+from collections.abc import Mapping
 from typing import Final
 
 from multipair import broker_schema as bs
@@ -26,11 +27,25 @@ from multipair.cli._base import (
     seconds,
     short_id,
 )
-from multipair.cli._views import info_json, is_running, resolve_lane, uptime_seconds
+from multipair.cli._views import (
+    crash_loop_text,
+    info_json,
+    is_running,
+    last_exits,
+    resolve_lane,
+    uptime_seconds,
+)
 from multipair.cli.amounts import format_cents
 from multipair.client import AsyncClient, LaneInfo
 
-__all__ = ["add_events_parser", "add_status_parser", "describe_event", "status_table"]
+__all__ = [
+    "add_events_parser",
+    "add_status_parser",
+    "describe_event",
+    "status_json",
+    "status_snapshot",
+    "status_table",
+]
 
 _CLEAR: Final = "\x1b[H\x1b[2J"
 """ANSI: cursor home, clear screen."""
@@ -43,7 +58,8 @@ def add_status_parser(subparsers: Subparsers) -> None:
         help="one table of every lane; --watch to keep it live",
         description=(
             "Every lane: instance id, POS id, serial, status, flow, host, pid, uptime, restarts "
-            "and the last transaction with its result."
+            "and the last transaction with its result. A lane in crash loop shows "
+            "'crash_loop (LAST EXIT)' as its status."
         ),
     )
     add_global_options(parser, top=False)
@@ -80,8 +96,11 @@ def add_events_parser(subparsers: Subparsers) -> None:
 # ---------------------------------------------------------------------- status
 
 
-def status_table(infos: list[LaneInfo], now: _dt.datetime) -> str:
-    """The ``status`` table (short instance ids)."""
+def status_table(
+    infos: list[LaneInfo], now: _dt.datetime, last_exit: Mapping[str, str | None] | None = None
+) -> str:
+    """The ``status`` table (short instance ids); ``last_exit`` (by instance id, from
+    :func:`~multipair.cli._views.last_exits`) shows why a crash-looping lane keeps exiting."""
     if not infos:
         return "No lanes. Add one with `multipair lane add`."
     rows = []
@@ -89,7 +108,7 @@ def status_table(infos: list[LaneInfo], now: _dt.datetime) -> str:
         running = is_running(info, now)
         status = info.status if running else ("stopped" if not info.profile.enabled else "down")
         if info.crash_loop:
-            status = "crash_loop"
+            status = crash_loop_text((last_exit or {}).get(info.instance_id))
         rows.append(
             (
                 short_id(info.instance_id),
@@ -137,13 +156,29 @@ async def _status(ctx: Context, client: AsyncClient) -> int:
         await asyncio.sleep(ctx.args.interval)
 
 
-async def _draw(ctx: Context, client: AsyncClient, *, clear: bool, separate: bool = False) -> None:
+async def status_snapshot(client: AsyncClient) -> tuple[list[LaneInfo], dict[str, str | None]]:
+    """Every lane's :class:`LaneInfo`, and the last exit of each one (``None``: none noted)."""
     infos = await client.lanes_info()
+    return infos, await last_exits(client, (i.instance_id for i in infos))
+
+
+def status_json(
+    infos: list[LaneInfo], exits: Mapping[str, str | None], now: _dt.datetime
+) -> dict[str, object]:
+    """One ``status --json`` document: ``{"at", "lanes"}``."""
+    return {
+        "at": format_time(now),
+        "lanes": [info_json(i, now, last_exit=exits.get(i.instance_id)) for i in infos],
+    }
+
+
+async def _draw(ctx: Context, client: AsyncClient, *, clear: bool, separate: bool = False) -> None:
+    infos, exits = await status_snapshot(client)
     now = _dt.datetime.now(_dt.UTC)
     if ctx.json:
-        ctx.emit({"at": format_time(now), "lanes": [info_json(i, now) for i in infos]})
+        ctx.emit(status_json(infos, exits, now))
         return
-    text = status_table(infos, now)
+    text = status_table(infos, now, exits)
     if ctx.args.watch:
         text = f"{format_time(now)[:19].replace('T', ' ')} UTC  ({len(infos)} lanes)\n{text}"
     if clear:

@@ -13,6 +13,9 @@ failed, 3 unknown). Rules:
   run later behind the operator's back (docs/broker-schema.md, "Expiry").
   One that started runs to its end; a timeout then means "unknown" (3).
 - Receipts are printed only with ``--receipt`` (also left out of ``--json``).
+- ``tx status`` says "not found" (1) only when the terminal answers
+  ``POS_REF_ID_NOT_FOUND``; a transaction still in progress on the terminal,
+  or a lookup that failed for another reason, is "not known yet" (3).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from multipair import broker_schema as bs
 from multipair.cli._base import (
@@ -67,7 +70,8 @@ def add_tx_parser(subparsers: Subparsers) -> None:
         help="purchase, refund, cashout, MOTO, cancel, look up and settle",
         description=(
             "Run transactions on a lane. Amounts are dollars (12.50). Exit codes: 0 approved, "
-            "1 declined or failed, 2 usage error or refused, 3 outcome unknown or timed out."
+            "1 declined or failed (tx status: or not found), 2 usage error or refused, 3 outcome "
+            "unknown: timed out, or (tx status) still in progress."
         ),
     )
     actions = tx.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -124,7 +128,12 @@ def add_tx_parser(subparsers: Subparsers) -> None:
         "status",
         parents=[common],
         help="ask the terminal for the outcome of a transaction",
-        description="Ask the terminal for a transaction's outcome; exit code as for a purchase.",
+        description=(
+            "Ask the terminal for a transaction's outcome. Exit codes: 0 approved, 1 declined, "
+            "or not found (POS_REF_ID_NOT_FOUND: the terminal never ran it), 3 still in "
+            "progress on the terminal or not known (the terminal could not say): ask again "
+            "later and never re-send it."
+        ),
     )
     add_lane_argument(status)
     status.add_argument("--pos-ref-id", required=True, metavar="REF")
@@ -374,18 +383,61 @@ async def _cancel(ctx: Context, client: AsyncClient) -> int:
     return ExitCode.OK
 
 
+_NOT_FOUND: Final = "POS_REF_ID_NOT_FOUND"
+"""The only lookup failure that proves the terminal never ran the transaction."""
+
+
+def lookup_state(event: bs.TransactionLookup) -> str:
+    """What a ``transaction_lookup`` tells: ``found``, ``not_found``, ``in_progress`` or
+    ``unknown`` (the lookup failed for another reason: the outcome is still not known)."""
+    if event.found:
+        return "found"
+    reason = (event.error_reason or "").upper()
+    if reason == _NOT_FOUND:
+        return "not_found"
+    if "IN_PROGRESS" in reason or "NOT_FINISHED" in reason:
+        return "in_progress"
+    return "unknown"
+
+
 async def _status(ctx: Context, client: AsyncClient) -> int:
+    """``tx status``: 0 approved, 1 declined or never ran (``POS_REF_ID_NOT_FOUND``), 3 still
+    running on the terminal, or not known (the terminal could not say)."""
     iid = await resolve_lane(client, ctx.args.id)
     check_ready(await client.lane_info(iid))
     ref: str = ctx.args.pos_ref_id
     event = await client.get_transaction(iid, ref, timeout=ctx.args.timeout)
+    state = lookup_state(event)
     if ctx.json:
-        ctx.emit({**_body(event, receipts=ctx.args.receipt), "approved": event.result == "success"})
-    elif not event.found:
-        ctx.say(f"NOT FOUND  the terminal has no transaction {ref}")
-    else:
+        ctx.emit(
+            {
+                **_body(event, receipts=ctx.args.receipt),
+                "approved": event.found and event.result == "success",
+                "in_progress": state == "in_progress",
+            }
+        )
+    elif state == "found":
         _print_outcome(ctx, event, iid, receipts=ctx.args.receipt)
-    return _exit_for(event.result) if event.found else ExitCode.FAILED
+    else:
+        ctx.say(_lookup_failure_line(event, ref, state))
+    if state == "found":
+        return _exit_for(event.result)
+    return ExitCode.FAILED if state == "not_found" else ExitCode.UNKNOWN
+
+
+def _lookup_failure_line(event: bs.TransactionLookup, ref: str, state: str) -> str:
+    if state == "not_found":
+        return f"NOT FOUND  the terminal has no transaction {ref}"
+    why = ": ".join(x for x in (event.error_reason, event.error_detail) if x) or "no reason given"
+    if state == "in_progress":
+        return (
+            f"IN PROGRESS  the terminal has not finished ({why}); the outcome of {ref} is not "
+            "known yet: ask again when the terminal is idle, never re-send it"
+        )
+    return (
+        f"UNKNOWN  the terminal could not look up {ref} ({why}); the outcome is still unknown: "
+        "ask again later, never re-send it"
+    )
 
 
 # ---------------------------------------------------------------------- settle, enquiry

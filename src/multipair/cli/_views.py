@@ -7,21 +7,26 @@ sealed keys stay in Redis), and only its fields are shown.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as _dt
+from collections.abc import Iterable
 from typing import Any, Final
 
 from multipair.broker_schema import format_time, validate_instance_id
 from multipair.cli._base import Fail
 from multipair.client import AsyncClient, LaneInfo
 from multipair.exceptions import CommandError
+from multipair.store._redis import as_text, redis_errors
 from multipair.store.profiles import LaneProfile
 
 __all__ = [
     "LANE_ALIVE_S",
     "check_ready",
+    "crash_loop_text",
     "info_json",
     "is_running",
+    "last_exits",
     "profile_json",
     "resolve_lane",
     "uptime_seconds",
@@ -56,13 +61,41 @@ async def resolve_lane(client: AsyncClient, text: str) -> str:
 
 
 def is_running(info: LaneInfo, now: _dt.datetime | None = None) -> bool:
-    """A host holds the lane's lease, or its process beat recently."""
-    if info.lease_host is not None:
+    """A host holds the lane's lease, or its process beat recently.
+
+    A lane in crash loop keeps its lease while it is down between slow
+    retries, so for it only a live process counts: a pid, and a heartbeat
+    that is recent and newer than the process's start.
+    """
+    if info.lease_host is not None and not info.crash_loop:
         return True
     if info.heartbeat_at is None:
         return False
+    if info.crash_loop and (
+        info.pid is None or (info.started_at is not None and info.heartbeat_at < info.started_at)
+    ):
+        return False
     now = now if now is not None else _dt.datetime.now(_dt.UTC)
     return (now - info.heartbeat_at).total_seconds() < LANE_ALIVE_S
+
+
+def crash_loop_text(last_exit: str | None) -> str:
+    """``crash_loop (exit code 2)``: the status of a crash-looping lane, with its last exit."""
+    return f"crash_loop ({last_exit})" if last_exit else "crash_loop"
+
+
+async def last_exits(client: AsyncClient, instance_ids: Iterable[str]) -> dict[str, str | None]:
+    """``last_exit`` of each lane's state hash (``exit code 1``, ``signal 9 (SIGKILL)``), as
+    the supervisor wrote it; ``None`` when it never did."""
+    ids = list(instance_ids)
+    with redis_errors():
+        raw = await asyncio.gather(
+            *(client.redis.hget(client.keys.state(iid), "last_exit") for iid in ids)
+        )
+    return {
+        iid: (as_text(v) or None) if v is not None else None
+        for iid, v in zip(ids, raw, strict=True)
+    }
 
 
 def check_ready(info: LaneInfo, *, need_paired: bool = True) -> None:
@@ -70,6 +103,11 @@ def check_ready(info: LaneInfo, *, need_paired: bool = True) -> None:
     iid = info.instance_id
     if not info.profile.enabled:
         raise Fail(f"lane stopped: {iid} is stopped; start it with `multipair lane start {iid}`")
+    if info.crash_loop and not is_running(info):
+        raise Fail(
+            f"lane crash-looping: {iid} keeps exiting and is only retried slowly; "
+            f"see `multipair lane show {iid}` and the owning host's log"
+        )
     if not is_running(info):
         since = (
             f"; last heartbeat {info.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -98,8 +136,15 @@ def uptime_seconds(info: LaneInfo, now: _dt.datetime | None = None) -> float | N
     return max(0.0, (now - info.started_at).total_seconds())
 
 
-def info_json(info: LaneInfo, now: _dt.datetime | None = None) -> dict[str, Any]:
-    """One lane as ``status --json`` and ``lane show --json`` print it."""
+def info_json(
+    info: LaneInfo, now: _dt.datetime | None = None, *, last_exit: str | None = None
+) -> dict[str, Any]:
+    """One lane as ``status --json`` and ``lane show --json`` print it.
+
+    ``running`` is false for a lane in crash loop while its process is down
+    (see :func:`is_running`); ``last_exit`` is the supervisor's note of the
+    lane process's last exit.
+    """
 
     def when(moment: _dt.datetime | None) -> str | None:
         return format_time(moment) if moment is not None else None
@@ -121,6 +166,7 @@ def info_json(info: LaneInfo, now: _dt.datetime | None = None) -> dict[str, Any]
         "uptime_s": uptime_seconds(info, now),
         "restarts": info.restarts,
         "crash_loop": info.crash_loop,
+        "last_exit": last_exit,
         "last_error": info.last_error,
         "last_pos_ref_id": info.last_pos_ref_id,
         "last_result": info.last_result,
