@@ -45,6 +45,7 @@ def test_design_examples_are_the_key_names() -> None:
         f"mp:lane:{{{LANE}}}:dead",
         "mp:hosts",
         "mp:host:{pos-host-1}:control",
+        "mp:host:{pos-host-1}:claim",
     ] == [
         keys.lanes(),
         keys.profile(LANE),
@@ -56,6 +57,7 @@ def test_design_examples_are_the_key_names() -> None:
         keys.dead_letter(LANE),
         keys.hosts(),
         keys.host_control("pos-host-1"),
+        keys.host_claim("pos-host-1"),
     ]
 
 

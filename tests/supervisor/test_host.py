@@ -295,3 +295,52 @@ def _draining(fleet: Fleet) -> Callable[[], Awaitable[bool]]:
         return entry is not None and entry["accepting"] is False
 
     return check
+
+
+async def test_a_second_supervisor_with_the_same_host_id_refuses_to_run(fleet: Fleet) -> None:
+    lane = await fleet.add_lane(0)
+    first = fleet.supervisor(HOST)
+    await first.start()
+    pid = await lane.running()
+    mark = await lane.mark()
+
+    second = fleet.supervisor(HOST)
+    await second.start()
+
+    assert 2 == await second.wait_exit()
+    assert f"another supervisor runs as host '{HOST}'" in second.logs()
+    assert f"pid {first.pid} on" in second.logs()  # says which one holds it
+    # The first runs on undisturbed: same lane process, its host entry kept.
+    await asyncio.sleep(2.5)  # more than a renewal period and a host heartbeat
+    await lane.events.poll(0)
+    assert (pid, [], first.pid) == (
+        await lane.running(),
+        [e for e in lane.events.seen[mark:] if e["type"] in ("lane_started", "lane_stopped")],
+        (await fleet.host_entry(HOST) or {}).get("pid"),
+    )
+
+    # A clean stop gives the host id back at once.
+    first.signal(signal.SIGTERM)
+    assert 0 == await first.wait_exit(40)
+    assert 0 == await fleet.redis.exists(fleet.keys.host_claim(HOST))
+
+
+async def test_a_supervisor_whose_host_id_was_claimed_by_another_kills_its_lanes_and_stops(
+    fleet: Fleet,
+) -> None:
+    lane = await fleet.add_lane(0)
+    supervisor = fleet.supervisor(HOST)
+    await supervisor.start()
+    pid = await lane.running()
+
+    # As if this process had been frozen past the claim's TTL and another
+    # supervisor had started with the same id meanwhile.
+    await fleet.redis.set(fleet.keys.host_claim(HOST), "other pid 1 on elsewhere", px=60_000)
+
+    assert 0 == await supervisor.wait_exit()
+    await gone(pid)
+    assert any(
+        e.get("event") == "host id claimed by another supervisor: lanes killed, stopping"
+        for e in supervisor.log_events()
+    )
+    assert b"other pid 1 on elsewhere" == await fleet.redis.get(fleet.keys.host_claim(HOST))

@@ -118,6 +118,10 @@ class Keys:
         """Stream of ops messages for one supervisor."""
         return f"{self.prefix}:host:{{{validate_host_id(host_id)}}}:control"
 
+    def host_claim(self, host_id: str) -> str:
+        """String with a TTL: which running supervisor holds this host id (one at a time)."""
+        return f"{self.prefix}:host:{{{validate_host_id(host_id)}}}:claim"
+
     # One lane's keys: all share the ``{ID}`` hash tag.
 
     def lane_base(self, instance_id: str) -> str:

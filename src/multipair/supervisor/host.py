@@ -97,7 +97,7 @@ from multipair.supervisor.decide import (
     balance,
     reconcile,
 )
-from multipair.supervisor.hosts import parse_host_entry
+from multipair.supervisor.hosts import HostClaim, parse_host_entry
 from multipair.supervisor.policy import ExitHistory, RestartPolicy, after_running, record_exit
 from multipair.supervisor.procs import EXIT_LEASE_LOST, LaneExit, LaneProcesses
 
@@ -206,6 +206,9 @@ class Host:
             self.redis, self.keys, self.host_id, ttl_ms=round(self.policy.lease_ttl_s * 1000)
         )
         self.profiles = ProfileStore(self.redis, self.keys)
+        self.claim = HostClaim(
+            self.redis, self.keys, self.host_id, ttl_ms=round(self.policy.lease_ttl_s * 1000)
+        )
         self.procs = LaneProcesses(settings, on_exit=self._wake_up)
         self.runs: dict[str, LaneRun] = {}
         self._pids: dict[int, str] = {}
@@ -239,6 +242,7 @@ class Host:
         """Serve until stopped; leases released and ``mp:hosts`` left on the way out."""
         try:
             await self.redis.ping()
+            await self.claim.take()  # refuses to run beside a supervisor with our host id
             await self._ensure_control_group()
         except BaseException:
             await self.redis.aclose()
@@ -274,6 +278,7 @@ class Host:
             await self._release_all()
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.hdel(self.keys.hosts(), self.host_id)
+                await self.claim.release()
             await self.redis.aclose()
             log.info("supervisor stopped", host=self.host_id)
 
@@ -853,9 +858,24 @@ class Host:
             }
             try:
                 async with asyncio.timeout(_REDIS_CALL_S):
-                    await self.redis.hset(self.keys.hosts(), self.host_id, orjson.dumps(body))
+                    claimed = await self.claim.renew()
+                    if claimed:
+                        await self.redis.hset(self.keys.hosts(), self.host_id, orjson.dumps(body))
             except (RedisError, OSError) as exc:
                 log.warning("host heartbeat not written", error=str(exc))
+            else:
+                if not claimed:
+                    # Our claim lapsed (this process was frozen or cut off for a
+                    # lease TTL) and another supervisor runs as this host now:
+                    # its lanes are ours no longer. Stop everything at once.
+                    log.error(
+                        "host id claimed by another supervisor: lanes killed, stopping",
+                        host=self.host_id,
+                    )
+                    self._accepting = False
+                    self._immediate = True
+                    self._wake_up()
+                    return
             await asyncio.sleep(self.config.heartbeat_every_s)
 
     async def _ensure_control_group(self) -> None:

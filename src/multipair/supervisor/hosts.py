@@ -17,18 +17,75 @@ hosts' clocks must agree to well under a second (NTP).
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import secrets
+import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from redis.asyncio import Redis
 
 from multipair import broker_schema as bs
-from multipair.exceptions import CommandError
+from multipair.exceptions import CommandError, ConfigurationError
 from multipair.store._redis import as_text
 from multipair.supervisor.decide import HostView
 
-__all__ = ["HostEntry", "parse_host_entry", "read_hosts"]
+__all__ = ["HostClaim", "HostEntry", "parse_host_entry", "read_hosts"]
+
+# KEYS: claim. ARGV: our value, ttl ms. 1 renewed, 0 not ours (any more).
+_RENEW_CLAIM: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# KEYS: claim. ARGV: our value.
+_RELEASE_CLAIM: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class HostClaim:
+    """One running supervisor per host id (``mp:host:{HOST}:claim``).
+
+    Two supervisors sharing a host id would each take the other's leases for
+    an earlier run of its own, release them and start the lanes again: lanes
+    killed and restarted in turn for as long as both run. So a supervisor
+    claims its host id before it starts anything (``SET NX`` with a TTL),
+    renews the claim with its heartbeat, and gives it back when it stops; a
+    second one started with the same id refuses to run and says who holds
+    it. A killed supervisor's claim lapses after ``ttl_ms``.
+    """
+
+    def __init__(self, redis: Redis, keys: bs.Keys, host_id: str, *, ttl_ms: int) -> None:
+        self.redis = redis
+        self.key = keys.host_claim(host_id)
+        self.host_id = host_id
+        self.ttl_ms = ttl_ms
+        self.value = f"{secrets.token_hex(8)} pid {os.getpid()} on {socket.gethostname()}"
+        self._renew = redis.register_script(_RENEW_CLAIM)
+        self._release = redis.register_script(_RELEASE_CLAIM)
+
+    async def take(self) -> None:
+        """Claim the host id, or raise :class:`ConfigurationError` naming the holder."""
+        if await self.redis.set(self.key, self.value, nx=True, px=self.ttl_ms):
+            return
+        holder = await self.redis.get(self.key)
+        raise ConfigurationError(
+            f"another supervisor runs as host {self.host_id!r} "
+            f"({as_text(holder) if holder is not None else 'it just stopped; try again'}); "
+            f"give this one its own --host-id, or stop that one first "
+            f"(a killed supervisor's claim lapses after {self.ttl_ms / 1000:g} s)"
+        )
+
+    async def renew(self) -> bool:
+        """Extend the claim; False: another supervisor holds this host id now."""
+        return bool(await self._renew(keys=[self.key], args=[self.value, self.ttl_ms]))
+
+    async def release(self) -> None:
+        await self._release(keys=[self.key], args=[self.value])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
