@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from multipair.broker_schema import (
+    CommandAccepted,
     Keys,
     TransactionCompleted,
     TxResult,
@@ -19,7 +20,9 @@ from multipair.broker_schema import (
     event_to_json,
 )
 from multipair.exceptions import CommandError, InternalError, LocalProtocolError
+from multipair.leases import LeaseLost
 from multipair.store import TxRecord, TxState, TxStore
+from multipair.store.transactions import Begun
 
 LANE = "8a5e2dcc-bfa0-469f-95d7-eec778b08453"
 T0 = dt.datetime(2025, 1, 31, 9, 30, tzinfo=dt.UTC)
@@ -317,6 +320,91 @@ async def test_command_ids_of_any_printable_text_are_remembered(txs: TxStore) ->
     command_id = "order {17} / till 3: ünïcode"
     await txs.remember_command(LANE, command_id, b"x", now=T0)
     assert b"x" == await txs.recall_command(LANE, command_id, now=T0)
+
+
+# --- begin: claim, record and accepting event in one step ------------------------------------
+
+
+def _accepted(command_id: str = "cmd-order-17") -> dict[str, bytes]:
+    return encode_event(
+        CommandAccepted(instance_id=LANE, at=T0, command_id=command_id, command_type="purchase")
+    )
+
+
+async def _begin(txs: TxStore, keys: Keys, record: TxRecord, claim: bytes = b"claim-1") -> Begun:
+    return await txs.begin(
+        LANE,
+        record,
+        claim=claim,
+        publish_to=keys.events(LANE),
+        publish_fields=_accepted(record.command_id),
+        maxlen=100,
+        now=T0,
+    )
+
+
+async def test_begin_claims_records_and_publishes_in_one_step(
+    txs: TxStore, redis: aioredis.Redis, keys: Keys
+) -> None:
+    begun = await _begin(txs, keys, _record())
+    assert (None, _record(), True) == (begun.prior_claim, begun.record, begun.created)
+    assert _record() == await txs.get(LANE, "order-17")
+    assert [_record()] == await txs.in_flight(LANE)
+    assert b"order-17" in await redis.zrange(keys.txs(LANE), 0, -1)
+    assert b"claim-1" == await txs.recall_command(LANE, "cmd-order-17", now=T0)
+    entries = await redis.xrange(keys.events(LANE))
+    assert ["command_accepted"] == [decode_event(f).type for _, f in entries]
+
+
+async def test_begin_of_a_claimed_command_id_writes_nothing_and_returns_the_claim(
+    txs: TxStore, redis: aioredis.Redis, keys: Keys
+) -> None:
+    await txs.remember_command(LANE, "cmd-order-17", b"earlier", now=T0)
+    begun = await _begin(txs, keys, _record())
+    assert (b"earlier", None, False) == (begun.prior_claim, begun.record, begun.created)
+    assert None is await txs.get(LANE, "order-17")
+    assert 0 == await redis.xlen(keys.events(LANE))
+    assert b"earlier" == await txs.recall_command(LANE, "cmd-order-17", now=T0)
+
+
+async def test_begin_forgets_a_claim_older_than_seven_days(txs: TxStore, keys: Keys) -> None:
+    await txs.remember_command(LANE, "cmd-order-17", b"old", now=T0 - dt.timedelta(days=8))
+    begun = await _begin(txs, keys, _record())
+    assert (None, True) == (begun.prior_claim, begun.created)
+    assert b"claim-1" == await txs.recall_command(LANE, "cmd-order-17", now=T0)
+
+
+async def test_begin_of_a_used_pos_ref_id_returns_that_record_and_publishes_nothing(
+    txs: TxStore, redis: aioredis.Redis, keys: Keys
+) -> None:
+    first = _record()
+    await _begin(txs, keys, first)
+    second = _record(command_id="cmd-other", amount_cents=999)
+    begun = await _begin(txs, keys, second, claim=b"claim-2")
+    assert (None, first, False) == (begun.prior_claim, begun.record, begun.created)
+    assert b"claim-2" == await txs.recall_command(LANE, "cmd-other", now=T0)  # claimed
+    assert 1 == await redis.xlen(keys.events(LANE))
+
+
+async def test_begin_publishes_only_to_a_stream_of_the_same_lane(txs: TxStore, keys: Keys) -> None:
+    other_lane = "0b9d5f7e-58d1-4c55-9a3b-0f0e4b7c2d11"
+    with pytest.raises(InternalError):
+        await txs.begin(
+            LANE,
+            _record(),
+            claim=b"c",
+            publish_to=keys.events(other_lane),
+            publish_fields=_accepted(),
+        )
+    assert None is await txs.get(LANE, "order-17")
+
+
+async def test_begin_fenced_out_writes_nothing(redis: aioredis.Redis, keys: Keys) -> None:
+    await redis.set(keys.lease(LANE), "5:other-host", px=60_000)
+    with pytest.raises(LeaseLost):
+        await _begin(TxStore(redis, keys, fencing_token=4), keys, _record())
+    assert None is await TxStore(redis, keys).get(LANE, "order-17")
+    assert 0 == await redis.xlen(keys.events(LANE))
 
 
 # --- the record itself -------------------------------------------------------------------------

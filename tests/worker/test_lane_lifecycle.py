@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from multipair.simulator import Simulator
+from multipair.worker.lane import HEARTBEAT_PERIOD_S, READ_BLOCK_MS
 from tests.simulator.helpers import KEYS, seed_paired_state
 from tests.worker.helpers import LaneRig, make_rig
 
@@ -85,3 +87,37 @@ async def test_a_second_sigterm_stops_at_once(rig: LaneRig) -> None:
     rig.process.proc.send_signal(signal.SIGTERM)
     assert 0 == await asyncio.wait_for(rig.process.wait_exit(), 10)
     assert [] == rig.events.of_type("transaction_completed", command_id=never)
+
+
+async def test_sigterm_on_an_idle_lane_stops_it_at_once_and_loses_no_command(
+    rig: LaneRig,
+) -> None:
+    await rig.process.start()
+    await rig.wait_state(status="paired_connected")
+    await asyncio.sleep(1.0)  # the lane now waits in its long blocking command read
+    assert rig.process.proc is not None
+    started = time.monotonic()
+    rig.process.proc.send_signal(signal.SIGTERM)  # and no command comes to wake the read
+    assert 0 == await rig.process.wait_exit()
+    # Well inside one read's block (READ_BLOCK_MS): the drain cut the read short.
+    assert time.monotonic() - started < READ_BLOCK_MS / 1000 / 2
+
+    # A command racing the stop is not lost: read and left pending, or not read yet.
+    await rig.process.start()
+    await rig.wait_state(status="paired_connected")
+    await asyncio.sleep(1.0)
+    rig.process.proc.send_signal(signal.SIGTERM)
+    racing = await rig.send({"type": "purchase", "pos_ref_id": "i-1", "amount_cents": 100})
+    assert 0 == await rig.process.wait_exit()
+    await rig.process.start()
+    assert "success" == (await rig.answer(racing))["result"]
+    await rig.wait_acknowledged()
+    assert 1 == len(rig.events.of_type("transaction_completed", command_id=racing))
+
+
+async def test_a_lane_whose_profile_is_removed_stops_at_its_next_heartbeat(rig: LaneRig) -> None:
+    await rig.process.start()
+    await rig.wait_state(status="paired_connected")
+    await rig.redis.delete(rig.keys.profile(rig.instance_id))
+    assert 0 == await rig.process.wait_exit(HEARTBEAT_PERIOD_S * 3)
+    assert "profile removed: stopping" in rig.process.logs()

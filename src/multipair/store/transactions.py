@@ -35,8 +35,16 @@ Rules this module keeps:
   older ones are pruned on each write and never recalled.
 - ``complete`` can append the outcome event to the lane's events stream in
   the same script, so an outcome is recorded and published together, once.
-- Not yet fenced by the lane lease: the lease format comes with the
-  supervisor; scripts will then take the lease key and token.
+- ``begin`` starts a new transaction in one script: the ``command_id`` claim,
+  the record and the event that accepts the command (one round trip, written
+  before anything goes to the terminal).
+- ``move_op`` and ``complete_op`` are the same changes as ``update_state``
+  and ``complete``, as ops of the lane's one write script
+  (``multipair.worker.writes``), so a lane applies a state move or an
+  outcome together with its other writes of the moment (events, state hash,
+  the command's ``XACK``) in one atomic, fenced step.
+- With a fencing token every script first checks the lane's lease still
+  carries it (``multipair.leases``).
 """
 
 from __future__ import annotations
@@ -68,6 +76,9 @@ from multipair.store._redis import as_text, redis_errors
 __all__ = [
     "DEFAULT_COMMAND_TTL",
     "DEFAULT_TX_RETENTION",
+    "TX_LUA",
+    "Begun",
+    "TxOp",
     "TxRecord",
     "TxState",
     "TxStore",
@@ -230,6 +241,64 @@ def _from_flat(reply: Sequence[Any]) -> TxRecord:
         raise InternalError(f"a stored transaction record is malformed: {exc!r}") from exc
 
 
+# Lua functions shared by TxStore's scripts and the lane's write script
+# (multipair.worker.writes), so a state move or an outcome means the same
+# thing wherever it is applied.
+#
+# tx_move(tx, state, updated_at, request_message_id or '', allowed previous states)
+#   -> 0 (no record) | 1, current state (move not allowed) | 2 (moved)
+# tx_complete(tx, txs_open, pos_ref_id, result, outcome, updated_at, ttl seconds (0 = keep))
+#   -> 0 (no record) | 1 (already completed: nothing written) | 2 (completed)
+# tx_publish(stream, maxlen or '', field/value...): XADD, trimmed when maxlen is given.
+# remember(cmds, cmds_at, command_id, reply, now_ms, prune_before_ms) -> pruned count
+TX_LUA: Final = """
+local function tx_move(tx, new, updated, msg_id, allowed)
+  local cur = redis.call('HGET', tx, 'state')
+  if not cur then return 0 end
+  if cur ~= new then
+    local ok = false
+    for _, s in ipairs(allowed) do
+      if s == cur then ok = true end
+    end
+    if not ok then return 1, cur end
+  end
+  redis.call('HSET', tx, 'state', new, 'updated_at', updated)
+  if msg_id ~= '' then redis.call('HSET', tx, 'request_message_id', msg_id) end
+  return 2
+end
+
+local function tx_complete(tx, open, pos_ref_id, result, outcome, updated, ttl)
+  local cur = redis.call('HGET', tx, 'state')
+  if not cur then return 0 end
+  if cur == 'completed' then return 1 end
+  redis.call('HSET', tx, 'state', 'completed', 'result', result, 'outcome', outcome,
+             'updated_at', updated)
+  redis.call('SREM', open, pos_ref_id)
+  if tonumber(ttl) > 0 then redis.call('EXPIRE', tx, ttl) end
+  return 2
+end
+
+local function tx_publish(stream, maxlen, ...)
+  if maxlen == '' then
+    redis.call('XADD', stream, '*', ...)
+  else
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', ...)
+  end
+end
+
+local function remember(cmds, cmds_at, command_id, reply, now_ms, prune_before_ms)
+  redis.call('HSET', cmds, command_id, reply)
+  redis.call('ZADD', cmds_at, now_ms, command_id)
+  local old = redis.call('ZRANGEBYSCORE', cmds_at, '-inf', '(' .. prune_before_ms,
+                         'LIMIT', 0, 256)
+  if #old > 0 then
+    redis.call('HDEL', cmds, unpack(old))
+    redis.call('ZREM', cmds_at, unpack(old))
+  end
+  return #old
+end
+"""
+
 # KEYS: tx, txs_open, txs. ARGV: pos_ref_id, created_ms, prune_before_ms, open (1/0), pairs...
 # Returns {created (1/0), HGETALL of the record as it is now}.
 _CREATE_IF_ABSENT: Final = """
@@ -245,55 +314,96 @@ return {1, redis.call('HGETALL', KEYS[1])}
 
 # KEYS: tx. ARGV: new state, updated_at, request_message_id or '', allowed previous states...
 # Returns {0, ''} when absent, {1, current} when not allowed, {2, HGETALL} when done.
-_UPDATE_STATE: Final = """
-local cur = redis.call('HGET', KEYS[1], 'state')
-if not cur then return {0, ''} end
-if cur ~= ARGV[1] then
-  local ok = false
-  for i = 4, #ARGV do
-    if ARGV[i] == cur then ok = true end
-  end
-  if not ok then return {1, cur} end
-end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'request_message_id', ARGV[3]) end
+_UPDATE_STATE: Final = (
+    TX_LUA
+    + """
+local code, cur = tx_move(KEYS[1], ARGV[1], ARGV[2], ARGV[3], {unpack(ARGV, 4)})
+if code == 0 then return {0, ''} end
+if code == 1 then return {1, cur} end
 return {2, redis.call('HGETALL', KEYS[1])}
 """
+)
 
 # KEYS: tx, txs_open[, events]. ARGV: result, outcome, updated_at, pos_ref_id, ttl seconds
 # (0 = keep), maxlen ('' = untrimmed), then the event entry's field/value pairs.
 # Returns {0, ''} when absent, {1, HGETALL} when already completed (nothing published),
 # {2, HGETALL} when done (and the event appended to KEYS[3] when given).
-_COMPLETE: Final = """
-local cur = redis.call('HGET', KEYS[1], 'state')
-if not cur then return {0, ''} end
-if cur == 'completed' then return {1, redis.call('HGETALL', KEYS[1])} end
-redis.call('HSET', KEYS[1], 'state', 'completed', 'result', ARGV[1], 'outcome', ARGV[2],
-           'updated_at', ARGV[3])
-redis.call('SREM', KEYS[2], ARGV[4])
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-if #KEYS == 3 then
-  if ARGV[6] == '' then
-    redis.call('XADD', KEYS[3], '*', unpack(ARGV, 7))
-  else
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 7))
-  end
-end
+_COMPLETE: Final = (
+    TX_LUA
+    + """
+local code = tx_complete(KEYS[1], KEYS[2], ARGV[4], ARGV[1], ARGV[2], ARGV[3], ARGV[5])
+if code == 0 then return {0, ''} end
+if code == 1 then return {1, redis.call('HGETALL', KEYS[1])} end
+if #KEYS == 3 then tx_publish(KEYS[3], ARGV[6], unpack(ARGV, 7)) end
 return {2, redis.call('HGETALL', KEYS[1])}
 """
+)
 
 # KEYS: cmds, cmds_at. ARGV: command_id, reply, now_ms, prune_before_ms. Returns pruned count.
-_REMEMBER: Final = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4], 'LIMIT', 0, 256)
-if #old > 0 then
-  redis.call('HDEL', KEYS[1], unpack(old))
-  redis.call('ZREM', KEYS[2], unpack(old))
-end
-return #old
+_REMEMBER: Final = (
+    TX_LUA
+    + """
+return remember(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
+)
+
+# The start of a new transaction, in one step: claim the command_id, create the
+# record, publish the event that accepts the command.
+# KEYS: cmds, cmds_at, tx, txs_open, txs, events.
+# ARGV: command_id, claim, now_ms, claims_prune_before_ms, pos_ref_id, created_ms,
+#       index_prune_before_ms, maxlen ('' = untrimmed), n (count of event args),
+#       the event's n field/value args, then the record's field/value pairs.
+# Returns {0, prior claim} when the command_id holds a live claim (nothing written),
+# {1, HGETALL} when the record already existed (claimed; no record, no event written),
+# {2} when the record was created and the event published.
+_BEGIN: Final = (
+    TX_LUA
+    + """
+local prior = redis.call('HGET', KEYS[1], ARGV[1])
+if prior then
+  local at = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if at and tonumber(at) >= tonumber(ARGV[4]) then return {0, prior} end
+end
+remember(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return {1, redis.call('HGETALL', KEYS[3])}
+end
+local n = tonumber(ARGV[9])
+redis.call('HSET', KEYS[3], unpack(ARGV, 10 + n))
+redis.call('SADD', KEYS[4], ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])
+tx_publish(KEYS[6], ARGV[8], unpack(ARGV, 10, 9 + n))
+return {2}
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TxOp:
+    """One record change for the lane's write script (``multipair.worker.writes``).
+
+    ``name`` is ``TXMOVE`` or ``TXDONE`` (the Lua functions of :data:`TX_LUA`),
+    ``keys`` the lane keys it names, ``args`` its arguments; ``what`` says what
+    it does, for the error raised when it is refused.
+    """
+
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[str | bytes, ...]
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class Begun:
+    """What :meth:`TxStore.begin` found and did."""
+
+    prior_claim: bytes | None
+    """The command_id already had a live claim (this one): nothing was written."""
+    record: TxRecord | None
+    """The record as stored (``None`` only with ``prior_claim``)."""
+    created: bool
+    """This call created the record and published the event."""
 
 
 class TxStore:
@@ -323,6 +433,7 @@ class TxStore:
         self._update = FencedScript(redis, _UPDATE_STATE, keys, fencing_token)
         self._complete = FencedScript(redis, _COMPLETE, keys, fencing_token)
         self._remember = FencedScript(redis, _REMEMBER, keys, fencing_token)
+        self._begin = FencedScript(redis, _BEGIN, keys, fencing_token)
 
     def __repr__(self) -> str:
         return f"TxStore(keys={self._keys!r}, retention={self._retention!r})"
@@ -335,16 +446,11 @@ class TxStore:
         """
         iid = validate_instance_id(instance_id)
         keys = self._keys
-        created_ms = _ms(record.created_at)
-        keep_index_ms = (
-            0
-            if self._retention is None
-            else created_ms - 2 * int(self._retention.total_seconds() * 1000)
-        )
+        created_ms, keep_index_ms = self._index_times(record)
         args: list[str | bytes] = [
             record.pos_ref_id,
-            str(created_ms),
-            str(keep_index_ms),
+            created_ms,
+            keep_index_ms,
             "0" if record.completed else "1",
             *_to_args(record),
         ]
@@ -354,6 +460,157 @@ class TxStore:
                 args=args,
             )
         return _from_flat(flat), bool(created)
+
+    def _index_times(self, record: TxRecord) -> tuple[str, str]:
+        """The record's score in ``txs`` and the score below which ``txs`` is pruned."""
+        created_ms = _ms(record.created_at)
+        keep_index_ms = (
+            0
+            if self._retention is None
+            else created_ms - 2 * int(self._retention.total_seconds() * 1000)
+        )
+        return str(created_ms), str(keep_index_ms)
+
+    def _claim_times(self, now: _dt.datetime | None) -> tuple[int, int]:
+        """Now, and the time before which a remembered reply is forgotten (ms)."""
+        now_ms = _ms(_now() if now is None else _utc_ms(now))
+        return now_ms, now_ms - int(self._command_ttl.total_seconds() * 1000)
+
+    async def begin(
+        self,
+        instance_id: str,
+        record: TxRecord,
+        *,
+        claim: bytes,
+        publish_to: str,
+        publish_fields: Mapping[str, bytes],
+        maxlen: int | None = None,
+        now: _dt.datetime | None = None,
+    ) -> Begun:
+        """Start a new transaction in one atomic step: claim, record, accept.
+
+        - When ``record.command_id`` holds a live claim (a repeat, or this
+          entry redelivered), nothing is written: the prior claim is returned
+          for the caller to judge, as :meth:`recall_command` would.
+        - Otherwise the claim is remembered (:meth:`remember_command`), then
+          the record is created unless its ``pos_ref_id`` has one
+          (:meth:`create_if_absent`): an existing record is returned with
+          ``created=False`` and nothing more is written.
+        - A created record is in flight (``txs_open``), indexed in ``txs``,
+          and the event (``publish_fields``, normally ``command_accepted``) is
+          appended to ``publish_to``, a stream of the same lane.
+        """
+        iid = validate_instance_id(instance_id)
+        if record.completed:
+            raise InternalError("begin creates records in flight only")
+        base = self._keys.lane_base(iid)
+        if not publish_to.startswith(base):  # one slot, one atomic script
+            raise InternalError(f"{publish_to!r} is not a key of lane {iid}")
+        if maxlen is not None and maxlen < 1:
+            raise InternalError("maxlen must be at least 1")
+        now_ms, cutoff = self._claim_times(now)
+        created_ms, keep_index_ms = self._index_times(record)
+        event_args = [item for pair in publish_fields.items() for item in pair]
+        keys = self._keys
+        with redis_errors():
+            reply = await self._begin(
+                keys=[
+                    keys.command_replies(iid),
+                    keys.command_times(iid),
+                    keys.tx(iid, record.pos_ref_id),
+                    keys.txs_open(iid),
+                    keys.txs(iid),
+                    publish_to,
+                ],
+                args=[
+                    record.command_id,
+                    claim,
+                    str(now_ms),
+                    str(cutoff),
+                    record.pos_ref_id,
+                    created_ms,
+                    keep_index_ms,
+                    "" if maxlen is None else str(maxlen),
+                    str(len(event_args)),
+                    *event_args,
+                    *_to_args(record),
+                ],
+            )
+        code = int(reply[0])
+        if code == 0:
+            prior = reply[1]
+            return Begun(
+                prior_claim=prior if isinstance(prior, bytes) else as_text(prior).encode(),
+                record=None,
+                created=False,
+            )
+        if code == 1:
+            return Begun(prior_claim=None, record=_from_flat(reply[1]), created=False)
+        return Begun(prior_claim=None, record=record, created=True)
+
+    def move_op(
+        self,
+        instance_id: str,
+        pos_ref_id: str,
+        state: TxState,
+        *,
+        request_message_id: str | None = None,
+        now: _dt.datetime | None = None,
+    ) -> TxOp:
+        """:meth:`update_state` as an op of a lane write batch (refused the same way)."""
+        iid = validate_instance_id(instance_id)
+        state = TxState(state)
+        if state is TxState.COMPLETED:
+            raise LocalProtocolError("complete a transaction record with TxStore.complete")
+        allowed_from = [s.value for s, targets in _ALLOWED.items() if state in targets]
+        moment = _now() if now is None else _utc_ms(now)
+        return TxOp(
+            name="TXMOVE",
+            keys=(self._keys.tx(iid, pos_ref_id),),
+            args=(state.value, format_time(moment), request_message_id or "", *allowed_from),
+            what=f"move transaction {pos_ref_id!r} of lane {iid} to {state.value}",
+        )
+
+    def complete_op(
+        self,
+        instance_id: str,
+        pos_ref_id: str,
+        *,
+        result: TxResult,
+        outcome: bytes,
+        publish_to: str,
+        publish_fields: Mapping[str, bytes],
+        maxlen: int | None = None,
+        now: _dt.datetime | None = None,
+    ) -> TxOp:
+        """:meth:`complete` with its event, as an op of a lane write batch.
+
+        The op records the outcome and appends the event only when the record
+        was not completed yet (the first outcome stands, published once); its
+        result is 2 when it did, 1 when the record was already completed.
+        """
+        iid = validate_instance_id(instance_id)
+        result = TxResult(result)
+        if not publish_to.startswith(self._keys.lane_base(iid)):
+            raise InternalError(f"{publish_to!r} is not a key of lane {iid}")
+        if maxlen is not None and maxlen < 1:
+            raise InternalError("maxlen must be at least 1")
+        moment = _now() if now is None else _utc_ms(now)
+        ttl = 0 if self._retention is None else int(self._retention.total_seconds())
+        return TxOp(
+            name="TXDONE",
+            keys=(self._keys.tx(iid, pos_ref_id), self._keys.txs_open(iid), publish_to),
+            args=(
+                result.value,
+                outcome,
+                format_time(moment),
+                pos_ref_id,
+                str(ttl),
+                "" if maxlen is None else str(maxlen),
+                *(item for pair in publish_fields.items() for item in pair),
+            ),
+            what=f"complete transaction {pos_ref_id!r} of lane {iid}",
+        )
 
     async def get(self, instance_id: str, pos_ref_id: str) -> TxRecord | None:
         """The record of ``pos_ref_id``, or ``None``."""
@@ -468,8 +725,7 @@ class TxStore:
     ) -> None:
         """Keep the JSON reply to ``command_id`` for ``command_ttl`` (a later call replaces it)."""
         iid = validate_instance_id(instance_id)
-        now_ms = _ms(_now() if now is None else _utc_ms(now))
-        cutoff = now_ms - int(self._command_ttl.total_seconds() * 1000)
+        now_ms, cutoff = self._claim_times(now)
         with redis_errors():
             await self._remember(
                 keys=[self._keys.command_replies(iid), self._keys.command_times(iid)],
@@ -481,8 +737,7 @@ class TxStore:
     ) -> bytes | None:
         """The reply remembered for ``command_id`` within ``command_ttl``, or ``None``."""
         iid = validate_instance_id(instance_id)
-        now_ms = _ms(_now() if now is None else _utc_ms(now))
-        cutoff = now_ms - int(self._command_ttl.total_seconds() * 1000)
+        _, cutoff = self._claim_times(now)
         with redis_errors():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hget(self._keys.command_replies(iid), command_id)

@@ -25,12 +25,15 @@ from multipair.logs import configure_logging, get_logger
 from multipair.redis_conn import connect
 from multipair.store.profiles import ProfileStore
 from multipair.store.transactions import TxStore
-from multipair.worker.lane import Lane, LaneDeps
+from multipair.worker.lane import READ_BLOCK_MARGIN_MS, READ_BLOCK_MS, Lane, LaneDeps
 
 log = get_logger("multipair.worker")
 
 EXIT_LEASE_LOST = 4
 """Exit code of a lane stopped because another host owns it now."""
+
+LANE_SOCKET_TIMEOUT_S = (READ_BLOCK_MS + READ_BLOCK_MARGIN_MS) / 1000
+"""The lane's Redis socket timeout: its blocking command read (10 s) plus a margin."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +61,9 @@ async def serve(instance_id: str, settings: Settings, *, fencing_token: int | No
     """
     if settings.redis_url is None:
         raise ConfigurationError("no Redis: set MULTIPAIR_REDIS_URL or pass --redis-url")
-    redis = await connect(settings.redis_url)  # a single server or any cluster node
+    # A single server or any cluster node. The socket timeout leaves room for the
+    # lane's long blocking command read (redis-py's default, 5 s, would cut it).
+    redis = await connect(settings.redis_url, socket_timeout=LANE_SOCKET_TIMEOUT_S)
     keys = bs.Keys(settings.prefix)
     deps = LaneDeps(
         redis=redis,

@@ -5,20 +5,30 @@ The lane is the I/O shell around a :class:`~multipair.spi.pos.PosSession`
 frames out, arms one timer at the session's deadline, and owns its tasks in
 one ``asyncio.TaskGroup``. Every call into the session happens under one lock
 and is followed by :meth:`Lane._flush`, which handles the session's events
-*before* sending its frames. That order is what makes the guarantees hold:
+*before* sending its frames: each round of events becomes one fenced write
+(:mod:`multipair.worker.writes`: state hash, events, record moves, outcome,
+acknowledgement), applied before the round's frames go out, and only then
+are the tasks waiting on those events woken. That order is what makes the
+guarantees hold:
 
 - **Before send.** A transaction's record is created (``requested``) before
-  the session is asked to start it, and moved to ``sent`` while handling
-  ``TransactionRequestSent`` — before the frame is written. After a crash,
-  ``requested`` means "never left this process": the request is sent for the
-  first time; ``sent`` means "may have reached the terminal": the lane asks
-  the terminal (``get_transaction``) and never sends it again.
+  the session is asked to start it (for a new transaction on a ready lane,
+  in one script with the ``command_id`` claim and ``command_accepted``:
+  :meth:`TxStore.begin`), and moved to ``sent`` in the write of the round
+  that holds ``TransactionRequestSent`` — before the frame is written. After
+  a crash, ``requested`` means "never left this process": the request is
+  sent for the first time; ``sent`` means "may have reached the terminal":
+  the lane asks the terminal (``get_transaction``) and never sends it again.
 - **Persist before use.** Rolled keys are written (encrypted) before the reply
   that uses them leaves (§5.7).
-- **Recorded, published, then acknowledged.** The outcome is stored and its
-  ``transaction_completed`` event appended in one atomic step; only then is
-  the command's stream entry ``XACK``ed. A crash between the two leaves the
-  entry pending: on restart it is found completed and simply acknowledged.
+- **Recorded, published and acknowledged together.** The outcome is stored,
+  its ``transaction_completed`` event appended and the command's stream
+  entry ``XACK``ed in one atomic, fenced step. A crash before it leaves the
+  entry pending and the record open: on restart the outcome is recovered
+  from the terminal.
+- **In memory, one writer.** While the lane holds its lease it is the only
+  writer of its records, so the running transaction's record is kept in
+  memory (created or loaded once) rather than read back at every step.
 - **Order.** Transaction commands run one at a time in stream order (a FIFO
   fed by the consumer); control commands act at once.
 - **Bad input.** A malformed command is answered with ``command_rejected``,
@@ -42,6 +52,7 @@ from typing import Any, Final
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -65,9 +76,9 @@ from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.transactions import TxRecord, TxState, TxStore
 from multipair.worker.link import AddressBook, client_ssl_context, resolve_device_address
 from multipair.worker.retry import ReconnectPolicy, is_retryable, reconnect_delays
-from multipair.worker.writes import LaneWriter, WriteBatch
+from multipair.worker.writes import LaneWriter, TxResultCode, WriteBatch
 
-__all__ = ["Lane", "LaneDeps"]
+__all__ = ["READ_BLOCK_MARGIN_MS", "READ_BLOCK_MS", "Lane", "LaneDeps", "read_block_ms"]
 
 
 class _Stopping(Exception):
@@ -93,7 +104,10 @@ log = get_logger(__name__)
 HEARTBEAT_PERIOD_S: Final = 2.0
 TERMINAL_ANSWER_TIMEOUT_S: Final = 15.0
 PAIRING_TIMEOUT_S: Final = 180.0
-READ_BLOCK_MS: Final = 1000
+READ_BLOCK_MS: Final = 10_000
+"""How long one read of new commands blocks; a drain or stop cuts it short."""
+READ_BLOCK_MARGIN_MS: Final = 2_000
+"""A blocking read ends this long before the client's socket timeout would fire."""
 READ_COUNT: Final = 64
 CLOSE_TIMEOUT_S: Final = 2.0
 DEAD_LETTER_MAXLEN: Final = 10_000
@@ -135,6 +149,25 @@ class _Entry:
 
     entry_id: str
     command: bs.Command
+    acked: bool = False
+    """Acknowledged already (with the outcome, in the same write)."""
+
+
+@dataclass(slots=True)
+class _Writes:
+    """What one round of session events writes, and what it wakes once that is written.
+
+    The round's writes go to Redis as one fenced script before any of the
+    round's frames go to the terminal; only then are the waiters woken
+    (``after``), so nobody acts on an outcome or an answer before it is
+    stored. A handler that must write elsewhere first (secrets, in the
+    profile) commits what is pending before it, keeping the order.
+    """
+
+    batch: WriteBatch = field(default_factory=WriteBatch)
+    after: list[Callable[[], None]] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)
+    """The results of the last commit, by op index (read by ``after`` callbacks)."""
 
 
 class Lane:
@@ -159,6 +192,7 @@ class Lane:
         # Futures the runner or a control command waits on.
         self._tx_done: asyncio.Future[spi.TransactionCompleted] | None = None
         self._tx_entry: _Entry | None = None
+        self._record: TxRecord | None = None  # the running transaction's record
         self._pairing_done: asyncio.Future[spi.PairingFinished] | None = None
         self._answers: dict[str, asyncio.Future[Any]] = {}
         self._writer = LaneWriter(self.redis, self.keys, self.instance_id, deps.fencing_token)
@@ -198,13 +232,17 @@ class Lane:
             await self._publish(
                 bs.LaneStarted, host=deps.settings.host_id, pid=os.getpid(), restarts=0
             )
-        await self._write_state(
-            pid=str(os.getpid()),
-            host=deps.settings.host_id,
-            started_at=_iso_now(),
-            last_error="",
+        start = WriteBatch().hset(
+            self.keys.state(self.instance_id),
+            {
+                "pid": str(os.getpid()),
+                "host": deps.settings.host_id,
+                "started_at": _iso_now(),
+                "last_error": "",
+            },
         )
-        await self._publish_status()
+        self._add_status(start)
+        await self._writer.apply(start)
         log.info("lane started", paired=secrets is not None, pos_id=profile.pos_id)
         reason = "stopped"
         try:
@@ -279,8 +317,10 @@ class Lane:
         session = self.session
         while True:
             events = session.events_received()
+            writes = _Writes()
             for event in events:
-                await self._on_session_event(event)
+                await self._on_session_event(event, writes)
+            await self._commit(writes)  # stored before any frame of this round leaves
             frames = session.data_to_send()
             ws = self._ws
             for frame in frames:
@@ -422,12 +462,12 @@ class Lane:
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopped.is_set():
-            if not await self.redis.exists(self.keys.profile(self.instance_id)):
+            # One round trip: checks the profile, then (fenced) writes heartbeat_at.
+            if not await self._writer.heartbeat(_iso_now()):
                 # The lane was removed: nothing to serve, and nothing to write.
                 log.warning("profile removed: stopping")
                 self.stop_now()
                 return
-            await self._write_state(heartbeat_at=_iso_now())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(HEARTBEAT_PERIOD_S):
                     await self._stopped.wait()
@@ -436,14 +476,34 @@ class Lane:
     # Session events -> Redis
     # ------------------------------------------------------------------
 
-    async def _on_session_event(self, event: spi.PosSessionEvent) -> None:
+    async def _commit(self, writes: _Writes) -> None:
+        """Apply the pending writes in one step, then run what waited for them."""
+        batch, after = writes.batch, writes.after
+        writes.batch, writes.after = WriteBatch(), []
+        writes.results = await self._writer.apply(batch)
+        for wake in after:
+            wake()
+
+    def _add_event(self, batch: WriteBatch, cls: type[bs.Event], **fields: Any) -> None:
+        self._add(batch, self._event(cls, **fields))
+
+    def _add(self, batch: WriteBatch, event: bs.Event) -> None:
+        batch.xadd(
+            self.keys.events(self.instance_id),
+            bs.encode_event(event),
+            maxlen=self.deps.settings.events_maxlen,
+        )
+
+    async def _on_session_event(self, event: spi.PosSessionEvent, writes: _Writes) -> None:
         iid = self.instance_id
         deps = self.deps
+        batch = writes.batch
         match event:
             case spi.StatusChanged():
-                await self._publish_status()
+                self._add_status(batch)
             case spi.PairingProgress():
-                await self._publish(
+                self._add_event(
+                    batch,
                     bs.Pairing,
                     command_id=self._command_id(),
                     state=(
@@ -457,15 +517,18 @@ class Lane:
                     detail=event.message,
                 )
             case spi.PairingFinished():
-                await self._publish(
+                self._add_event(
+                    batch,
                     bs.Pairing,
                     command_id=self._command_id(),
                     state=_pairing_end(event).value,
                     detail=event.message,
                 )
-                if self._pairing_done is not None and not self._pairing_done.done():
-                    self._pairing_done.set_result(event)
+                done = self._pairing_done
+                if done is not None:
+                    writes.after.append(lambda: _settle(done, event))
             case spi.SecretsChanged():
+                await self._commit(writes)  # keep the order of writes
                 await deps.profiles.save_secrets(iid, event.secrets, previous=event.previous)
                 log.info(
                     "secrets persisted",
@@ -476,15 +539,19 @@ class Lane:
                     failpoints.hit("lane.after_roll_persisted")
                     self.session.secrets_persisted()
             case spi.TransactionRequestSent():
-                # Written before the frame leaves (_flush sends after events).
+                # Written before the frame leaves (_flush commits, then sends).
                 failpoints.hit("lane.before_send")
                 self._sent_in_flush = True
                 if await self._has_record(event.pos_ref_id):
-                    await deps.txs.update_state(
-                        iid, event.pos_ref_id, TxState.SENT, request_message_id=event.message_id
+                    batch.tx(
+                        deps.txs.move_op(
+                            iid, event.pos_ref_id, TxState.SENT, request_message_id=event.message_id
+                        )
                     )
+                    self._note_state(event.pos_ref_id, TxState.SENT)
             case spi.TransactionUpdate():
-                await self._publish(
+                self._add_event(
+                    batch,
                     bs.TransactionUpdate,
                     command_id=self._command_id(),
                     pos_ref_id=event.pos_ref_id,
@@ -495,18 +562,23 @@ class Lane:
                 )
             case spi.SignatureRequired():
                 if await self._has_record(event.pos_ref_id):
-                    await deps.txs.update_state(iid, event.pos_ref_id, TxState.AWAITING_SIGNATURE)
-                await self._publish(
+                    batch.tx(deps.txs.move_op(iid, event.pos_ref_id, TxState.AWAITING_SIGNATURE))
+                    self._note_state(event.pos_ref_id, TxState.AWAITING_SIGNATURE)
+                self._add_event(
+                    batch,
                     bs.SignatureRequired,
                     command_id=self._command_id(),
                     pos_ref_id=event.pos_ref_id,
                     merchant_receipt=event.merchant_receipt,
                 )
-                failpoints.hit("lane.awaiting_signature")
+                # Dies once the state and the event are stored, as it always did.
+                writes.after.append(lambda: failpoints.hit("lane.awaiting_signature"))
             case spi.AuthCodeRequired():
                 if await self._has_record(event.pos_ref_id):
-                    await deps.txs.update_state(iid, event.pos_ref_id, TxState.AWAITING_AUTH_CODE)
-                await self._publish(
+                    batch.tx(deps.txs.move_op(iid, event.pos_ref_id, TxState.AWAITING_AUTH_CODE))
+                    self._note_state(event.pos_ref_id, TxState.AWAITING_AUTH_CODE)
+                self._add_event(
+                    batch,
                     bs.AuthCodeRequired,
                     command_id=self._command_id(),
                     pos_ref_id=event.pos_ref_id,
@@ -514,24 +586,28 @@ class Lane:
                     merchant_id=event.merchant_id,
                 )
             case spi.CancelFailed():
-                await self._publish(
+                self._add_event(
+                    batch,
                     bs.TransactionUpdate,
                     command_id=self._command_id(),
                     pos_ref_id=event.pos_ref_id,
                     display_text=f"cancel refused: {event.error_reason}",
                 )
             case spi.TransactionCompleted():
-                await self._record_outcome(event)
+                await self._record_outcome(event, writes)
             case spi.TransactionLookupResult():
-                self._resolve(f"gt:{event.pos_ref_id}", event)
+                key = f"gt:{event.pos_ref_id}"
+                writes.after.append(lambda: self._resolve(key, event))
             case spi.LastTransactionResult():
-                self._resolve("glt", event)
+                writes.after.append(lambda: self._resolve("glt", event))
             case spi.TerminalAnswer():
-                await self._on_terminal_answer(event)
+                self._on_terminal_answer(event, writes)
             case spi.PosSpiTokenReceived():
+                await self._commit(writes)  # keep the order of writes
                 await deps.profiles.save_spi_token(iid, event.token)
             case spi.TerminalErrorReceived():
-                await self._publish(
+                self._add_event(
+                    batch,
                     bs.Error,
                     command_id=self._command_id(),
                     reason=event.error_reason or "terminal_error",
@@ -542,80 +618,127 @@ class Lane:
                 log.warning(
                     "terminal frame rejected", reason=str(event.reason), detail=event.detail
                 )
-                await self._writer.apply(
-                    WriteBatch().hincrby(self.keys.state(iid), "frames_rejected")
-                )
+                batch.hincrby(self.keys.state(iid), "frames_rejected")
             case spi.IgnoredMessage():
                 log.info("terminal message ignored", terminal_event=event.event, why=event.reason)
             case spi.CloseConnection():
                 log.info("closing terminal connection", why=event.reason)
                 self._close_requested = True
 
-    async def _on_terminal_answer(self, event: spi.TerminalAnswer) -> None:
+    def _on_terminal_answer(self, event: spi.TerminalAnswer, writes: _Writes) -> None:
         answer = event.answer
         match answer:
             case m.TerminalStatus():
-                self._resolve("status", answer)
+                writes.after.append(lambda: self._resolve("status", answer))
             case m.TerminalConfiguration():
-                self._resolve("configuration", answer)
+                writes.after.append(lambda: self._resolve("configuration", answer))
             case m.PrintResponse():
-                self._resolve("print", answer)
+                writes.after.append(lambda: self._resolve("print", answer))
             case m.BatteryLevelChanged():
                 if answer.battery_level is not None:
-                    await self._publish(bs.Battery, battery_level=answer.battery_level)
+                    self._add_event(writes.batch, bs.Battery, battery_level=answer.battery_level)
             case m.SetPosInfoResponse():
                 log.info("terminal took POS info", success=answer.success)
 
     def _resolve(self, key: str, value: object) -> None:
         future = self._answers.pop(key, None)
-        if future is not None and not future.done():
-            future.set_result(value)
+        if future is not None:
+            _settle(future, value)
 
     async def _has_record(self, pos_ref_id: str) -> bool:
+        return await self._record_of(pos_ref_id) is not None
+
+    async def _record_of(self, pos_ref_id: str) -> TxRecord | None:
+        """The record of the running transaction: kept in memory, read only when not known.
+
+        While this process holds the lane's lease it is the records' only
+        writer, so the record it created or loaded is the record; only the
+        fields that never change after creation (ids, type, amounts) and
+        whether it exists are used from it.
+        """
         # Settlement has no pos_ref_id (§7.14) and never a record.
         if not pos_ref_id:
-            return False
-        return await self.deps.txs.get(self.instance_id, pos_ref_id) is not None
+            return None
+        record = self._record
+        if record is not None and record.pos_ref_id == pos_ref_id:
+            return record
+        record = await self.deps.txs.get(self.instance_id, pos_ref_id)
+        if record is not None:
+            self._record = record
+        return record
+
+    def _note_state(
+        self, pos_ref_id: str, state: TxState, result: bs.TxResult | None = None
+    ) -> None:
+        record = self._record
+        if record is not None and record.pos_ref_id == pos_ref_id and not record.completed:
+            self._record = dataclasses.replace(record, state=state, result=result)
 
     def _command_id(self) -> str | None:
         entry = self._tx_entry
         return entry.command.command_id if entry is not None else None
 
-    async def _record_outcome(self, done: spi.TransactionCompleted) -> None:
-        """Store the outcome and publish it atomically, then wake whoever waits."""
+    async def _record_outcome(self, done: spi.TransactionCompleted, writes: _Writes) -> None:
+        """Store the outcome, publish it and acknowledge its command in one step; then wake.
+
+        The acknowledgement joins the outcome's write when the running
+        command is the one that completed, so the runner does not send it
+        again; otherwise (a recovered orphan) there is nothing to acknowledge.
+        """
         failpoints.hit("lane.before_outcome_published")
         iid = self.instance_id
+        batch = writes.batch
         entry = self._tx_entry
         command_id = entry.command.command_id if entry is not None else None
-        record = await self.deps.txs.get(iid, done.pos_ref_id) if done.pos_ref_id else None
+        record = await self._record_of(done.pos_ref_id)
         if record is not None and command_id is None:
             command_id = record.command_id
         if done.tx_type in (m.TxType.SETTLE, m.TxType.SETTLEMENT_ENQUIRY):
             outcome_event: bs.Event = _settlement_event(iid, command_id, done)
         else:
             outcome_event = _completed_event(iid, command_id, done, record)
+        slot: int | None = None
         if record is not None:
-            _, first = await self.deps.txs.complete(
-                iid,
-                done.pos_ref_id,
-                result=bs.TxResult(str(done.outcome)),
-                outcome=bs.event_to_json(outcome_event),
-                publish_to=self.keys.events(iid),
-                publish_fields=bs.encode_event(outcome_event),
-                maxlen=self.deps.settings.events_maxlen,
+            slot = batch.tx(
+                self.deps.txs.complete_op(
+                    iid,
+                    done.pos_ref_id,
+                    result=bs.TxResult(str(done.outcome)),
+                    outcome=bs.event_to_json(outcome_event),
+                    publish_to=self.keys.events(iid),
+                    publish_fields=bs.encode_event(outcome_event),
+                    maxlen=self.deps.settings.events_maxlen,
+                )
             )
-            if not first:
-                log.warning("outcome already recorded; not published again")
+            self._note_state(done.pos_ref_id, TxState.COMPLETED, bs.TxResult(str(done.outcome)))
         else:
-            await self._publish_event(outcome_event)
-        log.info(
-            "transaction completed",
-            pos_ref_id=done.pos_ref_id,
-            result=str(done.outcome),
-            recovered=done.recovered,
+            self._add(batch, outcome_event)
+        tx_done = self._tx_done
+        acked = (
+            entry
+            if entry is not None
+            and tx_done is not None
+            and (getattr(entry.command, "pos_ref_id", None) or "") == done.pos_ref_id
+            else None
         )
-        if self._tx_done is not None and not self._tx_done.done():
-            self._tx_done.set_result(done)
+        if acked is not None:
+            batch.xack(self.keys.commands(iid), acked.entry_id)
+
+        def wake() -> None:
+            if slot is not None and writes.results[slot] == TxResultCode.ALREADY_COMPLETED:
+                log.warning("outcome already recorded; not published again")
+            log.info(
+                "transaction completed",
+                pos_ref_id=done.pos_ref_id,
+                result=str(done.outcome),
+                recovered=done.recovered,
+            )
+            if acked is not None:
+                acked.acked = True
+            if tx_done is not None:
+                _settle(tx_done, done)
+
+        writes.after.append(wake)
 
     # ------------------------------------------------------------------
     # Commands in
@@ -635,9 +758,36 @@ class Lane:
         stream = self.keys.commands(self.instance_id)
         backlog_commands = await self._claim_backlog(stream)
         await self._queue_orphans(backlog_commands)
+        block = read_block_ms(self.redis)
         while not self._draining.is_set():
-            for entry_id, fields in await self._read(stream, ">", block=READ_BLOCK_MS):
+            for entry_id, fields in await self._read_unless_draining(stream, block):
                 await self._dispatch(entry_id, fields)
+
+    async def _read_unless_draining(
+        self, stream: str, block: int
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """A long blocking read of new entries that a drain (or stop) cuts short at once.
+
+        A read cancelled by the drain may have had entries delivered to it:
+        they stay pending in the group under this consumer, and the next
+        process of the lane claims them (:meth:`_claim_backlog`), so nothing
+        is lost. redis-py closes a connection whose command is cancelled, so
+        no later command reads the cancelled command's reply.
+        """
+        read = asyncio.ensure_future(self._read(stream, ">", block=block))
+        drain = asyncio.ensure_future(self._draining.wait())
+        try:
+            await asyncio.wait((read, drain), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drain.cancel()
+            if not read.done():
+                read.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+            # Wait for the read to end; its error, if any, is raised below.
+            await asyncio.wait((read,))
+        if read.cancelled():
+            return []
+        return read.result()
 
     async def _claim_backlog(self, stream: str) -> set[str]:
         """Take over every entry left pending by an earlier process of this lane.
@@ -894,12 +1044,17 @@ class Lane:
             )
         finally:
             self._tx_entry = None
+            self._record = None
             structlog.contextvars.unbind_contextvars("command_id", "pos_ref_id")
 
     async def _run_transaction_command(self, entry: _Entry) -> None:
         command = entry.command
         if self._expired(command):
             raise CommandError(bs.Reason.EXPIRED, "the command expired before it could run")
+        has_record = command.records_tx and getattr(command, "pos_ref_id", None)
+        if command.type in _TX_TYPES and has_record:
+            await self._run_money(entry, claimed=False)  # claims in its first write
+            return
         await self._claim_command_id(entry)
         session = self.session
         match command:
@@ -940,7 +1095,7 @@ class Lane:
                 )
                 await self._answer(entry, _print_event(self._event_base(command), key, answer))
             case _ if command.type in _TX_TYPES:
-                await self._run_money(entry)
+                await self._run_money(entry, claimed=True)
             case _:
                 raise LocalProtocolError(f"{command.type} is not supported by this lane yet")
 
@@ -970,12 +1125,18 @@ class Lane:
         log.info("pairing finished", success=finished.success)
         await self._ack(entry)
 
-    async def _run_money(self, entry: _Entry) -> None:
+    async def _run_money(self, entry: _Entry, *, claimed: bool) -> None:
         """A transaction with a record: idempotent by command_id and pos_ref_id.
 
         Everything that could refuse the command is checked before the record
         is written, so a refused command never leaves a record that would block
         its pos_ref_id.
+
+        The common case, a new transaction on a ready, idle lane, takes one
+        write before the request goes out (:meth:`TxStore.begin`: the
+        command_id claim, the record and ``command_accepted``). Anything else
+        (a repeated command_id or pos_ref_id, a redelivery, a terminal not
+        ready) takes the step-by-step path, which reads the record first.
         """
         command = entry.command
         iid = self.instance_id
@@ -983,25 +1144,46 @@ class Lane:
         pos_ref_id: str | None = getattr(command, "pos_ref_id", None)
         if pos_ref_id:
             structlog.contextvars.bind_contextvars(pos_ref_id=pos_ref_id)
-        request = _spi_request(command, self._profile)  # InvalidRequest: refused here
-        resume = False
-        if self.session.status is not spi.SpiStatus.UNPAIRED:
-            record_now = (
-                await self.deps.txs.get(iid, pos_ref_id)
-                if command.records_tx and pos_ref_id
-                else None
+        try:
+            request = _spi_request(command, self._profile)  # InvalidRequest: refused here
+        except LocalProtocolError:
+            if not claimed:  # the claim comes first: a reused command_id is refused as such
+                await self._claim_command_id(entry)
+            raise
+        record: TxRecord | None = None
+        created = False
+        if not claimed and self._can_start_now():
+            assert pos_ref_id is not None
+            begun = await self.deps.txs.begin(
+                iid,
+                _new_record(command, pos_ref_id),
+                claim=self._claim(entry),
+                publish_to=self.keys.events(iid),
+                publish_fields=bs.encode_event(self._accepted(command)),
+                maxlen=self.deps.settings.events_maxlen,
             )
-            if record_now is None or record_now.state is TxState.REQUESTED:
-                await self._wait_for_terminal(command)
-        if command.records_tx and pos_ref_id:
-            record = await self.deps.txs.get(iid, pos_ref_id)
-            if record is None:
-                self._require_idle()
-                record, created = await self.deps.txs.create_if_absent(
-                    iid, _new_record(command, pos_ref_id)
-                )
+            if begun.prior_claim is not None:
+                self._judge_prior_claim(entry, begun.prior_claim)  # refuses a reuse
             else:
-                created = False
+                record, created = begun.record, begun.created
+            claimed = True
+        if not claimed:
+            await self._claim_command_id(entry)
+        resume = False
+        if created:
+            pass  # recorded and accepted in one write
+        elif command.records_tx and pos_ref_id:
+            if record is None:
+                if self.session.status is not spi.SpiStatus.UNPAIRED:
+                    record_now = await self.deps.txs.get(iid, pos_ref_id)
+                    if record_now is None or record_now.state is TxState.REQUESTED:
+                        await self._wait_for_terminal(command)
+                record = await self.deps.txs.get(iid, pos_ref_id)
+                if record is None:
+                    self._require_idle()
+                    record, created = await self.deps.txs.create_if_absent(
+                        iid, _new_record(command, pos_ref_id)
+                    )
             if not created:
                 if record.command_id != command.command_id:
                     raise CommandError(
@@ -1018,8 +1200,12 @@ class Lane:
                 resume = record.state is not TxState.REQUESTED
                 if not resume:
                     self._require_idle()
+            created = False  # accepted below, as before
         else:
+            if self.session.status is not spi.SpiStatus.UNPAIRED:
+                await self._wait_for_terminal(command)
             self._require_idle()
+        self._record = record
         self._tx_done = asyncio.get_running_loop().create_future()
         self._tx_entry = entry
         if resume:
@@ -1027,13 +1213,24 @@ class Lane:
             log.info("resuming an in-flight transaction from the terminal")
             await self._step(lambda now: self.session.recover(pos_ref_id, tx_type, now))
         else:
-            await self._publish_event(self._accepted(command))
+            if not created:
+                await self._publish_event(self._accepted(command))
             await self._step(lambda now: self.session.start_transaction(request, now))
         try:
             await self._until_stopped(self._tx_done)
         finally:
             self._tx_done = None
-        await self._ack(entry)
+        if not entry.acked:  # normally acknowledged with the outcome, in one write
+            await self._ack(entry)
+
+    def _can_start_now(self) -> bool:
+        """A new transaction would go out at once: linked, ready, paired, idle."""
+        session = self.session
+        return (
+            session.ready
+            and session.status is not spi.SpiStatus.UNPAIRED
+            and session.flow is spi.SpiFlow.IDLE
+        )
 
     def _answer_from_record(self, command: bs.Command, record: TxRecord) -> bs.Event:
         published = record.outcome_event()
@@ -1067,28 +1264,43 @@ class Lane:
         record instead, in :meth:`_run_money`).
         """
         command = entry.command
-        pos_ref_id = getattr(command, "pos_ref_id", None)
-        claim = orjson.dumps(
-            {"type": command.type, "pos_ref_id": pos_ref_id, "entry_id": entry.entry_id}
-        )
         prior_raw = await self.deps.txs.recall_command(self.instance_id, command.command_id)
         if prior_raw is not None:
-            prior = orjson.loads(prior_raw)
-            if prior.get("entry_id") == entry.entry_id:
-                return  # redelivered after a crash: run it again
-            same_money = (
-                command.records_tx
-                and prior.get("type") == command.type
-                and prior.get("pos_ref_id") == pos_ref_id
-            )
-            if not same_money:
-                raise CommandError(
-                    bs.Reason.DUPLICATE_COMMAND_ID,
-                    f"command_id {command.command_id!r} was already used by "
-                    f"{prior.get('type')} {prior.get('pos_ref_id') or ''}".rstrip(),
-                )
+            self._judge_prior_claim(entry, prior_raw)
             return
-        await self.deps.txs.remember_command(self.instance_id, command.command_id, claim)
+        await self.deps.txs.remember_command(
+            self.instance_id, command.command_id, self._claim(entry)
+        )
+
+    @staticmethod
+    def _claim(entry: _Entry) -> bytes:
+        command = entry.command
+        return orjson.dumps(
+            {
+                "type": command.type,
+                "pos_ref_id": getattr(command, "pos_ref_id", None),
+                "entry_id": entry.entry_id,
+            }
+        )
+
+    @staticmethod
+    def _judge_prior_claim(entry: _Entry, prior_raw: bytes) -> None:
+        """A command_id claimed before: go on (same entry, or same money command) or refuse."""
+        command = entry.command
+        prior = orjson.loads(prior_raw)
+        if prior.get("entry_id") == entry.entry_id:
+            return  # redelivered after a crash: run it again
+        same_money = (
+            command.records_tx
+            and prior.get("type") == command.type
+            and prior.get("pos_ref_id") == getattr(command, "pos_ref_id", None)
+        )
+        if not same_money:
+            raise CommandError(
+                bs.Reason.DUPLICATE_COMMAND_ID,
+                f"command_id {command.command_id!r} was already used by "
+                f"{prior.get('type')} {prior.get('pos_ref_id') or ''}".rstrip(),
+            )
 
     async def _wait_for_terminal(self, command: bs.Command) -> None:
         """A new transaction goes out only over a live link: wait a bounded time for one.
@@ -1127,6 +1339,7 @@ class Lane:
         if tx_type is None or self.session.status is spi.SpiStatus.UNPAIRED:
             log.error("cannot recover transaction", tx_type=record.tx_type)
             return
+        self._record = record
         self._tx_done = asyncio.get_running_loop().create_future()
         try:
             await self._step(lambda now: self.session.recover(record.pos_ref_id, tx_type, now))
@@ -1158,10 +1371,12 @@ class Lane:
     async def _publish_event(self, event: bs.Event) -> None:
         await self._writer.apply(self._event_batch(event))
 
-    async def _publish_status(self) -> None:
+    def _add_status(self, batch: WriteBatch) -> None:
+        """The state hash's status and flow, and the ``status_changed`` event."""
         session = self.session
-        await self._write_state(status=str(session.status), flow=str(session.flow))
-        await self._publish(bs.StatusChanged, status=str(session.status), flow=str(session.flow))
+        status, flow = str(session.status), str(session.flow)
+        batch.hset(self.keys.state(self.instance_id), {"status": status, "flow": flow})
+        self._add_event(batch, bs.StatusChanged, status=status, flow=flow)
 
     async def _write_state(self, **fields: str) -> None:
         await self._writer.apply(WriteBatch().hset(self.keys.state(self.instance_id), fields))
@@ -1170,6 +1385,38 @@ class Lane:
 # --------------------------------------------------------------------------
 # Pure helpers: commands -> SPI requests, session outcomes -> events
 # --------------------------------------------------------------------------
+
+
+def _settle(future: asyncio.Future[Any], value: object) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def read_block_ms(redis: Redis) -> int:
+    """:data:`READ_BLOCK_MS`, shortened to end before ``redis``'s socket timeout.
+
+    redis-py reads a blocking command's reply under the client's
+    ``socket_timeout`` (5 s by default in redis-py 8): a longer block would
+    raise ``TimeoutError`` and drop the connection. The lane worker builds its
+    client with a timeout that fits the full block; any other client still
+    works, with shorter blocks.
+    """
+    kwargs: Any = getattr(redis, "connection_kwargs", None)  # RedisCluster
+    if kwargs is None:
+        kwargs = redis.connection_pool.connection_kwargs
+    # Not given: the connection's own default applies (an unconnected one reads it).
+    timeout = (
+        kwargs["socket_timeout"] if "socket_timeout" in kwargs else Connection().socket_timeout
+    )
+    if timeout is None:
+        return READ_BLOCK_MS
+    timeout_ms = int(float(timeout) * 1000)
+    fits = (
+        timeout_ms - READ_BLOCK_MARGIN_MS
+        if timeout_ms > 2 * READ_BLOCK_MARGIN_MS
+        else timeout_ms // 2
+    )
+    return max(1, min(READ_BLOCK_MS, fits))  # BLOCK 0 would mean "for ever"
 
 
 def _pairing_end(event: spi.PairingFinished) -> bs.PairingState:

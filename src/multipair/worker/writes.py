@@ -1,17 +1,32 @@
 """Every write a lane makes to Redis, atomic and fenced (DESIGN.md "One owner").
 
 A lane's writes that matter (state hash, events, acknowledgements, dead
-letters) go through one Lua script that runs a short list of whitelisted
-commands on the lane's keys in one step. With a fencing token the script
-first checks the lane's lease still carries that token, so a lane process
-that outlived its lease (frozen, cut off) cannot write after its successor
-started: its write raises :class:`~multipair.leases.LeaseLost` and the lane
-stops. Without a token (a worker run by hand for debugging) the same script
-runs unfenced.
+letters, transaction record moves and outcomes) go through one Lua script
+that runs a short list of whitelisted ops on the lane's keys in one step.
+With a fencing token the script first checks the lane's lease still carries
+that token, so a lane process that outlived its lease (frozen, cut off)
+cannot write after its successor started: its write raises
+:class:`~multipair.leases.LeaseLost` and the lane stops. Without a token (a
+worker run by hand for debugging) the same script runs unfenced.
+
+Besides plain commands (``HSET``, ``HINCRBY``, ``XADD``, ``XACK``) a batch
+may carry transaction record ops built by
+:class:`~multipair.store.transactions.TxStore` (``TXMOVE``: a state move,
+``TXDONE``: the outcome with its event), run by the same Lua functions as
+the store's own scripts. A refused ``TXMOVE`` (no record, a move the state
+table forbids) or a ``TXDONE`` of a missing record stops the batch there:
+the ops after it are not applied, and :meth:`LaneWriter.apply` raises
+:class:`~multipair.exceptions.LocalProtocolError` as the store would. A
+``TXDONE`` of a record already completed records and publishes nothing (the
+first outcome stands) and the batch goes on.
 
 Every key of a batch must be one of the lane's own (``mp:lane:{ID}:...``):
 they share the lane's hash tag, so the script is legal on a Redis Cluster.
 :meth:`LaneWriter.apply` refuses a batch that names any other key.
+
+The heartbeat has a script of its own (:meth:`LaneWriter.heartbeat`): one
+round trip checks the profile still exists and, fenced, writes
+``heartbeat_at``.
 """
 
 from __future__ import annotations
@@ -24,26 +39,73 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from multipair.broker_schema import CONSUMER_GROUP, Keys
-from multipair.exceptions import InternalError
-from multipair.leases import LeaseLost, fenced, is_fenced_error
+from multipair.exceptions import InternalError, LocalProtocolError
+from multipair.leases import FENCE_CHECK_LUA, LeaseLost, fenced, is_fenced_error
+from multipair.store._redis import as_text
+from multipair.store.transactions import TX_LUA, TxOp
 
-__all__ = ["LaneWriter", "WriteBatch"]
+__all__ = ["LaneWriter", "TxResultCode", "WriteBatch"]
 
-_ALLOWED: Final = frozenset({"HSET", "HINCRBY", "XADD", "XACK"})
+_ALLOWED: Final = frozenset({"HSET", "HINCRBY", "XADD", "XACK", "TXMOVE", "TXDONE"})
 
-# KEYS: the keys the ops name by index. ARGV: per op: name, key index, n, n args.
-_RUN_OPS: Final = """
+# KEYS: the keys the ops name by index. ARGV, per op: name, k, k key indexes, n, n args.
+# Returns {1, results} when every op ran, {0, results} when a record op was refused:
+# its result {code, detail} is the last one and no later op ran. A plain command's
+# result is 1; TXMOVE's is 2; TXDONE's is 2 (completed) or 1 (was completed already).
+_RUN_OPS: Final = (
+    TX_LUA
+    + """
+local results = {}
 local i = 1
-local count = 0
 while i <= #ARGV do
-  local key = KEYS[tonumber(ARGV[i + 1])]
-  local n = tonumber(ARGV[i + 2])
-  redis.call(ARGV[i], key, unpack(ARGV, i + 3, i + 2 + n))
-  count = count + 1
-  i = i + 3 + n
+  local name = ARGV[i]
+  local nk = tonumber(ARGV[i + 1])
+  local k = {}
+  for j = 1, nk do k[j] = KEYS[tonumber(ARGV[i + 1 + j])] end
+  local n = tonumber(ARGV[i + 2 + nk])
+  local a = i + 3 + nk
+  local last = a + n - 1
+  i = last + 1
+  if name == 'TXMOVE' then
+    local code, cur = tx_move(k[1], ARGV[a], ARGV[a + 1], ARGV[a + 2],
+                              {unpack(ARGV, a + 3, last)})
+    if code ~= 2 then
+      results[#results + 1] = {code, cur or ''}
+      return {0, results}
+    end
+    results[#results + 1] = code
+  elseif name == 'TXDONE' then
+    local code = tx_complete(k[1], k[2], ARGV[a + 3], ARGV[a], ARGV[a + 1], ARGV[a + 2],
+                             ARGV[a + 4])
+    if code == 0 then
+      results[#results + 1] = {0, ''}
+      return {0, results}
+    end
+    if code == 2 then tx_publish(k[3], ARGV[a + 5], unpack(ARGV, a + 6, last)) end
+    results[#results + 1] = code
+  else
+    redis.call(name, k[1], unpack(ARGV, a, last))
+    results[#results + 1] = 1
+  end
 end
-return count
+return {1, results}
 """
+)
+
+# KEYS: [lease,] profile, state. ARGV: [token,] heartbeat_at. Returns 0 when the profile is
+# gone (nothing written), else 1. The profile is checked before the fence (a read), so a
+# removed lane stops quietly, as it always did, rather than as a lost lease.
+_PROFILE_CHECK: Final = "if redis.call('EXISTS', KEYS[#KEYS - 1]) == 0 then return 0 end\n"
+_HEARTBEAT: Final = "redis.call('HSET', KEYS[2], 'heartbeat_at', ARGV[1])\nreturn 1\n"
+
+
+class TxResultCode:
+    """Results of record ops in :meth:`LaneWriter.apply`'s list."""
+
+    DONE: Final = 2
+    """TXMOVE moved; TXDONE recorded and published the outcome."""
+    ALREADY_COMPLETED: Final = 1
+    """TXDONE found the record completed: the first outcome stands, nothing published."""
 
 
 @dataclass(slots=True)
@@ -52,31 +114,48 @@ class WriteBatch:
 
     keys: list[str] = field(default_factory=list)
     args: list[Any] = field(default_factory=list)
+    ops: list[str] = field(default_factory=list)
+    """What each op does (its name, or a record op's description), by index."""
 
-    def _op(self, name: str, key: str, args: Sequence[Any]) -> WriteBatch:
-        assert name in _ALLOWED, name
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+    def _key_index(self, key: str) -> int:
         if key not in self.keys:
             self.keys.append(key)
-        self.args.extend([name, self.keys.index(key) + 1, len(args), *args])
-        return self
+        return self.keys.index(key) + 1
+
+    def _op(self, name: str, keys: Sequence[str], args: Sequence[Any], what: str = "") -> int:
+        assert name in _ALLOWED, name
+        self.args.extend([name, len(keys), *(self._key_index(k) for k in keys), len(args), *args])
+        self.ops.append(what or name)
+        return len(self.ops) - 1
 
     def hset(self, key: str, mapping: Mapping[str, Any]) -> WriteBatch:
         flat: list[Any] = []
         for name, value in mapping.items():
             flat.extend([name, value])
-        return self._op("HSET", key, flat)
+        self._op("HSET", [key], flat)
+        return self
 
     def hincrby(self, key: str, name: str, amount: int = 1) -> WriteBatch:
-        return self._op("HINCRBY", key, [name, amount])
+        self._op("HINCRBY", [key], [name, amount])
+        return self
 
     def xadd(self, key: str, fields: Mapping[str, Any], *, maxlen: int | None) -> WriteBatch:
         flat: list[Any] = ["MAXLEN", "~", maxlen, "*"] if maxlen else ["*"]
         for name, value in fields.items():
             flat.extend([name, value])
-        return self._op("XADD", key, flat)
+        self._op("XADD", [key], flat)
+        return self
 
     def xack(self, stream: str, entry_id: str) -> WriteBatch:
-        return self._op("XACK", stream, [CONSUMER_GROUP, entry_id])
+        self._op("XACK", [stream], [CONSUMER_GROUP, entry_id])
+        return self
+
+    def tx(self, op: TxOp) -> int:
+        """Add a record op; returns its index in the results of :meth:`LaneWriter.apply`."""
+        return self._op(op.name, op.keys, op.args, op.what)
 
 
 class LaneWriter:
@@ -84,24 +163,46 @@ class LaneWriter:
 
     def __init__(self, redis: Redis, keys: Keys, instance_id: str, token: int | None) -> None:
         self._script = redis.register_script(fenced(_RUN_OPS) if token is not None else _RUN_OPS)
+        self._heartbeat = redis.register_script(
+            _PROFILE_CHECK + (FENCE_CHECK_LUA if token is not None else "") + _HEARTBEAT
+        )
         self._lease = keys.lease(instance_id)
+        self._profile = keys.profile(instance_id)
+        self._state = keys.state(instance_id)
         self._base = keys.lane_base(instance_id)
         self._token = token
 
-    async def apply(self, batch: WriteBatch) -> None:
-        if not batch.args:
-            return
-        stray = [key for key in batch.keys if not key.startswith(self._base)]
-        if stray:  # one script, one slot: a key of another slot fails on a cluster
-            raise InternalError(f"a lane write names keys of another slot: {stray}")
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         if self._token is None:
-            await self._script(keys=batch.keys, args=batch.args)
-            return
+            return await script(keys=keys, args=args)
         try:
-            await self._script(
-                keys=[self._lease, *batch.keys], args=[str(self._token), *batch.args]
-            )
+            return await script(keys=[self._lease, *keys], args=[str(self._token), *args])
         except ResponseError as exc:
             if is_fenced_error(exc):
                 raise LeaseLost("this lane's lease moved to another owner") from None
             raise
+
+    async def apply(self, batch: WriteBatch) -> list[Any]:
+        """Apply ``batch`` in one step; returns each op's result (see :class:`TxResultCode`).
+
+        Raises :class:`LocalProtocolError` when a record op was refused (the
+        ops after it were not applied), :class:`LeaseLost` when fenced out.
+        """
+        if not batch.args:
+            return []
+        stray = [key for key in batch.keys if not key.startswith(self._base)]
+        if stray:  # one script, one slot: a key of another slot fails on a cluster
+            raise InternalError(f"a lane write names keys of another slot: {stray}")
+        reply = await self._run(self._script, batch.keys, batch.args)
+        finished, results = int(reply[0]), list(reply[1])
+        if not finished:
+            code, detail = results[-1]
+            what = batch.ops[len(results) - 1]
+            if int(code) == 1:
+                raise LocalProtocolError(f"cannot {what}: the record is {as_text(detail)}")
+            raise LocalProtocolError(f"cannot {what}: there is no such record")
+        return results
+
+    async def heartbeat(self, at: str) -> bool:
+        """Write ``heartbeat_at`` (one round trip); False, and no write, if the profile is gone."""
+        return bool(await self._run(self._heartbeat, [self._profile, self._state], [at]))
