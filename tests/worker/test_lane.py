@@ -295,3 +295,53 @@ async def test_a_purchase_for_an_unreachable_terminal_is_refused_not_held(
         assert await rig.txs.get(rig.instance_id, "off-1") is None  # no record: free to retry
     finally:
         await rig.process.kill()
+
+
+async def test_a_reversal_of_a_recorded_purchase_reverses_it_and_leaves_its_record(
+    lane: LaneRig, sim: Simulator
+) -> None:
+    """A reversal names the purchase it reverses (§7.15) and keeps no record of its own."""
+    purchase = await lane.send({"type": "purchase", "pos_ref_id": "order-9", "amount_cents": 500})
+    assert "success" == (await lane.answer(purchase))["result"]
+
+    reversal = await lane.send({"type": "reversal", "pos_ref_id": "order-9"})
+    done = await lane.answer(reversal)
+
+    assert ("transaction_completed", "success", "order-9", "reversal") == (
+        done["type"],
+        done["result"],
+        done["pos_ref_id"],
+        done["tx_type"],
+    )
+    record = await lane.txs.get(lane.instance_id, "order-9")
+    assert record is not None
+    assert ("purchase", "completed", "success") == (
+        record.tx_type,
+        str(record.state),
+        str(record.result),
+    )
+    stats = sim.terminals[0].stats  # the purchase and the reversal, each sent once
+    assert (2, 1) == (stats.transaction_requests["order-9"], stats.purchase_requests["order-9"])
+    await lane.wait_acknowledged()
+    assert 0 == await lane.pending()
+
+
+async def test_a_refused_write_of_the_lane_ends_it_with_the_command_still_pending(
+    lane: LaneRig,
+) -> None:
+    """Never taken for a bad command: the lane stops, its successor recovers the outcome."""
+    command_id = await lane.send({"type": "purchase", "pos_ref_id": "s-9", "amount_cents": 1052})
+    await lane.events.wait_for(lambda b: b["type"] == "signature_required")
+    await lane.redis.delete(lane.keys.tx(lane.instance_id, "s-9"))  # the record is gone
+    await lane.send({"type": "signature_accept", "pos_ref_id": "s-9"})
+
+    assert 1 == await lane.process.wait_exit()
+    assert "the lane's own write was refused" in lane.process.logs()
+    await lane.events.poll(0)
+    assert [] == [
+        b["type"]
+        for b in lane.events.seen
+        if b.get("command_id") == command_id
+        and b["type"] in ("transaction_completed", "command_rejected")
+    ]
+    assert 1 == await lane.pending()  # the purchase's entry: not acknowledged

@@ -64,6 +64,7 @@ from multipair.config import Settings
 from multipair.exceptions import (
     CommandError,
     ConfigurationError,
+    InternalError,
     LocalProtocolError,
     MultipairError,
 )
@@ -320,7 +321,20 @@ class Lane:
             writes = _Writes()
             for event in events:
                 await self._on_session_event(event, writes)
-            await self._commit(writes)  # stored before any frame of this round leaves
+            try:
+                await self._commit(writes)  # stored before any frame of this round leaves
+            except BaseException as exc:
+                # The round's writes did not land, so its frames must never
+                # leave (a request whose record is not `sent`, a reply to keys
+                # not stored): drop them. The session believes they were sent,
+                # so the lane cannot go on with it; a refused write is our bug,
+                # raised as such so that no command handler takes it for a bad
+                # command. The lane ends and its successor recovers from the
+                # records.
+                session.data_to_send()
+                if isinstance(exc, LocalProtocolError):
+                    raise InternalError(f"the lane's own write was refused: {exc}") from exc
+                raise
             frames = session.data_to_send()
             ws = self._ws
             for frame in frames:
@@ -542,7 +556,7 @@ class Lane:
                 # Written before the frame leaves (_flush commits, then sends).
                 failpoints.hit("lane.before_send")
                 self._sent_in_flush = True
-                if await self._has_record(event.pos_ref_id):
+                if await self._has_record(event.pos_ref_id, event.tx_type):
                     batch.tx(
                         deps.txs.move_op(
                             iid, event.pos_ref_id, TxState.SENT, request_message_id=event.message_id
@@ -645,10 +659,10 @@ class Lane:
         if future is not None:
             _settle(future, value)
 
-    async def _has_record(self, pos_ref_id: str) -> bool:
-        return await self._record_of(pos_ref_id) is not None
+    async def _has_record(self, pos_ref_id: str, tx_type: m.TxType | None = None) -> bool:
+        return await self._record_of(pos_ref_id, tx_type) is not None
 
-    async def _record_of(self, pos_ref_id: str) -> TxRecord | None:
+    async def _record_of(self, pos_ref_id: str, tx_type: m.TxType | None = None) -> TxRecord | None:
         """The record of the running transaction: kept in memory, read only when not known.
 
         While this process holds the lane's lease it is the records' only
@@ -660,11 +674,15 @@ class Lane:
         if not pos_ref_id:
             return None
         record = self._record
-        if record is not None and record.pos_ref_id == pos_ref_id:
-            return record
-        record = await self.deps.txs.get(self.instance_id, pos_ref_id)
-        if record is not None:
-            self._record = record
+        if record is None or record.pos_ref_id != pos_ref_id:
+            record = await self.deps.txs.get(self.instance_id, pos_ref_id)
+            if record is not None:
+                self._record = record
+        if record is not None and tx_type is not None and _TX_TYPES.get(record.tx_type) != tx_type:
+            # Another transaction on the same pos_ref_id: a reversal names the
+            # purchase it reverses (§7.15) and keeps no record of its own. It
+            # must never move or complete the purchase's record.
+            return None
         return record
 
     def _note_state(
@@ -690,7 +708,7 @@ class Lane:
         batch = writes.batch
         entry = self._tx_entry
         command_id = entry.command.command_id if entry is not None else None
-        record = await self._record_of(done.pos_ref_id)
+        record = await self._record_of(done.pos_ref_id, done.tx_type)
         if record is not None and command_id is None:
             command_id = record.command_id
         if done.tx_type in (m.TxType.SETTLE, m.TxType.SETTLEMENT_ENQUIRY):
@@ -1346,6 +1364,7 @@ class Lane:
             await self._until_stopped(self._tx_done)
         finally:
             self._tx_done = None
+            self._record = None  # as after any transaction: never cached past its end
             structlog.contextvars.unbind_contextvars("pos_ref_id")
 
     # ------------------------------------------------------------------
