@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import socket
@@ -17,6 +18,7 @@ from multipair.exceptions import CommandError, ConfigurationError, RetryLater
 from multipair.spi.crypto import Secrets
 from multipair.store import LaneProfile, MasterKey, ProfileStore, TxRecord, TxStore
 from multipair.store._redis import as_text
+from multipair.store.profiles import SEALED_FIELDS, ResealResult
 
 LANE = "8a5e2dcc-bfa0-469f-95d7-eec778b08453"
 OTHER = "0b9d5f7e-58d1-4c55-9a3b-0f0e4b7c2d11"
@@ -328,6 +330,125 @@ async def test_profile_updates_keep_the_sealed_secrets(store: ProfileStore) -> N
 def test_store_repr_shows_no_key(master_key: MasterKey) -> None:
     shown = repr(ProfileStore(aioredis.Redis(), Keys(), master_key))
     assert (True, False) == (master_key.fingerprint() in shown, master_key.to_base64() in shown)
+
+
+# --- re-sealing under a new master key ---------------------------------------------------------
+
+PREVIOUS = Secrets(enc_key=HMAC, hmac_key=ENC)
+
+
+async def _paired(store: ProfileStore, lane: str = LANE) -> None:
+    """A lane with every sealed field set: keys, pre-roll keys and an SPI token."""
+    await store.create(_profile(instance_id=lane))
+    await store.save_secrets(lane, SECRETS, previous=PREVIOUS)
+    await store.save_spi_token(lane, "tok-SECRET-123")
+
+
+async def test_sealed_fields_name_every_field_the_store_seals(
+    store: ProfileStore, redis: aioredis.Redis, key_prefix: str
+) -> None:
+    await _paired(store)
+    raw = await _raw_profile(redis, Keys(key_prefix), LANE)
+    sealed = {as_text(k) for k, v in raw.items() if v.startswith(b"v1:")}
+    assert sealed == set(SEALED_FIELDS)
+
+
+async def test_reseal_moves_every_sealed_field_to_the_new_key(
+    store: ProfileStore, redis: aioredis.Redis, key_prefix: str, master_key: MasterKey
+) -> None:
+    await _paired(store)
+    profile = await store.get(LANE)
+    new_key = MasterKey.generate()
+    result = await store.reseal(LANE, master_key, new_key)
+    new = ProfileStore(redis, Keys(key_prefix), new_key)
+    current, previous = await new.load_secrets_and_previous(LANE)
+    assert (ResealResult(resealed=SEALED_FIELDS), profile) == (result, await new.get(LANE))
+    assert (SECRETS, PREVIOUS, "tok-SECRET-123") == (
+        current,
+        previous,
+        await new.load_spi_token(LANE),
+    )
+    with pytest.raises(ConfigurationError):
+        await store.load_secrets(LANE)
+
+
+async def test_reseal_again_finds_every_field_already_new_and_leaves_it_alone(
+    store: ProfileStore, redis: aioredis.Redis, key_prefix: str, master_key: MasterKey
+) -> None:
+    await _paired(store)
+    new_key = MasterKey.generate()
+    await store.reseal(LANE, master_key, new_key)
+    before = await _raw_profile(redis, Keys(key_prefix), LANE)
+    again = await store.reseal(LANE, master_key, new_key)
+    assert (ResealResult(already_new=SEALED_FIELDS), before) == (
+        again,
+        await _raw_profile(redis, Keys(key_prefix), LANE),
+    )
+
+
+async def test_reseal_completes_a_lane_left_half_new(
+    store: ProfileStore, redis: aioredis.Redis, key_prefix: str, master_key: MasterKey
+) -> None:
+    """A lane whose token is new but whose keys are still old (e.g. re-sealed by hand)."""
+    await _paired(store)
+    new_key = MasterKey.generate()
+    new = ProfileStore(redis, Keys(key_prefix), new_key)
+    await new.save_spi_token(LANE, "tok-SECRET-123")
+    result = await store.reseal(LANE, master_key, new_key)
+    assert (ResealResult(resealed=("secrets",), already_new=("spi_token",)), SECRETS) == (
+        result,
+        await new.load_secrets(LANE),
+    )
+
+
+async def test_reseal_writes_nothing_of_a_lane_with_a_field_that_opens_under_neither_key(
+    store: ProfileStore, redis: aioredis.Redis, key_prefix: str, master_key: MasterKey
+) -> None:
+    await _paired(store)
+    await ProfileStore(redis, Keys(key_prefix), MasterKey.generate()).save_spi_token(LANE, "t")
+    before = await _raw_profile(redis, Keys(key_prefix), LANE)
+    new_key = MasterKey.generate()
+    with pytest.raises(ConfigurationError) as caught:
+        await store.reseal(LANE, master_key, new_key)
+    message = str(caught.value)
+    assert (True, True, True, True) == (
+        LANE in message,
+        "spi_token" in message,
+        master_key.fingerprint() in message,
+        new_key.fingerprint() in message,
+    )
+    assert before == await _raw_profile(redis, Keys(key_prefix), LANE)
+
+
+async def test_reseal_refuses_a_lane_with_a_lease_and_a_dry_run_writes_nothing(
+    store: ProfileStore, redis: aioredis.Redis, key_prefix: str, master_key: MasterKey
+) -> None:
+    keys = Keys(key_prefix)
+    await _paired(store)
+    await redis.set(keys.lease(LANE), "7:host-a", px=60_000)
+    before = await _raw_profile(redis, keys, LANE)
+    new_key = MasterKey.generate()
+    with pytest.raises(CommandError) as caught:
+        await store.reseal(LANE, master_key, new_key)
+    dry = await store.reseal(LANE, master_key, new_key, dry_run=True)
+    assert ("not_allowed", True) == (caught.value.reason, "host-a" in str(caught.value))
+    assert (ResealResult(resealed=SEALED_FIELDS), before) == (
+        dry,
+        await _raw_profile(redis, keys, LANE),
+    )
+
+
+async def test_reseal_of_an_unpaired_unknown_or_same_key_lane(
+    store: ProfileStore, redis: aioredis.Redis, master_key: MasterKey
+) -> None:
+    await store.create(_profile())
+    new_key = MasterKey.generate()
+    assert ResealResult() == await store.reseal(LANE, master_key, new_key)
+    with pytest.raises(CommandError) as unknown:
+        await store.reseal(OTHER, master_key, new_key)
+    with pytest.raises(ConfigurationError, match="same key"):
+        await store.reseal(LANE, master_key, MasterKey(base64.b64decode(master_key.to_base64())))
+    assert ("unknown_lane", []) == (unknown.value.reason, await redis.keys(f"*{OTHER}*"))
 
 
 # --- deleting a lane ---------------------------------------------------------------------------

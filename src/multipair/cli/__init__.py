@@ -12,6 +12,7 @@ Commands::
 
     multipair [global options] COMMAND ...
       keygen [--output FILE]
+      reseal --old-key-file OLD --new-key-file NEW [--dry-run]
       lane add --pos-id POS --serial SERIAL (--address ws://HOST:PORT | --auto-address)
                [--tenant CODE] [--test-mode] [--secure] [--id UUID]
       lane pair ID [--confirm] [--timeout S]
@@ -48,7 +49,8 @@ Exit codes:
 == ==================================================================
 0  success; for a transaction: approved
 1  the transaction (or pairing, settlement) was declined or failed;
-   ``tx status``: also the terminal has no such transaction (it never ran)
+   ``tx status``: also the terminal has no such transaction (it never ran);
+   ``reseal``: some lane opens under neither key (the others were re-sealed)
 2  usage or validation error, or a precondition that stopped the command
    before it sent anything: unknown lane, lane stopped, lane not running,
    lane not paired, a command the lane rejected, Redis unreachable,
@@ -81,6 +83,7 @@ from multipair import __version__
 from multipair.cli._base import ExitCode, Handler, Parser, Subparsers, add_global_options
 from multipair.cli._hosts import add_hosts_parser
 from multipair.cli._lane import add_lane_parser
+from multipair.cli._reseal import add_reseal_parser
 from multipair.cli._simulate import add_simulate_parser
 from multipair.cli._status import add_events_parser, add_status_parser
 from multipair.cli._tx import add_tx_parser
@@ -153,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_keygen_parser(subparsers)
+    add_reseal_parser(subparsers)
     add_lane_parser(subparsers)
     add_status_parser(subparsers)
     add_tx_parser(subparsers)

@@ -12,6 +12,8 @@ Rules this module keeps:
 - Every write to an existing lane first checks that its profile still exists
   (a Lua script or ``WATCH``), so a lane deleted meanwhile is never brought
   back half-made.
+- :data:`SEALED_FIELDS` names every sealed field; :meth:`ProfileStore.reseal`
+  moves them all from one master key to another in one transaction per lane.
 - Only single-lane keys are touched together (one hash-tag slot); ``mp:lanes``
   is updated on its own: first the profile, then the set on create, the
   other way round on delete, so the set never names a lane without a profile
@@ -37,15 +39,17 @@ from redis.typing import EncodableT, FieldT
 from multipair.broker_schema import CONSUMER_GROUP, Keys, Reason, format_time, parse_time
 from multipair.broker_schema.keys import validate_instance_id
 from multipair.exceptions import CommandError, ConfigurationError, CryptoError, InternalError
-from multipair.leases import FencedScript
+from multipair.leases import FencedScript, parse_lease
 from multipair.spi.crypto import Secrets
 from multipair.store._redis import as_text, redis_errors, text_map
 from multipair.store.secrets_box import MasterKey, lane_aad
 
 __all__ = [
     "PROFILE_FIELDS",
+    "SEALED_FIELDS",
     "LaneProfile",
     "ProfileStore",
+    "ResealResult",
     "ensure_command_group",
 ]
 
@@ -59,6 +63,10 @@ _ADDRESS = re.compile(
 _SECRETS_FIELD: Final = "secrets"
 _SPI_TOKEN_FIELD: Final = "spi_token"  # noqa: S105 - a field name, not a token
 _VERSION_FIELD: Final = "v"
+
+SEALED_FIELDS: Final = (_SECRETS_FIELD, _SPI_TOKEN_FIELD)
+"""Every profile hash field sealed with the master key (the pairing keys, with the
+pre-roll keys inside the same field, and the SPI token). A new sealed field goes here."""
 
 
 def _now_ms() -> _dt.datetime:
@@ -130,6 +138,17 @@ class LaneProfile:
         if not isinstance(self.created_at, _dt.datetime) or self.created_at.tzinfo is None:
             raise CommandError(Reason.WRONG_TYPE, "created_at must be an aware datetime")
         object.__setattr__(self, "created_at", self.created_at.astimezone(_dt.UTC))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResealResult:
+    """What :meth:`ProfileStore.reseal` did to one lane: field names only, never values."""
+
+    resealed: tuple[str, ...] = ()
+    """Fields that opened under the old key and are now sealed under the new one
+    (with ``dry_run``: would be)."""
+    already_new: tuple[str, ...] = ()
+    """Fields that already open under the new key, left alone (an earlier run did them)."""
 
 
 PROFILE_FIELDS: Final = tuple(f.name for f in dataclasses.fields(LaneProfile))
@@ -479,3 +498,79 @@ class ProfileStore:
         """The lane's latest SPI token, or ``None``."""
         plaintext = await self._load_sealed(instance_id, _SPI_TOKEN_FIELD, "SPI token")
         return None if plaintext is None else plaintext.decode("utf-8")
+
+    async def reseal(
+        self, instance_id: str, old: MasterKey, new: MasterKey, *, dry_run: bool = False
+    ) -> ResealResult:
+        """Seal every field of :data:`SEALED_FIELDS` of one lane under ``new`` instead of ``old``.
+
+        Restartable: a field that already opens under ``new`` is left alone.
+        A field that opens under neither raises :class:`ConfigurationError`
+        naming the lane and the field, and nothing of that lane is written.
+        The fields are read and written in one ``MULTI`` under ``WATCH`` of
+        the profile and the lane's lease (one slot), so a lane is never left
+        half re-sealed and a lease taken meanwhile aborts the write.
+
+        Raises ``CommandError('not_allowed')`` while the lane has a lease (a
+        running lane could roll its keys under the old key; with ``dry_run``
+        the lease is ignored) and ``CommandError('unknown_lane')`` when the lane
+        has no profile. ``dry_run`` checks and writes nothing. This store's own
+        master key is not used.
+        """
+        iid = validate_instance_id(instance_id)
+        if old == new:
+            raise ConfigurationError(
+                f"the old and the new master key are the same key ({new.fingerprint()})"
+            )
+        profile_key, lease_key = self._keys.profile(iid), self._keys.lease(iid)
+        with redis_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(profile_key, lease_key)
+                        # EXISTS by name, as in delete(): a cluster pipeline's exists()
+                        # returns the pipeline, not the reply, while watching.
+                        exists = await pipe.execute_command("EXISTS", profile_key)
+                        lease = await pipe.get(lease_key)
+                        stored = await pipe.hmget(profile_key, list(SEALED_FIELDS))
+                        if not exists:
+                            raise CommandError(
+                                Reason.UNKNOWN_LANE, f"no lane has instance id {iid}"
+                            )
+                        if lease is not None and not dry_run:
+                            holder = parse_lease(lease)
+                            host = "another host" if holder is None else holder.host_id
+                            raise CommandError(
+                                Reason.NOT_ALLOWED,
+                                f"lane {iid} is running (lease held by {host}): not re-sealed",
+                            )
+                        resealed: dict[FieldT, EncodableT] = {}
+                        already_new: builtins.list[str] = []
+                        for name, value in zip(SEALED_FIELDS, stored, strict=True):
+                            if value is None:
+                                continue
+                            aad = lane_aad(iid, name)
+                            try:
+                                plaintext = old.open(as_text(value), aad=aad)
+                            except CryptoError:
+                                try:
+                                    new.open(as_text(value), aad=aad)
+                                except CryptoError:
+                                    raise ConfigurationError(
+                                        f"the {name} field of lane {iid} opens under neither "
+                                        f"the old master key {old.fingerprint()} nor the new "
+                                        f"one {new.fingerprint()}: not re-sealed"
+                                    ) from None
+                                already_new.append(name)
+                                continue
+                            resealed[name] = new.seal(plaintext, aad=aad)
+                        if resealed and not dry_run:
+                            pipe.multi()  # type: ignore[no-untyped-call]
+                            pipe.hset(profile_key, mapping=resealed)
+                            await pipe.execute()
+                        return ResealResult(
+                            resealed=tuple(str(name) for name in resealed),
+                            already_new=tuple(already_new),
+                        )
+                    except WatchError:
+                        continue
