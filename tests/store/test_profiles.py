@@ -78,7 +78,9 @@ async def test_create_generates_a_uuid_when_none_is_given(store: ProfileStore) -
     first = await store.create(LaneProfile(pos_id="POS1", serial_number="1", auto_address=True))
     second = await store.create(LaneProfile(pos_id="POS2", serial_number="2", auto_address=True))
     assert first.instance_id != second.instance_id
-    assert [first.instance_id, second.instance_id] == [p.instance_id for p in await store.list()]
+    # Oldest first; two made within the same millisecond tie, then by id.
+    expected = sorted([first, second], key=lambda p: (p.created_at, p.instance_id))
+    assert [p.instance_id for p in expected] == [p.instance_id for p in await store.list()]
 
 
 async def test_creating_a_taken_instance_id_is_refused(store: ProfileStore) -> None:
