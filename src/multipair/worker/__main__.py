@@ -34,6 +34,8 @@ EXIT_LEASE_LOST = 4
 
 LANE_SOCKET_TIMEOUT_S = (READ_BLOCK_MS + READ_BLOCK_MARGIN_MS) / 1000
 """The lane's Redis socket timeout: its blocking command read (10 s) plus a margin."""
+LANE_MAX_CONNECTIONS = 8
+"""The lane's Redis pool: a command waits for a free connection past this many."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +65,13 @@ async def serve(instance_id: str, settings: Settings, *, fencing_token: int | No
         raise ConfigurationError("no Redis: set MULTIPAIR_REDIS_URL or pass --redis-url")
     # A single server or any cluster node. The socket timeout leaves room for the
     # lane's long blocking command read (redis-py's default, 5 s, would cut it).
-    redis = await connect(settings.redis_url, socket_timeout=LANE_SOCKET_TIMEOUT_S)
+    # A few connections serve a lane: the blocking read holds one, the
+    # heartbeat, the runner and a control command take one each at most.
+    redis = await connect(
+        settings.redis_url,
+        socket_timeout=LANE_SOCKET_TIMEOUT_S,
+        max_connections=LANE_MAX_CONNECTIONS,
+    )
     keys = bs.Keys(settings.prefix)
     deps = LaneDeps(
         redis=redis,
