@@ -17,8 +17,9 @@ with SIGKILL (its template and lanes die with it) and timed:
   are spread evenly again (lanes moved to it between transactions).
 
 Then **lease traffic**: for ``--traffic-seconds`` (default 60) with the three
-hosts idle, Redis ``MONITOR`` counts the ``EVALSHA`` calls of the lease
-renewal script (its SHA1), per lane per minute, beside every command Redis
+hosts idle, Redis ``MONITOR`` counts the calls of the lease renewal script
+on lane leases (``EVAL`` of its text in the hosts' renewal pipelines, or
+``EVALSHA`` of its SHA1), per lane per minute, beside every command Redis
 ran (``INFO commandstats`` delta) per lane per minute. The expected renewal
 figure is 60 / renewal period (1.5 s) = 40.
 
@@ -194,10 +195,14 @@ async def lease_traffic(rig: Rig, seconds: float) -> dict[str, Any]:
             except TimeoutError:
                 break
             command = str(info.get("command", ""))
-            if command.upper().startswith("EVALSHA"):
+            head = command[:8].upper()
+            if head.startswith("EVALSHA"):
                 evalsha_total += 1
-                if sha in command:
-                    renewals += 1
+            # A host sends its renewals as one pipeline of EVAL (the script's
+            # text); the host claim's renewal runs the same script on `:claim`.
+            lease = head.startswith("EVAL") and ":lease" in command
+            if lease and (sha in command or "PEXPIRE" in command):
+                renewals += 1
     after: Any = await rig.redis.info("commandstats")
     await monitor_client.aclose()
 

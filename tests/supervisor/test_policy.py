@@ -15,6 +15,7 @@ from multipair.supervisor.policy import (
     record_exit,
     restart_at,
     restart_delay,
+    tick_period,
 )
 
 POLICY = RestartPolicy()
@@ -139,3 +140,8 @@ def test_every_delay_is_between_zero_and_the_cap_or_the_slow_retry(
         else:
             assert 0 < delay <= POLICY.backoff_cap_s
         assert len(history.recent) <= POLICY.crash_loop_exits
+
+
+def test_the_tick_stretches_with_the_fleet_from_half_a_second_to_two() -> None:
+    assert [0.5, 0.5, 1.0, 2.0, 2.0] == [tick_period(0.5, n) for n in (0, 100, 500, 1_000, 5_000)]
+    assert 3.0 == tick_period(3.0, 1_000)  # a longer configured tick is kept

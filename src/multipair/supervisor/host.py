@@ -1,7 +1,8 @@
 """The supervisor's I/O loop: one host running its share of the lanes (issue 5, fits issue 7).
 
-Every ``tick_s`` (and at once when a lane exits, an ops message arrives or
-a signal comes) the host
+Every ``tick_s`` — stretched on big fleets, up to 2 s at 1,000 lanes
+(:func:`~multipair.supervisor.policy.tick_period`) — and at once when a lane
+exits, an ops message arrives or a signal comes, the host
 
 1. **observes**: ``mp:lanes``, each profile's ``enabled``, every relevant
    lease, the heartbeats of its running lanes;
@@ -98,7 +99,13 @@ from multipair.supervisor.decide import (
     reconcile,
 )
 from multipair.supervisor.hosts import HostClaim, parse_host_entry
-from multipair.supervisor.policy import ExitHistory, RestartPolicy, after_running, record_exit
+from multipair.supervisor.policy import (
+    ExitHistory,
+    RestartPolicy,
+    after_running,
+    record_exit,
+    tick_period,
+)
 from multipair.supervisor.procs import EXIT_LEASE_LOST, LaneExit, LaneProcesses
 
 __all__ = ["DEFAULT_CAPACITY", "Host", "HostConfig"]
@@ -300,8 +307,9 @@ class Host:
                 return
             # asyncio.timeout, not wait_for, which on 3.11 can swallow a
             # cancellation arriving as the event is set (gh-86296).
+            period = tick_period(self.config.tick_s, len(self._desired | self.runs.keys()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.tick_s):
+                async with asyncio.timeout(period):
                     await self._wake.wait()
 
     async def _tick(self) -> None:

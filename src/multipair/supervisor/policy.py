@@ -36,7 +36,13 @@ __all__ = [
     "record_exit",
     "restart_at",
     "restart_delay",
+    "tick_period",
 ]
+
+TICK_MAX_S: Final = 2.0
+"""The longest a host's decision loop sleeps between two looks at Redis."""
+TICK_S_PER_LANE: Final = 0.002
+"""How the loop's period grows with the lanes it watches (1,000 lanes: 2 s)."""
 
 DEFAULT_DRAIN_TIMEOUT_S: Final = 30.0
 """The lane's own drain bound (``MULTIPAIR_DRAIN_TIMEOUT``), which the supervisor waits out."""
@@ -171,3 +177,17 @@ def restart_at(policy: RestartPolicy, history: ExitHistory, jitter: float) -> fl
     if history.last_exit_at is None:
         return -math.inf
     return history.last_exit_at + restart_delay(policy, history, jitter)
+
+
+def tick_period(tick_s: float, lanes: int) -> float:
+    """Seconds between two ticks of a host watching ``lanes`` lanes (at least ``tick_s``).
+
+    Each tick reads a profile, a lease and a heartbeat per lane: at 0.5 s and
+    1,000 lanes that alone is a fifth of a core for the supervisor and 6,000
+    commands a second for Redis, per host. So the period grows with the
+    fleet, up to :data:`TICK_MAX_S`. What must be prompt does not wait for
+    it: an exit, an ops message or a signal wakes the loop at once, leases
+    are renewed and watched by their own loops, and a dead host's lanes are
+    still taken within the lease TTL plus one period (6 + 2 s).
+    """
+    return max(tick_s, min(TICK_MAX_S, lanes * TICK_S_PER_LANE))
