@@ -139,7 +139,10 @@ def machine_facts() -> dict[str, Any]:
         "redis_server": {"path": server, "version": _redis_server_version(server)},
         "rlimit_nofile": [soft, hard],
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
+        # The benchmarks' own output (bench/results/) does not make a tree dirty.
+        "git_dirty": None
+        if status is None
+        else any(not line[3:].startswith("bench/results/") for line in status.splitlines()),
     }
 
 
