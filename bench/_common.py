@@ -142,7 +142,7 @@ def machine_facts() -> dict[str, Any]:
         # The benchmarks' own output (bench/results/) does not make a tree dirty.
         "git_dirty": None
         if status is None
-        else any(not line[3:].startswith("bench/results/") for line in status.splitlines()),
+        else any(not line[2:].strip().startswith("bench/results/") for line in status.splitlines()),
     }
 
 
