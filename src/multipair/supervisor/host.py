@@ -224,6 +224,8 @@ class Host:
         self._wake = asyncio.Event()
         self._accepting = True
         self._immediate = False
+        self._closing = False
+        """Set when the tick loop has ended: the helper loops end too."""
         self._draining_since: float | None = None
         """When ops asked this host to drain (``drain`` control message); None: not draining."""
         self._publish = self.redis.register_script(_PUBLISH_FENCED)
@@ -275,6 +277,12 @@ class Host:
                     try:
                         await self._tick_loop()
                     finally:
+                        # Cancel, and also tell: on Python 3.11 a cancellation can
+                        # be absorbed inside a library call (seen in redis-py's
+                        # blocking read under load), and the task group would then
+                        # wait for ever. Each helper loop checks the flag, so it
+                        # ends within one pass (the control read blocks 1 s).
+                        self._closing = True
                         for task in helpers:
                             task.cancel()
         finally:
@@ -775,7 +783,7 @@ class Host:
     # ------------------------------------------------------------------
 
     async def _renew_loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.policy.renew_every_s)
             await self._renew_all()
 
@@ -818,7 +826,7 @@ class Host:
         the clock, so a host cut off from Redis stops its lanes while their
         leases still name it, ``lease_margin_s`` before another host may take them.
         """
-        while True:
+        while not self._closing:
             now = self.clock()
             reports = []
             for iid, run in list(self.runs.items()):
@@ -853,7 +861,7 @@ class Host:
 
     async def _heartbeat_loop(self) -> None:
         started_at = _iso_now()
-        while True:
+        while not self._closing:
             body = {
                 "heartbeat_at": _iso_now(),
                 "started_at": started_at,
@@ -899,7 +907,7 @@ class Host:
         """Pending messages of an earlier run first, then new ones, for ever."""
         stream = self.keys.host_control(self.host_id)
         cursor = "0"
-        while True:
+        while not self._closing:
             try:
                 reply: Any = await self.redis.xreadgroup(
                     CONTROL_GROUP,
