@@ -182,7 +182,7 @@ async def one_kill(fleet: Fleet, victim: str) -> dict[str, Any]:
 
 
 async def lease_traffic(rig: Rig, seconds: float) -> dict[str, Any]:
-    sha = hashlib.sha1(lease_module._RENEW.encode()).hexdigest()  # noqa: S324 - Redis's own id
+    sha = hashlib.sha1(lease_module.RENEW_IF_HELD_LUA.encode()).hexdigest()  # noqa: S324 - Redis's own id
     before: Any = await rig.redis.info("commandstats")
     renewals = evalsha_total = 0
     monitor_client = rig.redis.client()

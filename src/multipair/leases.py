@@ -38,6 +38,8 @@ __all__ = [
     "DEFAULT_RENEW_EVERY_MS",
     "FENCED_ERROR",
     "FENCE_CHECK_LUA",
+    "RELEASE_IF_HELD_LUA",
+    "RENEW_IF_HELD_LUA",
     "FencedScript",
     "Lease",
     "LeaseHolder",
@@ -90,14 +92,16 @@ redis.call('SET', KEYS[1], token .. ':' .. ARGV[1], 'PX', ARGV[2])
 return token
 """
 
-_RENEW: Final = """
+# KEYS: the key. ARGV: the value that says it is ours, TTL ms. 1 extended, 0 not ours.
+RENEW_IF_HELD_LUA: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
 
-_RELEASE: Final = """
+# KEYS: the key. ARGV: the value that says it is ours. 1 deleted, 0 not ours.
+RELEASE_IF_HELD_LUA: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -147,8 +151,8 @@ class LeaseManager:
         self.host_id = host_id
         self.ttl_ms = ttl_ms
         self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(RENEW_IF_HELD_LUA)
+        self._release = redis.register_script(RELEASE_IF_HELD_LUA)
 
     async def acquire(self, instance_id: str) -> Lease | None:
         """Take the lane if nobody holds it; returns the new lease or None."""
@@ -178,7 +182,9 @@ class LeaseManager:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for instance_id, lease in held:
-                pipe.eval(_RENEW, 1, self.keys.lease(instance_id), lease.value, self.ttl_ms)
+                pipe.eval(
+                    RENEW_IF_HELD_LUA, 1, self.keys.lease(instance_id), lease.value, self.ttl_ms
+                )
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return [reply if isinstance(reply, Exception) else bool(reply) for reply in replies]
 

@@ -21,30 +21,18 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from multipair import broker_schema as bs
 from multipair.exceptions import CommandError, ConfigurationError
+from multipair.leases import RELEASE_IF_HELD_LUA, RENEW_IF_HELD_LUA
 from multipair.store._redis import as_text
 from multipair.supervisor.decide import HostView
 
 __all__ = ["HostClaim", "HostEntry", "parse_host_entry", "read_hosts"]
-
-# KEYS: claim. ARGV: our value, ttl ms. 1 renewed, 0 not ours (any more).
-_RENEW_CLAIM: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-# KEYS: claim. ARGV: our value.
-_RELEASE_CLAIM: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class HostClaim:
@@ -65,8 +53,8 @@ class HostClaim:
         self.host_id = host_id
         self.ttl_ms = ttl_ms
         self.value = f"{secrets.token_hex(8)} pid {os.getpid()} on {socket.gethostname()}"
-        self._renew = redis.register_script(_RENEW_CLAIM)
-        self._release = redis.register_script(_RELEASE_CLAIM)
+        self._renew = redis.register_script(RENEW_IF_HELD_LUA)
+        self._release = redis.register_script(RELEASE_IF_HELD_LUA)
 
     async def take(self) -> None:
         """Claim the host id, or raise :class:`ConfigurationError` naming the holder."""
