@@ -333,6 +333,23 @@ def test_one_hand_off_at_a_time_and_its_room_is_counted_as_taken() -> None:
     )
 
 
+def test_far_above_its_share_a_host_sheds_a_tenth_of_the_excess_at_a_time() -> None:
+    ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(100, 130)]
+    running = {iid: live(iid) for iid in ids}  # 30 lanes, a fair share of 10: 20 too many
+    shed = decide(set(ids), running, fair_share=10, room_elsewhere=20, idle=set(ids))
+    assert [Shed(iid, StopReason.REBALANCE) for iid in ids[:2]] == shed
+    # Two on their way out already: no more until they are gone.
+    leaving = {
+        iid: dataclasses.replace(run, hand_off=True) if iid in ids[:2] else run
+        for iid, run in running.items()
+    }
+    assert [] == decide(set(ids), leaving, fair_share=10, room_elsewhere=20, idle=set(ids))
+    # A drain still goes one by one.
+    assert [Shed(ids[0], StopReason.HOST_DRAIN)] == decide(
+        set(ids), running, fair_share=0, idle=set(ids), draining_since=NOW - 1
+    )
+
+
 def test_a_lane_not_up_yet_is_not_shed() -> None:
     starting = live(A, started_at=NOW - 1, heartbeat_at=None)
     assert [] == decide({A, B}, {A: starting, B: live(B)}, fair_share=1, room_elsewhere=1, idle={A})

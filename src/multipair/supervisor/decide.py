@@ -48,7 +48,8 @@ Moving lanes to other hosts (issue 7, "Balancing" and ``host drain``):
    So is any exited lane of a draining host.
 10. **Shed** (SIGTERM, then release once it exited) lanes that are *between
     transactions* (``idle``: the lane's state hash says ``flow`` ``idle``),
-    at most ``policy.max_handoffs`` in flight at a time:
+    at most ``policy.max_handoffs`` in flight at a time (balancing: or a
+    tenth of the excess over the share, when that is more):
 
     - balancing: while the host holds more than its ``fair_share`` and the
       other live hosts have ``room_elsewhere`` for them;
@@ -70,11 +71,13 @@ import math
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
+from typing import Final
 
 from multipair.leases import Lease
 from multipair.supervisor.policy import ExitHistory, RestartPolicy, restart_at
 
 __all__ = [
+    "HANDOFF_BATCH_DIVISOR",
     "Action",
     "Balance",
     "HostView",
@@ -124,6 +127,10 @@ class Signalled(Enum):
 
     TERM = "term"
     KILL = "kill"
+
+
+HANDOFF_BATCH_DIVISOR: Final = 10
+"""Balancing moves up to (lanes over the share) / this many lanes at a time."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -377,16 +384,22 @@ def _shed(
     draining_since: float | None,
 ) -> list[Action]:
     in_flight = sum(1 for run in running.values() if run.hand_off)
-    slots = policy.max_handoffs - in_flight
-    if slots <= 0 or not quiet:
+    if not quiet:
         return []
     if draining_since is not None:
         reason, wanted = StopReason.HOST_DRAIN, len(quiet)
+        limit = policy.max_handoffs
     elif fair_share is not None:
         # Lanes already on their way out will fill some of the room elsewhere.
         held = len(running) - in_flight
         reason, wanted = StopReason.REBALANCE, min(held - fair_share, room_elsewhere - in_flight)
+        # Far above its share (a host rejoined, a new one came up), move a
+        # tenth of the excess at a time: one by one, 300 lanes took minutes.
+        limit = max(policy.max_handoffs, (held - fair_share) // HANDOFF_BATCH_DIVISOR)
     else:
+        return []
+    slots = limit - in_flight
+    if slots <= 0:
         return []
     chosen = [iid for iid in quiet if iid in idle]
     if (
