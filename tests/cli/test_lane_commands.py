@@ -149,6 +149,7 @@ async def test_lane_add_refuses_bad_values_and_a_taken_id(cli: Cli, redis: aiore
 
 async def test_lane_list_shows_every_lane_oldest_first(cli: Cli, redis: aioredis.Redis) -> None:
     first = await _add(redis, cli, serial="S-1")
+    await asyncio.sleep(0.005)  # creation times are in ms: two made in one ms tie (then by id)
     second = await _add(redis, cli, serial="S-2")
     machine, human = await asyncio.gather(
         cli.run("lane", "list"), cli.run("lane", "list", json=False)
