@@ -337,10 +337,33 @@ async def test_a_supervisor_whose_host_id_was_claimed_by_another_kills_its_lanes
     # supervisor had started with the same id meanwhile.
     await fleet.redis.set(fleet.keys.host_claim(HOST), "other pid 1 on elsewhere", px=60_000)
 
-    assert 0 == await supervisor.wait_exit()
+    assert 2 == await supervisor.wait_exit()  # a configuration error, for ops to see
     await gone(pid)
     assert any(
         e.get("event") == "host id claimed by another supervisor: lanes killed, stopping"
         for e in supervisor.log_events()
     )
+    assert "another supervisor took host id 'host-a'" in supervisor.logs()
     assert b"other pid 1 on elsewhere" == await fleet.redis.get(fleet.keys.host_claim(HOST))
+
+
+async def test_a_claim_that_lapsed_unclaimed_is_taken_again_and_the_lanes_run_on(
+    fleet: Fleet,
+) -> None:
+    """As after a Redis outage longer than the claim's TTL: nobody else runs as this host."""
+    lane = await fleet.add_lane(0)
+    supervisor = fleet.supervisor(HOST)
+    await supervisor.start()
+    pid = await lane.running()
+    claim = fleet.keys.host_claim(HOST)
+    held = await fleet.redis.get(claim)
+    await fleet.redis.delete(claim)
+
+    async def taken_again() -> bool:
+        return held == await fleet.redis.get(claim)
+
+    await eventually(taken_again, "the claim taken again by the same supervisor")
+    assert (pid, None) == (await lane.running(), supervisor.proc and supervisor.proc.returncode)
+    assert any(
+        e.get("event") == "host claim had lapsed; taken again" for e in supervisor.log_events()
+    )

@@ -225,6 +225,7 @@ class Host:
         self._accepting = True
         self._immediate = False
         self._closing = False
+        self._claim_lost = False
         """Set when the tick loop has ended: the helper loops end too."""
         self._draining_since: float | None = None
         """When ops asked this host to drain (``drain`` control message); None: not draining."""
@@ -296,6 +297,11 @@ class Host:
                 await self.claim.release()
             await self.redis.aclose()
             log.info("supervisor stopped", host=self.host_id)
+        if self._claim_lost:  # exit 2: a configuration error for ops, not a clean stop
+            raise ConfigurationError(
+                f"another supervisor took host id {self.host_id!r}: this one stopped; "
+                "give each supervisor its own --host-id"
+            )
 
     def _wake_up(self) -> None:
         self._wake.set()
@@ -888,6 +894,7 @@ class Host:
                         "host id claimed by another supervisor: lanes killed, stopping",
                         host=self.host_id,
                     )
+                    self._claim_lost = True
                     self._accepting = False
                     self._immediate = True
                     self._wake_up()

@@ -21,18 +21,34 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from redis.asyncio import Redis
 
 from multipair import broker_schema as bs
 from multipair.exceptions import CommandError, ConfigurationError
-from multipair.leases import RELEASE_IF_HELD_LUA, RENEW_IF_HELD_LUA
+from multipair.leases import RELEASE_IF_HELD_LUA
+from multipair.logs import get_logger
 from multipair.store._redis import as_text
 from multipair.supervisor.decide import HostView
 
 __all__ = ["HostClaim", "HostEntry", "parse_host_entry", "read_hosts"]
+
+log = get_logger("multipair.supervisor")
+
+
+# KEYS: claim. ARGV: our value, TTL ms. 1 renewed, 2 taken again (it had
+# lapsed: this host was cut off from Redis for a TTL), 0 held by another.
+_KEEP_CLAIM: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
+"""
 
 
 class HostClaim:
@@ -53,7 +69,7 @@ class HostClaim:
         self.host_id = host_id
         self.ttl_ms = ttl_ms
         self.value = f"{secrets.token_hex(8)} pid {os.getpid()} on {socket.gethostname()}"
-        self._renew = redis.register_script(RENEW_IF_HELD_LUA)
+        self._keep = redis.register_script(_KEEP_CLAIM)
         self._release = redis.register_script(RELEASE_IF_HELD_LUA)
 
     async def take(self) -> None:
@@ -69,8 +85,16 @@ class HostClaim:
         )
 
     async def renew(self) -> bool:
-        """Extend the claim; False: another supervisor holds this host id now."""
-        return bool(await self._renew(keys=[self.key], args=[self.value, self.ttl_ms]))
+        """Extend the claim; False: another supervisor holds this host id now.
+
+        A claim that lapsed while nobody took it (Redis unreachable for a
+        TTL: the lanes were stopped by the lease watchdog meanwhile) is taken
+        again, so a long Redis outage does not stop the supervisor for good.
+        """
+        kept = int(await self._keep(keys=[self.key], args=[self.value, self.ttl_ms]))
+        if kept == 2:
+            log.warning("host claim had lapsed; taken again", host=self.host_id)
+        return kept != 0
 
     async def release(self) -> None:
         await self._release(keys=[self.key], args=[self.value])
