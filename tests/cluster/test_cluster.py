@@ -24,12 +24,11 @@ from multipair.embedded import RedisCluster, RedisServer
 from multipair.exceptions import InternalError
 from multipair.leases import LeaseManager
 from multipair.redis_conn import connect, connect_blocking, is_cluster
-from multipair.simulator import Simulator, serial_for
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.store.transactions import TxRecord, TxStore
 from multipair.worker.writes import LaneWriter, WriteBatch
-from tests.simulator.helpers import KEYS, seed_paired_state
+from tests.simulator.helpers import KEYS, paired_simulator
 from tests.supervisor.helpers import Fleet, Lane
 from tests.worker.helpers import EventReader, all_keys, make_rig
 
@@ -170,10 +169,7 @@ async def test_a_supervisor_from_one_node_runs_lanes_on_every_master(
 ) -> None:
     """``multipair supervise`` and the client library, each from a different node's URL."""
     assert isinstance(redis, aioredis.RedisCluster)
-    state_dir = tmp_path / "sim"
-    for index in range(3):
-        seed_paired_state(state_dir, serial_for(index))
-    async with Simulator(3, state_dir=state_dir) as sim:
+    async with paired_simulator(tmp_path / "sim", 3) as sim:
         fleet = Fleet(redis, redis_url, key_prefix, tmp_path, sim)
         keys = fleet.keys
         lanes: list[Lane] = []

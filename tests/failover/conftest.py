@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from multipair.simulator import Simulator, serial_for
-from tests.simulator.helpers import seed_paired_state
+from multipair.simulator import Simulator
+from tests.simulator.helpers import paired_simulator
 from tests.supervisor.helpers import Fleet
 
 TERMINALS = 30
@@ -17,10 +17,7 @@ TERMINALS = 30
 
 @pytest.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    state_dir = tmp_path / "sim"
-    for index in range(TERMINALS):
-        seed_paired_state(state_dir, serial_for(index))
-    async with Simulator(TERMINALS, state_dir=state_dir) as simulator:
+    async with paired_simulator(tmp_path / "sim", TERMINALS) as simulator:
         yield simulator
 
 

@@ -19,6 +19,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from multipair.simulator import Simulator, serial_for
 from multipair.spi.crypto import (
     Secrets,
     confirmation_code,
@@ -53,6 +54,13 @@ def seed_paired_state(state_dir: Path, serial: str, pos_id: str = "POS1") -> Non
     state_dir.mkdir(parents=True, exist_ok=True)
     state = TerminalState(serial_number=serial, pos_id=pos_id, secrets=KEYS)
     (state_dir / f"{serial}.json").write_bytes(orjson.dumps(state.to_json()))
+
+
+def paired_simulator(state_dir: Path, terminals: int) -> Simulator:
+    """A simulator of ``terminals`` terminals, each already paired with POS1 (test keys)."""
+    for index in range(terminals):
+        seed_paired_state(state_dir, serial_for(index))
+    return Simulator(terminals, state_dir=state_dir)
 
 
 class RawPos:
