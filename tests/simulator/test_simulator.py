@@ -108,6 +108,9 @@ async def test_manual_pairing_waits_for_the_control_api(http: aiohttp.ClientSess
             await control.post("SIM-0001", "pairing/confirm")
             assert {"success": True} == (await pos.expect("pair_response")).data
         await control.post("SIM-0001", "pairing/confirm", status=409)
+        # A paired terminal takes no plaintext pair_request (docs/security.md):
+        # the merchant unpairs it first.
+        await control.post("SIM-0001", "unpair")
         async with await RawPos.connect(sim.terminals[0].ws_url, pos_id="POS2") as pos:
             await pos.pair()
             await control.post("SIM-0001", "pairing/reject")

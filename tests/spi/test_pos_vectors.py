@@ -41,6 +41,7 @@ def _paired_vector_session() -> tuple[PosSession, dict[str, object]]:
         pos_info=VECTOR_POS_INFO,
         rng=FixedCounter(50050),
         private_key_factory=lambda: next(keys),
+        request_id_start=1,  # the vectors' ids count from 1, as the JS client's do
     )
     now = VECTOR_EPOCH
     session.pair(now)

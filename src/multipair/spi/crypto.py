@@ -13,6 +13,10 @@ Rules this module keeps:
 - Key derivation (§3.5), key rolling (§3.6) and the confirmation code (§3.7).
 
 Keys travel as hex strings of either case, as the protocol writes them.
+Hex is read strictly: ASCII ``0-9``, ``a-f``, ``A-F`` and nothing else, so no
+whitespace, ``0x``, ``_`` or non-ASCII digits (Python's ``int(text, 16)`` and
+``bytes.fromhex`` accept some of those; a peer must not be able to smuggle
+two spellings of one value past us).
 :class:`Secrets` never shows its keys in ``repr``; use :meth:`Secrets.fingerprint`
 in logs (§13.15: not the last hex digits, which leak key bits).
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac as _hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -67,14 +72,21 @@ DH_G = 2
 ZERO_IV = bytes(16)
 _KEY_HEX_DIGITS = 64
 _SECRET_HEX_DIGITS = 512  # §3.5: the DH secret is left-padded to 256 bytes
+# A DH public value is below P (512 hex digits); leading zeros are allowed but
+# bounded, so a peer cannot make us parse a megabyte of digits.
+_MAX_PUBLIC_HEX_DIGITS = 1024
+_HEX = re.compile(r"[0-9A-Fa-f]*")
 
 
 def hex_to_bytes(text: str, *, what: str = "hex") -> bytes:
-    """Decode hex of either case; raise :class:`CryptoError` on anything else."""
-    try:
-        return bytes.fromhex(text)
-    except (ValueError, TypeError) as exc:
-        raise CryptoError(f"{what} is not valid hex") from exc
+    """Decode hex of either case; raise :class:`CryptoError` on anything else.
+
+    Strict: an even number of ASCII hex digits, nothing else (``bytes.fromhex``
+    alone would take spaces).
+    """
+    if not isinstance(text, str) or len(text) % 2 or not _HEX.fullmatch(text):
+        raise CryptoError(f"{what} is not valid hex")
+    return bytes.fromhex(text)
 
 
 def _key_bytes(key_hex: str) -> bytes:
@@ -184,10 +196,12 @@ def parse_public_key(text: object) -> int:
     """Read a peer's DH public value (unsigned hex) and check it is in [2, P-2] (§13.5)."""
     if not isinstance(text, str) or not text:
         raise CryptoError("DH public value is missing or not a string")
-    try:
-        value = int(text, 16)
-    except ValueError as exc:
-        raise CryptoError("DH public value is not hex") from exc
+    if len(text) > _MAX_PUBLIC_HEX_DIGITS:
+        raise CryptoError(f"DH public value is longer than {_MAX_PUBLIC_HEX_DIGITS} hex digits")
+    if not _HEX.fullmatch(text):
+        # int(text, 16) would also take " 0x1f", "1_f" and non-ASCII digits.
+        raise CryptoError("DH public value is not plain hex (only 0-9, a-f, A-F)")
+    value = int(text, 16)
     if not 2 <= value <= DH_P - 2:
         raise CryptoError("DH public value is outside [2, P-2]")
     return value

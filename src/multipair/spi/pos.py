@@ -26,12 +26,31 @@ Rules it keeps:
 - A ``get_transaction`` lookup that fails for a reason other than "not found"
   ends the transaction **Unknown**, not Failed as the reference client does
   (§7.10 R9): a failed lookup says nothing about the money.
+
+Link integrity (stricter than the reference clients; docs/security.md):
+
+- Once the session holds keys, only frames that verify under them count. A
+  plaintext frame is a :class:`FrameRejected` (counted as an invalid
+  signature) and is never dispatched; the one exception is a plaintext
+  ``pair_response`` while a pairing waits for the terminal's confirmation,
+  which the sources allow (§4.3) and which cannot move money.
+- Replies are bound to what they answer. ``get_transaction_response`` must
+  carry the id of the latest ``get_transaction`` *and* name the transaction's
+  ``pos_ref_id`` (outside or inside ``tx``), and never another one; a
+  settlement or get-last-transaction response (no ``pos_ref_id``, §7.14)
+  must carry the request's id. Anything else is ignored and the transaction
+  keeps recovering. An id already answered is not answered twice.
+- Request ids start from a value drawn from :mod:`secrets` per session, not
+  from 1, so a reply recorded on an earlier connection or by an earlier
+  process cannot be aimed at a future request.
+- Key-exchange values are plain hex only; anything else fails the pairing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import secrets as _csprng
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -449,6 +468,7 @@ class PosSession:
         rng: random.Random | None = None,
         private_key_factory: Callable[[], int] = generate_private_key,
         previous_secrets: Secrets | None = None,
+        request_id_start: int | None = None,
     ) -> None:
         if not is_valid_pos_id(pos_id):
             raise InvalidRequest("POS id must be 1 to 16 ASCII letters or digits")
@@ -458,7 +478,10 @@ class PosSession:
         self._rng = rng or random.Random()  # pos_counter start only; not security relevant
         self._private_key_factory = private_key_factory
         self._stamp = MessageStamp(pos_id=pos_id, generation=generation, secrets=secrets)
-        self._ids = m.RequestIds()
+        # Unpredictable per session (see the module doc); tests pin it.
+        self._ids = m.RequestIds(
+            request_id_start if request_id_start is not None else _random_request_id_start()
+        )
         self._events: list[PosSessionEvent] = []
         self._outbox: list[str] = []
         self._held: list[str] | None = None  # frames behind a key roll not yet persisted
@@ -479,6 +502,7 @@ class PosSession:
         self._glt_ids: set[str] = set()
         # ping state (§5.4)
         self._last_ping_id: str | None = None
+        self._last_ping_answered = False
         self._last_ping_at: float | None = None
         self._pong_deadline: float | None = None
         self._next_ping_at: float | None = None
@@ -600,6 +624,14 @@ class PosSession:
             self._events.append(FrameRejected(reason=got.reason, detail=got.detail))
             return
         message = got.message
+        if not got.encrypted and not self._plaintext_allowed(message):
+            self._events.append(
+                FrameRejected(
+                    reason=RejectReason.INVALID_SIGNATURE,
+                    detail=f"plaintext {_short(message.event)!r} while keys are held",
+                )
+            )
+            return
         try:
             parsed = m.parse_terminal_message(message)
         except Exception as exc:  # the parser raises only typed errors, but a
@@ -898,6 +930,7 @@ class PosSession:
         self._first_pong_seen = False
         self._pinging = False
         self._last_ping_id = None
+        self._last_ping_answered = False
         self._last_ping_at = None
         self._pong_deadline = None
         self._next_ping_at = None
@@ -924,6 +957,7 @@ class PosSession:
 
     def _send_ping(self, now: float) -> None:
         self._last_ping_id = self._ids.next(m.PingRequest.id_prefix)
+        self._last_ping_answered = False
         self._last_ping_at = now
         self._pong_deadline = now + self.timings.pong_timeout_s
         self._next_ping_at = now + self.timings.ping_interval_s
@@ -933,6 +967,10 @@ class PosSession:
         if message.id != self._last_ping_id:
             self._events.append(IgnoredMessage(event="pong", reason="not the latest ping's id"))
             return
+        if self._last_ping_answered:
+            self._events.append(IgnoredMessage(event="pong", reason="that ping was answered"))
+            return
+        self._last_ping_answered = True
         self._missed_pongs = 0
         self._pong_deadline = None
         if not self._first_pong_seen:
@@ -1010,6 +1048,17 @@ class PosSession:
             self._events.append(SecretsChanged(secrets=self._stamp.secrets, reason="roll_settled"))
         return got
 
+    def _plaintext_allowed(self, message: Message) -> bool:
+        """Whether an unauthenticated frame may be acted on (module doc, §2.1-2.2, §4.3)."""
+        if self._stamp.secrets is None and self._previous_secrets is None:
+            return True  # no keys yet: key_request, or nothing that can do harm
+        p = self._pairing
+        return (
+            p is not None
+            and p.step is PairingStep.CONFIRMING
+            and message.event == str(m.Event.PAIR_RESPONSE)
+        )
+
     def _dispatch(
         self, parsed: m.TerminalMessage, message: Message, got: Received, now: float
     ) -> None:
@@ -1047,13 +1096,15 @@ class PosSession:
             case m.GetTransactionResponse():
                 self._on_get_transaction_response(parsed, message, now)
             case m.SettlementResponse():
-                self._on_transaction_response(message.event, parsed, None, now)
+                self._on_transaction_response(message.event, message.id, parsed, None, now)
             case m.TransactionResponse():
                 if message.event == str(m.Event.LAST_TRANSACTION) and message.id in self._glt_ids:
                     self._glt_ids.discard(message.id)
                     self._events.append(LastTransactionResult(response=parsed))
                 else:
-                    self._on_transaction_response(message.event, parsed, parsed.pos_ref_id, now)
+                    self._on_transaction_response(
+                        message.event, message.id, parsed, parsed.pos_ref_id, now
+                    )
             case m.SetPosInfoResponse():
                 if parsed.success:
                     self._has_set_pos_info = True
@@ -1096,7 +1147,9 @@ class PosSession:
             their_enc = parse_public_key(parsed.enc_a)
             their_hmac = parse_public_key(parsed.hmac_a)
         except CryptoError as exc:
-            self._events.append(IgnoredMessage(event="key_request", reason=str(exc)))
+            # §13.5 and docs/security.md: a bad key exchange is not retried
+            # quietly; the operator sees why the pairing failed.
+            self._fail_pairing(f"Pairing failed: the terminal's key_request is invalid ({exc}).")
             return
         x_enc, x_hmac = self._private_key_factory(), self._private_key_factory()
         secrets = Secrets(
@@ -1175,6 +1228,7 @@ class PosSession:
     def _on_transaction_response(
         self,
         event: str,
+        message_id: str,
         parsed: m.TransactionResponse | m.SettlementResponse,
         pos_ref_id: str | None,
         now: float,
@@ -1184,6 +1238,11 @@ class PosSession:
             return
         if event != tx.response_event:
             self._events.append(IgnoredMessage(event=event, reason=f"expected {tx.response_event}"))
+            return
+        if tx.tx_type in _NO_POS_REF_ID_TYPES and message_id != tx.request_id:
+            # No pos_ref_id to bind it (§7.14): only the echo of our request's
+            # id ties it to this request, so a replayed one cannot close it.
+            self._events.append(IgnoredMessage(event=event, reason="id is not this request's id"))
             return
         if (
             isinstance(parsed, m.TransactionResponse)
@@ -1257,13 +1316,28 @@ class PosSession:
         self, parsed: m.GetTransactionResponse, message: Message, now: float
     ) -> None:
         if message.id in self._lookups:
-            pos_ref_id = self._lookups.pop(message.id)
+            pos_ref_id = self._lookups[message.id]
+            if not _names(parsed, pos_ref_id):
+                self._events.append(
+                    IgnoredMessage(event=message.event, reason="names another pos_ref_id")
+                )
+                return
+            del self._lookups[message.id]
             self._events.append(TransactionLookupResult(pos_ref_id=pos_ref_id, response=parsed))
             return
         tx = self._tx
         if tx is None or tx.gt_request_id is None or message.id != tx.gt_request_id:
             self._events.append(
                 IgnoredMessage(event=message.event, reason="not the latest get_transaction")
+            )
+            return
+        if not _names(parsed, tx.pos_ref_id):
+            # A signed answer about another transaction (recorded earlier, or
+            # a terminal slip) must not decide this one: keep recovering.
+            self._events.append(
+                IgnoredMessage(
+                    event=message.event, reason="does not name the transaction's pos_ref_id"
+                )
             )
             return
         tx.gt_request_id = None
@@ -1446,6 +1520,30 @@ class PosSession:
 _NO_POS_REF_ID_TYPES: Final = frozenset(
     {m.TxType.SETTLE, m.TxType.SETTLEMENT_ENQUIRY, m.TxType.GET_LAST_TRANSACTION}
 )
+
+# Request ids start somewhere in [1, 2**31): unpredictable, and still short.
+_REQUEST_ID_SPACE: Final = (1 << 31) - 1
+
+
+def _random_request_id_start() -> int:
+    return _csprng.randbelow(_REQUEST_ID_SPACE) + 1
+
+
+def _names(parsed: m.GetTransactionResponse, pos_ref_id: str) -> bool:
+    """Whether a get_transaction answer is about ``pos_ref_id`` and nothing else.
+
+    Real answers carry it outside (errors) or inside ``tx`` (successes) or
+    both (§7.10 fixtures); one that names no transaction, or another one
+    anywhere, does not count.
+    """
+    named = [parsed.pos_ref_id, parsed.tx.pos_ref_id if parsed.tx is not None else None]
+    given = [value for value in named if value is not None]
+    return bool(given) and all(value == pos_ref_id for value in given)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """Peer-chosen text, cut short for a log line."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _outcome_of(success: bool | None) -> Outcome:

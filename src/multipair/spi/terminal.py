@@ -1315,6 +1315,13 @@ class Terminal:
         return None
 
     def _on_plain(self, message: Message, now: float) -> None:
+        if self._pairing is PairingState.PAIRED:
+            # §2.2 and docs/security.md: a paired terminal obeys no plaintext,
+            # not even pair_request (anyone on the network could otherwise
+            # unpair it). Unpairing is drop_keys under the keys, or the
+            # terminal's own unpair.
+            self._reject("plain_after_pairing", f"plain {message.event[:40]!r} from a paired POS")
+            return
         if message.event == "pair_request":
             self._on_pair_request(message, now)
         elif message.event == "key_response":
