@@ -24,7 +24,15 @@ Variables, meanings and defaults:
   (§13.11), e.g. ``sb``. Default unset: chosen by test mode as the protocol
   says.
 - ``MULTIPAIR_DEVICE_ADDRESS_BASE_URL``: a base URL that replaces the
-  device-address service (the simulator's fake one). Default unset.
+  device-address service (the simulator's fake one). It must be
+  ``https://``; ``http://`` is accepted only for a loopback host
+  (``127.0.0.0/8``, ``::1``, ``localhost``), since the request carries the
+  API key. Default unset.
+- ``MULTIPAIR_DEVICE_ADDRESS_ALLOW``: comma-separated places the
+  device-address service may send a lane to: IPv4 networks in CIDR form
+  (``10.0.0.0/8``), host-name suffixes (``.shop.example.com``) and exact host
+  names (``term1.example.com``). An answer outside them is refused and the
+  lane keeps its address. Default unset: any valid address.
 - ``MULTIPAIR_TLS_CA_FILE``: a CA bundle that ``wss://`` terminals are
   verified against instead of the system store (the simulator's own CA).
   Default unset.
@@ -63,6 +71,7 @@ from typing import Any, Final, Literal, cast
 from multipair import __version__
 from multipair.broker_schema.keys import validate_host_id, validate_prefix
 from multipair.exceptions import ConfigurationError, MultipairError
+from multipair.spi.address import DeviceAddressAllowlist, validate_device_address_base_url
 from multipair.store.secrets_box import MasterKey
 
 __all__ = ["ENV_PREFIX", "LogFormat", "Settings"]
@@ -97,6 +106,8 @@ class Settings:
     device_api_key: str | None = field(default=None, repr=False)
     device_address_env: str | None = None
     device_address_base_url: str | None = None
+    device_address_allow: tuple[str, ...] = ()
+    """Entries of ``MULTIPAIR_DEVICE_ADDRESS_ALLOW``; empty admits any valid address."""
     tls_ca_file: str | None = None
     events_maxlen: int = 10_000
     drain_timeout_s: float = 30.0
@@ -124,12 +135,15 @@ class Settings:
                 "MULTIPAIR_DEVICE_ADDRESS_ENV must be letters, digits or '-' (max 32), "
                 f"got {self.device_address_env!r}"
             )
-        if self.device_address_base_url is not None and not self.device_address_base_url.startswith(
-            ("http://", "https://")
-        ):
-            raise ConfigurationError(
-                "MULTIPAIR_DEVICE_ADDRESS_BASE_URL must start with http:// or https://"
+        if self.device_address_base_url is not None:
+            _named(
+                "MULTIPAIR_DEVICE_ADDRESS_BASE_URL",
+                validate_device_address_base_url,
+                self.device_address_base_url,
             )
+        allow = _allow_entries(self.device_address_allow)
+        object.__setattr__(self, "device_address_allow", allow)
+        _named("MULTIPAIR_DEVICE_ADDRESS_ALLOW", DeviceAddressAllowlist.parse, allow)
         if self.tls_ca_file is not None and not Path(self.tls_ca_file).is_file():
             raise ConfigurationError(
                 f"MULTIPAIR_TLS_CA_FILE names no readable file: {self.tls_ca_file!r}"
@@ -222,6 +236,28 @@ class Settings:
 
 def _env(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
+
+
+def _allow_entries(value: object) -> tuple[str, ...]:
+    """``MULTIPAIR_DEVICE_ADDRESS_ALLOW`` as entries: comma-separated text or a sequence.
+
+    A sequence arrives from the lane template (JSON makes the tuple a list).
+    Blank entries (``a,,b``, a final comma) are dropped, but text that holds
+    only blanks is an error rather than an allowlist that admits everything.
+    """
+    items: list[object]
+    if isinstance(value, str):
+        items = list(value.split(",")) if value else []
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ConfigurationError("MULTIPAIR_DEVICE_ADDRESS_ALLOW must be comma-separated text")
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigurationError("MULTIPAIR_DEVICE_ADDRESS_ALLOW entries must be text")
+    entries = tuple(item.strip() for item in cast(list[str], items) if item.strip())
+    if items and not entries:
+        raise ConfigurationError("MULTIPAIR_DEVICE_ADDRESS_ALLOW lists no entry")
+    return entries
 
 
 def _named(variable: str, check: Callable[[Any], object], value: object) -> None:

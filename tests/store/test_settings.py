@@ -65,6 +65,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
             "MULTIPAIR_DEVICE_API_KEY": "BurgerPosDeviceAPIKey",
             "MULTIPAIR_DEVICE_ADDRESS_ENV": "sb",
             "MULTIPAIR_DEVICE_ADDRESS_BASE_URL": "http://127.0.0.1:9000",
+            "MULTIPAIR_DEVICE_ADDRESS_ALLOW": "10.0.0.0/8, .shop.example.com",
             "MULTIPAIR_TLS_CA_FILE": str(ca_file),
             "MULTIPAIR_EVENTS_MAXLEN": "500",
             "MULTIPAIR_HOST_ID": "store-7",
@@ -81,6 +82,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
             device_api_key="BurgerPosDeviceAPIKey",
             device_address_env="sb",
             device_address_base_url="http://127.0.0.1:9000",
+            device_address_allow=("10.0.0.0/8", ".shop.example.com"),
             tls_ca_file=str(ca_file),
             events_maxlen=500,
             host_id="store-7",
@@ -100,6 +102,18 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         ("MULTIPAIR_POS_VENDOR_ID", " leading space"),
         ("MULTIPAIR_DEVICE_ADDRESS_ENV", "s b"),
         ("MULTIPAIR_DEVICE_ADDRESS_BASE_URL", "ftp://x"),
+        ("MULTIPAIR_DEVICE_ADDRESS_BASE_URL", "http://device-address.example.com"),
+        ("MULTIPAIR_DEVICE_ADDRESS_BASE_URL", "http://10.0.0.1:9000"),
+        ("MULTIPAIR_DEVICE_ADDRESS_BASE_URL", "http://localhost.evil.example"),
+        ("MULTIPAIR_DEVICE_ADDRESS_BASE_URL", "http://127.0.0.1@evil.example"),
+        ("MULTIPAIR_DEVICE_ADDRESS_BASE_URL", "https://127.0.0.1:99999"),
+        ("MULTIPAIR_DEVICE_ADDRESS_ALLOW", "10.0.0.0/33"),
+        ("MULTIPAIR_DEVICE_ADDRESS_ALLOW", "10.0.0.1/8"),  # host bits set: a typo
+        ("MULTIPAIR_DEVICE_ADDRESS_ALLOW", "10.0.0.0/8,300.1.0.0/16"),
+        ("MULTIPAIR_DEVICE_ADDRESS_ALLOW", "fd00::/8"),  # terminals are IPv4 (§1)
+        ("MULTIPAIR_DEVICE_ADDRESS_ALLOW", "bad host.example"),
+        ("MULTIPAIR_DEVICE_ADDRESS_ALLOW", ".shop.ex\u0430mple.com"),
+        ("MULTIPAIR_DEVICE_ADDRESS_ALLOW", " , "),
         ("MULTIPAIR_TLS_CA_FILE", "/nonexistent/ca.pem"),
         ("MULTIPAIR_EVENTS_MAXLEN", "ten"),
         ("MULTIPAIR_EVENTS_MAXLEN", "0"),
@@ -113,6 +127,55 @@ def test_bad_value_names_its_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
         Settings.from_env(env)
     assert variable in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://127.0.0.1:9000",
+        "http://127.8.9.10:9000/prefix",
+        "http://localhost:8123",
+        "http://[::1]:8123",
+        "https://device-address.example.com",
+        "https://10.0.0.1:9443/mock",
+    ],
+)
+def test_device_address_base_url_is_https_or_loopback_http(base_url: str) -> None:
+    settings = Settings.from_env({"MULTIPAIR_DEVICE_ADDRESS_BASE_URL": base_url})
+    assert base_url == settings.device_address_base_url
+
+
+def test_plain_http_to_another_host_is_refused_with_a_reason() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"MULTIPAIR_DEVICE_ADDRESS_BASE_URL": "http://10.0.0.1:9000"})
+    message = str(caught.value)
+    assert (True, True) == ("MULTIPAIR_DEVICE_ADDRESS_BASE_URL" in message, "https://" in message)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10.0.0.0/8", ("10.0.0.0/8",)),
+        (
+            "10.0.0.0/8, 192.168.1.0/24 ,.shop.example.com,term1.example.com,",
+            ("10.0.0.0/8", "192.168.1.0/24", ".shop.example.com", "term1.example.com"),
+        ),
+        ("10.20.30.40", ("10.20.30.40",)),
+        ("", ()),
+    ],
+)
+def test_device_address_allowlist_is_comma_separated(text: str, expected: tuple[str, ...]) -> None:
+    settings = Settings.from_env({"MULTIPAIR_DEVICE_ADDRESS_ALLOW": text})
+    assert expected == settings.device_address_allow
+
+
+def test_device_address_allowlist_defaults_to_none_and_survives_a_json_list() -> None:
+    """The lane template gets settings as JSON, where the tuple became a list."""
+    listed = Settings(device_address_allow=["10.0.0.0/8"], host_id="h")  # type: ignore[arg-type]
+    assert ((), ("10.0.0.0/8",)) == (
+        Settings.from_env({}).device_address_allow,
+        listed.device_address_allow,
+    )
 
 
 def test_master_key_file_is_read(tmp_path: Path) -> None:

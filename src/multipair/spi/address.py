@@ -21,20 +21,32 @@ Rules this module keeps (pure: strings in, strings and verdicts out, no I/O):
   with an API-key header and an 8 s timeout. Its answer is sorted into a
   :class:`DeviceAddressResponseCode` by :func:`interpret_device_address_response`,
   which never raises. "Not changed" compares *host names* (§11: both reference
-  clients compare the wrong things and never report it). An address the
-  service returns is validated before it can reach a URL.
+  clients compare the wrong things and never report it).
+- The service is trusted no further than it must be (STYLE 16; the reference
+  clients trust it entirely): it is asked over ``https://`` only, plain
+  ``http://`` being kept for a base URL on this machine (loopback, the
+  simulator's fake); a redirect is a service error, never followed, so the
+  API key cannot travel to another host; an answer over
+  :data:`DEVICE_ADDRESS_MAX_BODY` bytes is a service error. The address it
+  returns is held to a stricter rule than a user's (§1): ASCII only, no
+  scheme, path, query or user info, an ``ip`` a real IPv4 address with an
+  optional port of 1-65535, an ``fqdn`` (or any address in secure mode) a
+  host name of DNS labels with no port. It must then lie inside the
+  operator's :class:`DeviceAddressAllowlist` when one is configured.
 - The reconnect and address-resolution timings of §8.4 as amended by §13.7 and
   §13.8 live in one frozen :class:`Timings`, injected where they are used.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Final
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import orjson
 
@@ -44,8 +56,10 @@ from multipair.spi.envelope import SUBPROTOCOLS, Generation
 __all__ = [
     "DEFAULT_TIMINGS",
     "DEVICE_ADDRESS_API_KEY_HEADER",
+    "DEVICE_ADDRESS_MAX_BODY",
     "DEVICE_ADDRESS_TIMEOUT_S",
     "SUBPROTOCOL",
+    "DeviceAddressAllowlist",
     "DeviceAddressResponseCode",
     "DeviceAddressResult",
     "Timings",
@@ -53,6 +67,7 @@ __all__ = [
     "interpret_device_address_response",
     "is_valid_eftpos_address",
     "is_valid_pos_id",
+    "validate_device_address_base_url",
     "websocket_url",
 ]
 
@@ -64,6 +79,12 @@ DEVICE_ADDRESS_API_KEY_HEADER: Final = "ASM-MSP-DEVICE-ADDRESS-API-KEY"
 
 DEVICE_ADDRESS_TIMEOUT_S: Final = 8.0
 """How long one device-address lookup may take before it counts as a service error (§6.1)."""
+
+DEVICE_ADDRESS_MAX_BODY: Final = 64 * 1024
+"""The most bytes of a device-address answer read; a longer one is a service error.
+
+The samples (fixtures/device-address/) are about 200 bytes.
+"""
 
 # Ports a non-wbc tenant's terminal listens on (§13.2).
 _WS_PORT: Final = 8080
@@ -85,7 +106,16 @@ _SCHEME = re.compile(r"(?P<scheme>wss?)://", re.IGNORECASE)
 
 # Tenant and environment codes become DNS labels of the service host (§6.1).
 _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_BASE_URL = re.compile(r"https?://[^\s/?#]+(?:/[^\s?#]*)?", re.IGNORECASE)
+_BASE_URL = re.compile(r"https?://[^\s/?#@]+(?:/[^\s?#]*)?", re.IGNORECASE)
+_USERINFO = re.compile(r"//[^/?#]*@")
+_LOOPBACK_NAME: Final = "localhost"
+
+# What the service may answer (§1, stricter: STYLE 16). Explicit ASCII classes
+# and ``fullmatch``, as above; the dotted quad is then checked by ``ipaddress``.
+_ANSWER_IPV4 = re.compile(r"(?P<host>[0-9]{1,3}(?:\.[0-9]{1,3}){3})(?::(?P<port>[0-9]{1,5}))?")
+_ANSWER_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_ALL_DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
+_MAX_HOST_NAME: Final = 253
 
 
 def is_valid_pos_id(pos_id: str) -> bool:
@@ -202,18 +232,18 @@ def device_address_url(
     whenever ``environment_code`` is set (whatever the test mode). The path is
     ``/v1/<serial>/fqdn`` in secure mode, ``/v1/<serial>/ip`` otherwise.
     ``base_url`` (e.g. ``http://127.0.0.1:8123`` for a local fake) replaces
-    scheme and host and keeps the path.
+    scheme and host and keeps the path; it must pass
+    :func:`validate_device_address_base_url`.
 
     Raises :class:`~multipair.exceptions.ConfigurationError` for an empty
     serial number, a tenant or environment code that is not a DNS label, or a
-    ``base_url`` that is not ``http(s)://host[/prefix]``.
+    ``base_url`` that is refused.
     """
     if not serial_number:
         raise ConfigurationError("device-address lookup needs a serial number")
     path = f"/v1/{quote(serial_number, safe='')}/{'fqdn' if secure else 'ip'}"
     if base_url is not None:
-        if _BASE_URL.fullmatch(base_url) is None:
-            raise ConfigurationError(f"device-address base URL {base_url!r} is not http(s)://…")
+        validate_device_address_base_url(base_url)
         return base_url.rstrip("/") + path
     if _DNS_LABEL.fullmatch(tenant_code) is None:
         raise ConfigurationError(f"tenant code {tenant_code!r} is not a DNS label")
@@ -226,23 +256,133 @@ def device_address_url(
     return f"https://device-address-api{suffix}.{tenant_code}.mspenv.io{path}"
 
 
+def validate_device_address_base_url(base_url: str) -> None:
+    """Refuse a base URL the API key must not be sent to (§6.1).
+
+    Accepted: ``https://host[:port][/prefix]``, and ``http://`` only when the
+    host is loopback (``127.0.0.0/8``, ``::1`` or ``localhost``): plain HTTP
+    would show the API key and the answer to the network, so it is kept for a
+    fake service on this machine (the simulator's, the tests'). No user info,
+    query or fragment.
+
+    Raises :class:`~multipair.exceptions.ConfigurationError` saying why.
+    """
+    shown = _USERINFO.sub("//***@", base_url)
+    if _BASE_URL.fullmatch(base_url) is None:
+        raise ConfigurationError(
+            f"device-address base URL {shown!r} is not https://host[:port][/prefix] "
+            "(no user info, query or fragment)"
+        )
+    try:
+        parts = urlsplit(base_url)
+        host = parts.hostname
+        _ = parts.port  # a port that is not 0-65535 raises here
+    except ValueError:
+        host = None
+    if not host:
+        raise ConfigurationError(f"device-address base URL {shown!r} has no valid host and port")
+    if parts.scheme.lower() == "http" and not _is_loopback(host):
+        raise ConfigurationError(
+            f"device-address base URL {shown!r} uses http:// for a host that is not loopback; "
+            "use https:// (http:// is allowed only for 127.0.0.0/8, ::1 or localhost)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    """True for ``localhost`` and for addresses in 127.0.0.0/8 or ``::1``."""
+    if host.lower() == _LOOPBACK_NAME:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceAddressAllowlist:
+    """Where the device-address service may send a lane (``MULTIPAIR_DEVICE_ADDRESS_ALLOW``).
+
+    Built by :meth:`parse` from entries of three kinds: IPv4 networks in CIDR
+    form (``10.0.0.0/8``; a bare address is a ``/32``), host-name suffixes
+    starting with a dot (``.shop.example.com`` admits ``t1.shop.example.com``
+    but not ``shop.example.com`` itself) and exact host names. Names compare
+    case-insensitively and without a final dot. An IPv4 answer is matched
+    against the networks only and a host name against the names only: nothing
+    is resolved here, so list a name to admit it. No entries: any valid
+    address is admitted.
+    """
+
+    networks: tuple[ipaddress.IPv4Network, ...] = ()
+    names: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> DeviceAddressAllowlist:
+        """Sort ``entries`` into networks, names and suffixes.
+
+        Raises :class:`~multipair.exceptions.ConfigurationError` naming the
+        first entry that is none of the three (a network with host bits set,
+        ``10.0.0.1/8``, is refused as a likely typo; so is an IPv6 network,
+        since terminal addresses are IPv4, §1).
+        """
+        networks: list[ipaddress.IPv4Network] = []
+        names: list[str] = []
+        suffixes: list[str] = []
+        for raw in entries:
+            entry = raw.strip()
+            if "/" in entry or ":" in entry or _ALL_DIGITS_AND_DOTS.fullmatch(entry):
+                try:
+                    networks.append(ipaddress.IPv4Network(entry, strict=True))
+                except ValueError:
+                    raise ConfigurationError(
+                        f"allowlist entry {entry!r} is not an IPv4 network in CIDR form "
+                        "(e.g. 10.0.0.0/8)"
+                    ) from None
+                continue
+            name = entry.lower()
+            is_suffix = name.startswith(".")
+            name = name.removeprefix(".").removesuffix(".")
+            if not _is_host_name(name):
+                raise ConfigurationError(
+                    f"allowlist entry {entry!r} is neither an IPv4 network (10.0.0.0/8), "
+                    "a host name (term1.example.com) nor a suffix (.example.com)"
+                )
+            (suffixes if is_suffix else names).append("." + name if is_suffix else name)
+        return cls(networks=tuple(networks), names=tuple(names), suffixes=tuple(suffixes))
+
+    def permits(self, host: str) -> bool:
+        """Whether ``host`` (an IPv4 address or a host name, no port) is admitted."""
+        if not (self.networks or self.names or self.suffixes):
+            return True
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            name = host.lower().removesuffix(".")
+            return name in self.names or name.endswith(self.suffixes)
+        return any(ip in network for network in self.networks)
+
+
 def interpret_device_address_response(
     status: int | None,
     body: bytes | None,
     *,
     secure: bool,
     current_address: str | None,
+    allowlist: DeviceAddressAllowlist | None = None,
 ) -> DeviceAddressResult:
     """Sort one device-address HTTP outcome into a result (§6.1, §13.11). Never raises.
 
     ``status`` None means the request failed (network error or the 8 s
-    timeout). 404 means the serial is unknown; any other non-200, an empty or
-    non-JSON body, or a body without a usable ``fqdn``/``ip`` is a service
-    error. On 200 the address is ``fqdn`` when present, else ``ip``; other
-    fields (including the ``error`` the service's samples carry next to a
-    valid address) are ignored. ``current_address`` is what the lane connects
-    to now, in any form :func:`websocket_url` takes or returns; when its host
-    equals the new one (case-insensitively) the result is ``ADDRESS_NOT_CHANGED``.
+    timeout). 404 means the serial is unknown; a redirect (3xx), any other
+    non-200, an empty or non-JSON body, or a body without a usable
+    ``fqdn``/``ip`` is a service error. On 200 the address is ``fqdn`` when
+    present, else ``ip``; other fields (including the ``error`` the service's
+    samples carry next to a valid address) are ignored. The address must meet
+    the rules of the module docstring and, when ``allowlist`` is given, lie
+    inside it; else the answer is a service error whose detail says why.
+    ``current_address`` is what the lane connects to now, in any form
+    :func:`websocket_url` takes or returns; when its host equals the new one
+    (case-insensitively) the result is ``ADDRESS_NOT_CHANGED``.
     """
     if status is None:
         return _service_error("no response (network error or timeout)")
@@ -253,6 +393,9 @@ def interpret_device_address_response(
             last_updated=None,
             detail="HTTP 404: serial number not known to the service",
         )
+    if 300 <= status < 400:
+        # The caller never follows one: the API key goes to the service's host only.
+        return _service_error(f"HTTP {status}: a redirect, refused (redirects are not followed)")
     if status != 200:
         return _service_error(f"HTTP {status}")
     if not body:
@@ -269,9 +412,13 @@ def interpret_device_address_response(
     if not isinstance(address, str) or not address:
         return _service_error("HTTP 200 without 'fqdn' or 'ip'")
     # The address goes into a URL: hold it to the rule a user's address meets
-    # (§1). A host name is checked as one even in plain mode.
-    if not is_valid_eftpos_address(address, secure=secure or from_fqdn):
-        return _service_error(f"HTTP 200 with an address that is not valid: {address[:80]!r}")
+    # (§1), more strictly. A host name is checked as one even in plain mode.
+    shown = ascii(address[:80])
+    host = _answered_host(address, host_name=secure or from_fqdn)
+    if isinstance(host, _Refusal):
+        return _service_error(f"HTTP 200 with an address that is not valid ({host.why}): {shown}")
+    if allowlist is not None and not allowlist.permits(host):
+        return _service_error(f"HTTP 200 with an address outside the allowlist: {shown}")
     last_updated = document.get("last_updated")
     last_updated = last_updated if isinstance(last_updated, str) else None
     if current_address and _host_of(current_address) == _host_of(address):
@@ -286,6 +433,61 @@ def interpret_device_address_response(
         address=address,
         last_updated=last_updated,
         detail="HTTP 200 OK",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    why: str
+
+
+def _answered_host(address: str, *, host_name: bool) -> str | _Refusal:
+    """The host of an address the service answered, or why it cannot be used.
+
+    ``host_name``: a host name (or IPv4 address) without a port, as secure
+    mode and ``fqdn`` take (§1); else an IPv4 address with an optional port.
+    """
+    if not address.isascii():
+        return _Refusal("not ASCII")
+    if not address.isprintable() or " " in address:
+        return _Refusal("has spaces or control characters")
+    if "://" in address:
+        return _Refusal("has a scheme")
+    if "@" in address:
+        return _Refusal("has user info")
+    if any(stop in address for stop in "/?#"):
+        return _Refusal("has a path, query or fragment")
+    if host_name:
+        if ":" in address:
+            return _Refusal("a host name takes no port")
+        name = address.removesuffix(".")
+        if _ALL_DIGITS_AND_DOTS.fullmatch(name):
+            return _ipv4_refusal(name) or name
+        return name if _is_host_name(name) else _Refusal("not a host name")
+    match = _ANSWER_IPV4.fullmatch(address)
+    if match is None:
+        return _Refusal("not an IPv4 address with an optional port")
+    port = match["port"]
+    if port is not None and not 1 <= int(port) <= 65535:
+        return _Refusal("port out of range")
+    return _ipv4_refusal(match["host"]) or match["host"]
+
+
+def _ipv4_refusal(text: str) -> _Refusal | None:
+    """Why ``text`` is not the IPv4 address of a terminal, or None."""
+    try:
+        ip = ipaddress.IPv4Address(text)
+    except ValueError:
+        return _Refusal("not a valid IPv4 address")
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return _Refusal("not a unicast IPv4 address")
+    return None
+
+
+def _is_host_name(name: str) -> bool:
+    """True for dot-separated DNS labels of ASCII letters, digits and ``-`` (253 at most)."""
+    return 0 < len(name) <= _MAX_HOST_NAME and all(
+        _ANSWER_LABEL.fullmatch(label) for label in name.split(".")
     )
 
 
