@@ -9,7 +9,12 @@ set lookup.
 
 Points in use (grep ``failpoints.hit``): ``lane.before_send``,
 ``lane.after_send``, ``lane.awaiting_signature``,
-``lane.before_outcome_published``, ``lane.after_roll_persisted``.
+``lane.before_outcome_published``, ``lane.after_roll_persisted``,
+``lane.control_command`` (a control command is about to run).
+
+A *fault* point (:func:`fault`) raises :class:`InjectedFault` instead: an
+unexpected error, as a bug would raise, for tests of containment
+(``lane.control_command_fails``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import signal
 from typing import Final
 
-__all__ = ["ENV", "armed", "hit"]
+__all__ = ["ENV", "InjectedFault", "armed", "fault", "hit"]
 
 ENV: Final = "MULTIPAIR_FAILPOINTS"
 
@@ -34,3 +39,13 @@ def hit(name: str) -> None:
     """Die at once with SIGKILL if ``name`` is armed; otherwise do nothing."""
     if name in _ARMED:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class InjectedFault(Exception):
+    """Raised at an armed fault point: stands for a bug nobody foresaw (not a MultipairError)."""
+
+
+def fault(name: str) -> None:
+    """Raise :class:`InjectedFault` if ``name`` is armed; otherwise do nothing."""
+    if name in _ARMED:
+        raise InjectedFault(f"failpoint {name}")

@@ -36,12 +36,50 @@ from redis.exceptions import RedisClusterException, ResponseError
 from multipair import __version__
 from multipair.exceptions import ConfigurationError
 
-__all__ = ["POOL_WAIT_S", "connect", "connect_blocking", "is_cluster"]
+__all__ = [
+    "POOL_WAIT_S",
+    "RAW_REPLY",
+    "allow_raw_replies",
+    "connect",
+    "connect_blocking",
+    "is_cluster",
+]
 
 _PROBE_TIMEOUT_S: Final = 5.0
 
 POOL_WAIT_S: Final = 5.0
 """How long a command waits for a free pooled connection when ``max_connections`` is set."""
+
+
+RAW_REPLY: Final = "multipair_raw_reply"
+"""Option of ``execute_command``: the reply as the server sent it (:func:`allow_raw_replies`)."""
+
+
+def allow_raw_replies(client: Redis, *commands: str) -> None:
+    """Let ``client.execute_command(*args, multipair_raw_reply=True)`` skip redis-py's parsing.
+
+    redis-py folds a stream entry's field list into a dict, so an entry that
+    names a field twice (``v 1 body A body B``) reads as one field, the last;
+    a reader that must see the entry as sent asks for the raw reply instead.
+    redis-py hands a command's options to its response callback, so each
+    callback of ``commands`` is wrapped once: with the option it returns the
+    reply untouched, without it it parses as before. Works on ``Redis`` and
+    ``RedisCluster`` (whose nodes share the client's callbacks) alike, with
+    RESP2 or RESP3 replies (the caller reads either shape). Idempotent.
+    """
+    callbacks: Any = client.response_callbacks
+    for command in commands:
+        parse = callbacks.get(command)
+        if getattr(parse, "_multipair_raw", False):
+            continue
+
+        def callback(response: Any, _parse: Any = parse, **options: Any) -> Any:
+            if options.pop(RAW_REPLY, False):
+                return response
+            return response if _parse is None else _parse(response, **options)
+
+        callback._multipair_raw = True  # type: ignore[attr-defined]
+        callbacks[command] = callback
 
 
 def is_cluster(client: object) -> bool:

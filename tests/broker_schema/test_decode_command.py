@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from typing import Any
 
 import orjson
@@ -46,6 +47,35 @@ BAD_ENTRIES: list[tuple[str, Any, str]] = [
     ("entry without body", {b"v": b"1"}, "bad_entry"),
     ("entry with a third field", {**entry(purchase()), b"trace": b"x"}, "bad_entry"),
     ("entry field name not UTF-8", {b"v": b"1", b"\xff": b"{}"}, "bad_entry"),
+    (
+        "entry field name not UTF-8 beside v and body",
+        [(b"v", b"1"), (b"body", b"{}"), (b"\xff", b"1")],
+        "bad_entry",
+    ),
+    # Repeats: a client that folds fields into a map keeps the last, so the lane
+    # reads an entry's field pairs as sent and the codec refuses a repeat.
+    (
+        "v twice (v 2 body <purchase> v 1)",
+        [(b"v", b"2"), (b"body", orjson.dumps(purchase())), (b"v", b"1")],
+        "bad_entry",
+    ),
+    (
+        "body twice (v 1 body <cancel> body <purchase>)",
+        [
+            (b"v", b"1"),
+            (b"body", orjson.dumps({"type": "cancel", "command_id": "c1"})),
+            (b"body", orjson.dumps(purchase())),
+        ],
+        "bad_entry",
+    ),
+    (
+        "v as bytes and as text",
+        {b"v": b"1", "v": "1", b"body": orjson.dumps(purchase())},
+        "bad_entry",
+    ),
+    ("pairs of three", [(b"v", b"1", b"x"), (b"body", b"{}", b"x")], "bad_entry"),
+    ("entry as one text", "v 1 body {}", "bad_entry"),
+    ("entry as bytes", b"v1body{}", "bad_entry"),
     ("body of a wrong Python type", {b"v": b"1", b"body": 5}, "bad_entry"),
     # The version.
     ("unknown v 2", entry(purchase(), v=b"2"), "unsupported_version"),
@@ -64,6 +94,40 @@ BAD_ENTRIES: list[tuple[str, Any, str]] = [
     ("body is null", entry(b"null"), "not_an_object"),
     ("body is a number", entry(b"1250"), "not_an_object"),
     ("body is a string", entry(b'"purchase"'), "not_an_object"),
+    # Repeated JSON keys: orjson keeps the last, so 26682 would be read as 7083.
+    (
+        "amount_cents twice",
+        entry(
+            b'{"type":"purchase","command_id":"c1","pos_ref_id":"r",'
+            b'"amount_cents":26682,"amount_cents":7083}'
+        ),
+        "duplicate_key",
+    ),
+    (
+        "type twice",
+        entry(b'{"type":"cancel","command_id":"c1","type":"purchase"}'),
+        "duplicate_key",
+    ),
+    (
+        "a key repeated with an escape",
+        entry(b'{"type":"cancel","command_id":"c1","comm\\u0061nd_id":"c2"}'),
+        "duplicate_key",
+    ),
+    (
+        "a repeat that hides a colon",
+        entry(b'{"type":"cancel","command_id":"c:1","command_id":"c\\u003a2"}'),
+        "duplicate_key",
+    ),
+    (
+        "a key repeated in a nested object",
+        entry(b'{"type":"cancel","command_id":"c1","x":{"a":1,"a":2}}'),
+        "duplicate_key",
+    ),
+    (
+        "a repeat and an unknown field",
+        entry(b'{"type":"purchase","amout_cents":1,"amout_cents":2}'),
+        "duplicate_key",
+    ),
     # The type.
     ("no type", entry(purchase(type=...)), "missing_field"),
     ("type is a number", entry(purchase(type=5)), "wrong_type"),
@@ -132,7 +196,8 @@ BAD_ENTRIES: list[tuple[str, Any, str]] = [
     ("negative tip", entry(purchase(tip_cents=-1)), "invalid_value"),
     ("float tip", entry(purchase(tip_cents=1.5)), "wrong_type"),
     ("bool surcharge", entry(purchase(surcharge_cents=False)), "wrong_type"),
-    ("null tip", entry(purchase(tip_cents=None)), "wrong_type"),
+    ("null command_id", entry(purchase(command_id=None)), "wrong_type"),
+    ("null pos_ref_id on a purchase", entry(purchase(pos_ref_id=None)), "wrong_type"),
     (
         "negative refund",
         entry({"type": "refund", "command_id": "c", "pos_ref_id": "r", "amount_cents": -5}),
@@ -195,6 +260,16 @@ BAD_ENTRIES: list[tuple[str, Any, str]] = [
     ("expires_at not a time", entry(purchase(expires_at="tomorrow")), "invalid_value"),
     ("expires_at as epoch seconds", entry(purchase(expires_at=1893456000)), "wrong_type"),
     ("expires_at as a date only", entry(purchase(expires_at="2030-01-01")), "invalid_value"),
+    (
+        "expires_at after year 9999 in UTC",
+        entry(purchase(expires_at="9999-12-31T23:59:59-23:59")),
+        "invalid_value",
+    ),
+    (
+        "expires_at before year 1 in UTC",
+        entry(purchase(expires_at="0001-01-01T00:00:00+01:00")),
+        "invalid_value",
+    ),
     # Other fields.
     (
         "auth code of 5 digits",
@@ -289,6 +364,78 @@ def test_explicit_null_of_an_optional_field_means_its_default() -> None:
     body = {"type": "cancel", "command_id": "c", "pos_ref_id": None, "expires_at": None}
     command = decode_command(entry(body), now=NOW)
     assert (None, None) == (command.pos_ref_id, command.expires_at)  # type: ignore[attr-defined]
+
+
+def test_null_money_and_flags_of_a_purchase_mean_their_defaults() -> None:
+    body = purchase(
+        tip_cents=None, surcharge_cents=None, cashout_cents=None, prompt_for_cashout=None
+    )
+    assert Purchase(command_id="c1", pos_ref_id="order-17", amount_cents=1250) == (
+        decode_command(entry(body), now=NOW)
+    )
+
+
+def test_expiry_past_the_calendar_is_refused_when_built_in_python_too() -> None:
+    late = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone(-dt.timedelta(hours=23)))
+    with pytest.raises(CommandError) as caught:
+        Purchase(command_id="c1", pos_ref_id="r", amount_cents=1, expires_at=late)
+    assert "invalid_value" == caught.value.reason
+
+
+def test_an_entry_as_field_pairs_decodes_like_the_same_entry_as_a_map() -> None:
+    as_map = entry(purchase())
+    assert decode_command(as_map, now=NOW) == decode_command(list(as_map.items()), now=NOW)
+    assert decode_command(as_map, now=NOW) == (
+        decode_command([[b"body", as_map[b"body"]], [b"v", b"1"]], now=NOW)
+    )
+
+
+def test_a_repeated_entry_field_is_named_in_the_detail() -> None:
+    with pytest.raises(CommandError) as caught:
+        decode_command([(b"v", b"1"), (b"body", b"{}"), (b"body", b"{}")], now=NOW)
+    assert "a stream entry has one 'body' field, not two" in caught.value.detail
+
+
+def test_a_repeated_key_is_named_in_the_detail() -> None:
+    body = b'{"type":"purchase","amount_cents":26682,"amount_cents":7083}'
+    with pytest.raises(CommandError) as caught:
+        decode_command(entry(body), now=NOW)
+    assert ("duplicate_key", True) == (
+        caught.value.reason,
+        caught.value.detail.startswith("body has the key 'amount_cents' twice"),
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        purchase(pos_ref_id="a:b:c", expires_at="2030-01-01T00:00:00+10:00"),
+        {"type": "print", "command_id": "c:1", "key": "k:", "payload": "a: b: c\\u003a"},
+        {"type": "print", "command_id": "c1", "key": "k", "payload": '"quoted": yes'},
+        {"type": "cancel", "command_id": "\u00e9t\u00e9:1"},
+    ],
+)
+def test_colons_and_escapes_inside_strings_are_not_repeats(body: dict[str, Any]) -> None:
+    decode_command(entry(body), now=NOW)
+    decode_command(entry(json.dumps(body, indent=2).encode()), now=NOW)  # spaced out
+
+
+@pytest.mark.parametrize("kind", sorted(COMMAND_TYPES))
+def test_null_means_the_default_for_every_optional_field(kind: str) -> None:
+    """A ``null`` optional field decodes exactly as if the field were left out."""
+    for spec in COMMAND_TYPES[kind].wire_fields:
+        if spec.required:
+            continue
+        body = {"type": kind, "command_id": "c1", **GOOD_BODIES[kind]}
+        left_out = {k: v for k, v in body.items() if k != spec.name}
+        assert _outcome(entry(left_out)) == _outcome(entry({**body, spec.name: None})), spec.name
+
+
+def _outcome(fields: Any) -> object:
+    try:
+        return decode_command(fields, now=NOW)
+    except CommandError as exc:
+        return exc.reason
 
 
 # --- good entries: one per command type ------------------------------------------------------
@@ -435,3 +582,14 @@ def test_peek_reads_ids_of_a_command_that_is_otherwise_invalid() -> None:
 )
 def test_peek_gives_nothing_it_cannot_trust(fields: Any) -> None:
     assert CommandHint() == peek_command(fields)
+
+
+def test_peek_reads_only_the_keys_a_body_with_repeats_names_once() -> None:
+    body = b'{"type":"purchase","command_id":"c-1","command_id":"c-2","amount_cents":1}'
+    assert CommandHint(command_type="purchase") == peek_command(entry(body))
+    body = (
+        b'{"type":"purchase","command_id":"c-1","pos_ref_id":"r","amount_cents":1,"amount_cents":2}'
+    )
+    assert CommandHint(command_id="c-1", command_type="purchase", pos_ref_id="r") == (
+        peek_command(entry(body))
+    )

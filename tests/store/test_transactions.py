@@ -322,6 +322,48 @@ async def test_command_ids_of_any_printable_text_are_remembered(txs: TxStore) ->
     assert b"x" == await txs.recall_command(LANE, command_id, now=T0)
 
 
+# --- claim_command: the claim step of begin, alone --------------------------------------------
+
+
+async def test_the_first_claim_of_a_command_id_wins_and_later_ones_learn_it(
+    txs: TxStore,
+) -> None:
+    assert None is await txs.claim_command(LANE, "c-1", b"first", now=T0)
+    assert b"first" == await txs.claim_command(LANE, "c-1", b"second", now=T0)
+    assert b"first" == await txs.recall_command(LANE, "c-1", now=T0)  # nothing overwritten
+
+
+async def test_a_claim_older_than_seven_days_is_claimed_afresh(txs: TxStore) -> None:
+    await txs.claim_command(LANE, "c-1", b"old", now=T0)
+    week_later = T0 + dt.timedelta(days=7, seconds=1)
+    assert None is await txs.claim_command(LANE, "c-1", b"new", now=week_later)
+    assert b"new" == await txs.recall_command(LANE, "c-1", now=week_later)
+
+
+async def test_twenty_concurrent_claims_of_one_command_id_have_one_winner(
+    redis_url: str, keys: Keys
+) -> None:
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(20)]
+    try:
+        results = await asyncio.gather(
+            *(
+                TxStore(client, keys).claim_command(LANE, "c-race", f"claim-{i}", now=T0)
+                for i, client in enumerate(clients)
+            )
+        )
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert 1 == results.count(None)
+    assert 1 == len({prior for prior in results if prior is not None})  # all saw the winner
+
+
+async def test_a_claim_and_begin_share_one_claim(txs: TxStore, keys: Keys) -> None:
+    assert None is await txs.claim_command(LANE, "cmd-order-17", b"control", now=T0)
+    begun = await _begin(txs, keys, _record())
+    assert (b"control", None) == (begun.prior_claim, await txs.get(LANE, "order-17"))
+
+
 # --- begin: claim, record and accepting event in one step ------------------------------------
 
 
@@ -405,6 +447,13 @@ async def test_begin_fenced_out_writes_nothing(redis: aioredis.Redis, keys: Keys
         await _begin(TxStore(redis, keys, fencing_token=4), keys, _record())
     assert None is await TxStore(redis, keys).get(LANE, "order-17")
     assert 0 == await redis.xlen(keys.events(LANE))
+
+
+async def test_claim_fenced_out_writes_nothing(redis: aioredis.Redis, keys: Keys) -> None:
+    await redis.set(keys.lease(LANE), "5:other-host", px=60_000)
+    with pytest.raises(LeaseLost):
+        await TxStore(redis, keys, fencing_token=4).claim_command(LANE, "c-1", b"x", now=T0)
+    assert None is await TxStore(redis, keys).recall_command(LANE, "c-1", now=T0)
 
 
 # --- the record itself -------------------------------------------------------------------------

@@ -45,6 +45,7 @@ __all__ = [
     "is_valid_pos_ref_id",
     "parse_time",
     "to_json",
+    "to_utc",
     "truncate_to_ms",
 ]
 
@@ -183,8 +184,9 @@ def format_time(moment: _dt.datetime) -> str:
     """``2025-01-31T09:30:00.250Z``: UTC, milliseconds, ``Z`` (sub-millisecond digits dropped)."""
     if moment.tzinfo is None:
         raise InternalError("times in the broker contract are aware (UTC)")
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    # isoformat, not strftime: "%Y" does not pad years before 1000 on glibc.
+    return utc.isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_time(text: str, name: str = "time") -> _dt.datetime:
@@ -204,7 +206,22 @@ def parse_time(text: str, name: str = "time") -> _dt.datetime:
             f"{name} must be an ISO-8601 time with a UTC offset such as "
             f'"2025-01-31T09:30:00Z", got {describe(text)}',
         )
-    return moment.astimezone(UTC)
+    return to_utc(moment, name)
+
+
+def to_utc(moment: _dt.datetime, name: str = "time") -> _dt.datetime:
+    """An aware ``moment`` in UTC; ``CommandError('invalid_value')`` past the calendar's ends.
+
+    ``9999-12-31T23:59:59-23:59`` is a valid ISO-8601 time whose UTC instant
+    falls after year 9999, which ``datetime`` cannot hold (``OverflowError``).
+    """
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise CommandError(
+            Reason.INVALID_VALUE,
+            f"{name} must fall within years 1-9999 in UTC, got {moment.isoformat()!r}",
+        ) from None
 
 
 def truncate_to_ms(moment: _dt.datetime) -> _dt.datetime:

@@ -6,10 +6,23 @@ Rules this module keeps:
   a ``reason`` from :class:`Reason` and a ``detail`` naming the field. It
   checks, in order: the entry's fields (``bad_entry``), ``v``
   (``unsupported_version``), size (``oversize``, before parsing), JSON
-  (``not_json``, ``not_an_object``), ``type`` (``missing_field``,
-  ``wrong_type``, ``unknown_type``), unknown fields (``unknown_field``),
-  missing fields, each field's type and value in declaration order, rules
-  across fields, and last ``expires_at`` (``expired``).
+  (``not_json``, ``not_an_object``, ``duplicate_key``), ``type``
+  (``missing_field``, ``wrong_type``, ``unknown_type``), unknown fields
+  (``unknown_field``), missing fields, each field's type and value in
+  declaration order, rules across fields, and last ``expires_at``
+  (``expired``).
+- An entry is exactly one ``v`` and one ``body``, nothing else and nothing
+  twice. A client library that folds an entry into a mapping keeps the last
+  of two equal names, so the lane hands the codec the entry's raw field
+  *pairs* (a mapping is still accepted, for callers that have no repeats to
+  show). A repeated field, like a repeated JSON key, would let one entry
+  carry two commands, and which one ran would depend on the reader.
+- A body with the same key twice is refused (``duplicate_key``): orjson,
+  like most parsers, keeps the last one silently, so ``"amount_cents":1,
+  "amount_cents":9000`` would charge what a reader of the first one did not
+  expect.
+- ``null`` for an optional field of a command means its default, the same as
+  leaving the field out; a required field cannot be ``null``.
 - An unknown field in a *command* is refused: money must not move on a
   command whose sender meant something we did not read (``amout_cents``).
   An unknown field in an *event* is ignored: events grow by new fields and
@@ -22,7 +35,10 @@ Rules this module keeps:
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -56,7 +72,17 @@ _VERSION_TEXT: Final = str(SCHEMA_VERSION)
 _VERSION_BYTES: Final = _VERSION_TEXT.encode()
 _ENTRY_FIELDS: Final = frozenset({"v", "body"})
 
-EntryFields = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]
+EntryFields = (
+    Mapping[bytes, bytes]
+    | Mapping[str, str]
+    | Mapping[bytes | str, bytes | str]
+    | Sequence[tuple[bytes | str, bytes | str]]
+)
+"""One stream entry's fields: its (name, value) pairs as read, or a mapping of them."""
+
+# A colon written as a JSON escape; its presence makes the quick duplicate-key count
+# inconclusive (see _check_unique_keys).
+_ESCAPED_COLON: Final = re.compile(rb"\\u003[aA]")
 
 
 # --- the entry ---------------------------------------------------------------------------
@@ -73,13 +99,35 @@ def _as_text(value: object, what: str) -> str:
     raise CommandError(Reason.BAD_ENTRY, f"{what} must be bytes or text")
 
 
+def _pairs_of(fields: object) -> list[tuple[object, object]]:
+    """The (name, value) pairs of an entry given as pairs or as a mapping."""
+    if isinstance(fields, Mapping):
+        return list(fields.items())
+    if isinstance(fields, list | tuple):
+        pairs: list[tuple[object, object]] = []
+        for pair in fields:
+            if not isinstance(pair, list | tuple) or len(pair) != 2:
+                break
+            pairs.append((pair[0], pair[1]))
+        else:
+            return pairs
+    raise CommandError(
+        Reason.BAD_ENTRY, "a stream entry is the fields 'v' and 'body' (a map or name/value pairs)"
+    )
+
+
 def _entry_body(fields: object) -> bytes:
     """The checked ``body`` bytes of an entry (its ``v`` and size already checked)."""
-    if not isinstance(fields, Mapping):
-        raise CommandError(Reason.BAD_ENTRY, "a stream entry is a map of fields 'v' and 'body'")
     named: dict[str, object] = {}
-    for name, value in fields.items():
-        named[_as_text(name, "an entry field name")] = value
+    for name, value in _pairs_of(fields):
+        text = _as_text(name, "an entry field name")
+        if text in named:
+            raise CommandError(
+                Reason.BAD_ENTRY,
+                f"a stream entry has one {text[:40]!r} field, not two: which one counts "
+                "would depend on the reader",
+            )
+        named[text] = value
     extra = sorted(set(named) - _ENTRY_FIELDS)
     if extra:
         raise CommandError(
@@ -117,7 +165,100 @@ def _parse_object(body: bytes) -> dict[str, Any]:
         raise CommandError(Reason.NOT_JSON, f"body is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise CommandError(Reason.NOT_AN_OBJECT, f"body must be a JSON object, got {describe(obj)}")
+    _check_unique_keys(body, obj)
     return obj
+
+
+def _check_unique_keys(body: bytes, parsed: dict[str, Any]) -> None:
+    """Raise ``CommandError('duplicate_key')`` if an object of ``body`` repeats a key.
+
+    orjson keeps the last of two equal keys, so the parsed value cannot show a
+    repeat; the text can. The quick test counts colons, exactly: in JSON text
+    a colon is either the separator of an object member (one per member) or
+    a character inside a string. Without duplicates, the colons of the text
+    are the members of the parsed tree plus the colons in its strings (keys
+    and values); a repeated member adds a separator (and its own strings)
+    that the parsed tree has lost, so there are more. Only a colon written as
+    an escape (``\\u003a``) breaks the count: its text has no colon byte.
+    Then, or to name the repeated key, the stdlib parser (which reports every
+    pair to a hook) decides. The quick test costs about a microsecond on a
+    typical purchase; the stdlib parse about four.
+    """
+    members = 0
+    colons = 0
+    todo: list[dict[str, Any] | list[Any]] = [parsed]
+    while todo:
+        node = todo.pop()
+        values: Any
+        if type(node) is dict:
+            members += len(node)
+            for key in node:
+                colons += key.count(":")
+            values = node.values()
+        else:
+            values = node
+        for value in values:
+            kind = type(value)
+            if kind is str:
+                colons += value.count(":")
+            elif kind is dict or kind is list:
+                todo.append(value)
+    extra = body.count(b":") - colons - members  # > 0: a repeat, for sure
+    if extra <= 0 and _ESCAPED_COLON.search(body) is None:
+        return  # the count is exact: no repeat
+    try:
+        repeated = _repeated_key(body)
+    except (ValueError, RecursionError):
+        # The stdlib parser refused what orjson took (deeper nesting than this
+        # stack allows; orjson accepts 1024 levels). Only a certain repeat is
+        # named as one; otherwise the body cannot be vouched for.
+        if extra <= 0:
+            raise CommandError(
+                Reason.NOT_JSON, "body nests too deeply to be checked for repeated keys"
+            ) from None
+        repeated = ""
+    if repeated is None and extra <= 0:
+        return
+    shown = f"the key {repeated[:60]!r}" if repeated else "a key"
+    raise CommandError(
+        Reason.DUPLICATE_KEY,
+        f"body has {shown} twice in one object; JSON readers disagree on which one counts",
+    )
+
+
+class _Repeated(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Repeated(key)
+            seen.add(key)
+    return obj
+
+
+def _members_named_once(body: bytes) -> dict[str, Any]:
+    """The top-level members of ``body`` (a JSON object) whose key appears once in it."""
+    try:
+        pairs = json.loads(body.decode("utf-8"), object_pairs_hook=list)
+    except (ValueError, RecursionError):
+        return {}
+    names = Counter(name for name, _ in pairs)
+    return {name: value for name, value in pairs if names[name] == 1}
+
+
+def _repeated_key(body: bytes) -> str | None:
+    """The first key ``body`` (valid JSON) repeats within one object, or ``None``."""
+    try:
+        json.loads(body.decode("utf-8"), object_pairs_hook=_no_repeats)
+    except _Repeated as found:
+        return found.key
+    return None
 
 
 def _type_of(obj: Mapping[str, Any], known: Mapping[str, object], what: str) -> str:
@@ -142,7 +283,13 @@ def _fields_from(
     for spec in specs:
         if spec.required and spec.name not in obj:
             raise CommandError(Reason.MISSING_FIELD, f"{what} needs the field {spec.name!r}")
-    return {spec.name: from_json(spec, obj[spec.name]) for spec in specs if spec.name in obj}
+    return {
+        spec.name: from_json(spec, obj[spec.name])
+        for spec in specs
+        # A command's optional field sent as null takes its default, as if left
+        # out (docs/broker-schema.md, "Value rules"); a required one is refused.
+        if spec.name in obj and not (strict and obj[spec.name] is None and not spec.required)
+    }
 
 
 def _body_of(item: Command | Event, *, skip_none: bool) -> dict[str, object]:
@@ -211,10 +358,18 @@ def peek_command(fields: object) -> CommandHint:
     """Best-effort ``command_id``, ``type`` and ``pos_ref_id`` of any entry; never raises.
 
     A value is given only when it is itself well formed, so a rejection event
-    never echoes junk (an over-long or non-printable id comes back ``None``).
+    never echoes junk (an over-long or non-printable id comes back ``None``),
+    and only when it is not ambiguous: of a body that repeats keys, only the
+    keys it names once are read.
     """
     try:
-        obj = _parse_object(_entry_body(fields))
+        body = _entry_body(fields)
+        try:
+            obj = _parse_object(body)
+        except CommandError as exc:
+            if exc.reason != Reason.DUPLICATE_KEY:
+                raise
+            obj = _members_named_once(body)
     except CommandError:
         return CommandHint()
     command_id = obj.get("command_id")

@@ -30,12 +30,12 @@ from enum import StrEnum
 from typing import Any, ClassVar, Final, TypeVar
 
 from multipair.broker_schema._fields import (
-    UTC,
     FieldSpec,
     check_kind,
     field_specs,
     format_time,
     is_valid_pos_ref_id,
+    to_utc,
 )
 from multipair.broker_schema.reasons import Reason
 from multipair.exceptions import CommandError, InternalError
@@ -226,7 +226,7 @@ def _validate(command: Command) -> None:
         if value is None:
             continue
         if isinstance(value, _dt.datetime):
-            object.__setattr__(command, spec.name, value.astimezone(UTC))
+            object.__setattr__(command, spec.name, to_utc(value, spec.name))
         if check is not None:
             problem = check(spec.name, value)
             if problem is not None:

@@ -37,7 +37,9 @@ Rules this module keeps:
   the same script, so an outcome is recorded and published together, once.
 - ``begin`` starts a new transaction in one script: the ``command_id`` claim,
   the record and the event that accepts the command (one round trip, written
-  before anything goes to the terminal).
+  before anything goes to the terminal). ``claim_command`` is its claim step
+  alone, for every other command: first use of a ``command_id`` wins, and a
+  later one learns the prior claim, atomically.
 - ``move_op`` and ``complete_op`` are the same changes as ``update_state``
   and ``complete``, as ops of the lane's one write script
   (``multipair.worker.writes``), so a lane applies a state move or an
@@ -251,6 +253,8 @@ def _from_flat(reply: Sequence[Any]) -> TxRecord:
 #   -> 0 (no record) | 1 (already completed: nothing written) | 2 (completed)
 # tx_publish(stream, maxlen or '', field/value...): XADD, trimmed when maxlen is given.
 # remember(cmds, cmds_at, command_id, reply, now_ms, prune_before_ms) -> pruned count
+# claim(cmds, cmds_at, command_id, reply, now_ms, prune_before_ms)
+#   -> the live prior claim of command_id (nothing written), or false once it is claimed
 TX_LUA: Final = """
 local function tx_move(tx, new, updated, msg_id, allowed)
   local cur = redis.call('HGET', tx, 'state')
@@ -296,6 +300,16 @@ local function remember(cmds, cmds_at, command_id, reply, now_ms, prune_before_m
     redis.call('ZREM', cmds_at, unpack(old))
   end
   return #old
+end
+
+local function claim(cmds, cmds_at, command_id, reply, now_ms, prune_before_ms)
+  local prior = redis.call('HGET', cmds, command_id)
+  if prior then
+    local at = redis.call('ZSCORE', cmds_at, command_id)
+    if at and tonumber(at) >= tonumber(prune_before_ms) then return prior end
+  end
+  remember(cmds, cmds_at, command_id, reply, now_ms, prune_before_ms)
+  return false
 end
 """
 
@@ -347,6 +361,15 @@ return remember(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 )
 
+# KEYS: cmds, cmds_at. ARGV: command_id, claim, now_ms, prune_before_ms.
+# Returns the live prior claim (nothing written), or nil once the command_id is claimed.
+_CLAIM: Final = (
+    TX_LUA
+    + """
+return claim(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+)
+
 # The start of a new transaction, in one step: claim the command_id, create the
 # record, publish the event that accepts the command.
 # KEYS: cmds, cmds_at, tx, txs_open, txs, events.
@@ -359,12 +382,8 @@ return remember(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 _BEGIN: Final = (
     TX_LUA
     + """
-local prior = redis.call('HGET', KEYS[1], ARGV[1])
-if prior then
-  local at = redis.call('ZSCORE', KEYS[2], ARGV[1])
-  if at and tonumber(at) >= tonumber(ARGV[4]) then return {0, prior} end
-end
-remember(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local prior = claim(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+if prior then return {0, prior} end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return {1, redis.call('HGETALL', KEYS[3])}
 end
@@ -434,6 +453,7 @@ class TxStore:
         self._complete = FencedScript(redis, _COMPLETE, keys, fencing_token)
         self._remember = FencedScript(redis, _REMEMBER, keys, fencing_token)
         self._begin = FencedScript(redis, _BEGIN, keys, fencing_token)
+        self._claim = FencedScript(redis, _CLAIM, keys, fencing_token)
 
     def __repr__(self) -> str:
         return f"TxStore(keys={self._keys!r}, retention={self._retention!r})"
@@ -731,6 +751,32 @@ class TxStore:
                 keys=[self._keys.command_replies(iid), self._keys.command_times(iid)],
                 args=[command_id, reply, str(now_ms), str(cutoff)],
             )
+
+    async def claim_command(
+        self,
+        instance_id: str,
+        command_id: str,
+        claim: bytes | str,
+        *,
+        now: _dt.datetime | None = None,
+    ) -> bytes | None:
+        """Claim ``command_id`` for ``claim`` unless it holds a live claim, in one atomic step.
+
+        Returns the live prior claim (and writes nothing) for the caller to
+        judge, as :meth:`recall_command` would; ``None`` once this call
+        remembered ``claim`` for ``command_ttl`` (:meth:`remember_command`).
+        The claim step of :meth:`begin`, for commands without a record.
+        """
+        iid = validate_instance_id(instance_id)
+        now_ms, cutoff = self._claim_times(now)
+        with redis_errors():
+            prior = await self._claim(
+                keys=[self._keys.command_replies(iid), self._keys.command_times(iid)],
+                args=[command_id, claim, str(now_ms), str(cutoff)],
+            )
+        if prior is None:
+            return None
+        return prior if isinstance(prior, bytes) else as_text(prior).encode()
 
     async def recall_command(
         self, instance_id: str, command_id: str, *, now: _dt.datetime | None = None

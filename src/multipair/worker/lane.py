@@ -33,8 +33,13 @@ guarantees hold:
   fed by the consumer); control commands act at once.
 - **Bad input.** A malformed command is answered with ``command_rejected``,
   copied to the lane's dead-letter stream and acknowledged; the commands
-  behind it go on. Terminal garbage is logged, counted in the state hash,
-  and dropped.
+  behind it go on. Entries are read as sent (field pairs, repeats kept), so
+  the codec can refuse an entry that names a field twice. Our own bug met
+  by one entry is contained the same way (``internal_error``); an entry
+  whose every try ended the lane is given up after
+  :data:`POISON_DELIVERIES` deliveries (``poison_entry``), unless its
+  transaction record exists: that one is recovered. Terminal garbage is
+  logged, counted in the state hash, and dropped.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ import dataclasses
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -53,7 +59,7 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -67,9 +73,11 @@ from multipair.exceptions import (
     InternalError,
     LocalProtocolError,
     MultipairError,
+    RetryLater,
 )
 from multipair.leases import LeaseLost
 from multipair.logs import get_logger
+from multipair.redis_conn import RAW_REPLY, allow_raw_replies
 from multipair.spi import messages as m
 from multipair.spi import pos as spi
 from multipair.spi.address import DEFAULT_TIMINGS, SUBPROTOCOL, DeviceAddressResponseCode
@@ -77,6 +85,7 @@ from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.transactions import TxRecord, TxState, TxStore
 from multipair.worker.link import AddressBook, client_ssl_context, resolve_device_address
 from multipair.worker.retry import ReconnectPolicy, is_retryable, reconnect_delays
+from multipair.worker.tamper import RejectionMonitor
 from multipair.worker.writes import LaneWriter, TxResultCode, WriteBatch
 
 __all__ = ["READ_BLOCK_MARGIN_MS", "READ_BLOCK_MS", "Lane", "LaneDeps", "read_block_ms"]
@@ -112,6 +121,8 @@ READ_BLOCK_MARGIN_MS: Final = 2_000
 READ_COUNT: Final = 64
 CLOSE_TIMEOUT_S: Final = 2.0
 DEAD_LETTER_MAXLEN: Final = 10_000
+POISON_DELIVERIES: Final = 3
+"""An entry delivered this many times without an answer is dead-lettered, not run again."""
 UNSENT_WAIT_S: Final = 30.0
 """How long a new transaction waits for the terminal link before it is refused."""
 
@@ -144,6 +155,10 @@ class LaneDeps:
     """On SIGTERM, how long a running transaction may take to finish."""
 
 
+_Pairs = list[tuple[Any, Any]]
+"""A stream entry's fields as sent: (name, value) pairs, in order, repeats kept."""
+
+
 @dataclass(slots=True)
 class _Entry:
     """A command stream entry in flight through the lane."""
@@ -152,6 +167,8 @@ class _Entry:
     command: bs.Command
     acked: bool = False
     """Acknowledged already (with the outcome, in the same write)."""
+    fields: Any = None
+    """The entry's field pairs as read (for its dead letter, should handling it fail)."""
 
 
 @dataclass(slots=True)
@@ -204,6 +221,7 @@ class Lane:
         self._flushed = asyncio.Event()  # set after every flush (readiness may have changed)
         self._idle = asyncio.Event()  # set while the runner has no command in hand
         self._idle.set()
+        self._rejections = RejectionMonitor()  # frames the terminal link dropped
 
     # ------------------------------------------------------------------
     # Entry point
@@ -451,9 +469,10 @@ class Lane:
             self._profile, self.deps.settings, current=self._address.url()
         )
         log.info("device address lookup", code=str(result.code), detail=result.detail)
-        if result.code is DeviceAddressResponseCode.SUCCESS and result.address:
-            self._address.resolved = result.address
-        elif result.code is not DeviceAddressResponseCode.ADDRESS_NOT_CHANGED:
+        # Only SUCCESS replaces the address; anything refused keeps the old one.
+        if not self._address.apply(result) and (
+            result.code is not DeviceAddressResponseCode.ADDRESS_NOT_CHANGED
+        ):
             await self._write_state(last_error=f"device address: {result.code}: {result.detail}")
 
     async def _timer_loop(self) -> None:
@@ -629,15 +648,42 @@ class Lane:
                     source="terminal",
                 )
             case spi.FrameRejected():
-                log.warning(
-                    "terminal frame rejected", reason=str(event.reason), detail=event.detail
-                )
-                batch.hincrby(self.keys.state(iid), "frames_rejected")
+                self._on_frame_rejected(event, batch)
             case spi.IgnoredMessage():
                 log.info("terminal message ignored", terminal_event=event.event, why=event.reason)
             case spi.CloseConnection():
                 log.info("closing terminal connection", why=event.reason)
                 self._close_requested = True
+
+    def _on_frame_rejected(self, event: spi.FrameRejected, batch: WriteBatch) -> None:
+        """Count it; log once per kind a minute; one ``link_tampering`` error per burst."""
+        kind = str(event.reason)
+        verdict = self._rejections.note(kind, time.monotonic())
+        if verdict.log:
+            log.warning(
+                "terminal frame rejected",
+                reason=kind,
+                detail=event.detail,
+                suppressed_since_last=verdict.suppressed,
+            )
+        state = self.keys.state(self.instance_id)
+        batch.hincrby(state, "frames_rejected")
+        batch.hincrby(state, f"frames_rejected:{kind}")
+        if verdict.alarm is not None:
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(verdict.alarm.items()))
+            log.error("terminal link tampering suspected", counts=verdict.alarm)
+            self._add_event(
+                batch,
+                bs.Error,
+                command_id=self._command_id(),
+                reason="link_tampering",
+                detail=(
+                    f"{sum(verdict.alarm.values())} terminal frames rejected within "
+                    f"{self._rejections.window_s:g} s ({counts}); they were dropped, "
+                    "nothing acted on them"
+                ),
+                source="terminal",
+            )
 
     def _on_terminal_answer(self, event: spi.TerminalAnswer, writes: _Writes) -> None:
         answer = event.answer
@@ -781,9 +827,7 @@ class Lane:
             for entry_id, fields in await self._read_unless_draining(stream, block):
                 await self._dispatch(entry_id, fields)
 
-    async def _read_unless_draining(
-        self, stream: str, block: int
-    ) -> list[tuple[str, dict[bytes, bytes]]]:
+    async def _read_unless_draining(self, stream: str, block: int) -> list[tuple[str, _Pairs]]:
         """A long blocking read of new entries that a drain (or stop) cuts short at once.
 
         A read cancelled by the drain may have had entries delivered to it:
@@ -811,25 +855,33 @@ class Lane:
         """Take over every entry left pending by an earlier process of this lane.
 
         Only one process serves a lane at a time, so whatever is pending in the
-        group is ours: claim it (XAUTOCLAIM), then replay it in stream order.
-        Returns the command ids seen.
+        group is ours: claim it (XAUTOCLAIM), then replay it in stream order,
+        each entry with the number of times it was delivered before (XPENDING):
+        an entry the lane never answered in :data:`POISON_DELIVERIES` tries is
+        not run again (:meth:`_dispatch`). The claim is ``JUSTID``, which leaves
+        the delivery count alone, so each start of the lane counts one delivery
+        (the replaying read), not two. Returns the command ids seen.
         """
         cursor = "0-0"
         while True:
-            reply: Any = await self.redis.xautoclaim(
+            reply = await self._raw(
+                "XAUTOCLAIM",
                 stream,
                 bs.CONSUMER_GROUP,
                 self._consumer,
-                min_idle_time=0,
-                start_id=cursor,
-                count=READ_COUNT,
+                0,
+                cursor,
+                "COUNT",
+                READ_COUNT,
+                "JUSTID",
             )
-            cursor = _text(reply[0])  # [next cursor, claimed entries, deleted ids]
+            cursor = _text(reply[0])  # [next cursor, claimed ids, deleted ids]
             if cursor == "0-0":
                 break
         seen: set[str] = set()
         last = "0"
         while True:
+            delivered = await self._deliveries(stream, last)
             entries = await self._read(stream, last, block=None)
             if not entries:
                 return seen
@@ -838,19 +890,43 @@ class Lane:
                 hint = bs.peek_command(fields)
                 if hint.command_id:
                     seen.add(hint.command_id)
-                log.info("replaying pending command", entry_id=entry_id)
-                await self._dispatch(entry_id, fields)
+                before = delivered.get(entry_id, 0)
+                log.info("replaying pending command", entry_id=entry_id, delivered=before)
+                await self._dispatch(entry_id, fields, delivered=before)
+
+    async def _deliveries(self, stream: str, after: str) -> dict[str, int]:
+        """How often each of this consumer's next pending entries after ``after`` was delivered."""
+        pending: Any = await self.redis.xpending_range(
+            stream,
+            bs.CONSUMER_GROUP,
+            min="-" if after == "0" else f"({after}",
+            max="+",
+            count=READ_COUNT,
+            consumername=self._consumer,
+        )
+        return {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+
+    async def _raw(self, *args: Any) -> Any:
+        """A stream command whose reply comes as the server sent it (``allow_raw_replies``)."""
+        redis = self.redis  # looked up each time: tests swap it
+        allow_raw_replies(redis, "XREADGROUP", "XAUTOCLAIM")
+        execute: Any = redis.execute_command  # untyped in redis-py
+        return await execute(*args, **{RAW_REPLY: True})
 
     async def _read(
         self, stream: str, cursor: str, *, block: int | None
-    ) -> list[tuple[str, dict[bytes, bytes]]]:
-        """XREADGROUP on this lane's command stream, typed at the edge."""
-        reply: Any = await self.redis.xreadgroup(
-            bs.CONSUMER_GROUP, self._consumer, {stream: cursor}, count=READ_COUNT, block=block
-        )
-        if not reply:
-            return []
-        return [(_text(entry_id), fields or {}) for entry_id, fields in reply[0][1]]
+    ) -> list[tuple[str, _Pairs]]:
+        """XREADGROUP on this lane's command stream: each entry's field pairs, as sent.
+
+        Not redis-py's ``xreadgroup``: it folds an entry's fields into a dict,
+        so ``v 1 body A body B`` would read as one ``body`` (the last) and the
+        codec could not refuse it (docs/broker-schema.md, "Stream entries").
+        """
+        args: list[Any] = [bs.CONSUMER_GROUP, self._consumer, "COUNT", READ_COUNT]
+        if block is not None:
+            args += ["BLOCK", block]
+        reply = await self._raw("XREADGROUP", "GROUP", *args, "STREAMS", stream, cursor)
+        return _stream_entries(reply)
 
     async def _queue_orphans(self, backlog_commands: set[str]) -> None:
         """In-flight records with no pending command (trimmed stream): recover them too."""
@@ -862,19 +938,88 @@ class Lane:
                 )
                 await self._tx_queue.put(record)
 
-    async def _dispatch(self, entry_id: str, fields: Any) -> None:
+    async def _dispatch(self, entry_id: str, fields: Any, *, delivered: int = 0) -> None:
+        """Validate one entry, then run it (control) or queue it (transaction).
+
+        ``delivered``: how often the entry was delivered before (a replay).
+        No entry can stop the lane: an unexpected error while handling one is
+        contained (:meth:`_contain`), unless it says the lane itself cannot go
+        on (:func:`_lane_must_end`), and then the entry is left pending for
+        the lane's successor, which gives up on it after
+        :data:`POISON_DELIVERIES` tries.
+        """
+        try:
+            await self._take(entry_id, fields, delivered)
+        except Exception as exc:
+            if _lane_must_end(exc):
+                raise
+            await self._contain(entry_id, fields, exc)
+
+    async def _take(self, entry_id: str, fields: Any, delivered: int) -> None:
         try:
             command = bs.decode_command(fields)
         except CommandError as exc:
             hint = bs.peek_command(fields)
             await self._reject(entry_id, hint.command_id, exc, hint.command_type, fields=fields)
             return
-        entry = _Entry(entry_id, command)
+        if delivered >= POISON_DELIVERIES and not await self._has_own_record(command):
+            # Every earlier try ended the lane before an answer: running it again
+            # would end this one too. An entry whose transaction record exists
+            # is never given up on: it is recovered from the terminal, not re-run
+            # (DESIGN.md "No double charge", "No lost outcome").
+            log.error("giving up on a command entry", entry_id=entry_id, delivered=delivered)
+            await self._reject(
+                entry_id,
+                command.command_id,
+                CommandError(
+                    bs.Reason.POISON_ENTRY,
+                    f"the lane took this entry {delivered} times and never answered it; "
+                    "it is not run again",
+                ),
+                command.type,
+                fields=fields,
+                pos_ref_id=getattr(command, "pos_ref_id", None),
+            )
+            return
+        entry = _Entry(entry_id, command, fields=fields)
         structlog.contextvars.bind_contextvars(command_id=command.command_id)
         if command.kind is bs.CommandKind.CONTROL:
             await self._run_control(entry)
         else:
             await self._tx_queue.put(entry)
+
+    async def _has_own_record(self, command: bs.Command) -> bool:
+        """Whether the transaction record of ``command``'s ``pos_ref_id`` exists (read afresh)."""
+        pos_ref_id = getattr(command, "pos_ref_id", None)
+        if not (command.records_tx and pos_ref_id):
+            return False
+        return await self.deps.txs.get(self.instance_id, pos_ref_id) is not None
+
+    async def _contain(self, entry_id: str, fields: Any, exc: Exception) -> None:
+        """Our bug met one entry: dead-letter it (``internal_error``), answer, ack; go on.
+
+        The last line of defence (DESIGN.md "Availability"): the entry is
+        refused with the error's last traceback line, so its sender and ops
+        see it; the commands behind it run.
+        """
+        line = _last_line(exc)
+        log.error(
+            "handling a command entry failed: refused, dead-lettered, the lane goes on",
+            entry_id=entry_id,
+            error=line,
+            exc_info=exc,
+        )
+        hint = bs.peek_command(fields)
+        await self._reject(
+            entry_id,
+            hint.command_id,
+            CommandError(
+                bs.Reason.INTERNAL_ERROR, f"handling this entry failed on our side: {line}"
+            ),
+            hint.command_type,
+            fields=fields,
+            pos_ref_id=hint.pos_ref_id,
+        )
 
     async def _reject(
         self,
@@ -898,9 +1043,11 @@ class Lane:
         )
         batch = self._event_batch(event)
         if fields is not None:
-            dead = {**{_text(k): v for k, v in dict(fields).items()}, "entry_id": entry_id}
-            dead["reason"] = str(exc.reason)
-            batch.xadd(self.keys.dead_letter(self.instance_id), dead, maxlen=DEAD_LETTER_MAXLEN)
+            batch.xadd(
+                self.keys.dead_letter(self.instance_id),
+                _dead_letter(fields, entry_id, exc),
+                maxlen=DEAD_LETTER_MAXLEN,
+            )
         batch.xack(self.keys.commands(self.instance_id), entry_id)
         await self._writer.apply(batch)
 
@@ -923,6 +1070,8 @@ class Lane:
     # ------------------------------------------------------------------
 
     async def _run_control(self, entry: _Entry) -> None:
+        failpoints.hit("lane.control_command")
+        failpoints.fault("lane.control_command_fails")
         command = entry.command
         if self._expired(command):
             await self._reject(
@@ -931,6 +1080,13 @@ class Lane:
                 CommandError(bs.Reason.EXPIRED, "the command expired before it could run"),
                 command.type,
             )
+            return
+        try:
+            # Control commands claim their command_id too (one atomic step): one
+            # that reuses another command's id must not act and answer under it.
+            await self._claim_command_id(entry)
+        except CommandError as exc:
+            await self._reject(entry.entry_id, command.command_id, exc, command.type)
             return
         session = self.session
         try:
@@ -1060,10 +1216,39 @@ class Lane:
                 command.type,
                 pos_ref_id=pos_ref_id,
             )
+        except Exception as exc:
+            # Our bug, met by this command (see _dispatch): contained when that
+            # is safe, else the lane ends and its successor takes over.
+            if _lane_must_end(exc):
+                raise
+            if entry.acked:  # answered already: nothing to refuse
+                log.error("a command failed after it was answered", exc_info=exc)
+            elif await self._may_refuse(entry):
+                await self._contain(entry.entry_id, entry.fields, exc)
+            else:
+                raise
         finally:
             self._tx_entry = None
             self._record = None
             structlog.contextvars.unbind_contextvars("command_id", "pos_ref_id")
+
+    async def _may_refuse(self, entry: _Entry) -> bool:
+        """Whether a transaction command that failed unexpectedly may still be refused.
+
+        Only while nothing of it is under way: the session idle and no record
+        of it. Its record means it may have reached the terminal: the lane
+        ends instead, and its successor recovers the outcome from the
+        terminal (DESIGN.md "No lost outcome"); a refusal would be a lie.
+        """
+        if self.session.flow is not spi.SpiFlow.IDLE:
+            return False
+        command = entry.command
+        pos_ref_id = getattr(command, "pos_ref_id", None)
+        if command.records_tx and pos_ref_id:
+            record = await self.deps.txs.get(self.instance_id, pos_ref_id)
+            if record is not None and record.command_id == command.command_id:
+                return False
+        return True
 
     async def _run_transaction_command(self, entry: _Entry) -> None:
         command = entry.command
@@ -1282,13 +1467,11 @@ class Lane:
         record instead, in :meth:`_run_money`).
         """
         command = entry.command
-        prior_raw = await self.deps.txs.recall_command(self.instance_id, command.command_id)
+        prior_raw = await self.deps.txs.claim_command(
+            self.instance_id, command.command_id, self._claim(entry)
+        )  # one atomic step: claimed, or the live prior claim
         if prior_raw is not None:
             self._judge_prior_claim(entry, prior_raw)
-            return
-        await self.deps.txs.remember_command(
-            self.instance_id, command.command_id, self._claim(entry)
-        )
 
     @staticmethod
     def _claim(entry: _Entry) -> bytes:
@@ -1436,6 +1619,85 @@ def read_block_ms(redis: Redis) -> int:
         else timeout_ms // 2
     )
     return max(1, min(READ_BLOCK_MS, fits))  # BLOCK 0 would mean "for ever"
+
+
+def _stream_entries(reply: Any) -> list[tuple[str, _Pairs]]:
+    """The entries of a raw XREADGROUP reply on one stream: RESP2 (a list) or RESP3 (a map).
+
+    A pending entry deleted from the stream since (trimmed) comes with no
+    fields, and is refused as a bad entry like any other empty one.
+    """
+    if not reply:
+        return []  # nothing new before the block ended
+    streams = list(reply.values()) if isinstance(reply, dict) else [item[1] for item in reply]
+    return [
+        (_text(entry_id), _pairs(flat)) for entries in streams for entry_id, flat in entries or ()
+    ]
+
+
+def _pairs(flat: Any) -> _Pairs:
+    if not flat:
+        return []
+    if isinstance(flat, dict):
+        return list(flat.items())
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
+
+
+def _dead_letter(fields: Any, entry_id: str, exc: CommandError) -> _Pairs:
+    """The dead-letter copy of an entry: its fields as received, then why it was refused.
+
+    Names and values stay bytes (Redis takes any bytes; nothing is decoded,
+    so a name that is not UTF-8 cannot fail here), repeats and order are
+    kept; ``entry_id``, ``reason`` and ``detail`` come last, so a reader
+    that folds fields into a map sees ours. Never raises: a copy that failed
+    would leave the entry pending, and every start of the lane would meet it
+    again.
+    """
+    try:
+        items = fields.items() if isinstance(fields, Mapping) else fields
+        copy = [(_binary(name), _binary(value)) for name, value in items]
+    except Exception:  # not pairs at all: keep what it was, for people
+        copy = [(b"fields", repr(fields)[:4096].encode("utf-8", "backslashreplace"))]
+    return [
+        *copy,
+        (b"entry_id", entry_id.encode()),
+        (b"reason", str(exc.reason).encode()),
+        (b"detail", exc.detail.encode("utf-8", "backslashreplace")),
+    ]
+
+
+def _binary(value: object) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    text = value if isinstance(value, str) else repr(value)
+    return text.encode("utf-8", "backslashreplace")  # lone surrogates too
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last line of ``exc``'s traceback (``KeyError: 'x'``), cut to a readable length."""
+    line = traceback.format_exception_only(exc)[-1].strip()
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _lane_must_end(exc: BaseException) -> bool:
+    """Whether an error met while handling one entry must end the lane, not the entry.
+
+    Not the entry's fault, so never a reason to refuse it: Redis trouble
+    (unreachable, failing over, refusing writes) and a lost lease end the
+    lane as they always did, and its successor takes the entry again; a
+    configuration fault is fatal. Nor may the lane go on after an error that
+    escaped a session flush (:meth:`Lane._flush`): that round's writes did
+    not land, so the session is out of step with Redis and the terminal, and
+    only a fresh start, recovering from the records, is safe.
+    """
+    if isinstance(exc, RedisError | RetryLater | LeaseLost | ConfigurationError):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is _FLUSH_CODE:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _pairing_end(event: spi.PairingFinished) -> bs.PairingState:
@@ -1707,3 +1969,7 @@ async def run_lane(instance_id: str, deps: LaneDeps) -> None:
     except* MultipairError as group:
         log.error("lane failed", errors=[str(e) for e in group.exceptions])
         raise
+
+
+_FLUSH_CODE: Final = Lane._flush.__code__
+"""How :func:`_lane_must_end` recognises an error that escaped a session flush."""

@@ -142,9 +142,16 @@ class WriteBatch:
         self._op("HINCRBY", [key], [name, amount])
         return self
 
-    def xadd(self, key: str, fields: Mapping[str, Any], *, maxlen: int | None) -> WriteBatch:
+    def xadd(
+        self,
+        key: str,
+        fields: Mapping[str, Any] | Sequence[tuple[Any, Any]],
+        *,
+        maxlen: int | None,
+    ) -> WriteBatch:
+        """Append an entry; ``fields`` as a mapping, or as (name, value) pairs (repeats kept)."""
         flat: list[Any] = ["MAXLEN", "~", maxlen, "*"] if maxlen else ["*"]
-        for name, value in fields.items():
+        for name, value in fields.items() if isinstance(fields, Mapping) else fields:
             flat.extend([name, value])
         self._op("XADD", [key], flat)
         return self
