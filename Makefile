@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint format bench demo clean venv
+.PHONY: test lint format bench chaos demo clean venv
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ bench: $(STAMP)
 	@if ls bench/bench_*.py >/dev/null 2>&1; then \
 		for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done; \
 	else echo "no benchmarks yet"; fi
+
+# Not part of `make test`: bounded (about 5 minutes), seeded; replay with
+# `$(BIN)/python bench/chaos.py --seed N`. docs/reliability.md has the figures.
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m multipair.demo
