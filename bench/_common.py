@@ -463,6 +463,8 @@ class Rig:
     host_id: str = "bench-host"
     sim_log_level: str = "warning"
     redis_aof: bool = False
+    redis_args: tuple[str, ...] = ()
+    """More ``redis-server`` options (``("--appendfsync", "always")``)."""
     keep: bool = False
     work: Path = field(init=False)
     redis_server: Any = field(init=False, default=None)
@@ -498,7 +500,7 @@ class Rig:
 
     async def _start(self) -> None:
         t = time.perf_counter()
-        extra = ("--maxclients", "20000")
+        extra = ("--maxclients", "20000", *self.redis_args)
         self.redis_server = RedisServer(
             data_dir=self.work / "redis", appendonly=self.redis_aof, extra_args=extra
         )

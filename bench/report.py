@@ -164,8 +164,47 @@ def crash(data: dict[str, Any]) -> str:
     return _md(["run", "interval", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
 
 
+def redis_outage(data: dict[str, Any]) -> str:
+    r = data["results"]
+    s = r["back_to_answered_ms"]
+    rows = [
+        [
+            f"{data['parameters']['outage_s']:g} s × {r['outages']}",
+            s["count"],
+            s["p50"],
+            s["p95"],
+            s["p99"],
+            s["max"],
+            r["lane_exits"],
+            r["pids_changed"],
+            r["terminal_reconnects"],
+            f"{r['answered']}/{r['purchases']}",
+        ]
+    ]
+    return _md(
+        [
+            "outage",
+            "n",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "lane exits",
+            "pids changed",
+            "terminal reconnects",
+            "answered",
+        ],
+        rows,
+    )
+
+
 def main() -> int:
-    for name, render in (("startup", startup), ("overhead", overhead), ("crash", crash)):
+    for name, render in (
+        ("startup", startup),
+        ("overhead", overhead),
+        ("crash", crash),
+        ("redis_outage", redis_outage),
+    ):
         data = _load(name)
         if data is None:
             print(f"<!-- no {name}.json -->\n")

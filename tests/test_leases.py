@@ -8,7 +8,7 @@ import uuid
 import redis.asyncio as aioredis
 
 from multipair import broker_schema as bs
-from multipair.leases import Lease, LeaseManager
+from multipair.leases import Lease, LeaseKept, LeaseManager
 from multipair.redis_conn import connect
 
 
@@ -81,3 +81,32 @@ async def test_a_bounded_pool_waits_for_a_free_connection_instead_of_failing(
         assert pong is True  # redis-py's default pool raises "Too many connections" here
     finally:
         await client.aclose()
+
+
+async def test_keep_many_takes_back_a_lapsed_lease_only_while_the_fence_holds_our_token(
+    redis: aioredis.Redis, key_prefix: str
+) -> None:
+    """Issue 13: after a Redis outage longer than the TTL, same token, unless someone took it."""
+    keys = bs.Keys(key_prefix)
+    ours = LeaseManager(redis, keys, "host-a", ttl_ms=2_000)
+    held_alive, lapsed, taken, taken_back = _lanes(4)
+    held = []
+    for iid in (held_alive, lapsed, taken, taken_back):
+        lease = await ours.acquire(iid)
+        assert lease is not None
+        held.append((iid, lease))
+    await redis.pexpire(keys.lease(held_alive), 100)
+    await redis.delete(keys.lease(lapsed))  # expired while Redis was away: nobody took it
+    await redis.delete(keys.lease(taken))
+    other = await LeaseManager(redis, keys, "host-b", ttl_ms=60_000).acquire(taken)
+    await redis.delete(keys.lease(taken_back))
+    await redis.incr(keys.fence(taken_back))  # taken and given back meanwhile
+
+    results = await ours.keep_many(held)
+
+    assert [LeaseKept.RENEWED, LeaseKept.RETAKEN, LeaseKept.LOST, LeaseKept.LOST] == results
+    assert held[1][1] == await ours.read(lapsed)  # the same token:host again
+    assert 1_500 < await redis.pttl(keys.lease(lapsed)) <= 2_000
+    assert other == await ours.read(taken)
+    assert None is await ours.read(taken_back)
+    assert [] == await ours.keep_many([])

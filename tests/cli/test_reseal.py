@@ -328,6 +328,7 @@ async def test_a_missing_or_bad_key_file_is_refused(
 ) -> None:
     bad = tmp_path / "bad.key"
     bad.write_text("not base64!\n")
+    bad.chmod(0o600)
     missing, malformed = (
         await cli.run(
             "reseal",
@@ -343,6 +344,7 @@ async def test_a_missing_or_bad_key_file_is_refused(
     assert (2, 2) == (missing.code, malformed.code), (missing, malformed)
     assert "old key: cannot read master key file" in missing.err
     assert "new key: master key file" in malformed.err
+    assert "not base64" in malformed.err
 
 
 async def test_no_lanes_is_fine(cli: Cli, keyring: Keyring) -> None:

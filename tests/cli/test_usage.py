@@ -217,6 +217,7 @@ async def test_keygen_output_writes_a_private_file_once(tmp_path: Path) -> None:
 async def test_the_master_key_may_come_from_a_file(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "k"
     path.write_text(MasterKey.generate().to_base64())
+    path.chmod(0o600)
     result = await cli.run("lane", "list", "--master-key-file", str(path))
     assert 0 == result.code, result
     assert {"lanes": []} == result.json()

@@ -16,6 +16,7 @@ from multipair import broker_schema as bs
 from multipair.client import AsyncClient, Client, ClientError, LaneNotFound
 from multipair.simulator import Simulator
 from multipair.store._redis import as_text
+from multipair.supervisor.control import default_requester
 from tests.client.conftest import SERIAL
 from tests.worker.helpers import LaneRig, all_keys
 
@@ -185,11 +186,15 @@ async def test_send_control_and_ops_keys(
     lane = await client.add_lane(pos_id="POS1", serial_number="S-1", device_address=ADDRESS)
     keys = bs.Keys(key_prefix)
     await client.send_control("host-a", "restart", lane.instance_id)
+    await client.send_control("host-a", "stop", lane.instance_id, requested_by="ana@ops-1")
     entries: Any = await redis.xrange(keys.host_control("host-a"))
-    assert [{"action": "restart", "instance_id": lane.instance_id}] == [
-        orjson.loads(fields[b"body"]) for _, fields in entries
-    ]
-    assert [b"1"] == [fields[b"v"] for _, fields in entries]
+    requester = default_requester()
+    assert [
+        {"action": "restart", "instance_id": lane.instance_id, "requested_by": requester},
+        {"action": "stop", "instance_id": lane.instance_id, "requested_by": "ana@ops-1"},
+    ] == [orjson.loads(fields[b"body"]) for _, fields in entries]
+    assert "@" in requester
+    assert [b"1", b"1"] == [fields[b"v"] for _, fields in entries]
     with pytest.raises(ClientError):
         await client.send_control("host-a", "explode", lane.instance_id)
 

@@ -1,7 +1,7 @@
 """docs/integration.md and docs/runbook.md stay in step with the code they describe.
 
-Every ``XADD`` and ``EVAL`` example must be a valid command on a lane's
-command stream, every rejection reason of the code must be in the
+Every ``XADD`` example must be a valid command on a lane's command stream
+(the guarded one too), every rejection reason of the code must be in the
 integration guide's table (and nothing else), and every ``multipair``
 command line the runbook shows must parse with the real CLI parser.
 """
@@ -44,18 +44,21 @@ def test_every_xadd_example_is_a_valid_command(line: str) -> None:
     bs.decode_command({"v": args[4], "body": args[6]}, now=NOW)
 
 
-def test_the_eval_example_adds_a_valid_command_to_an_existing_lane() -> None:
-    [line] = [x.strip() for x in INTEGRATION.splitlines() if x.strip().startswith("EVAL ")]
-    args = shlex.split(line)
-    assert "2" == args[2]
-    profile, commands, version, body = args[3:]
+def test_the_guarded_add_example_watches_the_profile_of_the_lane_it_adds_to() -> None:
+    """``WATCH`` / ``EXISTS`` the profile, then ``MULTI`` / ``XADD`` / ``EXEC``, one lane."""
+    lines = [x.strip() for x in INTEGRATION.splitlines()]
+    start = lines.index(next(x for x in lines if x.startswith("WATCH ")))
+    words = [shlex.split(x) for x in lines[start : start + 5]]
+    assert ["WATCH", "EXISTS", "MULTI", "XADD", "EXEC"] == [w[0] for w in words]
+    profile = words[0][1]
     lane = re.fullmatch(r"mp:lane:\{([0-9a-f-]+)\}:profile", profile)
     assert lane is not None
-    assert (bs.Keys().profile(lane.group(1)), bs.Keys().commands(lane.group(1))) == (
-        profile,
-        commands,
+    keys = bs.Keys()
+    assert (keys.profile(lane.group(1)), keys.commands(lane.group(1))) == (
+        words[1][1],
+        words[3][1],
     )
-    bs.decode_command({"v": version, "body": body}, now=NOW)
+    assert "EVAL " not in INTEGRATION, "POS backends run no Lua (the multipair-pos role)"
 
 
 def test_the_json_bodies_in_the_text_are_valid_commands() -> None:

@@ -1,18 +1,23 @@
-"""deploy/systemd/multipair-supervise.service: stops as the drain needs; systemd accepts it."""
+"""deploy/systemd/multipair-supervise.service: drains on stop, is hardened, systemd accepts it."""
 
 from __future__ import annotations
 
 import configparser
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from multipair.config import Settings
+from multipair.store.secrets_box import MasterKey
 from multipair.supervisor.policy import RestartPolicy
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "multipair-supervise.service"
+ENV_EXAMPLE = UNIT.with_name("multipair.env.example")
 
 
 def service() -> dict[str, str]:
@@ -55,6 +60,43 @@ def test_it_is_hardened() -> None:
         unit["ProtectSystem"],
         unit["PrivateTmp"],
     )
+    # No core files (memory holds the master key), no capabilities, the system
+    # calls of an ordinary service, a memory ceiling for the whole unit.
+    assert ("0", "", "", "@system-service") == (
+        unit["LimitCORE"],
+        unit["CapabilityBoundingSet"],
+        unit["AmbientCapabilities"],
+        unit["SystemCallFilter"],
+    )
+    assert re.fullmatch(r"\d+[KMGT]?", unit["MemoryMax"]), unit["MemoryMax"]
+    assert "continue" == unit["OOMPolicy"], "one lane's OOM kill must not stop the host"
+    # ProtectSystem=strict: whatever must be written is listed, by absolute path.
+    for path in unit.get("ReadWritePaths", "").split():
+        assert Path(path.lstrip("-")).is_absolute(), path
+
+
+def example_env() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name] = value
+    return values
+
+
+def test_the_example_env_file_it_names_is_settings_multipair_accepts(tmp_path: Path) -> None:
+    text = UNIT.read_text(encoding="utf-8")
+    assert f"deploy/systemd/{ENV_EXAMPLE.name}" in text, "the unit's comments name the example"
+    env = example_env()
+    assert all(name.startswith("MULTIPAIR_") for name in env), sorted(env)
+    assert "MULTIPAIR_MASTER_KEY" not in env, "the key belongs in a file"
+    url = urlsplit(env["MULTIPAIR_REDIS_URL"])
+    assert ("redis", "multipair-service", "CHANGE-ME") == (url.scheme, url.username, url.password)
+    key_file = tmp_path / "master.key"
+    key_file.write_text(MasterKey.generate().to_base64() + "\n", encoding="ascii")
+    key_file.chmod(0o600)
+    settings = Settings.from_env({**env, "MULTIPAIR_MASTER_KEY_FILE": str(key_file)})
+    assert ("json", 30.0) == (settings.log_format, settings.drain_timeout_s)
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")

@@ -102,6 +102,7 @@ def test_master_key_file_is_read(tmp_path: Path) -> None:
     key = MasterKey.generate()
     path = tmp_path / "master.key"
     path.write_text(key.to_base64() + "\n")
+    path.chmod(0o600)
     assert key == MasterKey.from_file(path)
 
 
@@ -130,4 +131,26 @@ def test_keygen_writes_a_private_file_and_never_overwrites(tmp_path: Path) -> No
     key = MasterKey.from_file(path)
     assert 0o600 == stat.S_IMODE(path.stat().st_mode)
     assert 2 == keygen_main(["--output", str(path)])
+    assert key == MasterKey.from_file(path)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
+def test_a_key_file_others_may_read_is_refused_with_the_chmod_that_fixes_it(
+    tmp_path: Path, mode: int
+) -> None:
+    path = tmp_path / "master.key"
+    path.write_text(MasterKey.generate().to_base64() + "\n")
+    path.chmod(mode)
+    with pytest.raises(ConfigurationError) as caught:
+        MasterKey.from_file(path)
+    message = str(caught.value)
+    assert (True, True) == (f"chmod 600 {path}" in message, f"mode 0{mode:o}" in message)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_key_file_only_its_owner_may_read_is_read(tmp_path: Path, mode: int) -> None:
+    key = MasterKey.generate()
+    path = tmp_path / "master.key"
+    path.write_text(key.to_base64() + "\n")
+    path.chmod(mode)
     assert key == MasterKey.from_file(path)

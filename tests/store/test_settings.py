@@ -68,6 +68,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
             "MULTIPAIR_DEVICE_ADDRESS_ALLOW": "10.0.0.0/8, .shop.example.com",
             "MULTIPAIR_TLS_CA_FILE": str(ca_file),
             "MULTIPAIR_EVENTS_MAXLEN": "500",
+            "MULTIPAIR_LANE_MEMORY_MAX": "512M",
             "MULTIPAIR_HOST_ID": "store-7",
             "MULTIPAIR_LOG_FORMAT": "json",
         }
@@ -85,6 +86,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
             device_address_allow=("10.0.0.0/8", ".shop.example.com"),
             tls_ca_file=str(ca_file),
             events_maxlen=500,
+            lane_memory_max=512 * 1024 * 1024,
             host_id="store-7",
             log_format="json",
         )
@@ -182,14 +184,51 @@ def test_master_key_file_is_read(tmp_path: Path) -> None:
     key = MasterKey.generate()
     path = tmp_path / "master.key"
     path.write_text(key.to_base64())
+    path.chmod(0o600)
     settings = Settings.from_env({"MULTIPAIR_MASTER_KEY_FILE": str(path)})
     assert (key, path) == (settings.master_key, settings.master_key_file)
+
+
+def test_a_group_readable_master_key_file_is_refused_naming_the_chmod(tmp_path: Path) -> None:
+    path = tmp_path / "master.key"
+    path.write_text(MasterKey.generate().to_base64())
+    path.chmod(0o640)
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"MULTIPAIR_MASTER_KEY_FILE": str(path)})
+    assert f"chmod 600 {path}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("268435456", 268_435_456),
+        ("256M", 256 * 1024**2),
+        ("512k", 512 * 1024),
+        (" 1G ", 1024**3),
+        ("0", 0),
+    ],
+)
+def test_lane_memory_max_takes_bytes_or_a_k_m_g_suffix(text: str, expected: int) -> None:
+    env = {"MULTIPAIR_LANE_MEMORY_MAX": text}
+    assert expected == Settings.from_env(env).lane_memory_max
+
+
+def test_lane_memory_max_defaults_to_256_mib() -> None:
+    assert 256 * 1024 * 1024 == Settings.from_env({}).lane_memory_max
+
+
+@pytest.mark.parametrize("text", ["lots", "-1", "1.5G", "256MB", "1T"])
+def test_a_bad_lane_memory_max_names_the_variable(text: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"MULTIPAIR_LANE_MEMORY_MAX": text})
+    assert "MULTIPAIR_LANE_MEMORY_MAX" in str(caught.value)
 
 
 def test_both_master_key_variables_at_once_is_an_error(tmp_path: Path) -> None:
     key = MasterKey.generate()
     path = tmp_path / "master.key"
     path.write_text(key.to_base64())
+    path.chmod(0o600)
     with pytest.raises(ConfigurationError):
         Settings.from_env(
             {"MULTIPAIR_MASTER_KEY_FILE": str(path), "MULTIPAIR_MASTER_KEY": key.to_base64()}
@@ -200,6 +239,7 @@ def test_master_key_file_option_wins_over_the_environment(tmp_path: Path) -> Non
     from_file = MasterKey.generate()
     path = tmp_path / "master.key"
     path.write_text(from_file.to_base64())
+    path.chmod(0o600)
     env = {"MULTIPAIR_MASTER_KEY": MasterKey.generate().to_base64()}
     assert from_file == Settings.from_env(env, master_key_file=path).master_key
 

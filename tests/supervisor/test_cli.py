@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,19 @@ async def test_a_bad_host_id_is_refused(fleet: Fleet) -> None:
     code, err = await supervise(fleet.env(), "--host-id", "no spaces")
     assert 2 == code
     assert "MULTIPAIR_HOST_ID" in err
+
+
+async def test_a_master_key_file_others_may_read_is_refused_with_the_chmod_that_fixes_it(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "master.key"
+    key_file.write_text(fleet.master.to_base64() + "\n")
+    key_file.chmod(0o640)
+    env = fleet.env()
+    del env["MULTIPAIR_MASTER_KEY"]
+    env["MULTIPAIR_MASTER_KEY_FILE"] = str(key_file)
+    code, err = await supervise(env, "--host-id", "h1")
+    assert 2 == code
+    [line] = err.splitlines()
+    assert line.startswith("multipair supervise: master key file"), line
+    assert line.endswith(f"chmod 600 {key_file}"), line

@@ -10,7 +10,9 @@ from multipair.supervisor.control import (
     ControlAction,
     ControlMessage,
     decode_control,
+    default_requester,
     encode_control,
+    peek_requested_by,
 )
 
 LANE = "8a5e2dcc-bfa0-469f-95d7-eec778b08453"
@@ -78,3 +80,58 @@ def test_bad_messages_are_refused_with_a_reason(fields: dict[str, object], reaso
     with pytest.raises(CommandError) as refused:
         decode_control(fields)
     assert reason == refused.value.reason
+
+
+def test_requested_by_round_trips_and_the_default_is_user_at_host() -> None:
+    message = ControlMessage(
+        action=ControlAction.STOP, instance_id=LANE, request_id="r-3", requested_by="ana@ops-1"
+    )
+    assert message == decode_control(encode_control(message))
+    user, at, host = default_requester().partition("@")
+    assert ("@", True, True) == (at, bool(user), bool(host))
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"v": "1"}, "bad_entry"),
+        ({"v": "1", "body": "{}", "extra": "x"}, "bad_entry"),
+        ({b"v": b"1", b"body": b"{}", b"\xff": b"x"}, "bad_entry"),
+        ("not a map", "bad_entry"),
+        ({"v": "1", "body": 5}, "not_json"),
+        (
+            {"v": "1", "body": orjson.dumps({"action": "drain", "request_id": "r" * 2000})},
+            "oversize",
+        ),
+        ({"v": "1", "body": orjson.dumps({"request_id": "r"})}, "missing_field"),
+        ({"v": "1", "body": orjson.dumps({"action": ["drain"]})}, "wrong_type"),
+        ({"v": "1", "body": orjson.dumps({"action": "drain", "force": True})}, "unknown_field"),
+        ({"v": "1", "body": orjson.dumps({"action": "drain", "requested_by": 7})}, "wrong_type"),
+        (
+            {"v": "1", "body": orjson.dumps({"action": "drain", "requested_by": ""})},
+            "invalid_value",
+        ),
+        (
+            {"v": "1", "body": orjson.dumps({"action": "drain", "requested_by": "a\nb"})},
+            "invalid_value",
+        ),
+        (
+            {"v": "1", "body": orjson.dumps({"action": "drain", "request_id": "x" * 129})},
+            "invalid_value",
+        ),
+    ],
+)
+def test_malformed_entries_are_refused_before_anything_is_acted_on(
+    fields: object, reason: str
+) -> None:
+    with pytest.raises(CommandError) as refused:
+        decode_control(fields)
+    assert reason == refused.value.reason
+
+
+def test_the_requester_of_a_refused_entry_is_read_best_effort_for_the_log() -> None:
+    body = orjson.dumps({"action": "reboot", "requested_by": "eve@pos-7\x1b[2J"})
+    assert "eve@pos-7?[2J" == peek_requested_by({b"v": b"1", b"body": body})
+    assert None is peek_requested_by({"v": "1", "body": "{"})
+    assert None is peek_requested_by("not a map")
+    assert None is peek_requested_by({"v": "1", "body": orjson.dumps({"requested_by": 5})})

@@ -78,6 +78,9 @@ def decide(
     draining_since: float | None = None,
     warm: Set[str] = frozenset(),
     policy: RestartPolicy = POLICY,
+    rss: Mapping[str, int] | None = None,
+    memory_max: int = 0,
+    redis_away_since: float | None = None,
 ) -> list[Action]:
     running = running or {}
     known = {iid: run.lease for iid, run in running.items()}
@@ -95,6 +98,9 @@ def decide(
         idle=idle,
         draining_since=draining_since,
         warm=warm,
+        rss=rss,
+        memory_max=memory_max,
+        redis_away_since=redis_away_since,
     )
 
 
@@ -187,6 +193,23 @@ def test_a_lane_is_killed_before_an_unrenewed_lease_can_expire() -> None:
     assert [Kill(A, StopReason.LEASE_LOST)] == decide({A}, {A: run}, now=NOW + 0.1)
 
 
+def test_while_redis_is_away_an_unrenewed_lease_is_ridden_out_up_to_the_bound() -> None:
+    """Issue 13: nobody can take the lane while Redis is away; the host takes it back."""
+    run = live(A, lease_expires_at=NOW - 10)  # lapsed ten seconds ago: Redis has been away
+    away = NOW - 12
+    assert [] == decide({A}, {A: run}, redis_away_since=away)
+    ride_out_end = away + POLICY.redis_ride_out_s
+    run = dataclasses.replace(run, heartbeat_at=ride_out_end - 1)  # excused by the host
+    assert [] == decide({A}, {A: run}, now=ride_out_end - 0.1, redis_away_since=away)
+    assert [Kill(A, StopReason.LEASE_LOST)] == decide(
+        {A}, {A: run}, now=ride_out_end, redis_away_since=away
+    )
+    # A lease another host holds is lost all the same.
+    assert [Kill(A, StopReason.LEASE_LOST)] == decide(
+        {A}, {A: run}, {A: theirs()}, redis_away_since=away
+    )
+
+
 def test_lease_loss_outranks_a_drain_in_progress() -> None:
     draining = live(A, signalled=Signalled.TERM, stop_deadline=NOW + 30)
     assert [Kill(A, StopReason.LEASE_LOST)] == decide(set(), {A: draining}, {A: theirs()})
@@ -241,6 +264,57 @@ def test_a_new_lane_has_the_start_timeout_to_write_its_first_heartbeat() -> None
     assert [] == decide({A}, {A: young})
     old = live(A, started_at=NOW - POLICY.start_timeout_s - 1, heartbeat_at=None)
     assert [Kill(A, StopReason.HEARTBEAT)] == decide({A}, {A: old})
+
+
+# ---------------------------------------------------------------------------
+# Memory bound (MULTIPAIR_LANE_MEMORY_MAX)
+
+MIB = 1024 * 1024
+
+
+def test_a_lane_over_its_memory_bound_drains_and_counts_as_a_crash() -> None:
+    assert [Stop(A, StopReason.MEMORY)] == decide(
+        {A, B}, {A: live(A), B: live(B)}, rss={A: 257 * MIB, B: 100 * MIB}, memory_max=256 * MIB
+    )
+    assert (True, "memory") == (StopReason.MEMORY.is_failure, str(StopReason.MEMORY))
+
+
+def test_a_lane_at_its_memory_bound_or_unmeasured_is_left_alone() -> None:
+    assert [] == decide({A, B}, {A: live(A), B: live(B)}, rss={A: 256 * MIB}, memory_max=256 * MIB)
+
+
+def test_no_memory_bound_means_no_memory_rule() -> None:
+    assert [] == decide({A}, {A: live(A)}, rss={A: 10_000 * MIB}, memory_max=0)
+
+
+def test_a_runaway_lane_is_killed_at_once_even_while_it_drains() -> None:
+    runaway = {A: 513 * MIB}
+    assert [Kill(A, StopReason.MEMORY)] == decide(
+        {A}, {A: live(A)}, rss=runaway, memory_max=256 * MIB
+    )
+    draining = live(A, signalled=Signalled.TERM, stop_reason=StopReason.SHUTDOWN)
+    assert [Kill(A, StopReason.MEMORY)] == decide(
+        {A}, {A: draining}, rss=runaway, memory_max=256 * MIB, accepting=False
+    )
+
+
+def test_a_lane_stopped_for_memory_stays_a_memory_failure_at_the_drain_bound() -> None:
+    draining = live(
+        A, signalled=Signalled.TERM, stop_reason=StopReason.MEMORY, stop_deadline=NOW - 1
+    )
+    assert [Kill(A, StopReason.MEMORY)] == decide(
+        {A}, {A: draining}, rss={A: 300 * MIB}, memory_max=256 * MIB
+    )
+    assert [Kill(A, StopReason.DRAIN_TIMEOUT)] == decide(
+        {A}, {A: dataclasses.replace(draining, stop_reason=StopReason.SHUTDOWN)}
+    )
+
+
+def test_shutdown_and_ops_stops_outrank_the_memory_rule() -> None:
+    rss, bound = {A: 300 * MIB}, 256 * MIB
+    shutdown = decide({A}, {A: live(A)}, accepting=False, rss=rss, memory_max=bound)
+    disabled = decide(set(), {A: live(A)}, rss=rss, memory_max=bound)
+    assert ([Stop(A, StopReason.SHUTDOWN)], [Stop(A, StopReason.DISABLED)]) == (shutdown, disabled)
 
 
 # ---------------------------------------------------------------------------

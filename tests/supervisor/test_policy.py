@@ -12,6 +12,7 @@ from multipair.supervisor.policy import (
     ExitHistory,
     RestartPolicy,
     after_running,
+    lease_deadline,
     record_exit,
     restart_at,
     restart_delay,
@@ -145,3 +146,12 @@ def test_every_delay_is_between_zero_and_the_cap_or_the_slow_retry(
 def test_the_tick_stretches_with_the_fleet_from_half_a_second_to_two() -> None:
     assert [0.5, 0.5, 1.0, 2.0, 2.0] == [tick_period(0.5, n) for n in (0, 100, 500, 1_000, 5_000)]
     assert 3.0 == tick_period(3.0, 1_000)  # a longer configured tick is kept
+
+
+def test_the_lease_deadline_is_the_margin_before_expiry_or_the_ride_out_while_redis_is_away() -> (
+    None
+):
+    policy = RestartPolicy(lease_margin_s=1.5, redis_ride_out_s=60.0)
+    assert 8.5 == lease_deadline(policy, 10.0, None)
+    assert 65.0 == lease_deadline(policy, 10.0, 5.0)  # away since t=5: ridden out to t=65
+    assert 98.5 == lease_deadline(policy, 100.0, 5.0)  # renewed later than that: the lease

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,8 +15,9 @@ import redis.asyncio as aioredis
 
 from multipair import broker_schema as bs
 from multipair.config import Settings
-from multipair.exceptions import LocalProtocolError
-from multipair.leases import LeaseLost
+from multipair.exceptions import LocalProtocolError, RetryLater
+from multipair.leases import LeaseLapsed, LeaseLost
+from multipair.store.once import WriteTicket
 from multipair.store.profiles import ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.store.transactions import TxRecord, TxState, TxStore
@@ -257,3 +259,193 @@ async def test_a_block_longer_than_the_socket_timeout_is_shortened_not_raised(
         assert [] == await reader_lane._read(keys.commands(iid), ">", block=block)
     finally:
         await short.aclose()
+
+
+# --- applied once, however often sent (issue 13) -------------------------------------------------
+
+
+class ReplyEater:
+    """A TCP relay to Redis that, while ``eating``, forwards requests but closes the client's
+    connection instead of forwarding the reply: Redis applied the write, the caller never
+    learns it (the connection died in between), as in an outage."""
+
+    def __init__(self, redis_url: str) -> None:
+        host_port = redis_url.split("//", 1)[1].split("/", 1)[0]
+        host, _, port = host_port.rpartition(":")
+        self.upstream = (host, int(port))
+        self.eating = False
+        self.eaten = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> ReplyEater:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.url = f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self._writers += [writer, up_writer]
+        for coro in (self._up(reader, up_writer), self._down(up_reader, writer)):
+            task = asyncio.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _up(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+        dst.close()
+
+    async def _down(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while data := await src.read(65536):
+            if self.eating:
+                self.eaten += 1
+                dst.close()  # the reply is lost with the connection
+                return
+            dst.write(data)
+            await dst.drain()
+        dst.close()
+
+
+def _rich_batch(keys: bs.Keys, iid: str, txs: TxStore) -> tuple[WriteBatch, int]:
+    batch = WriteBatch()
+    batch.hincrby(keys.state(iid), "frames_rejected")
+    batch.xadd(keys.events(iid), _event(iid, reason="r", detail="d"), maxlen=100)
+    slot = batch.tx(
+        txs.complete_op(
+            iid,
+            "w-1",
+            result=bs.TxResult.SUCCESS,
+            outcome=b"{}",
+            publish_to=keys.events(iid),
+            publish_fields=_event(iid, reason="done", detail=""),
+        )
+    )
+    return batch, slot
+
+
+async def test_a_batch_sent_again_after_its_reply_was_lost_is_applied_once(
+    redis: aioredis.Redis, redis_url: str, keys: bs.Keys, iid: str
+) -> None:
+    txs = TxStore(redis, keys)
+    await txs.create_if_absent(iid, _record())
+    await redis.set(keys.lease(iid), "7:me", px=60_000)
+    async with ReplyEater(redis_url) as eater:
+        client = aioredis.Redis.from_url(eater.url)
+        try:
+            writer = LaneWriter(client, keys, iid, 7)
+            batch, slot = _rich_batch(keys, iid, txs)
+            # Connected, and the script loaded, before replies are eaten.
+            await writer.apply(WriteBatch().hset(keys.state(iid), {"warm": "1"}))
+            eater.eating = True
+            with pytest.raises(aioredis.ConnectionError):
+                await writer.apply(batch)
+            eater.eating = False
+            assert 1 == eater.eaten
+            assert b"1" == await redis.hget(keys.state(iid), "frames_rejected")  # it did land
+
+            results = await writer.apply(batch)  # the same batch: the same write id
+        finally:
+            await client.aclose()
+    assert (TxResultCode.DONE, b"1") == (
+        results[slot],
+        await redis.hget(keys.state(iid), "frames_rejected"),
+    )
+    assert ["r", "done"] == [e.reason for e in await _events(redis, keys, iid)]  # type: ignore[attr-defined]
+    # A new batch after that is a new write: applied, and the log forgets the settled ones.
+    await LaneWriter(redis, keys, iid, 7).apply(WriteBatch().hincrby(keys.state(iid), "x"))
+    assert await redis.hlen(keys.writes(iid)) <= 2
+
+
+async def test_the_same_batch_applied_twice_returns_the_first_results_and_writes_nothing(
+    redis: aioredis.Redis, keys: bs.Keys, iid: str
+) -> None:
+    txs = TxStore(redis, keys)
+    await txs.create_if_absent(iid, _record())
+    writer = LaneWriter(redis, keys, iid, None)
+    batch, slot = _rich_batch(keys, iid, txs)
+    first = await writer.apply(batch)
+    assert first == await writer.apply(batch)
+    assert TxResultCode.DONE == first[slot]  # not ALREADY_COMPLETED: it is the first reply
+    assert (b"1", 2) == (
+        await redis.hget(keys.state(iid), "frames_rejected"),
+        len(await _events(redis, keys, iid)),
+    )
+
+
+async def test_begin_sent_again_after_its_reply_was_lost_publishes_one_command_accepted(
+    redis: aioredis.Redis, redis_url: str, keys: bs.Keys, iid: str
+) -> None:
+    accepted = bs.encode_event(
+        bs.CommandAccepted(
+            instance_id=iid,
+            at=bs.parse_time("2025-01-31T09:30:00Z", "at"),
+            command_id="c-w-1",
+            command_type="purchase",
+        )
+    )
+    async with ReplyEater(redis_url) as eater:
+        client = aioredis.Redis.from_url(eater.url)
+        try:
+            txs = TxStore(client, keys)
+            writer = LaneWriter(client, keys, iid, None)
+
+            async def begin(record: TxRecord, ticket: WriteTicket) -> Any:
+                return await txs.begin(
+                    iid,
+                    record,
+                    claim=b"entry-" + record.pos_ref_id.encode(),
+                    publish_to=keys.events(iid),
+                    publish_fields={**accepted, "body": accepted["body"]},
+                    ticket=ticket,
+                )
+
+            # Connected, and the script loaded, before replies are eaten.
+            await begin(_record("w-0"), writer.ticket())
+            ticket = writer.ticket()
+            eater.eating = True
+            with pytest.raises(RetryLater):  # the stores' "Redis is unreachable"
+                await begin(_record(), ticket)
+            eater.eating = False
+            assert 1 == eater.eaten
+            assert await redis.exists(keys.tx(iid, "w-1"))  # it did land
+            # Today's begin would see its own claim, create nothing, and the lane would
+            # publish command_accepted a second time.
+            begun = await begin(_record(), ticket)
+        finally:
+            await client.aclose()
+    assert (None, True) == (begun.prior_claim, begun.created)
+    assert 2 == len(await _events(redis, keys, iid))  # w-0's and w-1's command_accepted
+    record = await TxStore(redis, keys).get(iid, "w-1")
+    assert record is not None
+    assert TxState.REQUESTED == record.state
+
+
+async def test_a_write_refused_for_no_lease_at_all_says_lapsed_not_lost(
+    redis: aioredis.Redis, keys: bs.Keys, iid: str
+) -> None:
+    """A lease that expired while Redis was away may be taken back: the lane is told which."""
+    batch = WriteBatch().hset(keys.state(iid), {"status": "x"})
+    with pytest.raises(LeaseLapsed):
+        await LaneWriter(redis, keys, iid, 7).apply(batch)
+    await redis.set(keys.lease(iid), "8:other", px=60_000)
+    with pytest.raises(LeaseLost) as lost:
+        await LaneWriter(redis, keys, iid, 7).apply(batch)
+    assert not isinstance(lost.value, LeaseLapsed)
+    await redis.set(keys.lease(iid), "7:me", px=60_000)  # taken back: the same batch lands
+    assert [1] == await LaneWriter(redis, keys, iid, 7).apply(batch)
+    assert b"x" == await redis.hget(keys.state(iid), "status")

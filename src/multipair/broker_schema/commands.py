@@ -151,6 +151,7 @@ _RULES: Final[dict[str, tuple[str | None, _Check | None]]] = {
     "suppress_merchant_password": (None, None),
     "auth_code": (None, _auth_code),
     "confirmation_code": (None, _confirmation_code),
+    "pair_command_id": (None, _command_id),
     "key": (None, _print_key),
     "payload": (None, _non_empty),
     "print_merchant_copy": (None, None),
@@ -243,7 +244,9 @@ class Pair(Command):
     """Start pairing with the terminal named in the lane's profile (PROTOCOL.md §4).
 
     The confirmation code comes back in a ``pairing`` event; ``pair_confirm``
-    completes it.
+    completes it. One pairing at a time: a ``pair`` while another is queued
+    or running is refused (``busy``). ``expires_at`` bounds the whole
+    pairing: a pairing still running then is cancelled by the lane.
     """
 
     type: ClassVar[str] = "pair"
@@ -269,6 +272,9 @@ class PairCancel(Command):
 
     type: ClassVar[str] = "pair_cancel"
     kind: ClassVar[CommandKind] = CommandKind.CONTROL
+
+    pair_command_id: str | None = None
+    """If given, cancel only when the running pairing is the one this ``pair`` started."""
 
 
 @_register

@@ -181,6 +181,15 @@ class Keys:
         """Stream of rejected command entries, copied as received, with the reason."""
         return self.lane_base(instance_id) + "dead"
 
+    def writes(self, instance_id: str) -> str:
+        """Hash: write id -> reply of the lane's writes whose reply may not have arrived.
+
+        A write sent again after its reply was lost (Redis went away) finds
+        its id here and gets the first reply back instead of being applied
+        twice (:mod:`multipair.store.once`).
+        """
+        return self.lane_base(instance_id) + "writes"
+
     def lane_fixed_keys(self, instance_id: str) -> tuple[str, ...]:
         """Every key of the lane whose name does not depend on data (all but ``tx:*``)."""
         return (
@@ -195,4 +204,5 @@ class Keys:
             self.lease(instance_id),
             self.fence(instance_id),
             self.dead_letter(instance_id),
+            self.writes(instance_id),
         )

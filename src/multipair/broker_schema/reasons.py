@@ -60,6 +60,8 @@ class Reason(StrEnum):
     """The terminal was not connected when the command's turn came; nothing was sent."""
     DUPLICATE_COMMAND_ID = "duplicate_command_id"
     """This command_id was already used by another command of the lane."""
+    BUSY = "busy"
+    """Another pairing is queued or running on the lane; this ``pair`` was not queued."""
     INTERNAL_ERROR = "internal_error"
     """Handling the entry failed on our side (a bug): refused, dead-lettered; the lane goes on."""
     POISON_ENTRY = "poison_entry"

@@ -199,7 +199,9 @@ class Context:
         self.err = err if err is not None else sys.stderr
         self.stake: Stake | None = None
         self.interrupt_code: ExitCode | None = None
-        """Set by a command for which Ctrl-C is the normal way out (``--watch``, ``--follow``)."""
+        """The exit code on Ctrl-C, with no more said, set by a command for which Ctrl-C is the
+        normal way out (``--watch``, ``--follow``) or that has said what it left behind
+        (``lane pair``)."""
 
     # Output.
 

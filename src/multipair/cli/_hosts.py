@@ -33,7 +33,12 @@ from multipair.client import AsyncClient
 from multipair.exceptions import ConfigurationError
 from multipair.leases import parse_lease
 from multipair.store._redis import as_text
-from multipair.supervisor.control import ControlAction, ControlMessage, send_control
+from multipair.supervisor.control import (
+    ControlAction,
+    ControlMessage,
+    default_requester,
+    send_control,
+)
 from multipair.supervisor.hosts import HostEntry, read_hosts
 from multipair.supervisor.policy import RestartPolicy
 
@@ -196,9 +201,8 @@ async def _known_host(client: AsyncClient, host_id: str) -> HostEntry:
 
 async def _send(client: AsyncClient, host_id: str, action: ControlAction) -> str:
     request_id = f"cli-{uuid.uuid4().hex[:12]}"
-    await send_control(
-        client.redis, client.keys, host_id, ControlMessage(action=action, request_id=request_id)
-    )
+    message = ControlMessage(action=action, request_id=request_id, requested_by=default_requester())
+    await send_control(client.redis, client.keys, host_id, message)
     return request_id
 
 

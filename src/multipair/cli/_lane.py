@@ -82,15 +82,23 @@ def add_lane_parser(subparsers: Subparsers) -> None:
         help="pair the lane with its terminal",
         description=(
             "Send `pair`, show the confirmation code as soon as the terminal shows it, and "
-            "wait for the outcome. Exit 0 paired, 1 failed, 3 timed out. Without --confirm, "
-            "asks on a terminal whether the codes match; otherwise waits for a pair_confirm."
+            "wait for the outcome. Exit 0 paired, 1 failed, 2 refused (already paired, or "
+            "busy: another pairing runs), 3 timed out or interrupted: the pairing is then "
+            "cancelled in the lane (pair_cancel). Without --confirm, asks on a terminal "
+            "whether the codes match; otherwise waits for a pair_confirm."
         ),
     )
     add_lane_argument(pair)
     pair.add_argument(
         "--confirm", action="store_true", help="confirm the code without asking (it was checked)"
     )
-    pair.add_argument("--timeout", type=seconds, default=180.0, metavar="S", help="(180)")
+    pair.add_argument(
+        "--timeout",
+        type=seconds,
+        default=180.0,
+        metavar="S",
+        help="give up and cancel the pairing after S seconds (180)",
+    )
     pair.set_defaults(handler=client_command(_pair))
 
     listing = actions.add_parser("list", parents=[common], help="list every lane's profile")
@@ -183,9 +191,19 @@ async def _pair(ctx: Context, client: AsyncClient) -> int:
     ctx.stake = Stake("pairing", iid)
     try:
         event = await client.pair(iid, confirm=confirm, timeout=ctx.args.timeout, on_event=on_event)
+    except asyncio.CancelledError:
+        # Ctrl-C: the client sent pair_cancel for this pairing as it gave up.
+        ctx.error_line(
+            f"interrupted; asked lane {iid} to cancel the pairing (pair_cancel): "
+            f"check `multipair lane show {iid}`"
+        )
+        ctx.interrupt_code = ExitCode.UNKNOWN
+        raise
     except CommandRejected as exc:
         if "already paired" in exc.detail.lower():
             raise Fail(f"lane {iid} is already paired") from None
+        if exc.reason == bs.Reason.BUSY:
+            raise Fail(f"lane {iid} is busy: {exc.detail}") from None
         raise
     except ClientError as exc:
         if exc.reason != "pairing_failed":

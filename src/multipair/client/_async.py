@@ -5,9 +5,12 @@ Rules this module keeps:
 - It speaks only the public contract (docs/broker-schema.md): it ``XADD``s
   commands, reads events streams, and reads the keys a reader may rely on.
   Profiles are written through :class:`~multipair.store.profiles.ProfileStore`.
-- A command is added only while the lane's profile exists, checked in the
-  same Lua script as the ``XADD`` (both keys share the lane's hash tag), so a
-  command never lands in the stream of a lane that does not exist.
+- A command is added only while the lane's profile exists: ``WATCH`` the
+  profile, ``EXISTS`` it, then ``MULTI``/``XADD``/``EXEC`` (both keys share
+  the lane's hash tag), so a command never lands in the stream of a lane
+  that does not exist. No Lua: the POS backends' Redis role
+  (``deploy/redis/users.acl``, ``multipair-pos``) may ``XADD`` commands and
+  read, never run scripts or read a profile (it holds the sealed keys).
 - Waiting for an answer starts from the events stream's last id read
   *before* the command is added, so no event of the command can be missed.
 - A timeout never says "failed": :class:`OutcomeTimeout` means the outcome
@@ -31,13 +34,15 @@ from typing import Any, Final, Self, TypeVar
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, WatchError
+from redis.typing import EncodableT, FieldT
 
 from multipair import broker_schema as bs
 from multipair.broker_schema.keys import validate_instance_id
 from multipair.client.errors import ClientError, CommandRejected, LaneNotFound, OutcomeTimeout
 from multipair.client.outcome import LaneInfo, Outcome
 from multipair.config import Settings
-from multipair.exceptions import CommandError, ConfigurationError
+from multipair.exceptions import CommandError, ConfigurationError, MultipairError
 from multipair.leases import parse_lease
 from multipair.redis_conn import connect as connect_redis
 from multipair.redis_conn import connect_blocking
@@ -45,6 +50,7 @@ from multipair.store._redis import as_text, redis_errors, text_map
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.store.transactions import TxStore
+from multipair.supervisor.control import default_requester
 
 __all__ = ["AsyncClient", "EventCallback", "new_command_id", "new_pos_ref_id"]
 
@@ -84,13 +90,13 @@ _FINAL_EVENTS: Final[dict[str, frozenset[str]]] = {
     "pair": frozenset(),
 }
 PAIRED_STATES: Final = frozenset({"succeeded"})
+_PAIR_EXPIRY_MARGIN_S: Final = 2.0
+"""A pair's ``expires_at`` is this long after the client gives up: its pair_cancel comes first."""
+_PAIR_POLL_S: Final = 0.25
+"""While pairing, how long one read of events blocks (a cancellation is looked for after each)."""
+_GIVE_UP_S: Final = 1.0
+"""How long a ``pair`` given up may take to send its ``pair_cancel``."""
 PAIR_FAILED_STATES: Final = frozenset({"failed", "cancelled"})
-
-# KEYS[1] profile, KEYS[2] commands. ARGV[1] v, ARGV[2] body. Same hash tag: one slot.
-_XADD_IF_LANE: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-return redis.call('XADD', KEYS[2], '*', 'v', ARGV[1], 'body', ARGV[2])
-"""
 
 _E = TypeVar("_E", bound=bs.Event)
 
@@ -142,6 +148,24 @@ def _is_final(command: bs.Command, event: bs.Event) -> bool:
     return event.type in final
 
 
+class _CancelWatch:
+    """Notices a cancellation of the current task that never arrived as ``CancelledError``.
+
+    On Python 3.11, ``asyncio.wait_for`` (redis-py sends every command
+    through it) drops a cancellation that lands as the command completes
+    (gh-86296): the task goes on as if nothing happened, only its
+    ``cancelling()`` count says otherwise. ``check()`` raises it then.
+    """
+
+    def __init__(self) -> None:
+        self._task = asyncio.current_task()
+        self._before = self._task.cancelling() if self._task is not None else 0
+
+    def check(self) -> None:
+        if self._task is not None and self._task.cancelling() > self._before:
+            raise asyncio.CancelledError
+
+
 def _expect(event: bs.Event, cls: type[_E]) -> _E:
     if not isinstance(event, cls):
         raise ClientError(
@@ -187,7 +211,6 @@ class AsyncClient:
         self._keys = bs.Keys(prefix)
         self._profiles = ProfileStore(redis, self._keys, master_key)
         self._txs = TxStore(redis, self._keys)
-        self._xadd_if_lane = redis.register_script(_XADD_IF_LANE)
         self._owns_redis = False
 
     @classmethod
@@ -414,14 +437,23 @@ class AsyncClient:
             raise ClientError(bs.Reason.WRONG_TYPE, "command must be a multipair command")
         with _client_errors():
             fields = bs.encode_command(command)
+        profile, stream = self._keys.profile(iid), self._keys.commands(iid)
+        entry: dict[FieldT, EncodableT] = {"v": fields["v"], "body": fields["body"]}
         with redis_errors():
-            added = await self._xadd_if_lane(
-                keys=[self._keys.profile(iid), self._keys.commands(iid)],
-                args=[fields["v"], fields["body"]],
-            )
-        if added is None:
-            raise _not_found(iid)
-        return command.command_id
+            async with self._redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(profile)
+                        # EXISTS by name: a cluster pipeline's exists() returns the
+                        # pipeline, not the reply, while watching (as ProfileStore.delete).
+                        if not await pipe.execute_command("EXISTS", profile):
+                            raise _not_found(iid)
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.xadd(stream, entry)
+                        await pipe.execute()
+                        return command.command_id
+                    except WatchError:  # the profile changed meanwhile: look again
+                        continue
 
     async def send_and_wait(
         self,
@@ -641,20 +673,69 @@ class AsyncClient:
         and waits for the operator (``on_event`` shows the code). Every event
         of the pairing but the last goes to ``on_event``.
 
+        A pairing given up is cancelled, never left running in the lane:
+        when ``timeout`` passes, or the call is cancelled, ``pair_cancel``
+        for this pairing is sent before the call ends (best effort, within
+        a second); and the ``pair`` carries ``expires_at`` (``timeout`` and
+        2 s from now), at which the lane cancels the pairing itself should
+        the ``pair_cancel`` not reach it.
+
         Raises ``ClientError('pairing_failed')`` when pairing fails or is
         cancelled, :class:`CommandRejected` when the lane refuses ``pair``
-        (already paired, busy) or the ``pair_confirm``, :class:`OutcomeTimeout`.
+        (already paired, ``busy``: another pairing runs) or the
+        ``pair_confirm``, :class:`OutcomeTimeout` (its ``detail`` says
+        whether ``pair_cancel`` was sent).
         """
         iid = _lane_id(instance_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        command = _build(bs.Pair)
+        deadline = asyncio.get_running_loop().time() + timeout
+        expires_at = _dt.datetime.now(_dt.UTC) + _dt.timedelta(
+            seconds=timeout + _PAIR_EXPIRY_MARGIN_S
+        )
+        command = _build(bs.Pair, expires_at=expires_at)
+        cancelled = _CancelWatch()
         since = await self._last_event_id(iid)
-        await self.send(iid, command)
+        try:
+            await self.send(iid, command)
+            cancelled.check()
+            paired = await self._follow_pairing(
+                iid, command, since, deadline, confirm, on_event, cancelled
+            )
+        except asyncio.CancelledError:
+            await self._give_up_pairing(iid, command)
+            raise
+        if paired is not None:
+            return paired
+        what = await self._give_up_pairing(iid, command)
+        raise OutcomeTimeout(
+            "timeout", f"pairing of lane {iid} did not finish within {timeout:g}s; {what}"
+        )
+
+    async def _follow_pairing(
+        self,
+        iid: str,
+        command: bs.Command,
+        cursor: str,
+        deadline: float,
+        confirm: ConfirmPolicy,
+        on_event: EventCallback | None,
+        cancelled: _CancelWatch,
+    ) -> bs.Pairing | None:
+        """The events of the pairing ``command`` started, to its end; ``None`` at ``deadline``.
+
+        Reads in short blocks and looks for a cancellation after each, so a
+        cancelled call gives the pairing up within :data:`_PAIR_POLL_S`.
+        """
+        loop = asyncio.get_running_loop()
         follow_up: str | None = None  # our pair_confirm / pair_cancel
         answered = False
-        async with aclosing(self._follow(iid, since, deadline)) as events:
-            async for _, event in events:
+        while (left := deadline - loop.time()) > 0:
+            block_ms = max(1, int(min(_PAIR_POLL_S, left) * 1000))
+            entries = await self._read(iid, cursor, block_ms=block_ms)
+            cancelled.check()
+            for entry_id, event in entries:
+                cursor = entry_id
+                if event is None:
+                    continue
                 if follow_up is not None and event.command_id == follow_up:
                     if isinstance(event, bs.CommandRejected):
                         raise CommandRejected(event)
@@ -688,10 +769,31 @@ class AsyncClient:
                     reply: bs.Command = (
                         _build(bs.PairConfirm, confirmation_code=code)
                         if decision
-                        else _build(bs.PairCancel)
+                        else _build(bs.PairCancel, pair_command_id=command.command_id)
                     )
                     follow_up = await self.send(iid, reply)
-        raise OutcomeTimeout("timeout", f"pairing of lane {iid} did not finish within {timeout:g}s")
+                    cancelled.check()
+        return None
+
+    async def _give_up_pairing(self, iid: str, pair: bs.Command) -> str:
+        """Send ``pair_cancel`` for the pairing ``pair`` started; say what became of it.
+
+        Best effort and bounded (the CLI ends a second after Ctrl-C): a
+        ``pair_cancel`` that cannot be sent leaves the pairing to end at the
+        ``pair``'s ``expires_at``. It names the pairing, so it never cancels
+        a later one; one that arrives after the pairing ended is refused
+        (``not_allowed``) and does nothing.
+        """
+        cancel = _build(bs.PairCancel, pair_command_id=pair.command_id)
+        try:
+            async with asyncio.timeout(_GIVE_UP_S):
+                await self.send(iid, cancel)
+        except (TimeoutError, MultipairError, RedisError) as exc:
+            return (
+                f"could not send pair_cancel ({exc or type(exc).__name__}): the lane cancels "
+                "the pairing itself at the pair's expires_at"
+            )
+        return "sent pair_cancel: the lane cancels the pairing"
 
     # ------------------------------------------------------------------
     # Events
@@ -781,8 +883,16 @@ class AsyncClient:
     # Hosts and ops
     # ------------------------------------------------------------------
 
-    async def send_control(self, host_id: str, action: str, instance_id: str) -> None:
-        """Tell one supervisor to ``restart``, ``stop`` or ``start`` a lane (its control stream)."""
+    async def send_control(
+        self, host_id: str, action: str, instance_id: str, *, requested_by: str | None = None
+    ) -> None:
+        """Tell one supervisor to ``restart``, ``stop`` or ``start`` a lane (its control stream).
+
+        ``requested_by`` (default ``user@host`` of this process) goes in the
+        message; the supervisor logs it. Writing control streams is an ops
+        privilege: the ``multipair-ops`` Redis role has it, ``multipair-pos``
+        does not.
+        """
         if action not in CONTROL_ACTIONS:
             raise ClientError(
                 bs.Reason.INVALID_VALUE,
@@ -793,7 +903,8 @@ class AsyncClient:
             key = self._keys.host_control(host_id)
         except ConfigurationError as exc:
             raise ClientError(bs.Reason.INVALID_VALUE, str(exc)) from None
-        body = orjson.dumps({"action": action, "instance_id": iid})
+        requester = default_requester() if requested_by is None else requested_by
+        body = orjson.dumps({"action": action, "instance_id": iid, "requested_by": requester})
         with redis_errors():
             await self._redis.xadd(key, {"v": str(bs.SCHEMA_VERSION), "body": body})
 

@@ -12,7 +12,7 @@ import asyncio
 import threading
 from collections.abc import AsyncGenerator, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from multipair import broker_schema as bs
 from multipair.client._async import AsyncClient, ConfirmPolicy, EventCallback
@@ -26,6 +26,9 @@ from multipair.store.secrets_box import MasterKey
 __all__ = ["Client"]
 
 _T = TypeVar("_T")
+
+_WIND_DOWN_S: Final = 2.0
+"""After Ctrl-C, how long ``pair`` waits for its call to send ``pair_cancel`` and end."""
 
 
 class Client:
@@ -300,10 +303,31 @@ class Client:
         timeout: float = 180.0,
         on_event: EventCallback | None = None,
     ) -> bs.Pairing:
-        """See :meth:`AsyncClient.pair` (a callable ``confirm`` runs on the client's thread)."""
-        return self._run(
-            self._client.pair(instance_id, confirm=confirm, timeout=timeout, on_event=on_event)
-        )
+        """See :meth:`AsyncClient.pair` (a callable ``confirm`` runs on the client's thread).
+
+        Ctrl-C (``KeyboardInterrupt``) while it waits gives the pairing up as
+        a cancelled :meth:`AsyncClient.pair` does: ``pair_cancel`` is sent
+        before the ``KeyboardInterrupt`` goes on.
+        """
+        ended = threading.Event()
+
+        async def call() -> bs.Pairing:
+            try:
+                return await self._client.pair(
+                    instance_id, confirm=confirm, timeout=timeout, on_event=on_event
+                )
+            finally:
+                ended.set()
+
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        future = asyncio.run_coroutine_threadsafe(call(), self._loop)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()  # cancels the call on the loop: it sends pair_cancel as it ends
+            ended.wait(_WIND_DOWN_S)
+            raise
 
     # --- events -----------------------------------------------------------------------------
 
@@ -332,9 +356,13 @@ class Client:
 
     # --- hosts and ops ----------------------------------------------------------------------
 
-    def send_control(self, host_id: str, action: str, instance_id: str) -> None:
+    def send_control(
+        self, host_id: str, action: str, instance_id: str, *, requested_by: str | None = None
+    ) -> None:
         """See :meth:`AsyncClient.send_control`."""
-        self._run(self._client.send_control(host_id, action, instance_id))
+        self._run(
+            self._client.send_control(host_id, action, instance_id, requested_by=requested_by)
+        )
 
     def lane_owner(self, instance_id: str) -> str | None:
         """See :meth:`AsyncClient.lane_owner`."""

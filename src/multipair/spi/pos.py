@@ -702,15 +702,15 @@ class PosSession:
         else:
             self._succeed_pairing(now)
 
-    def pair_cancel(self, now: float) -> None:
-        """Abandon a pairing in progress (§4.5)."""
+    def pair_cancel(self, now: float, *, message: str = "Pairing cancelled.") -> None:
+        """Abandon a pairing in progress (§4.5); ``message`` says why, for the operator."""
         p = self._pairing
         if p is None or p.step is PairingStep.FINISHED:
             raise LocalProtocolError("Not pairing")
         if p.awaiting_pos and not p.awaiting_terminal and self.connected:
             # The terminal already holds the keys: make it forget them.
             self._queue(self._ids.next(m.DropKeysRequest.id_prefix), m.DropKeysRequest(), now)
-        self._fail_pairing("Pairing cancelled.", cancelled=True)
+        self._fail_pairing(message, cancelled=True)
 
     def unpair(self, now: float) -> None:
         """Forget the pairing on both sides (§4.6). Only while Idle."""

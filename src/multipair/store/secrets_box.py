@@ -3,9 +3,10 @@
 Rules this module keeps:
 
 - The master key is 32 random bytes, given as base64 (``MULTIPAIR_MASTER_KEY``)
-  or in a file (``--master-key-file``); ``multipair keygen`` makes one with
-  :mod:`secrets`. :class:`MasterKey` never shows the key in ``repr`` or ``str``;
-  :meth:`MasterKey.fingerprint` is what logs and ops compare.
+  or in a file (``--master-key-file``) that only its owner may read;
+  ``multipair keygen`` makes one with :mod:`secrets`. :class:`MasterKey`
+  never shows the key in ``repr`` or ``str``; :meth:`MasterKey.fingerprint`
+  is what logs and ops compare.
 - A sealed value is ``v1:`` + base64(nonce || ciphertext || tag) with a fresh
   random 12-byte nonce per seal. A 96-bit random nonce stays safe for far
   more seals than a lane makes (one per pairing or key roll).
@@ -26,6 +27,7 @@ import binascii
 import hashlib
 import os
 import secrets
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,9 +101,23 @@ class MasterKey:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> MasterKey:
-        """Read a key file holding the base64 text (as ``multipair keygen`` writes it)."""
+        """Read a key file holding the base64 text (as ``multipair keygen`` writes it).
+
+        On POSIX systems the file must be readable by its owner only (``0600``
+        or ``0400``, as ``multipair keygen`` makes it): a key file that group
+        or others may read is refused, naming the ``chmod`` that fixes it.
+        The mode is checked on the file as opened, so it cannot change in between.
+        """
         try:
-            text = Path(path).read_bytes()
+            with Path(path).open("rb") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+                    raise ConfigurationError(
+                        f"master key file {path} may be read by group or others "
+                        f"(mode {stat.S_IMODE(mode):04o}); make it private to its owner: "
+                        f"chmod 600 {path}"
+                    )
+                text = handle.read()
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot read master key file {path}: {exc.strerror}"

@@ -37,7 +37,10 @@ Rules this module keeps:
   the same script, so an outcome is recorded and published together, once.
 - ``begin`` starts a new transaction in one script: the ``command_id`` claim,
   the record and the event that accepts the command (one round trip, written
-  before anything goes to the terminal). ``claim_command`` is its claim step
+  before anything goes to the terminal). Given a write ticket
+  (:mod:`multipair.store.once`), it is applied once however often it is
+  sent: a retry after a lost reply gets the first reply back and publishes
+  no second ``command_accepted``. ``claim_command`` is its claim step
   alone, for every other command: first use of a ``command_id`` wins, and a
   later one learns the prior claim, atomically.
 - ``move_op`` and ``complete_op`` are the same changes as ``update_state``
@@ -74,6 +77,7 @@ from multipair.broker_schema.keys import validate_instance_id
 from multipair.exceptions import CommandError, InternalError, LocalProtocolError
 from multipair.leases import FencedScript
 from multipair.store._redis import as_text, redis_errors
+from multipair.store.once import WriteTicket, once
 
 __all__ = [
     "DEFAULT_COMMAND_TTL",
@@ -453,6 +457,7 @@ class TxStore:
         self._complete = FencedScript(redis, _COMPLETE, keys, fencing_token)
         self._remember = FencedScript(redis, _REMEMBER, keys, fencing_token)
         self._begin = FencedScript(redis, _BEGIN, keys, fencing_token)
+        self._begin_once = FencedScript(redis, once(_BEGIN), keys, fencing_token)
         self._claim = FencedScript(redis, _CLAIM, keys, fencing_token)
 
     def __repr__(self) -> str:
@@ -506,8 +511,13 @@ class TxStore:
         publish_fields: Mapping[str, bytes],
         maxlen: int | None = None,
         now: _dt.datetime | None = None,
+        ticket: WriteTicket | None = None,
     ) -> Begun:
         """Start a new transaction in one atomic step: claim, record, accept.
+
+        With ``ticket`` (the lane's write id for this step, the same on every
+        try) the step is applied once: called again after a lost reply, it
+        returns what the first call did and writes nothing more.
 
         - When ``record.command_id`` holds a live claim (a repeat, or this
           entry redelivered), nothing is written: the prior claim is returned
@@ -532,30 +542,37 @@ class TxStore:
         created_ms, keep_index_ms = self._index_times(record)
         event_args = [item for pair in publish_fields.items() for item in pair]
         keys = self._keys
+        script_keys: list[Any] = [
+            keys.command_replies(iid),
+            keys.command_times(iid),
+            keys.tx(iid, record.pos_ref_id),
+            keys.txs_open(iid),
+            keys.txs(iid),
+            publish_to,
+        ]
+        script_args: list[Any] = [
+            record.command_id,
+            claim,
+            str(now_ms),
+            str(cutoff),
+            record.pos_ref_id,
+            created_ms,
+            keep_index_ms,
+            "" if maxlen is None else str(maxlen),
+            str(len(event_args)),
+            *event_args,
+            *_to_args(record),
+        ]
         with redis_errors():
-            reply = await self._begin(
-                keys=[
-                    keys.command_replies(iid),
-                    keys.command_times(iid),
-                    keys.tx(iid, record.pos_ref_id),
-                    keys.txs_open(iid),
-                    keys.txs(iid),
-                    publish_to,
-                ],
-                args=[
-                    record.command_id,
-                    claim,
-                    str(now_ms),
-                    str(cutoff),
-                    record.pos_ref_id,
-                    created_ms,
-                    keep_index_ms,
-                    "" if maxlen is None else str(maxlen),
-                    str(len(event_args)),
-                    *event_args,
-                    *_to_args(record),
-                ],
-            )
+            if ticket is None:
+                reply = await self._begin(keys=script_keys, args=script_args)
+            else:
+                script = self._begin_once
+
+                async def run(run_keys: list[Any], run_args: list[Any]) -> Any:
+                    return await script(keys=run_keys, args=run_args)
+
+                reply = await ticket.call(run, script_keys, script_args)
         code = int(reply[0])
         if code == 0:
             prior = reply[1]

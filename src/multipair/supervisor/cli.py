@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from multipair.config import Settings
 from multipair.exceptions import ConfigurationError, RetryLater
+from multipair.hardening import forget_secret_env, guard_process
 from multipair.logs import configure_logging
 from multipair.supervisor.host import DEFAULT_CAPACITY, Host, HostConfig
 from multipair.supervisor.policy import RestartPolicy
@@ -116,6 +117,10 @@ def run_supervise(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"multipair supervise: {exc}", file=sys.stderr)
         return 2
+    # The key has been read, once: no child inherits it (multipair.hardening),
+    # and this process, which holds it, cannot be dumped or ptraced either.
+    forget_secret_env()
+    guard_process()
     configure_logging(settings.log_format)
     try:
         asyncio.run(Host(settings, config).run())

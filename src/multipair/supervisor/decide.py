@@ -14,13 +14,22 @@ A live process of ours (``pid`` set):
 2. The lease is not exactly the one we hold (taken, expired, or about to
    expire because renewals failed): **Kill** at once, ``lease lost``
    (DESIGN.md "One owner": a host that loses its lease stops the lane at once).
+   While Redis is away (``redis_away_since``) a lease that could not be
+   renewed is not lost until ``policy.redis_ride_out_s`` into the outage
+   (:func:`~multipair.supervisor.policy.lease_deadline`): nobody can take it
+   meanwhile, and the host takes it back when Redis returns.
 3. Already sent SIGTERM: **Kill** when the drain bound has passed.
 4. Shutting down: **Stop** (``shutdown``). Not desired any more (removed or
    disabled): **Stop** (``disabled``). Ops asked for a restart: **Stop**
    (``restart``); it starts again once it has exited.
 5. Heartbeat older than ``heartbeat_timeout_s`` (or no first heartbeat within
    ``start_timeout_s``): **Kill** (``heartbeat timeout``), restarted after
-   backoff like a crash.
+   backoff like a crash. Resident memory (``rss``) over ``memory_max``
+   (``MULTIPAIR_LANE_MEMORY_MAX``; 0: no bound), checked first: **Stop**
+   (``memory``): it finishes its running transaction and exits, and is
+   restarted after backoff like a crash. Past :data:`MEMORY_KILL_FACTOR`
+   times the bound, or at the drain bound, even while it drains: **Kill**
+   (``memory``), so a runaway lane cannot take the host's memory meanwhile.
 
 A lane of ours whose process has exited (record kept, lease still held):
 
@@ -74,10 +83,11 @@ from enum import Enum, StrEnum
 from typing import Final
 
 from multipair.leases import Lease
-from multipair.supervisor.policy import ExitHistory, RestartPolicy, restart_at
+from multipair.supervisor.policy import ExitHistory, RestartPolicy, lease_deadline, restart_at
 
 __all__ = [
     "HANDOFF_BATCH_DIVISOR",
+    "MEMORY_KILL_FACTOR",
     "Action",
     "Balance",
     "HostView",
@@ -115,11 +125,13 @@ class StopReason(StrEnum):
     """Handed to a host with room: this one held more than its fair share."""
     HOST_DRAIN = "host drain"
     """Handed to another host: ops drain this one (``multipair host drain``)."""
+    MEMORY = "memory"
+    """Its resident memory passed ``MULTIPAIR_LANE_MEMORY_MAX``. Counted as a crash."""
 
     @property
     def is_failure(self) -> bool:
         """True when the exit it causes counts as a crash (backoff, crash loop)."""
-        return self is StopReason.HEARTBEAT
+        return self in (StopReason.HEARTBEAT, StopReason.MEMORY)
 
 
 class Signalled(Enum):
@@ -131,6 +143,9 @@ class Signalled(Enum):
 
 HANDOFF_BATCH_DIVISOR: Final = 10
 """Balancing moves up to (lanes over the share) / this many lanes at a time."""
+
+MEMORY_KILL_FACTOR: Final = 2
+"""A lane over its memory bound drains; past this many times the bound it is killed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -312,6 +327,9 @@ def reconcile(
     idle: Set[str] = frozenset(),
     draining_since: float | None = None,
     warm: Set[str] = frozenset(),
+    rss: Mapping[str, int] | None = None,
+    memory_max: int = 0,
+    redis_away_since: float | None = None,
 ) -> list[Action]:
     """The actions that bring this host closer to running exactly its share of ``desired``.
 
@@ -322,7 +340,11 @@ def reconcile(
     :func:`balance`; ``idle`` names the lanes whose state hash says they are
     between transactions; ``draining_since`` is when ops asked this host to
     drain (None: it is not draining); ``warm`` names free lanes whose previous
-    process may still hold its terminal. See the module docstring for the rules.
+    process may still hold its terminal. ``rss`` is the resident memory in
+    bytes of live lanes (those missing were not measured) and ``memory_max``
+    the bound on it (0: none). ``redis_away_since`` is when this host's Redis
+    calls started failing (None: Redis answers). See the module docstring for
+    the rules.
     """
     draining = draining_since is not None
     actions: list[Action] = []
@@ -330,8 +352,19 @@ def reconcile(
     for iid in sorted(running):
         run = running[iid]
         current = leases.get(iid)
+        memory = None if rss is None or memory_max <= 0 else rss.get(iid)
         action = (
-            _live(run, current, iid in desired, now, policy, accepting)
+            _live(
+                run,
+                current,
+                iid in desired,
+                now,
+                policy,
+                accepting,
+                memory,
+                memory_max,
+                redis_away_since,
+            )
             if run.alive
             else _exited(
                 run, current, iid in desired, now, host_id, policy, accepting and not draining
@@ -419,6 +452,9 @@ def _live(
     now: float,
     policy: RestartPolicy,
     accepting: bool,
+    memory: int | None = None,
+    memory_max: int = 0,
+    redis_away_since: float | None = None,
 ) -> Action | None:
     iid = run.instance_id
     if run.signalled is Signalled.KILL:
@@ -426,17 +462,28 @@ def _live(
     if (
         run.lease is None
         or current != run.lease
-        or now >= run.lease_expires_at - policy.lease_margin_s
+        or now >= lease_deadline(policy, run.lease_expires_at, redis_away_since)
     ):
         return Kill(iid, StopReason.LEASE_LOST)
+    runaway = memory is not None and memory > memory_max * MEMORY_KILL_FACTOR
     if run.signalled is Signalled.TERM:
-        return Kill(iid, StopReason.DRAIN_TIMEOUT) if now >= run.stop_deadline else None
+        if runaway:
+            return Kill(iid, StopReason.MEMORY)
+        if now >= run.stop_deadline:
+            # A lane stopped for its memory stays a memory failure when it is killed.
+            memory_stop = run.stop_reason is StopReason.MEMORY
+            return Kill(iid, StopReason.MEMORY if memory_stop else StopReason.DRAIN_TIMEOUT)
+        return None
     if not accepting:
         return Stop(iid, StopReason.SHUTDOWN)
     if not desired:
         return Stop(iid, StopReason.DISABLED)
     if run.restart_requested:
         return Stop(iid, StopReason.RESTART)
+    if runaway:
+        return Kill(iid, StopReason.MEMORY)
+    if memory is not None and memory > memory_max:
+        return Stop(iid, StopReason.MEMORY)
     started = run.started_at if run.started_at is not None else now
     if run.heartbeat_at is None or run.heartbeat_at < started:
         if now - started > policy.start_timeout_s:

@@ -35,12 +35,25 @@ Rules this module keeps:
   the lane's own writes. The ``lease lost`` report is written only while the
   lease is still ours or held by nobody: once another host owns the lane,
   nothing from this one lands in its streams.
-- **Cut off from Redis.** Every Redis call the host makes is bounded by a
-  timeout, and a watchdog that needs no Redis (local clock, local socket to
-  the template) SIGKILLs each lane ``lease_margin_s`` before its lease can
-  expire unrenewed. So when Redis is unreachable (refused, or silently
-  dropping packets) the lanes are stopped while the leases still name this
-  host, before any other host can take them.
+- **Cut off from Redis** (issue 13). Every Redis call the host makes is
+  bounded by a timeout. While its calls fail because Redis is away
+  (refused, reset, timed out, loading), the lanes ride the outage out: they
+  keep their terminals and wait for Redis themselves, and the host judges
+  neither their heartbeats (it could not have seen one; each lane gets
+  ``heartbeat_timeout_s`` afresh from when Redis answers again) nor their
+  unrenewed leases, for up to ``policy.redis_ride_out_s``. When Redis
+  answers again the host first takes its leases back
+  (:meth:`~multipair.leases.LeaseManager.keep_many`: a lease that lapsed is
+  set again to the same token only if the fence still holds that token,
+  i.e. nobody took the lane meanwhile), and only then looks at them; a lane
+  whose lease moved on is killed at once (fencing holds). For
+  ``lease_ttl_s`` after an outage it starts no free lane whose state names a
+  process: that lane's owner is taking its lease back. Past the ride-out
+  bound a watchdog that needs no Redis (local clock, local socket to the
+  template) SIGKILLs each lane, as it does ``lease_margin_s`` before an
+  unrenewed lease can expire when Redis is not away (a frozen host): a
+  host cut off from a Redis that other hosts still reach lets go of its
+  terminals.
 - SIGTERM or SIGINT: take no more lanes, SIGTERM every lane (they drain
   their in-flight transaction), keep renewing their leases meanwhile, SIGKILL
   any lane still alive after the drain bound plus a margin, release each
@@ -69,7 +82,14 @@ from redis.exceptions import RedisError, ResponseError
 from multipair import broker_schema as bs
 from multipair.config import Settings
 from multipair.exceptions import CommandError, ConfigurationError, MultipairError, RetryLater
-from multipair.leases import Lease, LeaseManager, fenced, is_fenced_error, parse_lease
+from multipair.leases import (
+    Lease,
+    LeaseKept,
+    LeaseManager,
+    fenced,
+    is_fenced_error,
+    parse_lease,
+)
 from multipair.logs import get_logger
 from multipair.redis_conn import connect_blocking
 from multipair.store._redis import as_text
@@ -81,6 +101,7 @@ from multipair.supervisor.control import (
     ControlAction,
     ControlMessage,
     decode_control,
+    peek_requested_by,
 )
 from multipair.supervisor.decide import (
     Action,
@@ -103,10 +124,12 @@ from multipair.supervisor.policy import (
     ExitHistory,
     RestartPolicy,
     after_running,
+    lease_deadline,
     record_exit,
     tick_period,
 )
-from multipair.supervisor.procs import EXIT_LEASE_LOST, LaneExit, LaneProcesses
+from multipair.supervisor.procs import EXIT_LEASE_LOST, LaneExit, LaneProcesses, rss_bytes
+from multipair.worker.retry import is_redis_away
 
 __all__ = ["DEFAULT_CAPACITY", "Host", "HostConfig"]
 
@@ -187,6 +210,11 @@ def _iso_now() -> str:
     return bs.format_time(_dt.datetime.now(_dt.UTC))
 
 
+def _away(exc: BaseException) -> bool:
+    """Redis cannot serve now (unreachable, timed out, loading): not an answer."""
+    return isinstance(exc, TimeoutError | ConnectionError) or is_redis_away(exc)
+
+
 class Host:
     """Run this host's lanes until :meth:`request_stop` (SIGTERM/SIGINT) completes."""
 
@@ -233,6 +261,10 @@ class Host:
         self._state = self.redis.register_script(_STATE_FENCED)
         self._lease_lost_report = self.redis.register_script(_LEASE_LOST_REPORT)
         self._bad_ids: set[str] = set()
+        self._redis_away_since: float | None = None
+        """When this host's Redis calls started failing (Redis away); None while it answers."""
+        self._redis_back_at: float | None = None
+        """When Redis last answered again after being away."""
 
     # ------------------------------------------------------------------
     # Life cycle
@@ -331,17 +363,30 @@ class Host:
         now = self.clock()
         try:
             async with asyncio.timeout(_REDIS_CALL_S):
+                if self._redis_away_since is not None:
+                    # Back from an outage? Leases that lapsed meanwhile are taken
+                    # back first, or lost for good, before anything looks at them.
+                    await self._keep_leases()
                 observed = await self._observe()
             self._desired = observed.desired
+            self._redis_answered()
         except (RedisError, OSError, RetryLater) as exc:
             # Cannot see Redis: decide on what we last knew. The lease expiry
-            # rule (and the watchdog) still kill lanes whose leases could not be renewed.
-            log.warning("cannot read Redis; deciding on the last view", error=str(exc))
+            # rule (and the watchdog) still kill lanes whose leases could not
+            # be renewed, past the ride-out bound when Redis is away.
+            if self._redis_away_since is None or not _away(exc):  # once per outage
+                log.warning(
+                    "cannot read Redis; deciding on the last view", error=str(exc) or repr(exc)
+                )
+            if _away(exc):
+                self._redis_away(now)
             observed = _Observed(
                 desired=self._desired,
                 leases={iid: run.lease for iid, run in self.runs.items()},
                 heartbeats={},
             )
+        if self._redis_away_since is not None:
+            self._excuse_heartbeats(now)
         self._note_heartbeats(observed.heartbeats, now)
         await self._forgive_stable(now)
         share = self._balance(observed)
@@ -359,6 +404,9 @@ class Host:
             idle=observed.idle,
             draining_since=self._draining_since,
             warm=observed.warm,
+            rss=self._lane_memory(),
+            memory_max=self.settings.lane_memory_max,
+            redis_away_since=self._redis_away_since,
         )
         for action in actions:
             try:
@@ -439,9 +487,16 @@ class Host:
                 pipe.hmget(self.keys.state(iid), ["heartbeat_at", "pid"])
             replies: list[Any] = await pipe.execute()
         warm = set()
+        # Just back from an outage: every lane's heartbeat is as old as the
+        # outage, and their owners are taking their leases back right now.
+        back = self._redis_back_at
+        after_outage = back is not None and self.clock() - back < self.policy.lease_ttl_s
         for iid, (beat, pid) in zip(free, replies, strict=True):
             if beat is None or not pid:
                 continue  # never ran, or its owner saw it exit (pid cleared)
+            if after_outage:
+                warm.add(iid)
+                continue
             try:
                 age = (now_wall - bs.parse_time(as_text(beat))).total_seconds()
             except CommandError:
@@ -451,6 +506,67 @@ class Host:
         if warm:
             log.info("lanes freed unreleased: waiting for their old process", lanes=sorted(warm))
         return frozenset(warm)
+
+    def _lane_memory(self) -> dict[str, int]:
+        """Resident bytes of each live lane (``MULTIPAIR_LANE_MEMORY_MAX``; none when off).
+
+        ``/proc/<pid>/statm`` is one small read per lane, no Redis: a few
+        milliseconds per tick at 1,000 lanes. A lane found over the bound is
+        logged once, when it is not being stopped already.
+        """
+        bound = self.settings.lane_memory_max
+        if bound <= 0:
+            return {}
+        found: dict[str, int] = {}
+        for iid, run in self.runs.items():
+            if run.pid is None or (rss := rss_bytes(run.pid)) is None:
+                continue
+            found[iid] = rss
+            if rss > bound and run.signalled is None:
+                log.warning(
+                    "lane over its memory bound: stopping it",
+                    instance_id=iid,
+                    pid=run.pid,
+                    rss_bytes=rss,
+                    memory_max=bound,
+                )
+        return found
+
+    def _redis_away(self, now: float) -> None:
+        if self._redis_away_since is None:
+            self._redis_away_since = now
+            log.warning(
+                "Redis away: lanes ride it out",
+                lanes=len(self.runs),
+                ride_out_s=self.policy.redis_ride_out_s,
+            )
+
+    def _redis_answered(self) -> None:
+        """Redis answered: if it was away, it is back, and heartbeats are judged afresh."""
+        since = self._redis_away_since
+        if since is None:
+            return
+        now = self.clock()
+        self._redis_away_since = None
+        self._redis_back_at = now
+        self._excuse_heartbeats(now)
+        log.warning("Redis back", away_s=round(now - since, 3), lanes=len(self.runs))
+
+    def _excuse_heartbeats(self, now: float) -> None:
+        """While Redis is away, and as it comes back, no lane has missed a heartbeat.
+
+        A heartbeat this host could not have seen is not missed: each live
+        lane's clock starts again now, so it is judged ``heartbeat_timeout_s``
+        (or ``start_timeout_s`` before its first) after Redis answers again.
+        """
+        for iid, run in list(self.runs.items()):
+            if not run.alive:
+                continue
+            started = run.started_at if run.started_at is not None else now
+            if run.heartbeat_at is not None and run.heartbeat_at >= started:
+                self.runs[iid] = dataclasses.replace(run, heartbeat_at=now)
+            else:
+                self.runs[iid] = dataclasses.replace(run, started_at=now)
 
     def _note_heartbeats(self, heartbeats: Mapping[str, str | None], now: float) -> None:
         """A heartbeat value we have not seen before is a sign of life, seen ``now``."""
@@ -708,6 +824,8 @@ class Host:
             crash_loop=history.crash_loop,
             why=str(reason) if reason is not None else None,
         )
+        if reason is not None:  # "memory: exit code 0", "heartbeat timeout: signal 9 (SIGKILL)"
+            how = f"{reason}: {how}"
         if run.lease is not None:
             await self._publish_fenced(
                 iid,
@@ -794,55 +912,81 @@ class Host:
             await self._renew_all()
 
     async def _renew_all(self) -> None:
-        held = [(iid, run.lease) for iid, run in self.runs.items() if run.lease is not None]
-        if not held:
-            return
-        sent_at = self.clock()
         try:
             # Bounded: a renewal that has not come back within one period is
             # no renewal (the watchdog stops lanes before their leases lapse).
             async with asyncio.timeout(self.policy.renew_every_s):
-                results = await self.leases.renew_many(held)
+                await self._keep_leases()
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("lease renewal failed", lanes=len(held), error=str(exc) or repr(exc))
+            if self._redis_away_since is None or not _away(exc):  # once per outage
+                log.warning(
+                    "lease renewal failed",
+                    lanes=sum(1 for run in self.runs.values() if run.lease is not None),
+                    error=str(exc) or repr(exc),
+                )
+            if _away(exc):
+                self._redis_away(self.clock())
+
+    async def _keep_leases(self) -> None:
+        """Renew every lease held, taking back those that lapsed while Redis was away.
+
+        One pipelined round trip (:meth:`LeaseManager.keep_many`). A lease
+        another host holds now, or took since (the fence moved on), is lost:
+        its lane is killed at once. Raises when Redis cannot be reached.
+        """
+        held = [(iid, run.lease) for iid, run in self.runs.items() if run.lease is not None]
+        if not held:
             return
-        failed: dict[str, str] = {}
+        sent_at = self.clock()
+        results = await self.leases.keep_many(held)
+        failed: dict[str, Exception] = {}
+        retaken: list[str] = []
         for (iid, lease), result in zip(held, results, strict=True):
             run = self.runs.get(iid)
             if run is None or run.lease != lease:
                 continue  # changed while we waited
-            if result is True:
+            if isinstance(result, Exception):
+                failed[iid] = result
+            elif result is LeaseKept.LOST:
+                await self._lease_lost(iid)
+            else:
+                if result is LeaseKept.RETAKEN:
+                    retaken.append(iid)
                 self.runs[iid] = dataclasses.replace(
                     run, lease_expires_at=sent_at + self.policy.lease_ttl_s
                 )
-            elif result is False:
-                await self._lease_lost(iid)
-            else:
-                failed[iid] = str(result)
+        if retaken:
+            log.warning("leases had lapsed while Redis was away: taken back", lanes=sorted(retaken))
         if failed:
-            log.warning(
-                "lease renewal failed", lanes=sorted(failed), error=next(iter(failed.values()))
-            )
+            first = next(iter(failed.values()))
+            if len(failed) == len(held) and _away(first):
+                raise first  # Redis is away for all of them
+            log.warning("lease renewal failed", lanes=sorted(failed), error=str(first))
 
     async def _lease_watch_loop(self) -> None:
         """SIGKILL every lane whose lease could expire before the next renewal (no Redis used).
 
         The tick's own rule does the same, but the tick may be stuck on a
         Redis call that has not timed out yet; this loop awaits nothing but
-        the clock, so a host cut off from Redis stops its lanes while their
-        leases still name it, ``lease_margin_s`` before another host may take them.
+        the clock, so a frozen host's lanes are stopped while their leases
+        still name it, ``lease_margin_s`` before another host may take them.
+        While Redis is away the deadline is ``redis_ride_out_s`` into the
+        outage instead (:func:`~multipair.supervisor.policy.lease_deadline`).
         """
         while not self._closing:
             now = self.clock()
             reports = []
+            away_since = self._redis_away_since
             for iid, run in list(self.runs.items()):
                 if (
                     run.alive
                     and run.signalled is not Signalled.KILL
-                    and now >= run.lease_expires_at - self.policy.lease_margin_s
+                    and now >= lease_deadline(self.policy, run.lease_expires_at, away_since)
                 ):
                     log.error(
-                        "lease not renewed in time: lane stopped before it can expire",
+                        "lease not renewed in time: lane stopped before it can expire"
+                        if away_since is None
+                        else "Redis away past the ride-out bound: lane stopped",
                         instance_id=iid,
                     )
                     lost = self._kill_now(iid, StopReason.LEASE_LOST)
@@ -942,20 +1086,42 @@ class Host:
                         await self._ensure_control_group()
 
     async def _on_control(self, entry_id: str, fields: Any) -> None:
+        """Validate one control message, log it with who asked, apply it; never raises.
+
+        A malformed message (size, fields, types, action: ``decode_control``)
+        is refused with a log line naming the reason; the caller acknowledges
+        it like any other, so it is not read again and cannot stop the loop.
+        """
         age_s = time.time() - int(entry_id.partition("-")[0]) / 1000
         if age_s > MAX_AGE_S:
-            log.warning("control message too old: ignored", entry_id=entry_id, age_s=round(age_s))
+            log.warning(
+                "control message too old: ignored",
+                entry_id=entry_id,
+                age_s=round(age_s),
+                requested_by=peek_requested_by(fields),
+            )
             return
         try:
             message = decode_control(fields)
         except CommandError as exc:
-            log.warning("bad control message: ignored", entry_id=entry_id, error=str(exc))
+            log.warning(
+                "bad control message: refused",
+                entry_id=entry_id,
+                reason=str(exc.reason),
+                error=exc.detail,
+                requested_by=peek_requested_by(fields),
+            )
+            return
+        except Exception as exc:  # a bug in the decoder must not end the control loop
+            log.error("control message unreadable: refused", entry_id=entry_id, error=repr(exc))
             return
         log.info(
             "control message",
+            entry_id=entry_id,
             action=str(message.action),
             instance_id=message.instance_id,
             request_id=message.request_id,
+            requested_by=message.requested_by,
         )
         if message.action.for_host:
             self._apply_host_control(message.action)
@@ -963,7 +1129,7 @@ class Host:
             return
         try:
             await self._apply_control(message)
-        except MultipairError as exc:  # unknown or damaged lane, Redis gone (RetryLater)
+        except (MultipairError, RedisError) as exc:  # unknown or damaged lane, Redis trouble
             log.warning("control message not applied", entry_id=entry_id, error=str(exc))
         self._wake_up()
 

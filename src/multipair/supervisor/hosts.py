@@ -88,8 +88,8 @@ class HostClaim:
         """Extend the claim; False: another supervisor holds this host id now.
 
         A claim that lapsed while nobody took it (Redis unreachable for a
-        TTL: the lanes were stopped by the lease watchdog meanwhile) is taken
-        again, so a long Redis outage does not stop the supervisor for good.
+        TTL; the lanes rode that out, their leases are taken back the same
+        way) is taken again, so a Redis outage does not stop the supervisor.
         """
         kept = int(await self._keep(keys=[self.key], args=[self.value, self.ttl_ms]))
         if kept == 2:

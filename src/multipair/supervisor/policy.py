@@ -16,6 +16,12 @@ Rules (DESIGN.md "Process model", STYLE.md §6):
 - A run that lasts ``stable_after_s`` wipes the history: the next exit
   starts again from the shortest delay, and ``crash_loop`` ends. Until then
   ``crash_loop`` stays on, so slow retries do not slide back to fast ones.
+- A lane whose lease could not be renewed is killed ``lease_margin_s``
+  before the lease can expire (:func:`lease_deadline`), except while Redis
+  is away: then nobody can take the lane, the lanes ride the outage out and
+  the host takes its leases back when Redis returns, so the kill waits until
+  Redis has been away ``redis_ride_out_s`` (the bound for a host cut off
+  from a Redis that other hosts still reach).
 
 All times are seconds on one monotonic clock chosen by the caller.
 """
@@ -33,6 +39,7 @@ __all__ = [
     "ExitHistory",
     "RestartPolicy",
     "after_running",
+    "lease_deadline",
     "record_exit",
     "restart_at",
     "restart_delay",
@@ -83,6 +90,11 @@ class RestartPolicy:
     lease_margin_s: float = 1.5
     """A lane whose lease could not be renewed is killed this long before it can expire,
     so it never runs while another host may already hold the lane (issue 7)."""
+    redis_ride_out_s: float = 60.0
+    """While this host cannot reach Redis, its lanes keep running (their leases may lapse;
+    they are taken back, same token, when Redis returns) until Redis has been away this
+    long (issue 13). Only then are they killed as above: a host cut off from a Redis that
+    other hosts still reach lets go of its terminals after this bound at the latest."""
     host_live_s: float = 6.0
     """A host whose ``mp:hosts`` heartbeat (every 2 s) is younger than this counts as live
     when lanes are shared out; older, its share goes to the others."""
@@ -124,6 +136,21 @@ class ExitHistory:
     """When the exits of the streak inside the crash-loop window happened, oldest first."""
     crash_loop: bool = False
     last_exit_at: float | None = None
+
+
+def lease_deadline(
+    policy: RestartPolicy, lease_expires_at: float, redis_away_since: float | None
+) -> float:
+    """When a live lane whose lease was not renewed must be killed.
+
+    ``lease_margin_s`` before its lease can expire; while Redis is away
+    (``redis_away_since``: when this host's calls first failed), not before
+    ``redis_ride_out_s`` into the outage.
+    """
+    deadline = lease_expires_at - policy.lease_margin_s
+    if redis_away_since is not None:
+        deadline = max(deadline, redis_away_since + policy.redis_ride_out_s)
+    return deadline
 
 
 def record_exit(

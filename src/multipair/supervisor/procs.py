@@ -26,6 +26,15 @@ Rules this module keeps:
   lanes that are draining. It exits when the supervisor closes the socket,
   after killing and reaping its lanes.
 
+- **Secrets stay out of reach** (:mod:`multipair.hardening`). The template
+  is started with an environment without :data:`~multipair.hardening.SECRET_ENV`
+  (the master key, its file, the device API key, the Redis URL), so neither
+  it nor any lane shows them in ``/proc/<pid>/environ``. The template makes
+  itself non-dumpable with no core files before it receives the settings,
+  and every lane does the same again as it is forked: another process of the
+  same user cannot ``ptrace`` a lane or read its memory, and a crash writes
+  no core file holding the key.
+
 The wire between the two is JSON lines (``op`` names the message). The
 service settings, master key included, travel once over that private socket
 (never in an environment a ``ps e`` could show).
@@ -40,6 +49,7 @@ import dataclasses
 import gc
 import importlib
 import json
+import mmap
 import os
 import selectors
 import signal
@@ -52,6 +62,7 @@ from typing import Any, Final
 
 from multipair.config import Settings
 from multipair.exceptions import ConfigurationError, RetryLater
+from multipair.hardening import guard_process, private_env
 from multipair.logs import configure_logging, get_logger
 from multipair.store.secrets_box import MasterKey
 
@@ -63,6 +74,7 @@ __all__ = [
     "LaneProcesses",
     "private_kib",
     "pss_kib",
+    "rss_bytes",
     "settings_from_wire",
     "settings_to_wire",
     "template_main",
@@ -153,6 +165,25 @@ def private_kib(pid: int) -> int:
     return rollup["Private_Clean"] + rollup["Private_Dirty"]
 
 
+_PAGE_SIZE: Final = mmap.PAGESIZE
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of a process in bytes (``/proc/<pid>/statm``), None when it is gone.
+
+    It counts every page the process has in memory, those it still shares
+    with the lane template included: more than the process alone costs
+    (:func:`private_kib`), but cheap enough to read for every lane on every
+    tick (``smaps_rollup`` walks every mapping), and readable by the
+    supervisor although lanes are not dumpable.
+    """
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _rollup(pid: int) -> dict[str, int]:
     figures: dict[str, int] = {}
     with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
@@ -202,6 +233,7 @@ def template_main(argv: Sequence[str] | None = None) -> int:
     # each page they touch (the gc.freeze() recipe of the Python docs).
     gc.disable()
     _die_with_parent(parent)
+    guard_process()  # before the settings (master key) arrive; the lanes inherit it
     _set_name(b"mp-template")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -299,6 +331,7 @@ class _Template:
         os.close(self.wake_w)
         self.children.clear()
         _die_with_parent(template_pid)
+        guard_process()  # inherited from the template already; said again, explicitly
         _set_name(b"mp-lane")
         gc.enable()
 
@@ -421,6 +454,9 @@ class LaneProcesses:
                     stdin=asyncio.subprocess.DEVNULL,
                     pass_fds=(theirs.fileno(),),
                     start_new_session=True,
+                    # No secret in the template's (and so the lanes') environ:
+                    # the settings come over the socket.
+                    env=private_env(),
                 )
             finally:
                 theirs.close()

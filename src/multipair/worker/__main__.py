@@ -2,7 +2,9 @@
 
 The supervisor spawns this (forked from a preloaded template); it also runs
 by hand for debugging. Same Redis, prefix and master-key options as the CLI.
-Exit codes: 0 on SIGTERM/SIGINT (after draining), 2 for a configuration or
+The process makes itself non-dumpable with no core files before it serves
+(:mod:`multipair.hardening`) and logs ``lane process guarded`` saying what
+holds. Exit codes: 0 on SIGTERM/SIGINT (after draining), 2 for a configuration or
 usage error (the supervisor does not restart those quickly), 4 when the lease
 moved to another owner, 1 for anything else.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from multipair import broker_schema as bs
 from multipair.config import Settings
 from multipair.exceptions import CommandError, ConfigurationError
+from multipair.hardening import forget_secret_env, guard_process, process_guards
 from multipair.leases import LeaseLost
 from multipair.logs import configure_logging, get_logger
 from multipair.redis_conn import connect
@@ -121,6 +124,14 @@ def run(instance_id: str, settings: Settings, *, fencing_token: int | None = Non
     supervisor's forked lanes and ``python -m multipair.worker`` both use this.
     """
     configure_logging(settings.log_format)
+    guard_process()  # forked lanes are guarded already; `python -m multipair.worker` is not
+    guards = process_guards()
+    log.info(
+        "lane process guarded",
+        instance_id=instance_id,
+        dumpable=guards.dumpable,
+        core_limit=guards.core_limit,
+    )
     try:
         asyncio.run(serve(instance_id, settings, fencing_token=fencing_token))
     except (ConfigurationError, CommandError) as exc:
@@ -153,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"multipair worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    forget_secret_env()  # read once; nothing this process starts inherits it
     return run(args.instance_id, settings, fencing_token=args.fencing_token)
 
 

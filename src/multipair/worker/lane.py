@@ -40,6 +40,48 @@ guarantees hold:
   :data:`POISON_DELIVERIES` deliveries (``poison_entry``), unless its
   transaction record exists: that one is recovered. Terminal garbage is
   logged, counted in the state hash, and dropped.
+- **One pairing, bounded.** A ``pair`` while another is queued or running
+  is refused at once (``busy``), never queued behind it; a pairing still
+  running at its command's ``expires_at`` (at the latest after
+  :data:`PAIRING_TIMEOUT_S`) is cancelled by the lane (:func:`pairing_limit`).
+
+**Redis away** (issue 13; DESIGN.md "Availability"). A Redis outage is
+ridden out, never turned into an exit. Every Redis call of the lane goes
+through :meth:`Lane._until_redis`: an error that says Redis cannot serve
+now (:func:`~multipair.worker.retry.is_redis_away`: refused, reset, timed
+out, loading its AOF, ``READONLY``, ``MASTERDOWN``, a cluster failing over)
+is waited out with jittered backoff (0.05 s doubling to 1 s) and the call
+tried again; a lost lease still stops the lane at once. Meanwhile:
+
+- The terminal link stays up. Idle pings and pongs write nothing, so they
+  go on; the lane takes no commands (it cannot read them) and its heartbeat
+  pauses (the supervisor does not count that against it).
+- A transaction already at the terminal completes there; its outcome is
+  stored, published and acknowledged when Redis is back (its record already
+  says ``sent``), once.
+- Retries never apply a write twice: every write batch and every
+  :meth:`TxStore.begin` carries a write id and is applied once
+  (:mod:`multipair.store.once`), so a write whose reply was lost and that is
+  sent again returns the first result (no second event, ``HINCRBY`` or
+  ``command_accepted``).
+- Frames gated by a write (a request whose record must say ``sent``, a
+  reply that uses rolled keys) never leave before it lands: a round's
+  commit retries, holding the session lock, until its write lands or the
+  lane stops. The cost: while one round's write waits, the session takes
+  no other step, so pings and pongs of a lane that was mid-transaction
+  wait too (and the terminal may drop the link, which the lane opens again
+  once Redis is back). An idle lane writes nothing and is not affected.
+- The lease may lapse while Redis is away (its TTL is 6 s). Its owner takes
+  the same lease back when Redis returns unless another host took the lane
+  meanwhile (``LeaseManager.keep_many``). A write refused as "lapsed" within
+  :data:`LAPSED_WAIT_S` of Redis coming back is waited on too; any other
+  refusal stops the lane (fencing holds).
+- A read of new commands whose reply was lost leaves entries pending,
+  delivered to this lane and never seen. Every :data:`RECLAIM_EVERY_S` the
+  lane takes back its own pending entries idle for :data:`RECLAIM_IDLE_MS`
+  that it does not hold already (``XAUTOCLAIM ... JUSTID``, read with
+  ``XRANGE``: neither adds a delivery, so no healthy entry drifts towards the
+  poison rule) and runs them (:meth:`Lane._reclaim`).
 """
 
 from __future__ import annotations
@@ -51,9 +93,10 @@ import datetime as _dt
 import os
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, TypeVar
 
 import orjson
 import structlog
@@ -75,7 +118,7 @@ from multipair.exceptions import (
     MultipairError,
     RetryLater,
 )
-from multipair.leases import LeaseLost
+from multipair.leases import LeaseLapsed, LeaseLost
 from multipair.logs import get_logger
 from multipair.redis_conn import RAW_REPLY, allow_raw_replies
 from multipair.spi import messages as m
@@ -84,15 +127,31 @@ from multipair.spi.address import DEFAULT_TIMINGS, SUBPROTOCOL, DeviceAddressRes
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.transactions import TxRecord, TxState, TxStore
 from multipair.worker.link import AddressBook, client_ssl_context, resolve_device_address
-from multipair.worker.retry import ReconnectPolicy, is_retryable, reconnect_delays
+from multipair.worker.retry import (
+    ReconnectPolicy,
+    RedisBackoff,
+    is_redis_away,
+    is_retryable,
+    reconnect_delays,
+    redis_delays,
+)
 from multipair.worker.tamper import RejectionMonitor
 from multipair.worker.writes import LaneWriter, TxResultCode, WriteBatch
 
-__all__ = ["READ_BLOCK_MARGIN_MS", "READ_BLOCK_MS", "Lane", "LaneDeps", "read_block_ms"]
+__all__ = [
+    "PAIRING_TIMEOUT_S",
+    "READ_BLOCK_MARGIN_MS",
+    "READ_BLOCK_MS",
+    "Lane",
+    "LaneDeps",
+    "pair_busy",
+    "pairing_limit",
+    "read_block_ms",
+]
 
 
 class _Stopping(Exception):
-    """The lane stops while the runner waits: leave the command pending."""
+    """The lane stops while a task waits (for the terminal, or for Redis): leave it pending."""
 
 
 _STOP: Final = object()  # queue sentinel: the runner returns
@@ -114,6 +173,7 @@ log = get_logger(__name__)
 HEARTBEAT_PERIOD_S: Final = 2.0
 TERMINAL_ANSWER_TIMEOUT_S: Final = 15.0
 PAIRING_TIMEOUT_S: Final = 180.0
+"""The longest a pairing may run; a ``pair`` with an earlier ``expires_at`` ends then."""
 READ_BLOCK_MS: Final = 10_000
 """How long one read of new commands blocks; a drain or stop cuts it short."""
 READ_BLOCK_MARGIN_MS: Final = 2_000
@@ -125,6 +185,19 @@ POISON_DELIVERIES: Final = 3
 """An entry delivered this many times without an answer is dead-lettered, not run again."""
 UNSENT_WAIT_S: Final = 30.0
 """How long a new transaction waits for the terminal link before it is refused."""
+RECLAIM_EVERY_S: Final = 30.0
+"""How often the lane looks for its own pending entries that no read of it returned."""
+RECLAIM_IDLE_MS: Final = 60_000
+"""A pending entry idle this long and not in hand is taken back and run (:meth:`Lane._reclaim`)."""
+LAPSED_WAIT_S: Final = 10.0
+"""After Redis comes back, how long a write refused for a lapsed lease waits for its owner."""
+
+_SLOW_CALL_S: Final = 2.0
+"""A Redis call of the lane that took longer than this met a silent Redis (see ``_note_slow``)."""
+_AWAY_QUIET_S: Final = 5.0
+"""Redis away again this soon after it came back: a stale pooled connection, not logged."""
+
+_T = TypeVar("_T")
 
 # Command type -> how the session learns of a transaction of that type.
 _TX_TYPES: Final[dict[str, m.TxType]] = {
@@ -153,6 +226,10 @@ class LaneDeps:
     """The owner's lease token; every write that matters is fenced by it."""
     drain_timeout_s: float = 30.0
     """On SIGTERM, how long a running transaction may take to finish."""
+    redis_backoff: RedisBackoff = field(default_factory=RedisBackoff)
+    """Pauses between tries while Redis is away."""
+    reclaim_every_s: float = RECLAIM_EVERY_S
+    reclaim_idle_ms: int = RECLAIM_IDLE_MS
 
 
 _Pairs = list[tuple[Any, Any]]
@@ -212,6 +289,7 @@ class Lane:
         self._tx_entry: _Entry | None = None
         self._record: TxRecord | None = None  # the running transaction's record
         self._pairing_done: asyncio.Future[spi.PairingFinished] | None = None
+        self._pair_entry: _Entry | None = None  # the pair queued or running: one at a time
         self._answers: dict[str, asyncio.Future[Any]] = {}
         self._writer = LaneWriter(self.redis, self.keys, self.instance_id, deps.fencing_token)
         self._draining = asyncio.Event()
@@ -222,6 +300,12 @@ class Lane:
         self._idle = asyncio.Event()  # set while the runner has no command in hand
         self._idle.set()
         self._rejections = RejectionMonitor()  # frames the terminal link dropped
+        # Stream entries dispatched and not acknowledged yet (queued, running, being
+        # answered): never taken twice (_dispatch), never re-claimed (_reclaim).
+        self._in_hand: set[str] = set()
+        self._away_since: float | None = None  # Redis unreachable since (monotonic)
+        self._back_at: float | None = None  # when Redis last came back (monotonic)
+        self._away_logged = False
 
     # ------------------------------------------------------------------
     # Entry point
@@ -231,8 +315,11 @@ class Lane:
         """Load the profile and keys, recover, then serve until cancelled."""
         structlog.contextvars.bind_contextvars(instance_id=self.instance_id)
         deps = self.deps
-        profile = await deps.profiles.get(self.instance_id)
-        secrets, previous = await deps.profiles.load_secrets_and_previous(self.instance_id)
+        try:
+            profile, secrets, previous = await self._until_redis(self._load, until=self._draining)
+        except _Stopping:
+            log.info("lane stopped before it started: Redis was away")
+            return
         self._profile = profile
         self._address = AddressBook(profile)
         self._session = spi.PosSession(
@@ -246,7 +333,11 @@ class Lane:
                 device_system=f"multipair/{__version__}",
             ),
         )
-        await self._ensure_group()
+        try:
+            await self._until_redis(self._ensure_group, until=self._draining)
+        except _Stopping:
+            log.info("lane stopped before it started: Redis was away")
+            return
         if deps.fencing_token is None:  # supervised lanes: the supervisor reports starts
             await self._publish(
                 bs.LaneStarted, host=deps.settings.host_id, pid=os.getpid(), restarts=0
@@ -261,16 +352,21 @@ class Lane:
             },
         )
         self._add_status(start)
-        await self._writer.apply(start)
+        try:
+            await self._apply(start, until=self._draining)
+        except _Stopping:
+            log.info("lane stopped before it started: Redis was away")
+            return
         log.info("lane started", paired=secrets is not None, pos_id=profile.pos_id)
         reason = "stopped"
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._link_loop(), name="link")
-                tasks.create_task(self._timer_loop(), name="timer")
-                tasks.create_task(self._heartbeat_loop(), name="heartbeat")
-                tasks.create_task(self._runner_loop(), name="runner")
-                tasks.create_task(self._consume_loop(), name="consumer")
+                # A loop that meets the stop inside a Redis wait (_Stopping) just ends.
+                tasks.create_task(_quiet(self._link_loop()), name="link")
+                tasks.create_task(_quiet(self._timer_loop()), name="timer")
+                tasks.create_task(_quiet(self._heartbeat_loop()), name="heartbeat")
+                tasks.create_task(_quiet(self._runner_loop()), name="runner")
+                tasks.create_task(_quiet(self._consume_loop()), name="consumer")
                 tasks.create_task(self._drain_watch(), name="drain")
             reason = "drained"
         except* LeaseLost as lost:
@@ -283,6 +379,11 @@ class Lane:
                     bs.LaneStopped, host=deps.settings.host_id, pid=os.getpid(), reason=reason
                 )
         log.info("lane stopped", reason=reason)
+
+    async def _load(self) -> tuple[LaneProfile, Any, Any]:
+        profile = await self.deps.profiles.get(self.instance_id)
+        secrets, previous = await self.deps.profiles.load_secrets_and_previous(self.instance_id)
+        return profile, secrets, previous
 
     def drain(self) -> None:
         """Stop taking commands; let the running transaction finish, then stop (SIGTERM)."""
@@ -319,6 +420,96 @@ class Lane:
     def session(self) -> spi.PosSession:
         assert self._session is not None, "Lane.run() sets the session up"
         return self._session
+
+    # ------------------------------------------------------------------
+    # Redis away: wait, try again (module docstring, "Redis away")
+    # ------------------------------------------------------------------
+
+    async def _until_redis(
+        self, call: Callable[[], Awaitable[_T]], *, until: asyncio.Event | None = None
+    ) -> _T:
+        """``call()``, tried again until Redis answers it; :class:`_Stopping` once the lane stops.
+
+        Only "Redis is away" is waited out (:meth:`_must_wait`); every other
+        error, a lost lease first of all, propagates at once. ``call`` must be
+        safe to repeat: a read, an idempotent write, or a write with a write
+        id (:meth:`_apply`, :meth:`TxStore.begin` with a ticket). ``until``
+        (default: the stop) ends the wait.
+        """
+        stop = self._stopped if until is None else until
+        delays: Iterator[float] | None = None
+        while True:
+            started = time.monotonic()
+            try:
+                result = await call()
+            except Exception as exc:
+                self._note_slow(started)
+                if not self._must_wait(exc):
+                    raise
+            else:
+                self._answered()
+                return result
+            if stop.is_set():
+                raise _Stopping
+            if delays is None:
+                delays = redis_delays(self.deps.redis_backoff)
+            await _first(asyncio.sleep(next(delays)), stop.wait())
+            if stop.is_set():
+                raise _Stopping
+
+    def _must_wait(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means "wait and try again": Redis away, or our lease just lapsed.
+
+        A lease refused as lapsed (:class:`LeaseLapsed`: no lease at all) is
+        waited on only within :data:`LAPSED_WAIT_S` of Redis coming back: it
+        expired during the outage and our supervisor is taking it back. Any
+        other time it means the supervisor stopped renewing (frozen, gone):
+        the lane stops, as for any lost lease.
+        """
+        if isinstance(exc, LeaseLapsed):
+            self._answered()  # a refusal is an answer: Redis is here
+            back = self._back_at
+            return back is not None and time.monotonic() - back < LAPSED_WAIT_S
+        if is_redis_away(exc):
+            if self._away_since is None:
+                now = time.monotonic()
+                self._away_since = now
+                # Each pooled connection that died with the server fails once
+                # more after Redis is back: not a new outage worth a warning.
+                back = self._back_at
+                self._away_logged = back is None or now - back > _AWAY_QUIET_S
+                if self._away_logged:
+                    log.warning(
+                        "Redis away: keeping the terminal, taking no commands, retrying",
+                        error=_last_line(exc),
+                    )
+            return True
+        return False
+
+    def _note_slow(self, started: float) -> None:
+        """A call that hung this long met Redis silent (a cut link): it was away, now back.
+
+        Then, as after an error, a lease found lapsed is waited on: our
+        supervisor could not renew it either, and takes it back now.
+        """
+        now = time.monotonic()
+        if now - started > _SLOW_CALL_S:
+            self._back_at = now
+
+    def _answered(self) -> None:
+        """Redis answered a call: if it was away, it is back."""
+        since = self._away_since
+        if since is not None:
+            self._away_since = None
+            self._back_at = time.monotonic()
+            if self._away_logged:
+                log.warning("Redis back", away_s=round(self._back_at - since, 3))
+
+    async def _apply(self, batch: WriteBatch, *, until: asyncio.Event | None = None) -> list[Any]:
+        """Apply ``batch`` once, waiting out Redis (same batch, same write id, on every try)."""
+        results = await self._until_redis(partial(self._writer.apply, batch), until=until)
+        self._in_hand.difference_update(batch.acked)
+        return results
 
     # ------------------------------------------------------------------
     # The session step: call, then handle events, then send frames
@@ -452,10 +643,18 @@ class Lane:
             except Exception as exc:
                 log.info("terminal close did not complete", error=type(exc).__name__)
             try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await self._step(self.session.connection_lost)
+                else:
+                    # Its writes wait out a Redis outage (the link is opened
+                    # again only after they landed); a stop ends the wait.
                     await self._step(self.session.connection_lost)
             except TimeoutError:
                 log.warning("connection_lost bookkeeping timed out")
+            except _Stopping:
+                log.info("connection_lost bookkeeping not written: stopping while Redis is away")
             log.info("terminal disconnected")
 
     async def _receive(self, frame: str | bytes) -> None:
@@ -496,7 +695,19 @@ class Lane:
     async def _heartbeat_loop(self) -> None:
         while not self._stopped.is_set():
             # One round trip: checks the profile, then (fenced) writes heartbeat_at.
-            if not await self._writer.heartbeat(_iso_now()):
+            # While Redis is away there is none: the supervisor knows it could not
+            # have seen one, and does not count the gap against the lane.
+            started = time.monotonic()
+            try:
+                present = await self._writer.heartbeat(_iso_now())
+            except Exception as exc:
+                self._note_slow(started)
+                if not self._must_wait(exc):
+                    raise
+                present = True
+            else:
+                self._answered()
+            if not present:
                 # The lane was removed: nothing to serve, and nothing to write.
                 log.warning("profile removed: stopping")
                 self.stop_now()
@@ -513,7 +724,9 @@ class Lane:
         """Apply the pending writes in one step, then run what waited for them."""
         batch, after = writes.batch, writes.after
         writes.batch, writes.after = WriteBatch(), []
-        writes.results = await self._writer.apply(batch)
+        # Retried until it lands (holding the session lock: no frame of this
+        # round, nor of any later one, leaves before it); a stop ends it.
+        writes.results = await self._apply(batch)
         for wake in after:
             wake()
 
@@ -562,7 +775,9 @@ class Lane:
                     writes.after.append(lambda: _settle(done, event))
             case spi.SecretsChanged():
                 await self._commit(writes)  # keep the order of writes
-                await deps.profiles.save_secrets(iid, event.secrets, previous=event.previous)
+                await self._until_redis(
+                    partial(deps.profiles.save_secrets, iid, event.secrets, previous=event.previous)
+                )
                 log.info(
                     "secrets persisted",
                     reason=event.reason,
@@ -637,7 +852,7 @@ class Lane:
                 self._on_terminal_answer(event, writes)
             case spi.PosSpiTokenReceived():
                 await self._commit(writes)  # keep the order of writes
-                await deps.profiles.save_spi_token(iid, event.token)
+                await self._until_redis(partial(deps.profiles.save_spi_token, iid, event.token))
             case spi.TerminalErrorReceived():
                 self._add_event(
                     batch,
@@ -721,7 +936,9 @@ class Lane:
             return None
         record = self._record
         if record is None or record.pos_ref_id != pos_ref_id:
-            record = await self.deps.txs.get(self.instance_id, pos_ref_id)
+            record = await self._until_redis(
+                partial(self.deps.txs.get, self.instance_id, pos_ref_id)
+            )
             if record is not None:
                 self._record = record
         if record is not None and tx_type is not None and _TX_TYPES.get(record.tx_type) != tx_type:
@@ -818,13 +1035,41 @@ class Lane:
                 raise
 
     async def _consume_loop(self) -> None:
-        """Pending entries of earlier processes first, in order; then new ones, forever."""
+        """Pending entries of earlier processes first, in order; then new ones, forever.
+
+        While Redis is away the read fails and is tried again after a pause
+        (no command is taken meanwhile); every ``reclaim_every_s`` the lane
+        also takes back its own entries that a lost read reply left pending
+        (:meth:`_reclaim`).
+        """
         stream = self.keys.commands(self.instance_id)
         backlog_commands = await self._claim_backlog(stream)
         await self._queue_orphans(backlog_commands)
         block = read_block_ms(self.redis)
+        reclaim_at = time.monotonic() + self.deps.reclaim_every_s
+        delays: Iterator[float] | None = None
         while not self._draining.is_set():
-            for entry_id, fields in await self._read_unless_draining(stream, block):
+            if time.monotonic() >= reclaim_at:
+                await self._reclaim(stream)
+                reclaim_at = time.monotonic() + self.deps.reclaim_every_s
+            until_reclaim = max(1, int((reclaim_at - time.monotonic()) * 1000))
+            try:
+                entries = await self._read_unless_draining(stream, min(block, until_reclaim))
+            except Exception as exc:
+                if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
+                    # Redis came back without the group (restarted without its data).
+                    log.warning("the command group is gone: created again")
+                    await self._until_redis(self._ensure_group)
+                    continue
+                if not self._must_wait(exc):
+                    raise
+                if delays is None:
+                    delays = redis_delays(self.deps.redis_backoff)
+                await _first(asyncio.sleep(next(delays)), self._draining.wait())
+                continue
+            delays = None
+            self._answered()
+            for entry_id, fields in entries:
                 await self._dispatch(entry_id, fields)
 
     async def _read_unless_draining(self, stream: str, block: int) -> list[tuple[str, _Pairs]]:
@@ -864,25 +1109,18 @@ class Lane:
         """
         cursor = "0-0"
         while True:
-            reply = await self._raw(
-                "XAUTOCLAIM",
-                stream,
-                bs.CONSUMER_GROUP,
-                self._consumer,
-                0,
-                cursor,
-                "COUNT",
-                READ_COUNT,
-                "JUSTID",
-            )
+            reply = await self._until_redis(partial(self._autoclaim, stream, 0, cursor))
             cursor = _text(reply[0])  # [next cursor, claimed ids, deleted ids]
             if cursor == "0-0":
                 break
         seen: set[str] = set()
         last = "0"
         while True:
-            delivered = await self._deliveries(stream, last)
-            entries = await self._read(stream, last, block=None)
+            # Each read of this history counts one delivery more; one whose reply
+            # was lost and that is sent again counts one more (rare: an outage
+            # at that moment).
+            delivered = await self._until_redis(partial(self._deliveries, stream, last))
+            entries = await self._until_redis(partial(self._read, stream, last, block=None))
             if not entries:
                 return seen
             for entry_id, fields in entries:
@@ -893,6 +1131,65 @@ class Lane:
                 before = delivered.get(entry_id, 0)
                 log.info("replaying pending command", entry_id=entry_id, delivered=before)
                 await self._dispatch(entry_id, fields, delivered=before)
+
+    async def _autoclaim(self, stream: str, min_idle_ms: int, cursor: str) -> Any:
+        """One ``XAUTOCLAIM ... JUSTID`` page for this consumer (it adds no delivery)."""
+        return await self._raw(
+            "XAUTOCLAIM",
+            stream,
+            bs.CONSUMER_GROUP,
+            self._consumer,
+            min_idle_ms,
+            cursor,
+            "COUNT",
+            READ_COUNT,
+            "JUSTID",
+        )
+
+    async def _reclaim(self, stream: str) -> None:
+        """Run this lane's pending entries that no read of it ever returned.
+
+        A read of new entries whose reply was lost (Redis went away during
+        it) leaves its entries pending, delivered to this consumer and never
+        seen. Claim every pending entry idle for ``reclaim_idle_ms``
+        (``XAUTOCLAIM ... JUSTID``: no delivery added), skip those in hand
+        (queued, running, or being answered: a long transaction's entry is
+        idle too), read the rest with ``XRANGE`` (no delivery added either)
+        and dispatch them in stream order. An entry of a lost read was
+        delivered once without being tried: it is dispatched with one
+        delivery less than the group counts, so the poison rule counts only
+        real tries.
+        """
+        found: list[str] = []
+        cursor = "0-0"
+        while True:
+            reply = await self._until_redis(
+                partial(self._autoclaim, stream, self.deps.reclaim_idle_ms, cursor)
+            )
+            cursor = _text(reply[0])
+            found += [i for i in map(_text, reply[1] or ()) if i not in self._in_hand]
+            if cursor == "0-0":
+                break
+        for entry_id in sorted(found, key=_id_order):
+            if entry_id in self._in_hand:
+                continue  # dispatched meanwhile (an earlier one of this list took long)
+            entries = await self._until_redis(partial(self._entry, stream, entry_id))
+            if not entries:
+                continue  # trimmed from the stream since
+            count = await self._until_redis(partial(self._delivered, stream, entry_id))
+            delivered = max(count - 1, 0)
+            log.warning(
+                "taking back a pending command no read returned",
+                entry_id=entry_id,
+                delivered=delivered,
+            )
+            for _, fields in entries:
+                await self._dispatch(entry_id, fields, delivered=delivered)
+
+    async def _entry(self, stream: str, entry_id: str) -> list[tuple[str, _Pairs]]:
+        """One entry's field pairs as sent (``XRANGE``; the group's counts are left alone)."""
+        reply = await self._raw("XRANGE", stream, entry_id, entry_id)
+        return [(_text(eid), _pairs(flat)) for eid, flat in reply or ()]
 
     async def _deliveries(self, stream: str, after: str) -> dict[str, int]:
         """How often each of this consumer's next pending entries after ``after`` was delivered."""
@@ -906,10 +1203,17 @@ class Lane:
         )
         return {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
 
+    async def _delivered(self, stream: str, entry_id: str) -> int:
+        """How often one pending entry was delivered (0 when it is no longer pending)."""
+        pending: Any = await self.redis.xpending_range(
+            stream, bs.CONSUMER_GROUP, min=entry_id, max=entry_id, count=1
+        )
+        return int(pending[0]["times_delivered"]) if pending else 0
+
     async def _raw(self, *args: Any) -> Any:
         """A stream command whose reply comes as the server sent it (``allow_raw_replies``)."""
         redis = self.redis  # looked up each time: tests swap it
-        allow_raw_replies(redis, "XREADGROUP", "XAUTOCLAIM")
+        allow_raw_replies(redis, "XREADGROUP", "XAUTOCLAIM", "XRANGE")
         execute: Any = redis.execute_command  # untyped in redis-py
         return await execute(*args, **{RAW_REPLY: True})
 
@@ -930,7 +1234,8 @@ class Lane:
 
     async def _queue_orphans(self, backlog_commands: set[str]) -> None:
         """In-flight records with no pending command (trimmed stream): recover them too."""
-        for record in await self.deps.txs.in_flight(self.instance_id):
+        in_flight = await self._until_redis(partial(self.deps.txs.in_flight, self.instance_id))
+        for record in in_flight:
             if record.command_id not in backlog_commands:
                 log.warning(
                     "recovering a transaction whose command entry is gone",
@@ -946,8 +1251,13 @@ class Lane:
         contained (:meth:`_contain`), unless it says the lane itself cannot go
         on (:func:`_lane_must_end`), and then the entry is left pending for
         the lane's successor, which gives up on it after
-        :data:`POISON_DELIVERIES` tries.
+        :data:`POISON_DELIVERIES` tries. An entry already in hand (queued,
+        running, being answered) is not taken a second time.
         """
+        if entry_id in self._in_hand:
+            log.info("command entry already in hand: not taken twice", entry_id=entry_id)
+            return
+        self._in_hand.add(entry_id)  # until its acknowledgement lands (_apply)
         try:
             await self._take(entry_id, fields, delivered)
         except Exception as exc:
@@ -985,15 +1295,23 @@ class Lane:
         structlog.contextvars.bind_contextvars(command_id=command.command_id)
         if command.kind is bs.CommandKind.CONTROL:
             await self._run_control(entry)
-        else:
-            await self._tx_queue.put(entry)
+            return
+        pending = self._pair_entry.command if self._pair_entry is not None else None
+        busy = pair_busy(command, pending)
+        if busy is not None:
+            await self._reject(entry_id, command.command_id, busy, command.type)
+            return
+        if isinstance(command, bs.Pair):
+            self._pair_entry = entry  # until the runner is done with it (_run_item)
+        await self._tx_queue.put(entry)
 
     async def _has_own_record(self, command: bs.Command) -> bool:
         """Whether the transaction record of ``command``'s ``pos_ref_id`` exists (read afresh)."""
         pos_ref_id = getattr(command, "pos_ref_id", None)
         if not (command.records_tx and pos_ref_id):
             return False
-        return await self.deps.txs.get(self.instance_id, pos_ref_id) is not None
+        record = await self._until_redis(partial(self.deps.txs.get, self.instance_id, pos_ref_id))
+        return record is not None
 
     async def _contain(self, entry_id: str, fields: Any, exc: Exception) -> None:
         """Our bug met one entry: dead-letter it (``internal_error``), answer, ack; go on.
@@ -1049,18 +1367,16 @@ class Lane:
                 maxlen=DEAD_LETTER_MAXLEN,
             )
         batch.xack(self.keys.commands(self.instance_id), entry_id)
-        await self._writer.apply(batch)
+        await self._apply(batch)
 
     async def _ack(self, entry: _Entry) -> None:
-        await self._writer.apply(
-            WriteBatch().xack(self.keys.commands(self.instance_id), entry.entry_id)
-        )
+        await self._apply(WriteBatch().xack(self.keys.commands(self.instance_id), entry.entry_id))
 
     async def _answer(self, entry: _Entry, event: bs.Event) -> None:
         """Publish the answer to a command and acknowledge it, in one atomic step."""
         batch = self._event_batch(event)
         batch.xack(self.keys.commands(self.instance_id), entry.entry_id)
-        await self._writer.apply(batch)
+        await self._apply(batch)
 
     def _expired(self, command: bs.Command) -> bool:
         return command.expires_at is not None and command.expires_at <= _dt.datetime.now(_dt.UTC)
@@ -1114,6 +1430,7 @@ class Lane:
                         )
                     await self._step(session.pair_confirm)
                 case bs.PairCancel():
+                    self._check_pairing(command.pair_command_id)
                     await self._step(session.pair_cancel)
                 case bs.TerminalStatus():
                     answer = await self._ask("status", session.get_terminal_status)
@@ -1147,6 +1464,18 @@ class Lane:
                 bs.CommandAccepted, command_id=command.command_id, command_type=command.type
             ),
         )
+
+    def _check_pairing(self, pair_command_id: str | None) -> None:
+        """A ``pair_cancel`` naming a pairing acts only on that one, never on a later one."""
+        if pair_command_id is None:
+            return
+        entry = self._tx_entry if self._pairing_done is not None else None
+        running = entry.command.command_id if entry is not None else None
+        if running != pair_command_id:
+            now = f"pairing {running!r} is running" if running else "no pairing is running"
+            raise LocalProtocolError(
+                f"pair {pair_command_id!r} is not the running pairing ({now}); nothing cancelled"
+            )
 
     def _check_target(self, pos_ref_id: str | None) -> None:
         current = self.session.current_pos_ref_id
@@ -1230,6 +1559,8 @@ class Lane:
         finally:
             self._tx_entry = None
             self._record = None
+            if self._pair_entry is entry:
+                self._pair_entry = None  # answered: the next pair may come
             structlog.contextvars.unbind_contextvars("command_id", "pos_ref_id")
 
     async def _may_refuse(self, entry: _Entry) -> bool:
@@ -1276,7 +1607,9 @@ class Lane:
                     )
                     if (v := getattr(command, k)) is not None
                 }
-                self._profile = await self.deps.profiles.update(self.instance_id, **changes)
+                self._profile = await self._until_redis(
+                    partial(self.deps.profiles.update, self.instance_id, **changes)
+                )
                 await self._answer(entry, self._accepted(command))
             case bs.GetTransaction():
                 ref = command.pos_ref_id
@@ -1311,18 +1644,29 @@ class Lane:
         )
 
     async def _run_pairing(self, entry: _Entry) -> None:
+        """Pair, and wait for the end; at the pair's deadline the lane cancels it itself.
+
+        Whoever sent the ``pair`` may have given up by then (a CLI that timed
+        out, a POS that went away): the pairing must not hold the lane, and
+        the terminal's screen, for longer than they asked.
+        """
         loop = asyncio.get_running_loop()
+        command = entry.command
         self._pairing_done = loop.create_future()
         self._tx_entry = entry
-        await self._step(self.session.pair)
-        await self._publish_event(self._accepted(entry.command))
         try:
-            async with asyncio.timeout(PAIRING_TIMEOUT_S):
-                finished = await self._pairing_done
-        except TimeoutError:
-            with contextlib.suppress(LocalProtocolError):
-                await self._step(self.session.pair_cancel)
-            finished = spi.PairingFinished(success=False, message="pairing timed out")
+            await self._step(self.session.pair)
+            await self._publish_event(self._accepted(command))
+            limit, why = pairing_limit(command.expires_at, _now())
+            try:
+                async with asyncio.timeout(limit):
+                    finished = await self._pairing_done
+            except TimeoutError:
+                message = f"Pairing cancelled: {why}."
+                log.warning("pairing cancelled by the lane", why=why)
+                with contextlib.suppress(LocalProtocolError):  # it ended meanwhile
+                    await self._step(lambda now: self.session.pair_cancel(now, message=message))
+                finished = spi.PairingFinished(success=False, message=message, cancelled=True)
         finally:
             self._pairing_done = None
         log.info("pairing finished", success=finished.success)
@@ -1357,13 +1701,19 @@ class Lane:
         created = False
         if not claimed and self._can_start_now():
             assert pos_ref_id is not None
-            begun = await self.deps.txs.begin(
-                iid,
-                _new_record(command, pos_ref_id),
-                claim=self._claim(entry),
-                publish_to=self.keys.events(iid),
-                publish_fields=bs.encode_event(self._accepted(command)),
-                maxlen=self.deps.settings.events_maxlen,
+            # One write id for every try: a retry after a lost reply gets the
+            # first reply, never a second command_accepted.
+            begun = await self._until_redis(
+                partial(
+                    self.deps.txs.begin,
+                    iid,
+                    _new_record(command, pos_ref_id),
+                    claim=self._claim(entry),
+                    publish_to=self.keys.events(iid),
+                    publish_fields=bs.encode_event(self._accepted(command)),
+                    maxlen=self.deps.settings.events_maxlen,
+                    ticket=self._writer.ticket(),
+                )
             )
             if begun.prior_claim is not None:
                 self._judge_prior_claim(entry, begun.prior_claim)  # refuses a reuse
@@ -1378,15 +1728,21 @@ class Lane:
         elif command.records_tx and pos_ref_id:
             if record is None:
                 if self.session.status is not spi.SpiStatus.UNPAIRED:
-                    record_now = await self.deps.txs.get(iid, pos_ref_id)
+                    record_now = await self._until_redis(
+                        partial(self.deps.txs.get, iid, pos_ref_id)
+                    )
                     if record_now is None or record_now.state is TxState.REQUESTED:
                         await self._wait_for_terminal(command)
-                record = await self.deps.txs.get(iid, pos_ref_id)
+                record = await self._until_redis(partial(self.deps.txs.get, iid, pos_ref_id))
                 if record is None:
                     self._require_idle()
-                    record, created = await self.deps.txs.create_if_absent(
-                        iid, _new_record(command, pos_ref_id)
+                    # Safe to repeat: a second try finds the record (created=False)
+                    # and command_accepted is published below either way, once.
+                    fresh = _new_record(command, pos_ref_id)
+                    stored, created = await self._until_redis(
+                        lambda: self.deps.txs.create_if_absent(iid, fresh)
                     )
+                    record = stored
             if not created:
                 if record.command_id != command.command_id:
                     raise CommandError(
@@ -1467,9 +1823,16 @@ class Lane:
         record instead, in :meth:`_run_money`).
         """
         command = entry.command
-        prior_raw = await self.deps.txs.claim_command(
-            self.instance_id, command.command_id, self._claim(entry)
-        )  # one atomic step: claimed, or the live prior claim
+        # One atomic step: claimed, or the live prior claim. Safe to repeat: a
+        # retry after a lost reply finds this entry's own claim and goes on.
+        prior_raw = await self._until_redis(
+            partial(
+                self.deps.txs.claim_command,
+                self.instance_id,
+                command.command_id,
+                self._claim(entry),
+            )
+        )
         if prior_raw is not None:
             self._judge_prior_claim(entry, prior_raw)
 
@@ -1571,7 +1934,7 @@ class Lane:
         )
 
     async def _publish_event(self, event: bs.Event) -> None:
-        await self._writer.apply(self._event_batch(event))
+        await self._apply(self._event_batch(event))
 
     def _add_status(self, batch: WriteBatch) -> None:
         """The state hash's status and flow, and the ``status_changed`` event."""
@@ -1581,12 +1944,37 @@ class Lane:
         self._add_event(batch, bs.StatusChanged, status=status, flow=flow)
 
     async def _write_state(self, **fields: str) -> None:
-        await self._writer.apply(WriteBatch().hset(self.keys.state(self.instance_id), fields))
+        """Fields of the state hash for people (``last_error``): skipped while Redis is away.
+
+        Nothing waits on them, so the terminal link is not held up by them.
+        """
+        started = time.monotonic()
+        try:
+            await self._writer.apply(WriteBatch().hset(self.keys.state(self.instance_id), fields))
+        except Exception as exc:
+            self._note_slow(started)
+            if not self._must_wait(exc):
+                raise
+            log.info("state not written: Redis is away", fields=sorted(fields))
+        else:
+            self._answered()
 
 
 # --------------------------------------------------------------------------
 # Pure helpers: commands -> SPI requests, session outcomes -> events
 # --------------------------------------------------------------------------
+
+
+async def _quiet(loop: Awaitable[None]) -> None:
+    """Run one of the lane's loops; one that meets the stop in a Redis wait just ends."""
+    with contextlib.suppress(_Stopping):
+        await loop
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``ms-seq``) as a sort key: stream order."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _settle(future: asyncio.Future[Any], value: object) -> None:
@@ -1688,9 +2076,12 @@ def _lane_must_end(exc: BaseException) -> bool:
     configuration fault is fatal. Nor may the lane go on after an error that
     escaped a session flush (:meth:`Lane._flush`): that round's writes did
     not land, so the session is out of step with Redis and the terminal, and
-    only a fresh start, recovering from the records, is safe.
+    only a fresh start, recovering from the records, is safe. Redis being
+    away never gets here (every call waits it out, :meth:`Lane._until_redis`);
+    the lane stopping during such a wait (``_Stopping``) leaves the entry
+    pending as well.
     """
-    if isinstance(exc, RedisError | RetryLater | LeaseLost | ConfigurationError):
+    if isinstance(exc, RedisError | RetryLater | LeaseLost | ConfigurationError | _Stopping):
         return True
     tb = exc.__traceback__
     while tb is not None:
@@ -1698,6 +2089,39 @@ def _lane_must_end(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+def pair_busy(command: bs.Command, pending: bs.Command | None) -> CommandError | None:
+    """Why ``command`` may not be queued: a ``pair`` while the ``pair`` ``pending`` is not done.
+
+    One pairing at a time. Queued, a second ``pair`` would wait out the
+    first (up to :data:`PAIRING_TIMEOUT_S`) and start long after its sender
+    gave up, so it is refused at once: nothing was done, send it again once
+    the first has ended.
+    """
+    if not isinstance(command, bs.Pair) or pending is None:
+        return None
+    return CommandError(
+        bs.Reason.BUSY,
+        f"pairing {pending.command_id!r} is in progress on this lane; send pair again once it "
+        "has ended (pair_cancel ends it)",
+    )
+
+
+def pairing_limit(expires_at: _dt.datetime | None, now: _dt.datetime) -> tuple[float, str]:
+    """How long a pairing started at ``now`` may run, in seconds, and why it would end then.
+
+    Until the ``pair`` command's ``expires_at`` (docs/broker-schema.md,
+    ``pair``), and never longer than :data:`PAIRING_TIMEOUT_S`.
+    """
+    if expires_at is not None:
+        left = (expires_at - now).total_seconds()
+        if left < PAIRING_TIMEOUT_S:
+            return max(0.0, left), (
+                f"the pair command's expires_at ({bs.format_time(expires_at)}) passed "
+                "before it finished"
+            )
+    return PAIRING_TIMEOUT_S, f"it did not finish within {PAIRING_TIMEOUT_S:g} s"
 
 
 def _pairing_end(event: spi.PairingFinished) -> bs.PairingState:

@@ -24,9 +24,22 @@ Every key of a batch must be one of the lane's own (``mp:lane:{ID}:...``):
 they share the lane's hash tag, so the script is legal on a Redis Cluster.
 :meth:`LaneWriter.apply` refuses a batch that names any other key.
 
+Every batch is applied once, however often it is sent (issue 13): it gets
+a write id on its first :meth:`LaneWriter.apply` and keeps it, and the
+script runs inside :func:`multipair.store.once.once`. A batch applied again
+after its reply was lost (Redis went away mid-call) returns the results of
+the first time and writes nothing: no duplicate event, no second
+``HINCRBY``, no second ``TXDONE``. The lane's caller retries with the same
+``WriteBatch`` object until it lands (:mod:`multipair.worker.lane`).
+
+A fence refusal says why: :class:`~multipair.leases.LeaseLost` (another
+owner) or its subclass :class:`~multipair.leases.LeaseLapsed` (no lease at
+all: it expired while Redis was away and its owner has not taken it back
+yet).
+
 The heartbeat has a script of its own (:meth:`LaneWriter.heartbeat`): one
 round trip checks the profile still exists and, fenced, writes
-``heartbeat_at``.
+``heartbeat_at``. Setting a time again is harmless: it needs no write id.
 """
 
 from __future__ import annotations
@@ -40,8 +53,9 @@ from redis.exceptions import ResponseError
 
 from multipair.broker_schema import CONSUMER_GROUP, Keys
 from multipair.exceptions import InternalError, LocalProtocolError
-from multipair.leases import FENCE_CHECK_LUA, LeaseLost, fenced, is_fenced_error
+from multipair.leases import FENCE_CHECK_LUA, fenced, fenced_error, is_fenced_error
 from multipair.store._redis import as_text
+from multipair.store.once import WriteLog, WriteTicket, once
 from multipair.store.transactions import TX_LUA, TxOp
 
 __all__ = ["LaneWriter", "TxResultCode", "WriteBatch"]
@@ -116,6 +130,10 @@ class WriteBatch:
     args: list[Any] = field(default_factory=list)
     ops: list[str] = field(default_factory=list)
     """What each op does (its name, or a record op's description), by index."""
+    ticket: WriteTicket | None = None
+    """The batch's write id, set by its first :meth:`LaneWriter.apply` and kept for retries."""
+    acked: list[str] = field(default_factory=list)
+    """The command entries the batch acknowledges (``XACK``)."""
 
     def __bool__(self) -> bool:
         return bool(self.ops)
@@ -158,6 +176,7 @@ class WriteBatch:
 
     def xack(self, stream: str, entry_id: str) -> WriteBatch:
         self._op("XACK", [stream], [CONSUMER_GROUP, entry_id])
+        self.acked.append(entry_id)
         return self
 
     def tx(self, op: TxOp) -> int:
@@ -169,7 +188,10 @@ class LaneWriter:
     """Applies :class:`WriteBatch` es for one lane, fenced by its lease token."""
 
     def __init__(self, redis: Redis, keys: Keys, instance_id: str, token: int | None) -> None:
-        self._script = redis.register_script(fenced(_RUN_OPS) if token is not None else _RUN_OPS)
+        body = once(_RUN_OPS)
+        self._script = redis.register_script(fenced(body) if token is not None else body)
+        self.log = WriteLog(keys.writes(instance_id))
+        """This process's write ids (shared with ``TxStore.begin``: one id space per lane)."""
         self._heartbeat = redis.register_script(
             _PROFILE_CHECK + (FENCE_CHECK_LUA if token is not None else "") + _HEARTBEAT
         )
@@ -186,21 +208,35 @@ class LaneWriter:
             return await script(keys=[self._lease, *keys], args=[str(self._token), *args])
         except ResponseError as exc:
             if is_fenced_error(exc):
-                raise LeaseLost("this lane's lease moved to another owner") from None
+                raise fenced_error(exc, "lane write refused") from None
             raise
 
-    async def apply(self, batch: WriteBatch) -> list[Any]:
-        """Apply ``batch`` in one step; returns each op's result (see :class:`TxResultCode`).
+    def ticket(self) -> WriteTicket:
+        """A new write id of this lane process (for ``TxStore.begin``)."""
+        return self.log.ticket()
 
-        Raises :class:`LocalProtocolError` when a record op was refused (the
-        ops after it were not applied), :class:`LeaseLost` when fenced out.
+    async def apply(self, batch: WriteBatch) -> list[Any]:
+        """Apply ``batch`` in one step, once; returns each op's result (:class:`TxResultCode`).
+
+        Calling it again with the same ``batch`` (after a connection error)
+        returns the first application's results if it landed, and applies
+        it now if it did not. Raises :class:`LocalProtocolError` when a record
+        op was refused (the ops after it were not applied), :class:`LeaseLost`
+        when fenced out (:class:`LeaseLapsed` when the lease lapsed).
         """
         if not batch.args:
             return []
         stray = [key for key in batch.keys if not key.startswith(self._base)]
         if stray:  # one script, one slot: a key of another slot fails on a cluster
             raise InternalError(f"a lane write names keys of another slot: {stray}")
-        reply = await self._run(self._script, batch.keys, batch.args)
+        if batch.ticket is None:
+            batch.ticket = self.log.ticket()
+        script = self._script
+
+        async def run(keys: list[Any], args: list[Any]) -> Any:
+            return await self._run(script, keys, args)
+
+        reply = await batch.ticket.call(run, batch.keys, batch.args)
         finished, results = int(reply[0]), list(reply[1])
         if not finished:
             code, detail = results[-1]
