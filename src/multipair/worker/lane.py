@@ -82,6 +82,19 @@ tried again; a lost lease still stops the lane at once. Meanwhile:
   that it does not hold already (``XAUTOCLAIM ... JUSTID``, read with
   ``XRANGE``: neither adds a delivery, so no healthy entry drifts towards the
   poison rule) and runs them (:meth:`Lane._reclaim`).
+
+Bounded input (docs/security.md "Bounded input"):
+
+- An entry larger than :data:`MAX_ENTRY_BYTES` (the contract's 64 KiB body
+  plus room for the names) is refused (``oversize``) before anything else is
+  done with it: not decoded, not peeked at.
+- A dead letter keeps at most :data:`DEAD_LETTER_KEEP_BYTES` of the entry's
+  fields, then its full size and the SHA-256 of the whole entry, so three
+  100 MB entries cost a few KiB of dead letters, not 300 MB.
+- The commands stream is trimmed of what the group has acknowledged (below
+  its oldest pending entry, or past its last delivered one):
+  every :data:`TRIM_EVERY_ENTRIES` entries taken and at every re-claim
+  round, so it stays bounded however long the lane lives.
 """
 
 from __future__ import annotations
@@ -90,6 +103,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as _dt
+import hashlib
 import os
 import time
 import traceback
@@ -182,6 +196,12 @@ READ_COUNT: Final = 64
 CLOSE_TIMEOUT_S: Final = 2.0
 DEAD_LETTER_MAXLEN: Final = 10_000
 POISON_DELIVERIES: Final = 3
+MAX_ENTRY_BYTES: Final = bs.MAX_BODY_BYTES + 1024
+"""An entry's names and values together; anything larger is refused unread."""
+DEAD_LETTER_KEEP_BYTES: Final = 4096
+"""How much of a refused entry's fields its dead letter keeps."""
+TRIM_EVERY_ENTRIES: Final = 256
+"""The commands stream is trimmed after this many entries were taken (and every re-claim)."""
 """An entry delivered this many times without an answer is dead-lettered, not run again."""
 UNSENT_WAIT_S: Final = 30.0
 """How long a new transaction waits for the terminal link before it is refused."""
@@ -303,6 +323,7 @@ class Lane:
         # Stream entries dispatched and not acknowledged yet (queued, running, being
         # answered): never taken twice (_dispatch), never re-claimed (_reclaim).
         self._in_hand: set[str] = set()
+        self._taken = 0  # entries taken, to trim the commands stream every so many
         self._away_since: float | None = None  # Redis unreachable since (monotonic)
         self._back_at: float | None = None  # when Redis last came back (monotonic)
         self._away_logged = False
@@ -1170,6 +1191,7 @@ class Lane:
             found += [i for i in map(_text, reply[1] or ()) if i not in self._in_hand]
             if cursor == "0-0":
                 break
+        await self._trim_commands()
         for entry_id in sorted(found, key=_id_order):
             if entry_id in self._in_hand:
                 continue  # dispatched meanwhile (an earlier one of this list took long)
@@ -1185,6 +1207,37 @@ class Lane:
             )
             for _, fields in entries:
                 await self._dispatch(entry_id, fields, delivered=delivered)
+
+    async def _trim_commands(self) -> None:
+        """Drop the commands the group is done with, so the stream stays bounded.
+
+        Everything below the group's oldest pending entry (or, with none
+        pending, up to its last delivered entry) was acknowledged: its answer
+        is published and its record kept, the entry is not needed again.
+        Safe without a script: the group only moves forward, so an entry
+        delivered or added after the look is above the bound. Exact, not
+        ``~``: an approximate trim frees only whole nodes, and a huge entry
+        sharing a node with newer ones would stay. Best effort: a failure is
+        logged and the next round tries again.
+        """
+        stream = self.keys.commands(self.instance_id)
+        try:
+            groups: Any = await self.redis.xinfo_groups(stream)
+            group = next((g for g in groups if _text(g["name"]) == bs.CONSUMER_GROUP), None)
+            if group is None:
+                return
+            summary: Any = await self.redis.xpending(stream, bs.CONSUMER_GROUP)
+            if summary["pending"]:
+                bound = _text(summary["min"])
+            else:
+                bound = _next_id(_text(group["last-delivered-id"]))
+            if bound == "0-1":
+                return  # nothing delivered yet
+            await self.redis.xtrim(stream, minid=bound, approximate=False)
+        except Exception as exc:
+            if _lane_must_end(exc) and not self._must_wait(exc):
+                raise
+            log.info("commands stream not trimmed this time", error=type(exc).__name__)
 
     async def _entry(self, stream: str, entry_id: str) -> list[tuple[str, _Pairs]]:
         """One entry's field pairs as sent (``XRANGE``; the group's counts are left alone)."""
@@ -1266,6 +1319,22 @@ class Lane:
             await self._contain(entry_id, fields, exc)
 
     async def _take(self, entry_id: str, fields: Any, delivered: int) -> None:
+        self._taken += 1
+        if self._taken % TRIM_EVERY_ENTRIES == 0:
+            await self._trim_commands()
+        size = _entry_size(fields)
+        if size > MAX_ENTRY_BYTES:
+            # Refused unread: not decoded, not peeked at (docs/security.md).
+            await self._reject(
+                entry_id,
+                None,
+                CommandError(
+                    bs.Reason.OVERSIZE, f"entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}"
+                ),
+                fields=fields,
+            )
+            await self._trim_commands()  # it is acknowledged: free its memory in Redis now
+            return
         try:
             command = bs.decode_command(fields)
         except CommandError as exc:
@@ -2043,15 +2112,72 @@ def _dead_letter(fields: Any, entry_id: str, exc: CommandError) -> _Pairs:
     """
     try:
         items = fields.items() if isinstance(fields, Mapping) else fields
-        copy = [(_binary(name), _binary(value)) for name, value in items]
+        whole = [(_binary(name), _binary(value)) for name, value in items]
     except Exception:  # not pairs at all: keep what it was, for people
-        copy = [(b"fields", repr(fields)[:4096].encode("utf-8", "backslashreplace"))]
+        whole = [(b"fields", repr(fields)[:4096].encode("utf-8", "backslashreplace"))]
+    copy, extra = _kept(whole)
     return [
         *copy,
+        *extra,
         (b"entry_id", entry_id.encode()),
         (b"reason", str(exc.reason).encode()),
         (b"detail", exc.detail.encode("utf-8", "backslashreplace")),
     ]
+
+
+def _kept(whole: _Pairs) -> tuple[_Pairs, _Pairs]:
+    """At most :data:`DEAD_LETTER_KEEP_BYTES` of an entry's fields, and how to know the rest.
+
+    A small entry is kept whole. A larger one keeps its fields in order until
+    the budget is spent (the last one cut short), and gains ``size`` (all its
+    names and values, in bytes) and ``sha256`` (of the entry as sent: each
+    name and value as its length in 8 bytes big-endian, then its bytes).
+    """
+    size = sum(len(name) + len(value) for name, value in whole)
+    if size <= DEAD_LETTER_KEEP_BYTES:
+        return whole, []
+    digest = hashlib.sha256()
+    for name, value in whole:
+        for part in (name, value):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    budget = DEAD_LETTER_KEEP_BYTES
+    copy: _Pairs = []
+    for name, value in whole:
+        if budget <= 0:
+            break
+        name_part = name[:budget]
+        budget -= len(name_part)
+        value_part = value[: max(budget, 0)]
+        budget -= len(value_part)
+        copy.append((name_part, value_part))
+    extra: _Pairs = [
+        (b"truncated", b"1"),
+        (b"size", str(size).encode()),
+        (b"sha256", digest.hexdigest().encode()),
+    ]
+    return copy, extra
+
+
+def _entry_size(fields: Any) -> int:
+    """Bytes of an entry's names and values; 0 for what is not pairs (decoding refuses it)."""
+    try:
+        items = fields.items() if isinstance(fields, Mapping) else fields
+        return sum(_len(name) + _len(value) for name, value in items)
+    except Exception:
+        return 0
+
+
+def _len(value: object) -> int:
+    if isinstance(value, bytes | bytearray | memoryview | str):
+        return len(value)
+    return 0
+
+
+def _next_id(entry_id: str) -> str:
+    """The smallest stream id above ``entry_id``."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
 
 
 def _binary(value: object) -> bytes:
