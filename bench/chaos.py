@@ -133,6 +133,7 @@ class Chaos:
         self.sent: dict[str, Sent] = {}
         self.answered: dict[str, asyncio.Event] = {}
         self.probes: dict[str, asyncio.Event] = {}
+        self.probing: list[asyncio.Task[None]] = []
         self.hostile_refs: set[str] = set()
         self.faults: Counter[str] = Counter()
         self.outages: list[Outage] = []
@@ -160,7 +161,7 @@ class Chaos:
     async def reader(self, lane: int, iid: str) -> None:
         stream = self.keys.events(iid)
         last = "0"
-        while not (self.stopping and not self.answered_pending(lane)):
+        while True:  # until cancelled, once every answer and probe is in
             try:
                 reply: Any = await self.client.xread({stream: last}, count=200, block=500)
             except (RedisError, OSError):
@@ -170,9 +171,6 @@ class Chaos:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
                     self.on_event(orjson.loads(fields[b"body"]))
-
-    def answered_pending(self, lane: int) -> bool:
-        return any(s.answered_at is None for s in self.sent.values() if s.lane == lane)
 
     def on_event(self, body: dict[str, Any]) -> None:
         command_id = body.get("command_id")
@@ -194,9 +192,12 @@ class Chaos:
     async def driver(self, lane: int, iid: str, seed: int) -> None:
         n = 0
         stream = self.keys.commands(iid)
+        # Each lane's amounts and re-sends from its own generator, so the fault
+        # schedule (self.rng) does not depend on how fast purchases go.
+        rng = random.Random(f"{seed}-{lane}")
         while not self.stopping:
             n += 1
-            cents = self.rng.choices([a for a, _ in AMOUNTS], [w for _, w in AMOUNTS])[0]
+            cents = rng.choices([a for a, _ in AMOUNTS], [w for _, w in AMOUNTS])[0]
             ref = f"ch{seed}-{lane}-{n}"
             body = {"command_id": f"c-{ref}", "type": "purchase", "pos_ref_id": ref}
             body["amount_cents"] = cents
@@ -205,8 +206,8 @@ class Chaos:
             done = self.answered[sent.command_id] = asyncio.Event()
             entry = {"v": "1", "body": orjson.dumps(body)}
             await self.call(self.client.xadd, stream, entry)
-            if self.rng.random() < 0.1:  # the POS re-sends, as after a timeout
-                await asyncio.sleep(self.rng.uniform(0, 0.5))
+            if rng.random() < 0.1:  # the POS re-sends, as after a timeout
+                await asyncio.sleep(rng.uniform(0, 0.5))
                 await self.call(self.client.xadd, stream, entry)
                 sent.sends += 1
             with contextlib.suppress(TimeoutError):
@@ -274,7 +275,7 @@ class Chaos:
         outage.down_s = round(outage.up_at - outage.down_at, 3)
         self.redis_down = False
         self.outages.append(outage)
-        asyncio.get_running_loop().create_task(self.probe_all(outage))
+        self.probing.append(asyncio.get_running_loop().create_task(self.probe_all(outage)))
 
     async def probe_all(self, outage: Outage) -> None:
         """Ask every lane terminal_status; when did the last one answer?"""
@@ -435,6 +436,7 @@ async def main(args: argparse.Namespace) -> int:
             chaos.stopping = True
             await asyncio.gather(*drivers)
             await chaos.drain(90)
+            await asyncio.gather(*chaos.probing)  # each bounded by 60 s
             for task in (*readers, watch):
                 task.cancel()
             await asyncio.gather(*readers, watch, return_exceptions=True)
