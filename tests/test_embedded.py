@@ -26,7 +26,7 @@ PASSWORD = "pw-0123456789abcdefghijklmnopqrstuvwxyz"
 
 def test_a_locked_server_refuses_clients_without_its_password(tmp_path: Path) -> None:
     with RedisServer(data_dir=tmp_path / "redis", password=PASSWORD, umask=0o077) as server:
-        assert server.url == f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
+        assert server.url == f"redis://default:{PASSWORD}@127.0.0.1:{server.port}/0"
         assert server.port is not None
         anonymous = redis.Redis(port=server.port)
         with pytest.raises((AuthenticationError, ResponseError)) as refused:

@@ -178,8 +178,10 @@ def _where_next(data_dir: Path) -> None:
     print(
         "\nwhere to look next:\n"
         f"  logs of every process:   {data_dir}/logs/ (JSON lines)\n"
+        "  put multipair on PATH:   source .venv/bin/activate   (or run .venv/bin/multipair)\n"
         "  run it yourself:         multipair up --simulate 8\n"
-        "                           then multipair status; multipair tx purchase ID --amount 1\n"
+        "                           then, in a second terminal in the same folder:\n"
+        "                           multipair status; multipair tx purchase ID --amount 1\n"
         "  the Redis contract:      docs/broker-schema.md\n"
         "  the protocol core:       src/multipair/spi/ and ../shared/spi/PROTOCOL.md"
     )

@@ -51,6 +51,7 @@ __all__ = [
     "choose_redis_server",
     "find_redis_cli",
     "find_redis_server",
+    "port_is_free",
     "redis_server_advice",
 ]
 
@@ -151,6 +152,18 @@ def _free_port() -> int:
         return port
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` now (so a server may take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As redis-server binds: connections of an earlier run in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _resp(*parts: str) -> bytes:
     """One command in RESP (no quoting rules to get wrong, whatever the password holds)."""
     out = [f"*{len(parts)}\r\n".encode()]
@@ -203,7 +216,9 @@ class RedisServer:
     ) -> None:
         self._requested_port = port
         self.port: int | None = None
-        self._data_dir = Path(data_dir) if data_dir is not None else None
+        # Absolute: redis-server changes into --dir before it opens --logfile,
+        # so a relative folder would be looked for inside itself.
+        self._data_dir = Path(data_dir).absolute() if data_dir is not None else None
         self._own_dir: Path | None = None
         self.appendonly = appendonly
         self.executable = executable
@@ -214,11 +229,11 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0`` of the running server (``redis://:PASSWORD@...``
-        when locked)."""
+        """``redis://127.0.0.1:PORT/0`` of the running server (``redis://default:PASSWORD@...``
+        when locked: the user is named, since ``redis-cli -u`` with an empty one fails)."""
         if self.port is None:
             raise RedisServerError("the server is not running")
-        auth = "" if self.password is None else f":{quote(self.password, safe='')}@"
+        auth = "" if self.password is None else f"default:{quote(self.password, safe='')}@"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import Any, Final, Literal
 
 import structlog
@@ -48,9 +48,17 @@ def redact_secrets(
 
 
 def configure_logging(
-    fmt: Literal["auto", "json", "console"] = "auto", *, level: int = logging.INFO
+    fmt: Literal["auto", "json", "console"] = "auto",
+    *,
+    level: int = logging.INFO,
+    also: Sequence[Any] = (),
 ) -> None:
-    """Set structlog up once per process."""
+    """Set structlog up once per process.
+
+    ``also``: processors that see every line after redaction, before it is
+    rendered (a lane ships its lines to Redis with one:
+    :class:`multipair.worker.logship.LogShipper`).
+    """
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -64,6 +72,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
             structlog.processors.format_exc_info,
+            *also,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

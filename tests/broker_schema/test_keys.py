@@ -23,6 +23,7 @@ LANE_KEY_METHODS = [
     "fence",
     "dead_letter",
     "writes",
+    "logs",
 ]
 
 

@@ -1,8 +1,10 @@
 """A lane in crash loop is shown as such, with its last exit, never as "running".
 
 A real supervisor runs a lane whose secrets were sealed under another master
-key: the lane exits 2 (configuration) on its first start, so the supervisor
-puts it in crash loop at once and keeps its lease while it waits to retry.
+key than the deployment's (a lane restored from an old backup, say): the lane
+exits 2 (configuration) on its first start, so the supervisor puts it in crash
+loop at once and keeps its lease while it waits to retry. Why it exits, in the
+lane's own words, is in its state hash: `lane show` and `status` show it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import redis.asyncio as aioredis
 
 from multipair import broker_schema as bs
 from multipair.store._redis import text_map
+from multipair.store.meta import record_master_key
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from tests.cli.helpers import Cli
@@ -36,9 +39,13 @@ async def test_a_crash_looping_lane_is_shown_as_crash_loop_with_its_last_exit(
         )
     )
     iid = profile.instance_id
-    await ProfileStore(redis, keys, MasterKey.generate()).save_secrets(iid, KEYS)
+    stale = MasterKey.generate()
+    await ProfileStore(redis, keys, stale).save_secrets(iid, KEYS)
+    host_key = MasterKey.generate()
+    # The deployment's key is the host's (mp:meta): only this one lane is sealed otherwise.
+    await record_master_key(redis, keys, host_key)
     supervisor = SupervisorProcess(
-        lane_env(redis_url, cli.prefix, MasterKey.generate()), "host-a", tmp_path / "sup.log"
+        lane_env(redis_url, cli.prefix, host_key), "host-a", tmp_path / "sup.log"
     )
     await supervisor.start()
     try:
@@ -73,9 +80,18 @@ async def test_a_crash_looping_lane_is_shown_as_crash_loop_with_its_last_exit(
         )
         assert lines["running"].startswith("no  (CRASH LOOP"), show_human.out
         assert lines["status"].startswith("crash_loop (exit code 2)"), show_human.out
-        assert "exit code 2" == lines["last exit"], show_human.out
-        _, table_row = status_human.out.splitlines()
+        cause = (
+            f"cannot start: master key {host_key.fingerprint()} does not open the stored "
+            f"secrets of lane {iid}"
+        )
+        assert lines["last exit"].startswith(f"exit code 2 — {cause}"), show_human.out
+        assert lines["last error"].startswith(cause), show_human.out
+        assert doc["last_exit_cause"].startswith(cause), doc
+        assert row["last_exit_cause"].startswith(cause), row
+        table_row = status_human.out.splitlines()[1]
         assert "crash_loop (exit code 2)" in table_row, status_human.out
+        assert f"crash_loop (exit code 2): {cause}" in status_human.out, status_human.out
+        assert stale.fingerprint() not in show.out + status.out  # only the host key's is named
 
         # A command for it is refused before anything is sent (not queued for a minute).
         purchase = await cli.run("tx", "purchase", iid, "--amount", "1", "--timeout", "5")

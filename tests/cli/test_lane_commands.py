@@ -49,6 +49,7 @@ INFO_FIELDS = {
     "restarts",
     "crash_loop",
     "last_exit",
+    "last_exit_cause",
     "last_error",
     "last_pos_ref_id",
     "last_result",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,7 +51,9 @@ async def test_status_json_has_every_lane_with_its_state_and_last_transaction(
     result = await shared.cli.run("status")
     assert 0 == result.code, result
     doc = result.json()
-    assert ["at", "lanes"] == list(doc)
+    assert ["at", "lanes", "summary"] == list(doc)
+    # No supervisor in this test: no host, and nothing waits in the lane's stream.
+    assert {"by_status": {"paired_connected": 1}, "backlog": 0, "hosts": []} == doc["summary"]
     (row,) = doc["lanes"]
     assert shared.rig.process.proc is not None
     assert {
@@ -67,7 +70,9 @@ async def test_status_json_has_every_lane_with_its_state_and_last_transaction(
         "restarts": 0,
         "crash_loop": False,
         "last_exit": None,  # no supervisor runs this lane
+        "last_exit_cause": None,
         "last_error": None,
+        "backlog": 0,
         "last_pos_ref_id": "st-1",
         "last_result": "success",
     } == {k: v for k, v in row.items() if k not in ("heartbeat_at", "started_at", "uptime_s")}
@@ -78,7 +83,8 @@ async def test_status_table_shows_the_short_id_and_the_key_columns(shared: Share
     await _purchase(shared, "st-2")
     result = await shared.cli.run("status", json=False)
     assert 0 == result.code, result
-    header, row = result.out.splitlines()
+    header, row, blank, summary = result.out.splitlines()
+    assert ("", "1 lanes: 1 paired_connected; backlog 0; hosts: none") == (blank, summary)
     assert [
         "ID",
         "POS",
@@ -166,6 +172,36 @@ async def test_events_json_lines_carry_the_entry_id_and_the_event(shared: Shared
     assert 0 == later.code, later
     (after,) = later.json_lines()
     assert ids[ids.index(since) + 1] == after["entry_id"]
+
+
+async def test_events_count_alone_gives_the_newest_events(shared: SharedLane) -> None:
+    await _purchase(shared, "ev-new")
+    every = (await shared.cli.run("events", shared.iid)).json_lines()
+    newest = await shared.cli.run("events", shared.iid, "--count", "2")
+    assert 0 == newest.code, newest
+    assert [e["entry_id"] for e in every[-2:]] == [e["entry_id"] for e in newest.json_lines()]
+
+
+async def test_a_purchase_read_by_head_keeps_its_exit_code(shared: SharedLane) -> None:
+    """`tx purchase ... | head -1`: the reader leaves after one line; the purchase was still
+    approved, so the exit code is 0, and no "Broken pipe" is printed."""
+    argv = shared.cli.argv(
+        ("tx", "purchase", shared.iid, "--amount", "12.50", "--pos-ref-id", "pipe-1"), json=False
+    )
+    read, write = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=write,
+        stderr=asyncio.subprocess.PIPE,
+        env=shared.cli.env,
+    )
+    os.close(write)
+    with os.fdopen(read, "rb") as out:
+        first = out.readline()  # then the reader goes away, like `head -1`
+    assert first.startswith(b"purchase $12.50 on lane"), first
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert (0, b"") == (proc.returncode, err)
 
 
 async def test_events_for_people_are_one_line_each(shared: SharedLane) -> None:

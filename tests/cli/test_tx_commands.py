@@ -8,6 +8,8 @@ All tests share one paired lane (tests/cli/conftest.py) and leave it idle.
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest_asyncio
 
 from multipair import broker_schema as bs
 from tests.cli.conftest import SERIAL, SharedLane, running_lane
-from tests.cli.helpers import Cli
+from tests.cli.helpers import Cli, Running
 from tests.simulator.helpers import Control
 from tests.worker.helpers import LaneRig
 
@@ -228,6 +230,44 @@ async def test_tx_status_exits_3_when_the_terminal_cannot_say_yet(
     assert "NOT FOUND" not in human.out
 
 
+async def test_tx_status_on_a_busy_lane_answers_at_once_from_the_lanes_record(
+    cli: Cli, lane: LaneRig
+) -> None:
+    """Issue 14: a lookup behind a running transaction waited 60 s, then said "look it up";
+    the record answers now (IN PROGRESS for the running one, its outcome for a finished one)."""
+    iid = lane.instance_id
+    await _purchase(lane, "rec-done", 400)
+    await lane.send({"type": "purchase", "pos_ref_id": "rec-busy", "amount_cents": 1055})
+    await lane.wait_state(flow="transaction")
+    try:
+        started = asyncio.get_running_loop().time()
+        busy, busy_human, done, unknown = await asyncio.gather(
+            cli.run("tx", "status", iid, "--pos-ref-id", "rec-busy"),
+            cli.run("tx", "status", iid, "--pos-ref-id", "rec-busy", json=False),
+            cli.run("tx", "status", iid, "--pos-ref-id", "rec-done", json=False),
+            cli.run("tx", "status", iid, "--pos-ref-id", "rec-never"),
+        )
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        await _end(lane, "rec-busy")
+    assert (3, 3, 0, 3) == (busy.code, busy_human.code, done.code, unknown.code)
+    assert took < 10, took  # the CLI's start-up, not the lookup's 60 s
+    doc = busy.json()
+    assert (False, "unknown", True, "record", "transaction") == (
+        doc["found"],
+        doc["result"],
+        doc["in_progress"],
+        doc["source"],
+        doc["lane_flow"],
+    )
+    (line,) = busy_human.out.splitlines()
+    assert line.startswith("IN PROGRESS  rec-busy is recorded and not finished"), line
+    assert "never re-send" in line
+    assert done.out.startswith("APPROVED  purchase $4.00  pos_ref_id rec-done"), done.out
+    assert "(from the lane's record: the lane is busy (transaction)" in done.out
+    assert (False, False) == (unknown.json()["found"], unknown.json()["in_progress"])
+
+
 async def test_settle_and_enquiry_report_the_settlement(cli: Cli, lane: LaneRig) -> None:
     iid = lane.instance_id
     settle, enquiry = await asyncio.gather(
@@ -262,6 +302,86 @@ async def test_signature_steps_are_answered_from_a_second_command(cli: Cli, lane
             await _end(lane, ref)
         assert code == done.code, done
         assert any(text.startswith(f"{result}  purchase $10.52") for text in done.out.splitlines())
+
+
+async def _on_a_terminal(cli: Cli, *args: str) -> tuple[Running, int]:
+    """The command with a pseudo-terminal as stdin (a person at the keyboard); stdout piped."""
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        *cli.argv(args, json=False),
+        stdin=slave,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli.env,
+    )
+    os.close(slave)
+    return Running(proc), master
+
+
+async def test_on_a_terminal_the_signature_is_asked_for_with_the_receipt_shown(
+    cli: Cli, lane: LaneRig
+) -> None:
+    iid = lane.instance_id
+    purchase, keyboard = await _on_a_terminal(
+        cli, "tx", "purchase", iid, "--amount", "10.52", "--pos-ref-id", "sig-tty"
+    )
+    try:
+        await purchase.until(lambda text: text.startswith("Signature required. The receipt"))
+        os.write(keyboard, b"d\n")  # typed ahead: read once the question is asked
+        done = await purchase.finish()
+    finally:
+        os.close(keyboard)
+        await purchase.kill()
+        await _end(lane, "sig-tty")
+    assert 1 == done.code, done
+    assert "Does the signature match? [a]ccept / [d]ecline: " in done.out
+    assert "RECEIPT" in done.out.upper(), done.out  # the merchant copy to sign, shown
+    assert any(text.startswith("DECLINED  purchase $10.52") for text in done.out.splitlines())
+    assert "Signature declined; waiting for the outcome…" in done.out
+
+
+async def test_on_a_terminal_the_phone_authorisation_code_is_asked_for(
+    cli: Cli, lane: LaneRig
+) -> None:
+    iid = lane.instance_id
+    purchase, keyboard = await _on_a_terminal(
+        cli, "tx", "purchase", iid, "--amount", "10.53", "--pos-ref-id", "auth-tty"
+    )
+    try:
+        await purchase.until(lambda text: text.startswith("Authorisation code required"))
+        os.write(keyboard, b"12\n")  # too short: said so, and asked again
+        await purchase.until(lambda text: "Authorisation code (6 letters or digits)" in text)
+        os.write(keyboard, b"A1B2C3\n")
+        done = await purchase.finish()
+    finally:
+        os.close(keyboard)
+        await purchase.kill()
+        await _end(lane, "auth-tty")
+    assert 0 == done.code, done
+    assert "  auth code      A1B2C3" in done.out.splitlines()
+
+
+async def test_a_partial_approval_and_a_cancel_say_so(cli: Cli, lane: LaneRig) -> None:
+    iid = lane.instance_id
+    partial = await cli.run("tx", "purchase", iid, "--amount", "6.56", json=False)
+    assert 0 == partial.code, partial
+    assert "APPROVED (PARTIAL)  purchase $3.28" in partial.out, partial.out
+    assert "$3.28 of $6.56 still to pay another way" in partial.out, partial.out
+    machine = await cli.run("tx", "purchase", iid, "--amount", "6.56")
+    assert (True, True) == (machine.json()["approved"], machine.json()["partial"])
+
+    purchase = await cli.start(
+        "tx", "purchase", iid, "--amount", "10.55", "--pos-ref-id", "cx-1", json=False
+    )
+    try:
+        await lane.wait_state(flow="transaction")
+        assert 0 == (await cli.run("tx", "cancel", iid, "--pos-ref-id", "cx-1")).code
+        done = await purchase.finish()
+    finally:
+        await purchase.kill()
+        await _end(lane, "cx-1")
+    assert 1 == done.code, done
+    assert any(text.startswith("CANCELLED  purchase") for text in done.out.splitlines()), done
 
 
 async def test_a_phone_authorisation_code_is_given_with_auth_code(cli: Cli, lane: LaneRig) -> None:

@@ -13,6 +13,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from multipair.store.secrets_box import MasterKey
 from tests.cli.helpers import Cli, Result, clean_env, run, script
 
@@ -161,19 +163,36 @@ async def test_the_redis_password_never_shows_in_the_error() -> None:
     assert "redis://ops:***@127.0.0.1:" in line
 
 
-async def test_missing_or_bad_settings_exit_2_with_one_line(redis_url: str) -> None:
-    no_url, bad_prefix, bad_key = await asyncio.gather(
+async def test_missing_or_bad_settings_exit_2_with_one_line(redis_url: str, tmp_path: Path) -> None:
+    bad_file = tmp_path / "open.key"
+    bad_file.write_text(MasterKey.generate().to_base64())
+    bad_file.chmod(0o644)
+    no_url, bad_prefix, bad_key_file = await asyncio.gather(
         run([*script(), "lane", "list"]),
         run([*script(), "--redis-url", redis_url, "--prefix", "{x}", "lane", "list"]),
-        run(
-            [*script(), "--redis-url", redis_url, "lane", "list"],
-            env=clean_env(MULTIPAIR_MASTER_KEY="not base64!"),
-        ),
+        run([*script(), "--redis-url", redis_url, "--master-key-file", str(bad_file), "status"]),
     )
-    assert (2, 2, 2) == (no_url.code, bad_prefix.code, bad_key.code)
+    assert (2, 2, 2) == (no_url.code, bad_prefix.code, bad_key_file.code)
     assert "no Redis: set MULTIPAIR_REDIS_URL or pass --redis-url URL" in _one_error_line(no_url)
     assert "key prefix" in _one_error_line(bad_prefix)
-    assert "MULTIPAIR_MASTER_KEY is not base64" in _one_error_line(bad_key)
+    assert "chmod 600" in _one_error_line(bad_key_file)  # named on the command line: checked
+
+
+@pytest.mark.parametrize(
+    "variable", ["MULTIPAIR_MASTER_KEY=not base64!", "MULTIPAIR_MASTER_KEY_FILE=/nowhere/key"]
+)
+async def test_a_bad_master_key_setting_does_not_stop_commands_that_need_no_key(
+    redis_url: str, key_prefix: str, variable: str
+) -> None:
+    """Issue 14: the supervisor's key setting left in an operator's shell; `status` reads
+    no secret, so it does not read the key either."""
+    name, _, value = variable.partition("=")
+    result = await run(
+        [*script(), "--redis-url", redis_url, "--prefix", key_prefix, "--json", "status"],
+        env=clean_env(**{name: value}),
+    )
+    assert (0, "") == (result.code, result.err), result
+    assert [] == result.json()["lanes"]
 
 
 async def test_global_options_may_also_follow_the_subcommand(
@@ -209,6 +228,14 @@ async def test_keygen_output_writes_a_private_file_once(tmp_path: Path) -> None:
         first.json()
     )
     assert 0o600 == stat.S_IMODE(path.stat().st_mode)
+    other = tmp_path / "other.key"
+    human = await run([*script(), "keygen", "--output", str(other)])
+    assert 0 == human.code, human
+    fingerprint = MasterKey.from_file(other).fingerprint()
+    assert human.out.startswith(
+        f"Wrote a new master key to {other} (mode 0600), fingerprint {fingerprint}."
+    ), human.out
+    assert MasterKey.from_file(other).to_base64() not in human.out
     again = await run([*script(), "keygen", "--output", str(path)])
     assert 2 == again.code
     assert "exists; not overwriting" in _one_error_line(again)
@@ -221,3 +248,38 @@ async def test_the_master_key_may_come_from_a_file(cli: Cli, tmp_path: Path) -> 
     result = await cli.run("lane", "list", "--master-key-file", str(path))
     assert 0 == result.code, result
     assert {"lanes": []} == result.json()
+
+
+# ---------------------------------------------------------------------- completion, help
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+async def test_completion_scripts_complete_subcommands_actions_and_options(shell: str) -> None:
+    made = await run([*script(), "completion", shell])
+    assert (0, "") == (made.code, made.err), made
+    assert made.out.rstrip().endswith("complete -F _multipair multipair")
+    if shell == "zsh":
+        assert "bashcompinit" in made.out
+        return
+    probe = (
+        made.out + "\nfor words in 'multipair la' 'multipair lane ' 'multipair lane stop --a' "
+        "'multipair --json tx st'; do\n"
+        '  read -ra COMP_WORDS <<< "$words"; [[ "$words" == *" " ]] && COMP_WORDS+=("")\n'
+        '  COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); _multipair; echo "${COMPREPLY[*]}"\n'
+        "done\n"
+    )
+    shown = await run(["bash", "-c", probe])
+    assert 0 == shown.code, shown
+    top, lane, option, action = shown.out.splitlines()
+    assert "lane" == top
+    assert {"add", "pair", "show", "stop", "start", "restart", "txs", "remove"} <= set(lane.split())
+    assert "--all" == option
+    assert "status" == action
+
+
+async def test_up_help_is_plain_text() -> None:
+    """Issue 14: `up --help` showed the module docstring's reST markup."""
+    shown = await run([*script(), "up", "--help"])
+    assert 0 == shown.code, shown
+    assert "``" not in shown.out
+    assert "every multipair command run in the folder that holds" in shown.out

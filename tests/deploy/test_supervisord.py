@@ -163,6 +163,9 @@ def localised(
         hard = resource.getrlimit(limit)[1]
         if hard != resource.RLIM_INFINITY and hard < int(parser.get("supervisord", option)):
             parser.set("supervisord", option, str(hard))
+    # The RQ programs have tests of their own (tests/deploy/test_rq_deploy.py).
+    for section in ("program:multipair-rq-worker", "program:multipair-rq-cron"):
+        parser.remove_section(section)
     parser.set("unix_http_server", "file", str(sock))
     parser.set("supervisorctl", "serverurl", f"unix://{sock}")
 

@@ -21,3 +21,6 @@ def test_the_scripted_demo_passes(tmp_path: Path) -> None:
     assert 0 == done.returncode, done.stdout + done.stderr
     assert "every outcome was as scripted" in done.stdout
     assert "kill -9" in done.stdout
+    codes = [line for line in done.stdout.splitlines() if "confirmation code" in line]
+    assert 8 == len(codes), codes  # each lane's code once (issue 14: it was printed twice)
+    assert "source .venv/bin/activate" in done.stdout  # how to get `multipair` on PATH

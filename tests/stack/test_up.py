@@ -55,6 +55,8 @@ async def test_up_pairs_simulated_lanes_and_reuses_them_on_the_next_run(tmp_path
     first_code, first = await _run_until_ready(tmp_path / "data", lanes=2)
     assert 0 == first_code, first
     assert "pairing 2 lanes" in first
+    codes = [line for line in first.splitlines() if "confirmation code" in line]
+    assert 2 == len(codes), codes  # one line per lane, not one per pairing event
     assert "stopped" in first
     second_code, second = await _run_until_ready(tmp_path / "data", lanes=2)
     assert 0 == second_code, second

@@ -1,12 +1,14 @@
 """``multipair up`` keeps its Redis and its data folder to the user who runs it (issue 12, item 3):
 the embedded Redis wants a password and listens on loopback only, the folder holds 0700
-folders and 0600 files, and another shell reaches it through ``<data>/multipair.env``."""
+folders and 0600 files, and another shell reaches it through ``<data>/env`` (issue 14: kept
+while the folder exists, with the same port and password on the next start)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shlex
 import signal
 import stat
 import sys
@@ -25,7 +27,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     for line in path.read_text().splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.partition("=")
-            entries[name] = value
+            entries[name] = shlex.split(value)[0]
     return entries
 
 
@@ -84,9 +86,9 @@ async def test_up_locks_its_redis_and_keeps_its_folder_private(tmp_path: Path) -
         assert len(password) >= 32
         # Screens and JSON show the URL without its password.
         assert password not in json.dumps(docs)
-        assert running["redis_url"].startswith("redis://:***@127.0.0.1:"), running
+        assert running["redis_url"].startswith("redis://default:***@127.0.0.1:"), running
 
-        locked = aioredis.Redis.from_url(url.replace(f":{password}@", ""))
+        locked = aioredis.Redis.from_url(url.replace(f"default:{password}@", ""))
         with pytest.raises((AuthenticationError, ResponseError)) as refused:
             await locked.ping()
         await locked.aclose()
@@ -116,14 +118,21 @@ async def test_up_locks_its_redis_and_keeps_its_folder_private(tmp_path: Path) -
         assert ["SIM-0001"] == [lane["serial_number"] for lane in json.loads(out)["lanes"]]
 
         assert {} == wrong_modes(data)
-        for part in ("master.key", "multipair.env", "redis/auth.conf", "logs/supervisor.log"):
+        for part in (
+            "master.key",
+            "env",
+            ".gitignore",
+            "redis/auth.conf",
+            "redis/embedded.json",
+            "logs/supervisor.log",
+        ):
             assert (data / part).is_file(), part
         assert any((data / "redis").rglob("*.aof")) or (data / "redis" / "appendonly.aof").exists()
     finally:
         proc.send_signal(signal.SIGINT)
         await asyncio.wait_for(proc.communicate(), 60)
     assert 0 == await proc.wait()
-    assert not present(env_file)  # its Redis and password are gone
+    assert present(env_file)  # kept: the next start reuses its port and password
     assert {} == wrong_modes(data)
 
 

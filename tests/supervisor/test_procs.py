@@ -96,7 +96,9 @@ async def test_exits_are_reported_with_their_code_or_signal(
 ) -> None:
     # No such lane: the worker's configuration/usage exit code.
     pid = await procs.spawn(UNKNOWN_LANE, 1)
-    assert LaneExit(UNKNOWN_LANE, pid, 2, None) == await next_exit(procs)
+    # It says why, in its own words (the supervisor writes it into the state hash).
+    cause = f"cannot start: unknown_lane: no lane has instance id {UNKNOWN_LANE}"
+    assert LaneExit(UNKNOWN_LANE, pid, 2, None, cause) == await next_exit(procs)
 
     lanes = [await fleet.add_lane(i) for i in range(2)]
     killed, drained = [await procs.spawn(x.instance_id, await leased(fleet, x)) for x in lanes]

@@ -414,6 +414,9 @@ class LaneCrashed(Event):
     """The signal number that ended it, when it was killed."""
     restarts: int = 0
     crash_loop: bool = False
+    cause: str | None = None
+    """The lane's own line on why it ended (``cannot start: master key ... does not open
+    ...``), when it could say; also the state hash's ``last_exit_cause``."""
 
 
 @_register

@@ -114,6 +114,10 @@ class Keys:
         """Hash: host id -> heartbeat, pid, lane count."""
         return f"{self.prefix}:hosts"
 
+    def meta(self) -> str:
+        """Hash: facts about the whole deployment (``master_key_fingerprint``)."""
+        return f"{self.prefix}:meta"
+
     def host_control(self, host_id: str) -> str:
         """Stream of ops messages for one supervisor."""
         return f"{self.prefix}:host:{{{validate_host_id(host_id)}}}:control"
@@ -190,6 +194,10 @@ class Keys:
         """
         return self.lane_base(instance_id) + "writes"
 
+    def logs(self, instance_id: str) -> str:
+        """Stream of the lane's recent log lines (``multipair logs``), trimmed ``MAXLEN ~``."""
+        return self.lane_base(instance_id) + "logs"
+
     def lane_fixed_keys(self, instance_id: str) -> tuple[str, ...]:
         """Every key of the lane whose name does not depend on data (all but ``tx:*``)."""
         return (
@@ -205,4 +213,5 @@ class Keys:
             self.fence(instance_id),
             self.dead_letter(instance_id),
             self.writes(instance_id),
+            self.logs(instance_id),
         )

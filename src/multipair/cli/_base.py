@@ -63,7 +63,9 @@ __all__ = [
     "client_command",
     "format_age",
     "format_time",
+    "interactive",
     "lane_id",
+    "read_answer",
     "render_table",
     "seconds",
     "short_id",
@@ -198,6 +200,8 @@ class Context:
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
         self.stake: Stake | None = None
+        self.out_closed = False
+        """stdout's reader has gone (a pipe closed early): the rest of the output is dropped."""
         self.interrupt_code: ExitCode | None = None
         """The exit code on Ctrl-C, with no more said, set by a command for which Ctrl-C is the
         normal way out (``--watch``, ``--follow``) or that has said what it left behind
@@ -207,20 +211,34 @@ class Context:
 
     def emit(self, document: object) -> None:
         """One JSON document (or one line of a JSON stream) on stdout."""
-        self.out.write(orjson.dumps(document, default=_json_default).decode() + "\n")
-        self.out.flush()
+        self._write(self.out, orjson.dumps(document, default=_json_default).decode() + "\n")
 
     def say(self, text: str = "") -> None:
         """Text for people on stdout (human mode only)."""
         if not self.json:
-            self.out.write(text + "\n")
-            self.out.flush()
+            self._write(self.out, text + "\n")
 
     def note(self, text: str) -> None:
         """Progress and prompts: stdout for people, stderr under ``--json``."""
-        stream = self.err if self.json else self.out
-        stream.write(text + "\n")
-        stream.flush()
+        self._write(self.err if self.json else self.out, text + "\n")
+
+    def _write(self, stream: IO[str], text: str) -> None:
+        """Write, and carry on when the reader has gone (``| head -1``).
+
+        A closed pipe is not the command's failure: a purchase read by
+        ``head -1`` was still approved, and its exit code must say so, not
+        "broken pipe". What is left to print is dropped.
+        """
+        if stream is self.out and self.out_closed:
+            return
+        try:
+            stream.write(text)
+            stream.flush()
+        except BrokenPipeError:
+            if stream is not self.out:
+                return
+            self.out_closed = True
+            _stdout_to_devnull(stream)
 
     def error_line(self, message: str) -> None:
         self.err.write(f"multipair: error: {message}\n")
@@ -229,12 +247,37 @@ class Context:
     # Settings.
 
     def settings(self) -> Settings:
-        """The service settings: environment, overridden by the global options."""
+        """The service settings: environment, overridden by the global options.
+
+        The master key is read only when ``--master-key-file`` names it: no CLI
+        command opens a lane's secrets (``reseal`` reads its own key files), so a
+        bad ``MULTIPAIR_MASTER_KEY[_FILE]`` left in an operator's environment for
+        the supervisor never stops ``status``.
+        """
+        environ = {k: v for k, v in os.environ.items() if k not in _MASTER_KEY_VARS}
         return Settings.from_env(
+            environ,
             redis_url=getattr(self.args, "redis_url", None),
             prefix=getattr(self.args, "prefix", None),
             master_key_file=getattr(self.args, "master_key_file", None),
         )
+
+
+_MASTER_KEY_VARS: Final = frozenset({"MULTIPAIR_MASTER_KEY", "MULTIPAIR_MASTER_KEY_FILE"})
+
+
+def _stdout_to_devnull(stream: IO[str]) -> None:
+    """Point the closed stream's descriptor at /dev/null: the interpreter's last flush at
+    exit would otherwise fail once more (the recipe of the ``signal`` module's docs)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _json_default(value: object) -> object:
@@ -331,7 +374,11 @@ async def _with_client(ctx: Context, function: ClientCommand) -> int:
             socket_timeout=_SOCKET_TIMEOUT_S,
         )
     except RedisError as exc:
-        raise Fail(f"Redis unreachable at {settings.redis_url_for_logs()} ({exc})") from None
+        hint = ""
+        local = getattr(ctx.args, "local_env", None)
+        if local is not None and settings.redis_url == os.environ.get("MULTIPAIR_REDIS_URL"):
+            hint = f"; it came from {local}: is `multipair up` running in this folder?"
+        raise Fail(f"Redis unreachable at {settings.redis_url_for_logs()} ({exc}){hint}") from None
     try:
         client = AsyncClient(redis, prefix=settings.prefix, master_key=settings.master_key)
         async with client:
@@ -410,6 +457,36 @@ def _detail_id(detail: str) -> str:
         if word.count("-") == 4:
             return word
     return detail
+
+
+# ---------------------------------------------------------------------- prompts
+
+
+async def read_answer(question: str) -> str:
+    """Ask ``question`` on the terminal and return the line typed (stripped).
+
+    Ctrl-C still works: no thread is blocked in ``input()``; stdin is watched
+    by the event loop.
+    """
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[str] = loop.create_future()
+
+    def readable() -> None:
+        if not answered.done():
+            answered.set_result(sys.stdin.readline())
+
+    sys.stdout.write(question)
+    sys.stdout.flush()
+    loop.add_reader(sys.stdin.fileno(), readable)
+    try:
+        return (await answered).strip()
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+
+
+def interactive(ctx: Context) -> bool:
+    """Whether a person answers on this terminal (stdin a TTY, no ``--json``)."""
+    return sys.stdin.isatty() and not ctx.json
 
 
 # ---------------------------------------------------------------------- formatting

@@ -42,7 +42,7 @@ from multipair.supervisor.control import (
 from multipair.supervisor.hosts import HostEntry, read_hosts
 from multipair.supervisor.policy import RestartPolicy
 
-__all__ = ["add_hosts_parser", "host_state", "hosts_table"]
+__all__ = ["add_hosts_parser", "host_state", "hosts_table", "room_elsewhere"]
 
 LIVE_WITHIN_S: Final = RestartPolicy().host_live_s
 """A heartbeat older than this: the host is not live (it gets no share of the lanes)."""
@@ -81,11 +81,17 @@ def add_hosts_parser(subparsers: Subparsers) -> None:
             "Tell host H to stop taking lanes and hand each of its lanes to the other hosts, "
             "one by one, each after its running transaction; H keeps running with no lanes, "
             "ready to be stopped. With --wait, return once H holds no lane (exit 3 when "
-            "--timeout passes first)."
+            "--timeout passes first). Refused (exit 2) when no other live host has room for "
+            "H's lanes, since they would all go down, unless --force."
         ),
     )
     drain.add_argument("host_id", metavar="H", help="the host id (see `multipair hosts`)")
     drain.add_argument("--wait", action="store_true", help="wait until H holds no lane")
+    drain.add_argument(
+        "--force",
+        action="store_true",
+        help="drain even when no other live host has room for H's lanes (they go down)",
+    )
     drain.add_argument(
         "--timeout", type=seconds, default=300.0, metavar="S", help="with --wait (300)"
     )
@@ -214,8 +220,22 @@ async def _drain(ctx: Context, client: AsyncClient) -> int:
             f"warning: {host_id}'s heartbeat is {format_age(entry.age_s)} old: it may not be "
             "running; its leases move when they expire anyway"
         )
-    request_id = await _send(client, host_id, ControlAction.DRAIN)
     held = (await _lease_counts(client)).get(host_id, 0)
+    room = room_elsewhere(await read_hosts(client.redis, client.keys), host_id)
+    if held > room:
+        where = (
+            "no other live host takes lanes"
+            if room == 0
+            else f"the other live hosts have room for {room}"
+        )
+        if not ctx.args.force:
+            raise Fail(
+                f"host {host_id} holds {held} lane(s) and {where}: drained, "
+                f"{held - room} lane(s) would go down (no host runs them) until a host has room. "
+                "Start another host first (`multipair hosts`), or pass --force to drain anyway"
+            )
+        ctx.note(f"warning: {where}: {held - room} lane(s) go down (--force)")
+    request_id = await _send(client, host_id, ControlAction.DRAIN)
     if not ctx.args.wait:
         if ctx.json:
             ctx.emit(
@@ -241,11 +261,53 @@ async def _drain(ctx: Context, client: AsyncClient) -> int:
             )
         # Nothing to block on: leases are plain keys; poll them.
         await asyncio.sleep(_POLL_S)
+    down = await _unowned(client)
     if ctx.json:
-        ctx.emit({"host_id": host_id, "action": "drain", "request_id": request_id, "lanes": 0})
+        ctx.emit(
+            {
+                "host_id": host_id,
+                "action": "drain",
+                "request_id": request_id,
+                "lanes": 0,
+                "lanes_down": down,
+            }
+        )
+    elif down:
+        ctx.say(
+            f"Host {host_id} holds no lanes: it can be stopped now. {down} lane(s) are down: "
+            "no host runs them (`multipair status --status down`)."
+        )
     else:
         ctx.say(f"Host {host_id} holds no lanes: it can be stopped now.")
     return ExitCode.OK
+
+
+def room_elsewhere(entries: list[HostEntry], host_id: str) -> int:
+    """How many more lanes the live, accepting hosts other than ``host_id`` may take."""
+    return sum(
+        max(0, e.capacity - e.lanes)
+        for e in entries
+        if e.host_id != host_id and e.live(LIVE_WITHIN_S) and e.accepting and not e.draining
+    )
+
+
+async def _unowned(client: AsyncClient) -> int:
+    """Enabled lanes no host holds a lease for."""
+    redis, keys = client.redis, client.keys
+    ids = sorted(as_text(raw) for raw in await redis.smembers(keys.lanes()))
+    if not ids:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for iid in ids:
+            pipe.exists(keys.lease(iid))
+            pipe.hget(keys.profile(iid), "enabled")
+        replies: list[Any] = await pipe.execute()
+    leased, enabled = replies[::2], replies[1::2]
+    return sum(
+        1
+        for held, flag in zip(leased, enabled, strict=True)
+        if not held and flag is not None and as_text(flag) != "0"
+    )
 
 
 async def _accept(ctx: Context, client: AsyncClient) -> int:

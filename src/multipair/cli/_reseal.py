@@ -14,6 +14,9 @@ Rules this command keeps (docs/runbook.md "Rotate the master key"):
   untouched; the others go on, and the command exits 1 at the end.
 - Only fingerprints, lane ids and field names are printed, never a key or
   a secret. Only single-lane keys are used: it works on a Redis Cluster.
+- A run that writes records the new key's fingerprint in ``mp:meta``
+  (:mod:`multipair.store.meta`): from then on a host started with the old
+  key refuses to run instead of crash-looping the lanes.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from multipair.cli._base import (
 from multipair.client import AsyncClient
 from multipair.exceptions import CommandError, ConfigurationError, RetryLater
 from multipair.leases import DEFAULT_LEASE_TTL_MS, parse_lease
+from multipair.store.meta import record_master_key
 from multipair.store.profiles import SEALED_FIELDS, ProfileStore
 from multipair.store.secrets_box import MasterKey
 
@@ -179,6 +183,17 @@ async def _reseal(ctx: Context, client: AsyncClient) -> int:
         if ctx.json and done % PROGRESS_EVERY == 0:
             ctx.note(f"{done}/{len(ids)} lanes")
 
+    if not dry_run:
+        # Hosts now need the new key: record it, so one started with the old key refuses
+        # to run instead of crash-looping every lane (multipair.store.meta).
+        try:
+            await record_master_key(client.redis, client.keys, new)
+        except RetryLater as exc:
+            raise Fail(
+                f"lost Redis recording the new key's fingerprint ({exc}): run the same command "
+                "again",
+                ExitCode.UNKNOWN,
+            ) from None
     statuses = Counter(o.status for o in outcomes)
     fields = sum(len(o.resealed) for o in outcomes), sum(len(o.already_new) for o in outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
@@ -202,6 +217,7 @@ async def _reseal(ctx: Context, client: AsyncClient) -> int:
             f"{len(ids)} lane(s): {statuses['resealed']} {would} ({fields[0]} field(s)), "
             f"{statuses['already_new']} already new, {statuses['unsealed']} with nothing "
             f"sealed (not paired), {statuses['missing']} missing, {statuses['failed']} failed"
+            + ("" if dry_run else f"; hosts must now start with master key {new.fingerprint()}")
         )
     if failed:
         ctx.error_line(

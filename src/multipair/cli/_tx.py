@@ -21,9 +21,13 @@ failed, 3 unknown). Rules:
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import datetime as _dt
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
+
+from redis.exceptions import RedisError
 
 from multipair import broker_schema as bs
 from multipair.cli._base import (
@@ -36,15 +40,18 @@ from multipair.cli._base import (
     add_global_options,
     add_lane_argument,
     client_command,
+    interactive,
+    read_answer,
     seconds,
 )
-from multipair.cli._views import check_ready, resolve_lane
+from multipair.cli._views import ready_lane, resolve_lane
 from multipair.cli.amounts import AmountError, format_cents, parse_amount
 from multipair.client import AsyncClient, OutcomeTimeout, new_command_id, new_pos_ref_id
 from multipair.client.outcome import Outcome
-from multipair.exceptions import CommandError
+from multipair.exceptions import CommandError, MultipairError
+from multipair.store.transactions import TxRecord
 
-__all__ = ["add_tx_parser"]
+__all__ = ["RecordAnswer", "add_tx_parser", "answer_from_record", "outcome_heading"]
 
 _RECEIPTS = ("customer_receipt", "merchant_receipt")
 
@@ -181,32 +188,108 @@ def add_tx_parser(subparsers: Subparsers) -> None:
 # ---------------------------------------------------------------------- progress
 
 
-def _progress(ctx: Context, iid: str) -> Callable[[bs.Event], None]:
-    """The ``on_event`` callback: the terminal's screen and the operator's next step."""
+class _Progress:
+    """The ``on_event`` callback: the terminal's screen and the operator's next step.
 
-    last_text: list[str] = []
+    On a terminal (stdin a TTY, no ``--json``) a signature or a phone
+    authorisation code is asked for right here, as ``lane pair`` asks for the
+    code: the receipt to sign is shown, the answer sent to the lane. Elsewhere
+    it says which command answers it (from a second shell, or a script).
+    """
 
-    def on_event(event: bs.Event) -> None:
+    def __init__(self, ctx: Context, iid: str, client: AsyncClient | None = None) -> None:
+        self.ctx = ctx
+        self.iid = iid
+        self.client = client if client is not None and interactive(ctx) else None
+        self.last_text: list[str] = []
+        self.prompts: set[asyncio.Task[None]] = set()
+
+    def __call__(self, event: bs.Event) -> None:
+        ctx, iid = self.ctx, self.iid
         if isinstance(event, bs.CommandAccepted):
             ctx.note("Accepted by the lane; waiting for the terminal…")
         elif isinstance(event, bs.TransactionUpdate):
             text = (event.display_text or "").strip()
-            if text and text not in last_text[-1:]:
-                last_text.append(text)
+            if text and text not in self.last_text[-1:]:
+                self.last_text.append(text)
                 ctx.note(f"  terminal: {text}")
         elif isinstance(event, bs.SignatureRequired):
-            ctx.note(f"Signature required — run `multipair tx signature {iid} --accept|--decline`")
+            if self.client is not None:
+                self._prompt(self._signature(event))
+            else:
+                ctx.note(
+                    f"Signature required — run `multipair tx signature {iid} --accept|--decline`"
+                )
         elif isinstance(event, bs.AuthCodeRequired):
             call = f"call {event.phone_number}" if event.phone_number else "call the bank"
             merchant = f" (merchant id {event.merchant_id})" if event.merchant_id else ""
-            ctx.note(
-                f"Authorisation code required — {call}{merchant}, then run "
-                f"`multipair tx auth-code {iid} CODE`"
-            )
+            if self.client is not None:
+                ctx.note(f"Authorisation code required — {call}{merchant}")
+                self._prompt(self._auth_code(event))
+            else:
+                ctx.note(
+                    f"Authorisation code required — {call}{merchant}, then run "
+                    f"`multipair tx auth-code {iid} CODE`"
+                )
         elif isinstance(event, bs.Error):
             ctx.note(f"  lane error: {event.reason}: {event.detail}")
 
-    return on_event
+    def _prompt(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.prompts.add(task)
+        task.add_done_callback(self.prompts.discard)
+
+    def close(self) -> None:
+        """The outcome is in: a question still open is moot."""
+        for task in list(self.prompts):
+            task.cancel()
+
+    async def _signature(self, event: bs.SignatureRequired) -> None:
+        assert self.client is not None
+        ctx = self.ctx
+        ctx.note("Signature required. The receipt to print and have signed:")
+        ctx.note((event.merchant_receipt or "(the terminal sent no receipt)").rstrip())
+        while True:
+            answer = (await read_answer("Does the signature match? [a]ccept / [d]ecline: ")).lower()
+            if answer in ("a", "accept", "y", "yes", "d", "decline", "n", "no"):
+                break
+        accept = answer in ("a", "accept", "y", "yes")
+        cls = bs.SignatureAccept if accept else bs.SignatureDecline
+        await self._answer(cls(command_id=new_command_id(), pos_ref_id=event.pos_ref_id))
+        done = "accepted" if accept else "declined"
+        ctx.note(f"Signature {done}; waiting for the outcome…")
+
+    async def _auth_code(self, event: bs.AuthCodeRequired) -> None:
+        assert self.client is not None
+        while True:
+            code = await read_answer("Authorisation code (6 letters or digits): ")
+            try:
+                command = bs.AuthCode(
+                    command_id=new_command_id(), auth_code=code, pos_ref_id=event.pos_ref_id
+                )
+            except CommandError as exc:
+                self.ctx.note(f"  {exc.detail}")
+                continue
+            break
+        await self._answer(command)
+        self.ctx.note("Authorisation code given; waiting for the outcome…")
+
+    async def _answer(self, command: bs.Command) -> None:
+        assert self.client is not None
+        try:
+            event = await self.client.send_and_wait(self.iid, command, timeout=30.0)
+        except (MultipairError, RedisError) as exc:  # the purchase goes on; say what to do
+            self.ctx.note(f"  could not answer ({exc}): answer with `multipair tx` from a shell")
+            return
+        if isinstance(event, bs.CommandRejected):
+            self.ctx.note(f"  the lane refused the answer: {event.reason}: {event.detail}")
+
+
+def _progress(
+    ctx: Context, iid: str, client: AsyncClient | None = None
+) -> Callable[[bs.Event], None]:
+    """The ``on_event`` callback (see :class:`_Progress`)."""
+    return _Progress(ctx, iid, client)
 
 
 # ---------------------------------------------------------------------- money
@@ -240,13 +323,12 @@ async def _money(ctx: Context, client: AsyncClient) -> int:
     except CommandError as exc:
         raise Fail(exc.detail) from None
     iid = await resolve_lane(client, args.id)
-    check_ready(await client.lane_info(iid))
+    await ready_lane(ctx, client, iid)
     ctx.note(f"{cls.type.replace('_', ' ')} {_amounts(fields)} on lane {iid}, pos_ref_id {ref}")
     ctx.stake = Stake(cls.type.replace("_", " "), iid, ref)
+    progress = _Progress(ctx, iid, client)
     try:
-        event = await client.send_and_wait(
-            iid, command, timeout=args.timeout, on_event=_progress(ctx, iid)
-        )
+        event = await client.send_and_wait(iid, command, timeout=args.timeout, on_event=progress)
     except OutcomeTimeout as exc:
         if ctx.json:
             ctx.emit(
@@ -265,20 +347,25 @@ async def _money(ctx: Context, client: AsyncClient) -> int:
             f"with `multipair tx status {iid} --pos-ref-id {ref}`",
             ExitCode.UNKNOWN,
         ) from exc
+    finally:
+        progress.close()
     if not isinstance(event, bs.TransactionCompleted | bs.TransactionLookup):
         raise Fail(f"the lane answered {event.type!r} to a {cls.type}", ExitCode.UNKNOWN)
     outcome = Outcome.from_event(event, command_id=command.command_id, pos_ref_id=ref)
     ctx.stake = None
     if ctx.json:
+        heading, _ = outcome_heading(outcome.event, args.amount)
         ctx.emit(
             {
                 **_body(outcome.event, receipts=args.receipt),
                 "approved": outcome.approved,
                 "repeated": outcome.repeated,
+                "partial": heading == "APPROVED (PARTIAL)",
+                "cancelled": heading == "CANCELLED",
             }
         )
     else:
-        _print_outcome(ctx, outcome.event, iid, receipts=args.receipt)
+        _print_outcome(ctx, outcome.event, iid, receipts=args.receipt, requested_cents=args.amount)
         if outcome.repeated:
             ctx.say("  (answered from the lane's record: this command was sent before)")
     return _exit_for(outcome.result)
@@ -315,15 +402,54 @@ def _body(event: bs.Event, *, receipts: bool) -> dict[str, object]:
 
 
 _HEADINGS = {"success": "APPROVED", "failed": "DECLINED", "unknown": "UNKNOWN"}
+_PARTIAL_CODE: Final = "002"
+"""The host's answer to an approval of part of the amount (PROTOCOL.md §7.1)."""
+_CANCELLED: Final = frozenset({"TXN_CANCELLED", "TRANSACTION_CANCELLED"})
+
+
+def outcome_heading(
+    event: bs.TransactionCompleted | bs.TransactionLookup, requested_cents: int | None = None
+) -> tuple[str, str | None]:
+    """The first word of an outcome for people, and a line about what it means (pure).
+
+    ``APPROVED``; ``APPROVED (PARTIAL)`` when the host approved less than was
+    asked (code ``002``, or an amount below ``requested_cents``): the rest must
+    be paid another way; ``CANCELLED`` for a decline that is a cancel (by the
+    POS or the customer), not the card's; ``DECLINED``; ``UNKNOWN``.
+    """
+    heading = _HEADINGS.get(event.result, event.result.upper())
+    if event.result == "success":
+        approved = event.amount_cents
+        short = requested_cents is not None and approved is not None and approved < requested_cents
+        if event.host_response_code == _PARTIAL_CODE or short:
+            rest = (
+                f"; {format_cents(requested_cents - approved)} of "
+                f"{format_cents(requested_cents)} still to pay another way"
+                if short and requested_cents is not None and approved is not None
+                else ""
+            )
+            return "APPROVED (PARTIAL)", f"only part of the amount was approved{rest}"
+    if event.result == "failed":
+        reason = (event.error_reason or "").upper()
+        if reason in _CANCELLED or event.host_response_code == "511":
+            return "CANCELLED", "cancelled at the terminal or by the POS: no money moved"
+    return heading, None
 
 
 def _print_outcome(
-    ctx: Context, event: bs.TransactionCompleted | bs.TransactionLookup, iid: str, *, receipts: bool
+    ctx: Context,
+    event: bs.TransactionCompleted | bs.TransactionLookup,
+    iid: str,
+    *,
+    receipts: bool,
+    requested_cents: int | None = None,
 ) -> None:
-    heading = _HEADINGS.get(event.result, event.result.upper())
+    heading, meaning = outcome_heading(event, requested_cents)
     what = (event.tx_type or "transaction").replace("_", " ")
     amount = f" {format_cents(event.amount_cents)}" if event.amount_cents is not None else ""
     ctx.say(f"{heading}  {what}{amount}  pos_ref_id {event.pos_ref_id or '-'}")
+    if meaning is not None:
+        ctx.say(f"  {meaning}")
     card = " ".join(x for x in (event.scheme_name, event.masked_pan, event.card_entry) if x)
     extras = [
         f"{label} {format_cents(value)}"
@@ -371,7 +497,7 @@ def _print_outcome(
 
 async def _cancel(ctx: Context, client: AsyncClient) -> int:
     iid = await resolve_lane(client, ctx.args.id)
-    check_ready(await client.lane_info(iid))
+    await ready_lane(ctx, client, iid)
     event = await client.cancel(iid, pos_ref_id=ctx.args.pos_ref_id, timeout=ctx.args.timeout)
     if ctx.json:
         ctx.emit({**bs.event_body(event), "accepted": True})
@@ -400,12 +526,43 @@ def lookup_state(event: bs.TransactionLookup) -> str:
     return "unknown"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordAnswer:
+    """What ``tx status`` says from the lane's record while the lane is busy."""
+
+    state: str
+    """``found`` (completed: its outcome), ``in_progress`` (recorded, not completed) or
+    ``not_recorded`` (the lane has no record of it)."""
+    event: bs.Event | None = None
+    """The recorded ``transaction_completed``, when ``found``."""
+
+
+def answer_from_record(record: TxRecord | None) -> RecordAnswer:
+    """``tx status`` on a busy lane (pure): the lane's record answers at once.
+
+    A lookup sent to a lane that runs a transaction (or a pairing) would wait
+    its turn behind it, up to ``--timeout``; the record says as much now. A
+    completed record holds the published outcome; one not completed is the
+    transaction in progress (or queued); no record proves nothing (records
+    expire after 30 days, a restore loses the newest), so it stays unknown.
+    """
+    if record is None:
+        return RecordAnswer("not_recorded")
+    if record.completed:
+        event = record.outcome_event()
+        if isinstance(event, bs.TransactionCompleted):
+            return RecordAnswer("found", event)
+    return RecordAnswer("in_progress")
+
+
 async def _status(ctx: Context, client: AsyncClient) -> int:
     """``tx status``: 0 approved, 1 declined or never ran (``POS_REF_ID_NOT_FOUND``), 3 still
     running on the terminal, or not known (the terminal could not say)."""
     iid = await resolve_lane(client, ctx.args.id)
-    check_ready(await client.lane_info(iid))
+    info = await ready_lane(ctx, client, iid)
     ref: str = ctx.args.pos_ref_id
+    if info.flow not in (None, bs.Flow.IDLE):
+        return await _status_from_record(ctx, client, iid, ref, info.flow)
     event = await client.get_transaction(iid, ref, timeout=ctx.args.timeout)
     state = lookup_state(event)
     if ctx.json:
@@ -423,6 +580,50 @@ async def _status(ctx: Context, client: AsyncClient) -> int:
     if state == "found":
         return _exit_for(event.result)
     return ExitCode.FAILED if state == "not_found" else ExitCode.UNKNOWN
+
+
+async def _status_from_record(
+    ctx: Context, client: AsyncClient, iid: str, ref: str, flow: str
+) -> int:
+    """The lane is busy (``flow`` not idle): answer from its record, at once."""
+    answer = answer_from_record(await client.transaction_record(iid, ref))
+    busy = f"the lane is busy ({flow}), so the terminal was not asked"
+    if ctx.json:
+        body: dict[str, object] = (
+            _body(answer.event, receipts=ctx.args.receipt)
+            if answer.event is not None
+            else {"type": "transaction_lookup", "instance_id": iid, "pos_ref_id": ref}
+        )
+        found = answer.event is not None
+        result = getattr(answer.event, "result", "unknown")
+        ctx.emit(
+            {
+                **body,
+                "found": found,
+                "result": result,
+                "approved": found and result == "success",
+                "in_progress": answer.state == "in_progress",
+                "source": "record",
+                "lane_flow": flow,
+            }
+        )
+    if isinstance(answer.event, bs.TransactionCompleted):
+        if not ctx.json:
+            _print_outcome(ctx, answer.event, iid, receipts=ctx.args.receipt)
+            ctx.say(f"  (from the lane's record: {busy})")
+        return _exit_for(answer.event.result)
+    if not ctx.json:
+        if answer.state == "in_progress":
+            ctx.say(
+                f"IN PROGRESS  {ref} is recorded and not finished ({busy}); the outcome is not "
+                "known yet: ask again when the lane is idle, never re-send it"
+            )
+        else:
+            ctx.say(
+                f"UNKNOWN  the lane has no record of {ref} ({busy}); ask again when the lane "
+                "is idle: the terminal has the last word"
+            )
+    return ExitCode.UNKNOWN
 
 
 def _lookup_failure_line(event: bs.TransactionLookup, ref: str, state: str) -> str:
@@ -445,7 +646,7 @@ def _lookup_failure_line(event: bs.TransactionLookup, ref: str, state: str) -> s
 
 async def _settle(ctx: Context, client: AsyncClient) -> int:
     iid = await resolve_lane(client, ctx.args.id)
-    check_ready(await client.lane_info(iid))
+    await ready_lane(ctx, client, iid)
     enquiry = ctx.args.settle == "enquiry"
     what = "settlement enquiry" if enquiry else "settlement"
     ctx.note(f"{what} on lane {iid}")
@@ -512,7 +713,7 @@ def _count(count: object) -> str:
 
 async def _signature(ctx: Context, client: AsyncClient) -> int:
     iid = await resolve_lane(client, ctx.args.id)
-    check_ready(await client.lane_info(iid))
+    await ready_lane(ctx, client, iid)
     cls = bs.SignatureAccept if ctx.args.accept else bs.SignatureDecline
     command = cls(command_id=new_command_id(), pos_ref_id=ctx.args.pos_ref_id)
     done = "signature accepted" if ctx.args.accept else "signature declined"
@@ -521,7 +722,7 @@ async def _signature(ctx: Context, client: AsyncClient) -> int:
 
 async def _auth_code(ctx: Context, client: AsyncClient) -> int:
     iid = await resolve_lane(client, ctx.args.id)
-    check_ready(await client.lane_info(iid))
+    await ready_lane(ctx, client, iid)
     try:
         command = bs.AuthCode(
             command_id=new_command_id(), auth_code=ctx.args.code, pos_ref_id=ctx.args.pos_ref_id

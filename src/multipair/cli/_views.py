@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from multipair.broker_schema import format_time, validate_instance_id
-from multipair.cli._base import Fail
+from multipair.cli._base import Context, Fail
 from multipair.client import AsyncClient, LaneInfo
 from multipair.exceptions import CommandError
 from multipair.store._redis import as_text, redis_errors
@@ -26,8 +26,10 @@ __all__ = [
     "crash_loop_text",
     "info_json",
     "is_running",
+    "lane_status",
     "last_exits",
     "profile_json",
+    "ready_lane",
     "resolve_lane",
     "uptime_seconds",
 ]
@@ -65,18 +67,34 @@ def is_running(info: LaneInfo, now: _dt.datetime | None = None) -> bool:
 
     A lane in crash loop keeps its lease while it is down between slow
     retries, so for it only a live process counts: a pid, and a heartbeat
-    that is recent and newer than the process's start.
+    that is recent and newer than the process's start. Without a lease, a
+    lane whose supervisor saw it exit (``pid`` cleared: ``lane stop``, a
+    drain) is not running, however recent its last heartbeat.
     """
     if info.lease_host is not None and not info.crash_loop:
         return True
-    if info.heartbeat_at is None:
+    if info.heartbeat_at is None or info.pid is None:
         return False
-    if info.crash_loop and (
-        info.pid is None or (info.started_at is not None and info.heartbeat_at < info.started_at)
-    ):
+    if info.crash_loop and info.started_at is not None and info.heartbeat_at < info.started_at:
         return False
     now = now if now is not None else _dt.datetime.now(_dt.UTC)
     return (now - info.heartbeat_at).total_seconds() < LANE_ALIVE_S
+
+
+def lane_status(
+    info: LaneInfo, now: _dt.datetime | None = None, last_exit: str | None = None
+) -> str:
+    """The one word ``status`` and ``lane show`` give a lane.
+
+    What the lane last reported while it runs; ``stopping`` while a stopped
+    (``enabled`` no) lane still drains; ``stopped`` or ``down`` once no
+    process runs it; ``crash_loop (LAST EXIT)`` in crash loop.
+    """
+    if info.crash_loop:
+        return crash_loop_text(last_exit)
+    if is_running(info, now):
+        return (info.status or "starting") if info.profile.enabled else "stopping"
+    return "stopped" if not info.profile.enabled else "down"
 
 
 def crash_loop_text(last_exit: str | None) -> str:
@@ -96,6 +114,49 @@ async def last_exits(client: AsyncClient, instance_ids: Iterable[str]) -> dict[s
         iid: (as_text(v) or None) if v is not None else None
         for iid, v in zip(ids, raw, strict=True)
     }
+
+
+HOST_PICKUP_S: Final = 10.0
+"""How long a command waits for a live host to start a lane nobody runs yet (``lane add``
+and at once ``lane pair``: the host takes it within a decision loop or two)."""
+_PICKUP_POLL_S: Final = 0.25
+
+
+async def ready_lane(
+    ctx: Context, client: AsyncClient, iid: str, *, need_paired: bool = True
+) -> LaneInfo:
+    """The lane's info once it can take a command; :class:`Fail` with the next step if not.
+
+    An enabled lane no host runs yet (just added, or just started), while a
+    live host takes lanes, is waited for, up to :data:`HOST_PICKUP_S`, with
+    one progress line: a script's ``lane add`` then ``lane pair`` works.
+    """
+    info = await client.lane_info(iid)
+    idle_lane = not is_running(info) and info.profile.enabled and not info.crash_loop
+    if idle_lane and await _a_host_takes_lanes(client):
+        ctx.note(f"waiting for a host to start lane {iid} (up to {HOST_PICKUP_S:g} s)…")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOST_PICKUP_S
+        while not is_running(info) and loop.time() < deadline:
+            # Nothing to block on: the lease is a plain key a host sets.
+            await asyncio.sleep(_PICKUP_POLL_S)
+            info = await client.lane_info(iid)
+    check_ready(info, need_paired=need_paired)
+    return info
+
+
+async def _a_host_takes_lanes(client: AsyncClient) -> bool:
+    """Whether some host is live, accepting lanes and has room for one more."""
+    from multipair.supervisor.hosts import read_hosts
+    from multipair.supervisor.policy import RestartPolicy
+
+    live_within = RestartPolicy().host_live_s
+    with redis_errors():
+        entries = await read_hosts(client.redis, client.keys)
+    return any(
+        e.live(live_within) and e.accepting and not e.draining and e.lanes < e.capacity
+        for e in entries
+    )
 
 
 def check_ready(info: LaneInfo, *, need_paired: bool = True) -> None:
@@ -167,6 +228,7 @@ def info_json(
         "restarts": info.restarts,
         "crash_loop": info.crash_loop,
         "last_exit": last_exit,
+        "last_exit_cause": info.last_exit_cause,
         "last_error": info.last_error,
         "last_pos_ref_id": info.last_pos_ref_id,
         "last_result": info.last_result,

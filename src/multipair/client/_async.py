@@ -49,7 +49,7 @@ from multipair.redis_conn import connect_blocking
 from multipair.store._redis import as_text, redis_errors, text_map
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
-from multipair.store.transactions import TxStore
+from multipair.store.transactions import TxRecord, TxStore
 from multipair.supervisor.control import default_requester
 
 __all__ = ["AsyncClient", "EventCallback", "new_command_id", "new_pos_ref_id"]
@@ -365,6 +365,7 @@ class AsyncClient:
             lease_host=lease.host_id if lease is not None else None,
             last_pos_ref_id=last_ref,
             last_result=last_result,
+            last_exit_cause=state.get("last_exit_cause") or None,
         )
 
     async def remove_lane(
@@ -647,6 +648,30 @@ class AsyncClient:
         command = _build(bs.SettlementEnquiry)
         event = await self.send_and_wait(instance_id, command, timeout=timeout, on_event=on_event)
         return _expect(event, bs.Settlement)
+
+    async def transaction_record(self, instance_id: str, pos_ref_id: str) -> TxRecord | None:
+        """The lane's own record of one transaction (no terminal asked), or ``None``.
+
+        What the lane wrote before it sent the request and when it learned
+        the outcome (``record.outcome``: the ``transaction_completed`` body).
+        """
+        iid = _lane_id(instance_id)
+        with _client_errors():
+            return await self._txs.get(iid, pos_ref_id)
+
+    async def transaction_records(
+        self, instance_id: str, *, since: _dt.datetime | None = None, limit: int = 100
+    ) -> list[TxRecord]:
+        """The lane's newest transaction records (at most ``limit``), oldest first;
+        ``since``: only those created at or after it."""
+        iid = _lane_id(instance_id)
+        low = "-inf" if since is None else str(int(since.timestamp() * 1000))
+        with redis_errors():
+            refs: Any = await self._redis.zrange(
+                self._keys.txs(iid), "+inf", low, desc=True, byscore=True, offset=0, num=limit
+            )
+        records = await asyncio.gather(*(self._txs.get(iid, as_text(r)) for r in refs))
+        return [r for r in reversed(records) if r is not None]
 
     async def terminal_status(
         self, instance_id: str, *, timeout: float = 30.0

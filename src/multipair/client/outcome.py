@@ -122,6 +122,8 @@ class LaneInfo:
     lease_host: str | None = None
     last_pos_ref_id: str | None = None
     last_result: str | None = None
+    last_exit_cause: str | None = None
+    """Why the lane's last process ended, in its own words (the supervisor writes it)."""
 
     @property
     def instance_id(self) -> str:

@@ -1,4 +1,10 @@
-"""``multipair supervise [--host-id H] [--capacity N]``: run this host's lanes until SIGTERM.
+"""``multipair supervise [--host-id H] [--capacity N] [--metrics-port P]``: run this host's lanes.
+
+It runs until SIGTERM. With ``--metrics-port`` (or ``MULTIPAIR_METRICS_PORT``)
+it serves Prometheus metrics on ``GET /metrics`` (:mod:`multipair.supervisor.metrics`),
+on 127.0.0.1 unless ``--metrics-bind`` (``MULTIPAIR_METRICS_BIND``) says
+otherwise; ``--metrics-per-lane`` (``MULTIPAIR_METRICS_PER_LANE=1``) adds
+series labelled by lane.
 
 The main CLI (``multipair.cli``) wires it in with::
 
@@ -20,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +39,17 @@ from multipair.exceptions import ConfigurationError, RetryLater
 from multipair.hardening import forget_secret_env, guard_process
 from multipair.logs import configure_logging
 from multipair.supervisor.host import DEFAULT_CAPACITY, Host, HostConfig
+from multipair.supervisor.metrics import DEFAULT_METRICS_BIND, MetricsConfig
 from multipair.supervisor.policy import RestartPolicy
 
-__all__ = ["add_global_options", "add_supervise_parser", "build_parser", "main", "run_supervise"]
+__all__ = [
+    "add_global_options",
+    "add_supervise_parser",
+    "build_parser",
+    "main",
+    "metrics_config",
+    "run_supervise",
+]
 
 
 _DESCRIPTION = (
@@ -67,8 +83,58 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="N",
         help=f"most lanes this host runs (default {DEFAULT_CAPACITY})",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on GET /metrics at this port; 0: any free port, "
+        "shown in mp:hosts (default: $MULTIPAIR_METRICS_PORT, else no metrics)",
+    )
+    parser.add_argument(
+        "--metrics-bind",
+        metavar="ADDR",
+        help="address the metrics listen on "
+        f"(default: $MULTIPAIR_METRICS_BIND, else {DEFAULT_METRICS_BIND})",
+    )
+    parser.add_argument(
+        "--metrics-per-lane",
+        action="store_true",
+        default=None,
+        help="also series per lane, labelled with its instance id (one series per lane: "
+        "mind a big fleet; default: $MULTIPAIR_METRICS_PER_LANE=1, else off)",
+    )
     parser.set_defaults(handler=run_supervise)
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0-65535")
+    return value
+
+
+def metrics_config(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> MetricsConfig | None:
+    """The metrics settings: the options, else ``MULTIPAIR_METRICS_*``; None when off."""
+    env = os.environ if environ is None else environ
+    port: int | None = getattr(args, "metrics_port", None)
+    if port is None and env.get("MULTIPAIR_METRICS_PORT"):
+        try:
+            port = _port(env["MULTIPAIR_METRICS_PORT"].strip())
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigurationError(f"MULTIPAIR_METRICS_PORT: {exc}") from None
+    if port is None:
+        return None
+    bind = getattr(args, "metrics_bind", None) or env.get("MULTIPAIR_METRICS_BIND") or None
+    per_lane = getattr(args, "metrics_per_lane", None)
+    if per_lane is None:
+        per_lane = env.get("MULTIPAIR_METRICS_PER_LANE", "").strip().lower() in ("1", "true", "yes")
+    return MetricsConfig(port=port, bind=bind or DEFAULT_METRICS_BIND, per_lane=per_lane)
 
 
 def add_supervise_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -113,6 +179,7 @@ def run_supervise(args: argparse.Namespace) -> int:
             host_id=settings.host_id,
             capacity=args.capacity,
             policy=RestartPolicy(drain_timeout_s=settings.drain_timeout_s),
+            metrics=metrics_config(args),
         )
     except ConfigurationError as exc:
         print(f"multipair supervise: {exc}", file=sys.stderr)

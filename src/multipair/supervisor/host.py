@@ -16,6 +16,12 @@ lane at once and publish ``lane_stopped`` "lease lost"), the lease watchdog,
 the host heartbeat in ``mp:hosts`` and the ops control stream
 (:mod:`multipair.supervisor.control`).
 
+Metrics (issue 15, :mod:`multipair.supervisor.metrics`), with
+``config.metrics``: ``/metrics`` is served in this loop; each tick also
+reads the whole state hash of every lane held (the counters its lane keeps
+in it) and sets lanes by status and their memory; restarts, Redis errors
+and renewal times are counted where they happen.
+
 Several hosts (issue 7): each tick also reads ``mp:hosts`` and the ``flow``
 of its lanes; :func:`~multipair.supervisor.decide.balance` gives this host's
 fair share and the room the other live hosts have, and ``reconcile`` sheds
@@ -92,7 +98,8 @@ from multipair.leases import (
 )
 from multipair.logs import get_logger
 from multipair.redis_conn import connect_blocking
-from multipair.store._redis import as_text
+from multipair.store._redis import as_text, text_map
+from multipair.store.meta import check_master_key
 from multipair.store.profiles import ProfileStore
 from multipair.supervisor.control import (
     CONTROL_GROUP,
@@ -120,6 +127,13 @@ from multipair.supervisor.decide import (
     reconcile,
 )
 from multipair.supervisor.hosts import HostClaim, parse_host_entry
+from multipair.supervisor.metrics import (
+    HostMetrics,
+    MetricsConfig,
+    MetricsServer,
+    RestartReason,
+    lane_status,
+)
 from multipair.supervisor.policy import (
     ExitHistory,
     RestartPolicy,
@@ -129,6 +143,7 @@ from multipair.supervisor.policy import (
     tick_period,
 )
 from multipair.supervisor.procs import EXIT_LEASE_LOST, LaneExit, LaneProcesses, rss_bytes
+from multipair.worker.logship import LOG_STREAM_MAXLEN
 from multipair.worker.retry import is_redis_away
 
 __all__ = ["DEFAULT_CAPACITY", "Host", "HostConfig"]
@@ -186,6 +201,8 @@ class HostConfig:
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     tick_s: float = 0.5
     heartbeat_every_s: float = 2.0
+    metrics: MetricsConfig | None = None
+    """Serve Prometheus metrics (``--metrics-port``); None: off."""
 
     def __post_init__(self) -> None:
         bs.validate_host_id(self.host_id)
@@ -204,6 +221,10 @@ class _Observed:
     """``mp:hosts``; None when it could not be read."""
     warm: frozenset[str] = frozenset()
     """Free lanes whose previous process heartbeated moments ago (not started yet)."""
+    statuses: dict[str, str | None] = field(default_factory=dict)
+    """The ``status`` in the state hash of each live lane of ours."""
+    lane_states: dict[str, dict[str, str]] | None = None
+    """With metrics on: the whole state hash of each lane whose lease we hold (its counters)."""
 
 
 def _iso_now() -> str:
@@ -265,6 +286,19 @@ class Host:
         """When this host's Redis calls started failing (Redis away); None while it answers."""
         self._redis_back_at: float | None = None
         """When Redis last answered again after being away."""
+        self.metrics: HostMetrics | None = None
+        """Prometheus series (issue 15), with ``config.metrics``; served by ``_metrics_server``."""
+        self._metrics_server: MetricsServer | None = None
+        self._lane_status: dict[str, str | None] = {}
+        """The last ``status`` read from each live lane's state hash (for ``multipair_lanes``)."""
+        if config.metrics is not None:
+            self.metrics = HostMetrics(self.host_id, per_lane=config.metrics.per_lane)
+            self._metrics_server = MetricsServer(self.metrics, config.metrics)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port ``/metrics`` is served on, once it is; None without metrics."""
+        return None if self._metrics_server is None else self._metrics_server.port
 
     # ------------------------------------------------------------------
     # Life cycle
@@ -283,10 +317,15 @@ class Host:
     async def run(self) -> None:
         """Serve until stopped; leases released and ``mp:hosts`` left on the way out."""
         try:
+            await self._serve_metrics()
             await self.redis.ping()
+            if self.settings.master_key is not None:
+                # A host with another key would crash-loop every lane it takes: refuse.
+                await check_master_key(self.redis, self.keys, self.settings.master_key)
             await self.claim.take()  # refuses to run beside a supervisor with our host id
             await self._ensure_control_group()
         except BaseException:
+            await self._close_metrics()
             await self.redis.aclose()
             raise
         loop = asyncio.get_running_loop()
@@ -328,6 +367,7 @@ class Host:
                 await self.redis.hdel(self.keys.hosts(), self.host_id)
                 await self.claim.release()
             await self.redis.aclose()
+            await self._close_metrics()
             log.info("supervisor stopped", host=self.host_id)
         if self._claim_lost:  # exit 2: a configuration error for ops, not a clean stop
             raise ConfigurationError(
@@ -337,6 +377,28 @@ class Host:
 
     def _wake_up(self) -> None:
         self._wake.set()
+
+    async def _serve_metrics(self) -> None:
+        """Listen on ``--metrics-port``; a port that cannot be had is a configuration error."""
+        server, config = self._metrics_server, self.config.metrics
+        if server is None or config is None:
+            return
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on {config.bind}:{config.port}: {exc.strerror or exc}; "
+                "choose another --metrics-port"
+            ) from None
+
+    async def _close_metrics(self) -> None:
+        if self._metrics_server is not None:
+            await self._metrics_server.close()
+
+    def _redis_error(self) -> None:
+        """One Redis call of this host failed (``multipair_redis_errors_total``)."""
+        if self.metrics is not None:
+            self.metrics.redis_error()
 
     # ------------------------------------------------------------------
     # The tick: observe, decide, act
@@ -371,6 +433,7 @@ class Host:
             self._desired = observed.desired
             self._redis_answered()
         except (RedisError, OSError, RetryLater) as exc:
+            self._redis_error()
             # Cannot see Redis: decide on what we last knew. The lease expiry
             # rule (and the watchdog) still kill lanes whose leases could not
             # be renewed, past the ride-out bound when Redis is away.
@@ -389,6 +452,8 @@ class Host:
             self._excuse_heartbeats(now)
         self._note_heartbeats(observed.heartbeats, now)
         await self._forgive_stable(now)
+        rss = self._lane_memory()
+        self._note_metrics(observed, rss)
         share = self._balance(observed)
         actions = reconcile(
             observed.desired,
@@ -404,7 +469,7 @@ class Host:
             idle=observed.idle,
             draining_since=self._draining_since,
             warm=observed.warm,
-            rss=self._lane_memory(),
+            rss=rss,
             memory_max=self.settings.lane_memory_max,
             redis_away_since=self._redis_away_since,
         )
@@ -412,7 +477,28 @@ class Host:
             try:
                 await self._act(action, observed.leases)
             except (RedisError, OSError, RetryLater) as exc:
+                self._redis_error()
                 log.warning("action failed; retried next tick", action=repr(action), error=str(exc))
+
+    def _note_metrics(self, observed: _Observed, rss: Mapping[str, int]) -> None:
+        """Lanes by status, their memory, and what their counters grew by (issue 15)."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        if observed.lane_states is not None:  # None: Redis could not be read this tick
+            metrics.lane_totals(observed.lane_states)
+            self._lane_status = dict(observed.statuses)
+        metrics.lanes_seen(
+            {
+                iid: lane_status(
+                    self._lane_status.get(iid),
+                    alive=run.alive,
+                    crash_loop=run.history.crash_loop,
+                )
+                for iid, run in self.runs.items()
+            },
+            rss,
+        )
 
     def _balance(self, observed: _Observed) -> Balance:
         """This host's fair share, and the room elsewhere, from the hosts' heartbeats."""
@@ -440,6 +526,12 @@ class Host:
                     log.error("mp:lanes names something that is not a lane id", member=text[:80])
         watched = sorted(set(ids) | set(self.runs))
         alive = sorted(iid for iid, run in self.runs.items() if run.alive)
+        # With metrics: every held lane's whole state hash, for the counters its lane keeps.
+        counted = (
+            sorted(iid for iid, run in self.runs.items() if run.lease is not None)
+            if self.metrics is not None
+            else []
+        )
         async with self.redis.pipeline(transaction=False) as pipe:
             for iid in ids:
                 # pos_id is in every profile: None means the profile is gone.
@@ -447,13 +539,16 @@ class Host:
             for iid in watched:
                 pipe.get(keys.lease(iid))
             for iid in alive:
-                pipe.hmget(keys.state(iid), ["heartbeat_at", "flow"])
+                pipe.hmget(keys.state(iid), ["heartbeat_at", "flow", "status"])
+            for iid in counted:
+                pipe.hgetall(keys.state(iid))
             pipe.hgetall(keys.hosts())
             replies: list[Any] = await pipe.execute()
         now_wall = _dt.datetime.now(_dt.UTC)
         host_replies: dict[Any, Any] = replies.pop()
         profiles, rest = replies[: len(ids)], replies[len(ids) :]
-        lease_replies, states = rest[: len(watched)], rest[len(watched) :]
+        lease_replies, rest = rest[: len(watched)], rest[len(watched) :]
+        states, full_states = rest[: len(alive)], rest[len(alive) :]
         desired = frozenset(
             iid
             for iid, (enabled, pos_id) in zip(ids, profiles, strict=True)
@@ -467,12 +562,21 @@ class Host:
             warm=await self._warm(free, now_wall) if free else frozenset(),
             heartbeats={
                 iid: None if beat is None else as_text(beat)
-                for iid, (beat, _) in zip(alive, states, strict=True)
+                for iid, (beat, _, _) in zip(alive, states, strict=True)
             },
             idle=frozenset(
                 iid
-                for iid, (_, flow) in zip(alive, states, strict=True)
+                for iid, (_, flow, _) in zip(alive, states, strict=True)
                 if flow is not None and as_text(flow) == "idle"
+            ),
+            statuses={
+                iid: None if status is None else as_text(status)
+                for iid, (_, _, status) in zip(alive, states, strict=True)
+            },
+            lane_states=(
+                {iid: text_map(raw) for iid, raw in zip(counted, full_states, strict=True)}
+                if self.metrics is not None
+                else None
             ),
             hosts=[
                 parse_host_entry(as_text(host), raw, now_wall).view()
@@ -515,14 +619,14 @@ class Host:
         logged once, when it is not being stopped already.
         """
         bound = self.settings.lane_memory_max
-        if bound <= 0:
+        if bound <= 0 and self.metrics is None:  # metrics: multipair_lane_memory_bytes
             return {}
         found: dict[str, int] = {}
         for iid, run in self.runs.items():
             if run.pid is None or (rss := rss_bytes(run.pid)) is None:
                 continue
             found[iid] = rss
-            if rss > bound and run.signalled is None:
+            if 0 < bound < rss and run.signalled is None:
                 log.warning(
                     "lane over its memory bound: stopping it",
                     instance_id=iid,
@@ -638,6 +742,8 @@ class Host:
         run = self.runs.get(iid) or LaneRun(instance_id=iid)
         if run.alive:
             return
+        if self.metrics is not None and not self.metrics.deltas.known(iid):
+            await self._metrics_baseline(iid)
         taken = await self._lease_for(run, current)
         if taken is None:
             # Another host was quicker: forget our record, that host runs it now.
@@ -694,6 +800,18 @@ class Host:
             crash_loop="1" if run.history.crash_loop else "0",
         )
 
+    async def _metrics_baseline(self, iid: str) -> None:
+        """The lane's counters before this host first starts it: what it did elsewhere is
+        not this host's. Unreadable: it is counted from this host's first look instead."""
+        assert self.metrics is not None
+        try:
+            async with asyncio.timeout(_REDIS_CALL_S):
+                raw = await self.redis.hgetall(self.keys.state(iid))
+        except (RedisError, OSError, TimeoutError):
+            self._redis_error()
+            return
+        self.metrics.baseline(iid, text_map(raw))
+
     async def _lease_for(self, run: LaneRun, current: Lease | None) -> tuple[Lease, float] | None:
         """A lease to start the lane under, and when it expires; None if another host has it."""
         iid = run.instance_id
@@ -734,6 +852,9 @@ class Host:
             lease=None if lost else run.lease,
         )
         log.warning("lane killed", instance_id=iid, pid=run.pid, reason=str(reason))
+        if lost and self.metrics is not None:
+            away = self._redis_away_since is not None
+            self.metrics.restarted(RestartReason.REDIS_OUTAGE if away else RestartReason.LEASE_LOST)
         return (run.pid, run.lease) if lost else None
 
     async def _publish_lease_lost(self, iid: str, pid: int | None, lease: Lease | None) -> None:
@@ -755,6 +876,7 @@ class Host:
                     args=[lease.token, self.settings.events_maxlen, entry["v"], entry["body"]],
                 )
         except (RedisError, OSError) as exc:
+            self._redis_error()
             log.warning("could not publish lane_stopped", instance_id=iid, error=str(exc))
             return
         if not written:
@@ -790,6 +912,8 @@ class Host:
         if exit_.exit_code == EXIT_LEASE_LOST and reason is None:
             # The lane found its fence moved on (a write refused): not a crash.
             reason = StopReason.LEASE_LOST
+            if self.metrics is not None:
+                self.metrics.restarted(RestartReason.LEASE_LOST)
             await self._publish_lease_lost(iid, exit_.pid, run.lease)
             run = dataclasses.replace(run, lease=None)
         stopped = dataclasses.replace(
@@ -808,11 +932,15 @@ class Host:
                 {"host": self.host_id, "pid": exit_.pid, "reason": str(reason)},
                 pid="",
                 last_exit=how,
+                last_exit_cause=exit_.cause or "",
             )
             return
         history = record_exit(
             self.policy, run.history, at=now, uptime=uptime, exit_code=exit_.exit_code
         )
+        if self.metrics is not None:
+            memory = reason is StopReason.MEMORY
+            self.metrics.restarted(RestartReason.MEMORY if memory else RestartReason.CRASH)
         self.runs[iid] = dataclasses.replace(stopped, history=history, jitter=self.rng())
         log.warning(
             "lane crashed",
@@ -823,6 +951,7 @@ class Host:
             exits_in_a_row=history.streak,
             crash_loop=history.crash_loop,
             why=str(reason) if reason is not None else None,
+            cause=exit_.cause,
         )
         if reason is not None:  # "memory: exit code 0", "heartbeat timeout: signal 9 (SIGKILL)"
             how = f"{reason}: {how}"
@@ -838,11 +967,48 @@ class Host:
                     "signal": exit_.signal,
                     "restarts": run.restarts,
                     "crash_loop": history.crash_loop,
+                    "cause": exit_.cause,
                 },
                 pid="",
                 last_exit=how,
+                # Why, in the lane's own words: `lane show` and `status` need no host log.
+                last_exit_cause=exit_.cause or "",
                 crash_loop="1" if history.crash_loop else "0",
             )
+        await self._lane_log_line(
+            iid,
+            "lane crashed",
+            host=self.host_id,
+            pid=exit_.pid,
+            how=how,
+            cause=exit_.cause,
+            crash_loop=history.crash_loop,
+        )
+
+    async def _lane_log_line(self, iid: str, event: str, **fields: object) -> None:
+        """One line in the lane's own log stream (``multipair logs``), best effort.
+
+        A lane that cannot start never ships the line that says why; its
+        host adds it, so the lane's log read from anywhere ends with it.
+        """
+        line = {
+            "module": "multipair.supervisor",
+            "instance_id": iid,
+            **fields,
+            "event": event,
+            "level": "error",
+            "timestamp": _iso_now(),
+        }
+        try:
+            async with asyncio.timeout(_REDIS_CALL_S):
+                await self.redis.xadd(
+                    self.keys.logs(iid),
+                    {"v": "1", "line": orjson.dumps(line)},
+                    maxlen=LOG_STREAM_MAXLEN,
+                    approximate=True,
+                )
+        except (RedisError, OSError) as exc:
+            log.info("lane log line not written", instance_id=iid, error=str(exc))
 
     async def _stop_now(self) -> None:
         """Second signal: SIGKILL every lane, wait (briefly) for their exits."""
@@ -890,6 +1056,7 @@ class Host:
             if is_fenced_error(exc):
                 log.warning("not published: this host's lease is gone", instance_id=iid)
             else:
+                self._redis_error()
                 log.warning("could not publish", instance_id=iid, error=str(exc))
 
     async def _write_state(self, iid: str, lease: Lease, **state: str) -> None:
@@ -900,6 +1067,7 @@ class Host:
             async with asyncio.timeout(_REDIS_CALL_S):
                 await self._state(keys=[self.keys.lease(iid), self.keys.state(iid)], args=args)
         except (RedisError, OSError) as exc:
+            self._redis_error()
             log.warning("state not written", instance_id=iid, error=str(exc))
 
     # ------------------------------------------------------------------
@@ -918,6 +1086,7 @@ class Host:
             async with asyncio.timeout(self.policy.renew_every_s):
                 await self._keep_leases()
         except (RedisError, OSError, TimeoutError) as exc:
+            self._redis_error()
             if self._redis_away_since is None or not _away(exc):  # once per outage
                 log.warning(
                     "lease renewal failed",
@@ -939,6 +1108,8 @@ class Host:
             return
         sent_at = self.clock()
         results = await self.leases.keep_many(held)
+        if self.metrics is not None:
+            self.metrics.lease_renewal(self.clock() - sent_at)
         failed: dict[str, Exception] = {}
         retaken: list[str] = []
         for (iid, lease), result in zip(held, results, strict=True):
@@ -1021,6 +1192,7 @@ class Host:
                 "accepting": self._accepting and self._draining_since is None,
                 "draining": self._draining_since is not None,
                 "template_pid": self.procs.template_pid,
+                "metrics_port": self.metrics_port,
             }
             try:
                 async with asyncio.timeout(_REDIS_CALL_S):
@@ -1028,6 +1200,7 @@ class Host:
                     if claimed:
                         await self.redis.hset(self.keys.hosts(), self.host_id, orjson.dumps(body))
             except (RedisError, OSError) as exc:
+                self._redis_error()
                 log.warning("host heartbeat not written", error=str(exc))
             else:
                 if not claimed:
@@ -1079,6 +1252,7 @@ class Host:
                 if entries:  # senders need not trim: keep the stream short here
                     await self.redis.xtrim(stream, maxlen=CONTROL_MAXLEN, approximate=True)
             except (RedisError, OSError, RetryLater) as exc:
+                self._redis_error()
                 log.warning("control stream unreadable", error=str(exc))
                 await asyncio.sleep(_REDIS_RETRY_S)
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
@@ -1169,3 +1343,5 @@ class Host:
                 self.runs[iid] = dataclasses.replace(
                     run, history=ExitHistory(), restart_requested=True
                 )
+                if self.metrics is not None:
+                    self.metrics.restarted(RestartReason.OPS)

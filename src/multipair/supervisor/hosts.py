@@ -5,7 +5,7 @@ every ``heartbeat_every_s`` (2 s)::
 
     {"heartbeat_at": "2025-01-31T09:30:00.250Z", "started_at": "...", "pid": 4242,
      "lanes": 10, "capacity": 100, "accepting": true, "draining": false,
-     "template_pid": 4243}
+     "template_pid": 4243, "metrics_port": 9464}
 
 A supervisor removes its entry when it stops cleanly; a killed one leaves
 it behind, ageing. A host counts as *live* while its heartbeat is younger
@@ -114,6 +114,8 @@ class HostEntry:
     pid: int | None
     started_at: str | None
     template_pid: int | None
+    metrics_port: int | None = None
+    """Where the host serves ``/metrics`` (``--metrics-port``); None: it does not."""
 
     def view(self) -> HostView:
         """What the balancer needs (an entry without a heartbeat time is infinitely old)."""
@@ -152,6 +154,7 @@ def parse_host_entry(host_id: str, raw: Any, now: _dt.datetime) -> HostEntry:
         heartbeat = None
     started = body.get("started_at")
     pid, template = body.get("pid"), body.get("template_pid")
+    metrics = body.get("metrics_port")
     return HostEntry(
         host_id=host_id,
         heartbeat_at=heartbeat,
@@ -163,6 +166,9 @@ def parse_host_entry(host_id: str, raw: Any, now: _dt.datetime) -> HostEntry:
         pid=pid if isinstance(pid, int) else None,
         started_at=started if isinstance(started, str) else None,
         template_pid=template if isinstance(template, int) else None,
+        metrics_port=metrics
+        if isinstance(metrics, int) and not isinstance(metrics, bool)
+        else None,
     )
 
 

@@ -20,7 +20,11 @@ Rules this module keeps:
   recycled pid of some other process. The supervisor asks it over the socket.
 - **Every exit is reported** with its exit code, or the signal that ended
   it, in the order the template reaped them; a ``spawned`` reply always
-  comes before the ``exited`` report of the same pid.
+  comes before the ``exited`` report of the same pid. A lane that fails
+  says why in one line (at most :data:`CAUSE_MAX` bytes) on a pipe of its
+  own, written just before it exits; the template reads it when it reaps
+  the lane and sends it along as the exit's ``cause``, so the reason a lane
+  crash-loops reaches its state hash, not only the host's log.
 - The template ignores SIGTERM and SIGINT: a signal sent to the whole
   process group (Ctrl-C, systemd) must not kill it, since its death kills the
   lanes that are draining. It exits when the supervisor closes the socket,
@@ -103,6 +107,9 @@ EXIT_CONFIG: Final = 2
 EXIT_LEASE_LOST: Final = 4
 """A lane's exit code when its fenced write was refused: the lease moved on."""
 
+CAUSE_MAX: Final = 1000
+"""Bytes of a lane's exit cause kept (less than PIPE_BUF: one write, never blocking)."""
+
 _PR_SET_PDEATHSIG: Final = 1
 _PR_SET_NAME: Final = 15
 _READY_TIMEOUT_S: Final = 60.0
@@ -118,6 +125,9 @@ class LaneExit:
     pid: int
     exit_code: int | None
     signal: int | None
+    cause: str | None = None
+    """The lane's own one line on why it ended (``cannot start: master key ... does not
+    open ...``), when it failed and could say; ``None`` when killed or silent."""
 
     def describe(self) -> str:
         """``exit code 1`` or ``signal 9 (SIGKILL)``."""
@@ -248,6 +258,8 @@ class _Template:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.children: dict[int, str] = {}
+        self.causes: dict[int, int] = {}
+        """pid -> the read end of the pipe the lane writes its exit cause to."""
         self.settings: Settings | None = None
         self.buffer = b""
         self.wake_r, self.wake_w = os.pipe()
@@ -303,20 +315,31 @@ class _Template:
         assert self.settings is not None, "init comes first"
         template_pid = os.getpid()
         try:
+            cause_r, cause_w = os.pipe()
+        except OSError as exc:
+            self.send(op="spawn_failed", req=req, error=str(exc))
+            return
+        try:
             pid = os.fork()
         except OSError as exc:  # out of processes or memory: say so, stay alive
+            os.close(cause_r)
+            os.close(cause_w)
             self.send(op="spawn_failed", req=req, error=str(exc))
             return
         if pid == 0:
             code = 1
             try:
+                os.close(cause_r)
                 self.become_lane(template_pid)
-                code = _run_lane(instance_id, token, self.settings)
+                code = _run_lane(instance_id, token, self.settings, cause_w)
             finally:
                 with contextlib.suppress(Exception):
                     sys.stdout.flush()
                     sys.stderr.flush()
                 os._exit(code)
+        os.close(cause_w)
+        os.set_blocking(cause_r, False)
+        self.causes[pid] = cause_r
         self.children[pid] = instance_id
         self.send(op="spawned", req=req, pid=pid, instance_id=instance_id)
 
@@ -329,6 +352,9 @@ class _Template:
         self.sock.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        for fd in self.causes.values():  # the other lanes' pipes are none of ours
+            os.close(fd)
+        self.causes.clear()
         self.children.clear()
         _die_with_parent(template_pid)
         guard_process()  # inherited from the template already; said again, explicitly
@@ -344,6 +370,7 @@ class _Template:
             if pid == 0:
                 return
             instance_id = self.children.pop(pid, None)
+            cause = self.read_cause(pid)
             if instance_id is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -353,7 +380,22 @@ class _Template:
                 pid=pid,
                 exit_code=code if code >= 0 else None,
                 signal=-code if code < 0 else None,
+                cause=cause,
             )
+
+    def read_cause(self, pid: int) -> str | None:
+        """What the reaped lane ``pid`` wrote on its cause pipe (it is dead: all is there)."""
+        fd = self.causes.pop(pid, None)
+        if fd is None:
+            return None
+        try:
+            data = os.read(fd, CAUSE_MAX)
+        except OSError:
+            data = b""
+        finally:
+            os.close(fd)
+        text = data.decode("utf-8", errors="replace").strip()
+        return text or None
 
     def kill_all(self) -> None:
         for pid in list(self.children):
@@ -362,15 +404,28 @@ class _Template:
         for pid in list(self.children):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+            self.read_cause(pid)
         self.children.clear()
 
 
-def _run_lane(instance_id: str, token: int, settings: Settings) -> int:
-    """Serve one lane in this (forked) process; exit codes as ``python -m multipair.worker``."""
+def _run_lane(instance_id: str, token: int, settings: Settings, cause_fd: int) -> int:
+    """Serve one lane in this (forked) process; exit codes as ``python -m multipair.worker``.
+
+    Why it failed, if it did, goes to ``cause_fd`` in one write (the template reads it).
+    """
     # Imported by the template already: this is a dictionary lookup.
     from multipair.worker.__main__ import run
 
-    return run(instance_id, settings, fencing_token=token)
+    def on_cause(text: str) -> None:
+        data = text.encode("utf-8", errors="replace")[:CAUSE_MAX]
+        with contextlib.suppress(OSError):
+            os.write(cause_fd, data)
+
+    try:
+        return run(instance_id, settings, fencing_token=token, on_cause=on_cause)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(cause_fd)
 
 
 # ---------------------------------------------------------------------------
@@ -563,6 +618,7 @@ class LaneProcesses:
                     pid=pid,
                     exit_code=message["exit_code"],
                     signal=message["signal"],
+                    cause=message.get("cause"),
                 )
             )
 

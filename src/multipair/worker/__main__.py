@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from multipair import broker_schema as bs
@@ -29,6 +29,7 @@ from multipair.redis_conn import connect
 from multipair.store.profiles import ProfileStore
 from multipair.store.transactions import TxStore
 from multipair.worker.lane import READ_BLOCK_MARGIN_MS, READ_BLOCK_MS, Lane, LaneDeps
+from multipair.worker.logship import LogShipper, shipper_client
 
 log = get_logger("multipair.worker")
 
@@ -88,6 +89,11 @@ async def serve(instance_id: str, settings: Settings, *, fencing_token: int | No
         drain_timeout_s=settings.drain_timeout_s,
     )
     lane = Lane(instance_id, deps)
+    # Every line this lane logs also goes to its own stream (`multipair logs ID`), from a
+    # thread with its own connection: nothing of it runs on this loop.
+    shipper = LogShipper(shipper_client(settings.redis_url), keys.logs(instance_id))
+    configure_logging(settings.log_format, also=(shipper,))
+    shipper.start()
     lane_task = asyncio.create_task(lane.run())
 
     signals = 0
@@ -109,6 +115,8 @@ async def serve(instance_id: str, settings: Settings, *, fencing_token: int | No
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        configure_logging(settings.log_format)  # stop shipping; what is queued goes out:
+        await asyncio.to_thread(shipper.close, 1.0)  # bounded, best effort (the host log has all)
         await redis.aclose()
 
 
@@ -116,13 +124,26 @@ EXIT_CONFIG = 2
 """Exit code of a lane that cannot start: configuration (master key, profile) or usage."""
 
 
-def run(instance_id: str, settings: Settings, *, fencing_token: int | None = None) -> int:
+def run(
+    instance_id: str,
+    settings: Settings,
+    *,
+    fencing_token: int | None = None,
+    on_cause: Callable[[str], None] | None = None,
+) -> int:
     """Serve one lane in this process and map how it ended to the exit code.
 
     0 after a clean stop, 2 when it cannot start (configuration or a bad lane),
     4 when another owner took the lane (lease lost), 1 for anything else. The
     supervisor's forked lanes and ``python -m multipair.worker`` both use this.
+    ``on_cause`` gets one line saying why the lane ended, when it failed (the
+    supervisor writes it into the lane's state hash as ``last_exit_cause``).
     """
+
+    def cause(text: str) -> None:
+        if on_cause is not None:
+            on_cause(text)
+
     configure_logging(settings.log_format)
     guard_process()  # forked lanes are guarded already; `python -m multipair.worker` is not
     guards = process_guards()
@@ -136,23 +157,40 @@ def run(instance_id: str, settings: Settings, *, fencing_token: int | None = Non
         asyncio.run(serve(instance_id, settings, fencing_token=fencing_token))
     except (ConfigurationError, CommandError) as exc:
         log.error("lane cannot start", error=str(exc))
+        cause(f"cannot start: {exc}")
         return EXIT_CONFIG
     except LeaseLost:
+        cause("lease lost: another host owns the lane now")
         return EXIT_LEASE_LOST
     except BaseExceptionGroup as group:
         if group.subgroup(LeaseLost) is not None:
+            cause("lease lost: another host owns the lane now")
             return EXIT_LEASE_LOST
         fatal = group.subgroup((ConfigurationError, CommandError))
         if fatal is None:
             log.exception("lane failed")
+            cause(f"failed: {_first_leaf(group)}")
             return 1
         for problem in fatal.exceptions:
             log.error("lane cannot start", error=str(problem))
+        cause(f"cannot start: {_first_leaf(fatal)}")
         return EXIT_CONFIG
-    except Exception:
+    except Exception as exc:
         log.exception("lane failed")
+        cause(f"failed: {type(exc).__name__}: {exc}")
         return 1
     return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> str:
+    """The first exception inside (nested) groups, as ``Type: message`` (configuration
+    errors by their message alone: it says everything)."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and inner.exceptions:
+        inner = inner.exceptions[0]
+    if isinstance(inner, ConfigurationError | CommandError):
+        return str(inner)
+    return f"{type(inner).__name__}: {inner}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

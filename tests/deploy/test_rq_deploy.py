@@ -1,0 +1,168 @@
+"""The RQ worker and cron scheduler as deployed: supervisord programs, systemd units, env file.
+
+- ``deploy/supervisord.conf``'s two RQ programs load with supervisor's own
+  parser and run the ``rq`` of the virtualenv on the queue the jobs use;
+- ``deploy/systemd/multipair-rq-{worker,cron}.service`` pass ``systemd-analyze
+  verify`` and stop the way a running job needs;
+- ``deploy/systemd/multipair-jobs.env.example`` is settings the jobs accept,
+  with no master key;
+- the worker's command line, run for real against the test Redis (the ``rq``
+  of this virtualenv), takes a job from the queue.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from multipair.config import Settings
+from multipair.jobs.config import JobSettings
+from multipair.jobs.schedule import cron_entries
+
+pytest.importorskip("supervisor", reason="the 'supervisor' package (supervisord) is not installed")
+pytest.importorskip("rq", reason="the 'rq' extra is not installed")
+
+from rq import Queue
+from rq.job import JobStatus
+from supervisor.options import ServerOptions, UnhosedConfigParser
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+CONF = DEPLOY / "supervisord.conf"
+UNITS = DEPLOY / "systemd"
+ENV_EXAMPLE = UNITS / "multipair-jobs.env.example"
+BIN = Path(sys.executable).parent
+
+
+def program(name: str, log_dir: Path) -> tuple[object, dict[str, str]]:
+    parser = UnhosedConfigParser()
+    assert [str(CONF)] == parser.read(str(CONF))
+    section = f"program:{name}"
+    raw = dict(parser.items(section))
+    parser.set(section, "stdout_logfile", str(log_dir / Path(raw["stdout_logfile"]).name))
+    options = ServerOptions()
+    options.here = str(DEPLOY)
+    [config] = options.processes_from_section(parser, section, name)
+    return config, raw
+
+
+def env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def test_the_worker_program_runs_rq_worker_on_the_jobs_queue(tmp_path: Path) -> None:
+    config, _ = program("multipair-rq-worker", tmp_path)
+    argv = config.command.split()  # type: ignore[attr-defined]
+    assert Path(argv[0]).is_absolute()
+    assert ["rq", "worker", "--with-scheduler", JobSettings().queue] == [
+        Path(argv[0]).name,
+        *argv[1:],
+    ]
+    env = config.environment  # type: ignore[attr-defined]
+    assert env["RQ_REDIS_URL"].startswith("redis://")
+    assert env["MULTIPAIR_REDIS_URL"].startswith("redis://multipair-service:")
+    assert not {"MULTIPAIR_MASTER_KEY", "MULTIPAIR_MASTER_KEY_FILE"} & set(env)
+    assert config.autostart  # type: ignore[attr-defined]
+    # SIGTERM is RQ's warm shutdown: the running job may finish first.
+    assert config.stopwaitsecs >= 60  # type: ignore[attr-defined]
+
+
+def test_the_cron_program_is_off_unless_chosen_and_loads_the_cron_file(tmp_path: Path) -> None:
+    config, _ = program("multipair-rq-cron", tmp_path)
+    argv = config.command.split()  # type: ignore[attr-defined]
+    assert ("rq", "cron") == (Path(argv[0]).name, argv[1])
+    assert argv[2] == "/opt/multipair/deploy/rq/cron.py"
+    assert (DEPLOY / "rq" / "cron.py").is_file()
+    assert not config.autostart  # type: ignore[attr-defined]  # one host only: opt in
+    env = config.environment  # type: ignore[attr-defined]
+    assert "TZ" in env
+    entries = cron_entries(JobSettings.from_env(env))
+    assert ["30 23 * * *"] == [e.cron for e in entries]
+
+
+def test_the_env_example_is_settings_the_jobs_accept_without_a_master_key() -> None:
+    values = env_file(ENV_EXAMPLE)
+    settings = Settings.from_env(values)
+    jobs = JobSettings.from_env(values)
+    assert settings.master_key is None
+    assert values["RQ_REDIS_URL"] == values["MULTIPAIR_RQ_REDIS_URL"] == jobs.rq_redis_url
+    assert settings.redis_url is not None
+    assert settings.redis_url.startswith("redis://multipair-service:")
+
+
+@pytest.mark.parametrize("unit", ["multipair-rq-worker.service", "multipair-rq-cron.service"])
+def test_the_units_read_the_jobs_env_file_and_are_hardened(unit: str) -> None:
+    text = (UNITS / unit).read_text(encoding="utf-8")
+    lines = {line.partition("=")[0]: line.partition("=")[2] for line in text.splitlines()}
+    assert "/etc/multipair/jobs.env" == lines["EnvironmentFile"]
+    assert ("multipair", "multipair") == (lines["User"], lines["Group"])
+    assert lines["ExecStart"].startswith("/opt/multipair/venv/bin/rq ")
+    for setting in ("NoNewPrivileges", "ProtectSystem", "PrivateTmp", "LimitCORE"):
+        assert setting in lines, setting
+    if unit == "multipair-rq-worker.service":
+        assert ("mixed", "SIGTERM") == (lines["KillMode"], lines["KillSignal"])
+        assert lines["ExecStart"].endswith(f" {JobSettings().queue}")
+    else:
+        assert lines["ExecStart"].endswith(" /opt/multipair/deploy/rq/cron.py")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+@pytest.mark.parametrize("unit", ["multipair-rq-worker.service", "multipair-rq-cron.service"])
+def test_systemd_analyze_verify_finds_nothing_to_say(unit: str, tmp_path: Path) -> None:
+    text = (
+        (UNITS / unit)
+        .read_text(encoding="utf-8")
+        .replace("/opt/multipair/venv/bin/rq", str(BIN / "rq"))
+    )
+    copy = tmp_path / unit
+    copy.write_text(text, encoding="utf-8")
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    about = [line for line in done.stderr.splitlines() if unit in line]
+    assert (0, []) == (done.returncode, about), done.stderr
+
+
+def test_the_worker_command_line_takes_a_job_from_the_queue(redis_url: str, tmp_path: Path) -> None:
+    """The shipped command, against the test Redis, with RQ_REDIS_URL as the env file sets it."""
+    config, _ = program("multipair-rq-worker", tmp_path)
+    argv = config.command.split()  # type: ignore[attr-defined]
+    argv[0] = str(BIN / "rq")
+    connection = redis.Redis.from_url(redis_url)
+    try:
+        queue = Queue(JobSettings().queue, connection=connection)
+        job = queue.enqueue("multipair.jobs.settlement.settle_command_id", "2025-01-31", "x", 1)
+        log = tmp_path / "worker.log"
+        with log.open("wb") as out:
+            worker = subprocess.Popen(
+                argv,
+                env={"PATH": "/usr/bin:/bin", "RQ_REDIS_URL": redis_url},
+                stdout=out,
+                stderr=out,
+            )
+        try:
+            deadline = time.monotonic() + 60
+            while job.get_status(refresh=True) != JobStatus.FINISHED:
+                assert worker.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)  # polling RQ's job status in Redis
+        finally:
+            worker.kill()  # a long-running worker, as shipped: it would wait for more jobs
+            worker.wait()
+        assert "settle:2025-01-31:x:1" == job.return_value()
+    finally:
+        connection.close()
