@@ -140,3 +140,22 @@ async def test_lane_killed_between_persisting_rolled_keys_and_replying_still_tal
     assert settled is not None
     assert settled.same_as(KEYS)  # back on the keys the terminal holds
     assert left is None
+
+
+async def test_a_settle_delivered_again_after_a_crash_is_never_sent_twice(
+    rig: LaneRig, control: Control
+) -> None:
+    """A settle has no record: after a kill past its send, the lane reports it unknown."""
+    await rig.process.start(failpoints="lane.after_send")
+    await rig.wait_state(status="paired_connected")
+    command_id = await rig.send({"type": "settle"})
+    assert -signal.SIGKILL == await rig.process.wait_exit()  # the settle went out, then died
+    await rig.process.start()
+    done = await rig.answer(command_id, 30)
+    assert ("settlement", "unknown", "LANE_RESTARTED") == (
+        done["type"],
+        done["result"],
+        done["error_reason"],
+    )
+    await rig.wait_acknowledged()
+    assert 1 == (await control.get(SERIAL))["transaction_requests"][""]

@@ -123,6 +123,7 @@ from websockets.typing import Subprotocol
 
 from multipair import __version__, failpoints
 from multipair import broker_schema as bs
+from multipair.broker_schema import counters
 from multipair.config import Settings
 from multipair.exceptions import (
     CommandError,
@@ -266,6 +267,8 @@ class _Entry:
     """Acknowledged already (with the outcome, in the same write)."""
     fields: Any = None
     """The entry's field pairs as read (for its dead letter, should handling it fail)."""
+    read_at: float = field(default_factory=time.monotonic)
+    """When this process read it (``m:txb:*``: command read to outcome written)."""
 
 
 @dataclass(slots=True)
@@ -1025,6 +1028,13 @@ class Lane:
         )
         if acked is not None:
             batch.xack(self.keys.commands(iid), acked.entry_id)
+        # Counted in the outcome's own write (issue 15; broker_schema.counters).
+        kind = next((k for k, v in _TX_TYPES.items() if v == done.tx_type), str(done.tx_type))
+        state = self.keys.state(iid)
+        batch.hincrby(state, counters.tx_count(kind, str(done.outcome)))
+        if acked is not None and not done.recovered:
+            for name, amount in counters.tx_duration(kind, time.monotonic() - acked.read_at):
+                batch.hincrby(state, name, amount)
 
         def wake() -> None:
             if slot is not None and writes.results[slot] == TxResultCode.ALREADY_COMPLETED:
@@ -1436,6 +1446,7 @@ class Lane:
                 maxlen=DEAD_LETTER_MAXLEN,
             )
         batch.xack(self.keys.commands(self.instance_id), entry_id)
+        batch.hincrby(self.keys.state(self.instance_id), counters.rejection(str(exc.reason)))
         await self._apply(batch)
 
     async def _ack(self, entry: _Entry) -> None:
@@ -1658,9 +1669,27 @@ class Lane:
         if command.type in _TX_TYPES and has_record:
             await self._run_money(entry, claimed=False)  # claims in its first write
             return
-        await self._claim_command_id(entry)
+        redelivered = await self._claim_command_id(entry)
         session = self.session
         match command:
+            case bs.Settle() if redelivered:
+                # A settle has no record to tell whether it reached the terminal
+                # before the lane that took it died; sending it again could settle
+                # twice. Like a settlement cut by a drop (§7.14) its outcome is
+                # unknown, and a settlement_enquiry tells.
+                log.warning("settle delivered again after a restart: not sent again")
+                unknown = self._event(
+                    bs.Settlement,
+                    command_id=command.command_id,
+                    result="unknown",
+                    error_reason="LANE_RESTARTED",
+                    error_detail=(
+                        "the lane restarted after taking this settle, which may have "
+                        "reached the terminal; it was not sent again: run a "
+                        "settlement_enquiry"
+                    ),
+                )
+                await self._answer(entry, unknown)
             case bs.Pair():
                 await self._run_pairing(entry)
             case bs.Unpair():
@@ -1883,13 +1912,14 @@ class Lane:
             raise _Stopping
         return future.result()
 
-    async def _claim_command_id(self, entry: _Entry) -> None:
+    async def _claim_command_id(self, entry: _Entry) -> bool:
         """First use of a command_id wins; a different command reusing it is refused.
 
         The claim remembers the stream entry, so the same entry replayed after a
         crash runs again, while a second entry with the same command_id does not
         (a money command repeated with the same pos_ref_id is answered from its
-        record instead, in :meth:`_run_money`).
+        record instead, in :meth:`_run_money`). True when this very entry had
+        claimed it before: a redelivery (or a retry whose first reply was lost).
         """
         command = entry.command
         # One atomic step: claimed, or the live prior claim. Safe to repeat: a
@@ -1902,8 +1932,9 @@ class Lane:
                 self._claim(entry),
             )
         )
-        if prior_raw is not None:
-            self._judge_prior_claim(entry, prior_raw)
+        if prior_raw is None:
+            return False
+        return self._judge_prior_claim(entry, prior_raw)
 
     @staticmethod
     def _claim(entry: _Entry) -> bytes:
@@ -1917,12 +1948,15 @@ class Lane:
         )
 
     @staticmethod
-    def _judge_prior_claim(entry: _Entry, prior_raw: bytes) -> None:
-        """A command_id claimed before: go on (same entry, or same money command) or refuse."""
+    def _judge_prior_claim(entry: _Entry, prior_raw: bytes) -> bool:
+        """A command_id claimed before: go on (same entry, or same money command) or refuse.
+
+        True when the prior claim is this entry's own (redelivered after a crash).
+        """
         command = entry.command
         prior = orjson.loads(prior_raw)
         if prior.get("entry_id") == entry.entry_id:
-            return  # redelivered after a crash: run it again
+            return True  # redelivered after a crash: run it again
         same_money = (
             command.records_tx
             and prior.get("type") == command.type
@@ -1934,6 +1968,7 @@ class Lane:
                 f"command_id {command.command_id!r} was already used by "
                 f"{prior.get('type')} {prior.get('pos_ref_id') or ''}".rstrip(),
             )
+        return False
 
     async def _wait_for_terminal(self, command: bs.Command) -> None:
         """A new transaction goes out only over a live link: wait a bounded time for one.
