@@ -136,7 +136,7 @@ async def test_drain_under_load_moves_every_lane_between_transactions(fleet: Fle
         await eventually(reconnected, "host-a's lanes connected from host-b")
     assert ([], 3) == (replaced(connections), len(opened(connections)))
     assert (0, "") == (code, err.replace("Draining host host-a: 3 lane(s) to move...\n", ""))
-    assert {"host_id": "host-a", "action": "drain", "lanes": 0} == {
+    assert {"host_id": "host-a", "action": "drain", "lanes": 0, "lanes_down": 0} == {
         k: v for k, v in orjson.loads(out).items() if k != "request_id"
     }
     await wait_spread(lanes, {"host-b": 6})

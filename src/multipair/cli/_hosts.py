@@ -47,6 +47,8 @@ __all__ = ["add_hosts_parser", "host_state", "hosts_table", "room_elsewhere"]
 LIVE_WITHIN_S: Final = RestartPolicy().host_live_s
 """A heartbeat older than this: the host is not live (it gets no share of the lanes)."""
 _POLL_S: Final = 0.25
+_HANDOFF_GRACE_S: Final = 10.0
+"""How long a drained lane may take to be picked up by another host before it counts as down."""
 
 
 def add_hosts_parser(subparsers: Subparsers) -> None:
@@ -261,7 +263,13 @@ async def _drain(ctx: Context, client: AsyncClient) -> int:
             )
         # Nothing to block on: leases are plain keys; poll them.
         await asyncio.sleep(_POLL_S)
+    # A lane just released is unowned until another host takes it (a tick or
+    # two): only lanes still unowned after a short grace are down.
     down = await _unowned(client)
+    grace = time.monotonic() + _HANDOFF_GRACE_S
+    while down and time.monotonic() < grace:
+        await asyncio.sleep(_POLL_S)
+        down = await _unowned(client)
     if ctx.json:
         ctx.emit(
             {

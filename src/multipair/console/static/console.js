@@ -136,11 +136,21 @@ function renderLane(body, row) {
     body.append(tr);
   }
   const cells = laneCells(row);
+  let changed = false;
   for (const column of LANE_COLUMNS) {
-    tr.querySelector(`[data-col="${column}"]`).replaceChildren(cells[column]);
+    const td = tr.querySelector(`[data-col="${column}"]`);
+    if (column === "uptime" && td.firstChild && td.firstChild.nodeName === "SPAN") {
+      tick(td.firstChild, row.uptime_s); // the same ticking node, re-based
+      continue;
+    }
+    const cell = typeof cells[column] === "string" ? document.createTextNode(cells[column]) : cells[column];
+    const same = td.firstChild && td.childNodes.length === 1 && td.firstChild.isEqualNode(cell);
+    if (same) continue; // untouched: no flash, no DOM churn
+    td.replaceChildren(cell);
+    if (column !== "uptime") changed = true;
   }
   tr.dataset.status = row.shown;
-  if (!fresh) {
+  if (!fresh && changed) {
     tr.classList.remove("flash");
     void tr.offsetWidth; // restart the animation
     tr.classList.add("flash");
@@ -158,7 +168,13 @@ function lanesPage() {
     document.getElementById("empty").hidden = rows.length > 0;
   };
   follow({
-    snapshot: (doc) => { body.replaceChildren(); doc.lanes.forEach((row) => renderLane(body, row)); summary(); },
+    snapshot: (doc) => {
+      // In place: rows keep their identity (and a reader's selection); gone lanes go.
+      const keep = new Set(doc.lanes.map((row) => `lane-${row.instance_id}`));
+      for (const tr of [...body.querySelectorAll("tr")]) if (!keep.has(tr.id)) tr.remove();
+      doc.lanes.forEach((row) => renderLane(body, row));
+      summary();
+    },
     lane: (row) => { renderLane(body, row); summary(); },
     removed: (doc) => { document.getElementById(`lane-${doc.instance_id}`)?.remove(); summary(); },
   });
