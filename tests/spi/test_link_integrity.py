@@ -275,9 +275,7 @@ def test_request_ids_start_unpredictably_per_session() -> None:
 
 def test_a_pong_already_answered_is_not_taken_again() -> None:
     pair = Pair.paired()
-    pair.advance(pair.pos.timings.ping_interval_s)
-    pings = [i for e, i in _sent_ids(pair) if e == "ping"]
-    assert [] == pings  # pump delivered it already; take the id from the session
+    pair.advance(pair.pos.timings.ping_interval_s)  # a ping went out and was answered
     ping_id = pair.pos._last_ping_id
     assert ping_id is not None
     events = _inject(pair, _signed(pair, "pong", ping_id))

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from redis.asyncio import Redis
+
 from multipair import broker_schema as bs
 from multipair.config import Settings
 from multipair.exceptions import CommandError, ConfigurationError
@@ -30,6 +32,7 @@ from multipair.store.profiles import ProfileStore
 from multipair.store.transactions import TxStore
 from multipair.worker.lane import READ_BLOCK_MARGIN_MS, READ_BLOCK_MS, Lane, LaneDeps
 from multipair.worker.logship import LogShipper, shipper_client
+from multipair.worker.retry import RedisBackoff, is_redis_away, redis_delays
 
 log = get_logger("multipair.worker")
 
@@ -71,11 +74,7 @@ async def serve(instance_id: str, settings: Settings, *, fencing_token: int | No
     # lane's long blocking command read (redis-py's default, 5 s, would cut it).
     # A few connections serve a lane: the blocking read holds one, the
     # heartbeat, the runner and a control command take one each at most.
-    redis = await connect(
-        settings.redis_url,
-        socket_timeout=LANE_SOCKET_TIMEOUT_S,
-        max_connections=LANE_MAX_CONNECTIONS,
-    )
+    redis = await _connect_riding_outage(settings.redis_url)
     keys = bs.Keys(settings.prefix)
     deps = LaneDeps(
         redis=redis,
@@ -118,6 +117,29 @@ async def serve(instance_id: str, settings: Settings, *, fencing_token: int | No
         configure_logging(settings.log_format)  # stop shipping; what is queued goes out:
         await asyncio.to_thread(shipper.close, 1.0)  # bounded, best effort (the host log has all)
         await redis.aclose()
+
+
+async def _connect_riding_outage(url: str) -> Redis:
+    """The lane's client; a Redis that is away at start is waited for, not a crash.
+
+    A lane started during an outage (a restart after an unrelated exit) would
+    otherwise exit at its first connection and count as a crash. The wait uses
+    the lane's own backoff and classifier; a signal ends it (default action).
+    """
+    delays = redis_delays(RedisBackoff())
+    waiting = False
+    while True:
+        try:
+            return await connect(
+                url, socket_timeout=LANE_SOCKET_TIMEOUT_S, max_connections=LANE_MAX_CONNECTIONS
+            )
+        except Exception as exc:
+            if not is_redis_away(exc):
+                raise
+            if not waiting:
+                waiting = True
+                log.warning("redis unreachable at start: waiting for it", error=str(exc)[:200])
+        await asyncio.sleep(next(delays))
 
 
 EXIT_CONFIG = 2
