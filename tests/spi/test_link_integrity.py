@@ -48,17 +48,6 @@ def _inject(pair: Pair, frame: str) -> list[object]:
     return list(events)
 
 
-def _sent_ids(pair: Pair) -> list[tuple[str, str]]:
-    """(event, id) of what the POS has queued, decoded with the link's keys."""
-    keys = pair.pos.secrets
-    out = []
-    for frame in pair.pos.data_to_send():
-        got = decode_frame(frame, keys)
-        assert not isinstance(got, FrameRejected)
-        out.append((got.message.event, got.message.id))  # type: ignore[union-attr]
-    return out
-
-
 def _approval(pos_ref_id: str, cents: int) -> dict[str, object]:
     return {
         "success": True,
