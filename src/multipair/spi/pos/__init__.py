@@ -22,7 +22,7 @@ Rooms of the package:
 Rules it keeps:
 
 - Status and flow are the reference client's (§8.1, §8.2). The pairing and
-  the transaction move only along their tables (:mod:`.pairing`,
+  the transaction move only along their tables (:mod:`multipair.spi.pos.pairing`,
   :data:`multipair.spi.states.TX_MOVES`); an illegal request raises
   :class:`~multipair.exceptions.LocalProtocolError`.
 - One transaction at a time. A transaction started while the link is down is
