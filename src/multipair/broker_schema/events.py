@@ -33,6 +33,13 @@ from multipair.broker_schema._fields import (
 from multipair.broker_schema.keys import validate_instance_id
 from multipair.exceptions import InternalError
 
+# The protocol owns these words (PROTOCOL.md §7.1, §8.1, §8.2); the contract
+# publishes them under its own names: Status is a lane's connection status,
+# Flow what it is busy with, TxResult a transaction's outcome.
+from multipair.spi.states import Outcome as TxResult
+from multipair.spi.states import SpiFlow as Flow
+from multipair.spi.states import SpiStatus as Status
+
 __all__ = [
     "EVENT_TYPES",
     "AuthCodeRequired",
@@ -59,31 +66,6 @@ __all__ = [
     "TransactionUpdate",
     "TxResult",
 ]
-
-
-class Status(StrEnum):
-    """A lane's connection status (PROTOCOL.md §8.1)."""
-
-    UNPAIRED = "unpaired"
-    PAIRED_CONNECTING = "paired_connecting"
-    PAIRED_CONNECTED = "paired_connected"
-
-
-class Flow(StrEnum):
-    """What a lane is busy with (PROTOCOL.md §8.2)."""
-
-    IDLE = "idle"
-    PAIRING = "pairing"
-    TRANSACTION = "transaction"
-
-
-class TxResult(StrEnum):
-    """A transaction's outcome (PROTOCOL.md §7.1, ``SuccessState``)."""
-
-    SUCCESS = "success"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-    """No outcome could be learned: check the terminal before trying again."""
 
 
 class PairingState(StrEnum):

@@ -57,7 +57,6 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -76,6 +75,7 @@ from multipair.broker_schema import (
 from multipair.broker_schema.keys import validate_instance_id
 from multipair.exceptions import CommandError, InternalError, LocalProtocolError
 from multipair.leases import FencedScript
+from multipair.spi.states import TX_MOVES, TxPhase
 from multipair.store._redis import as_text, redis_errors
 from multipair.store.once import WriteTicket, once
 
@@ -97,30 +97,10 @@ DEFAULT_COMMAND_TTL: Final = _dt.timedelta(days=7)
 """How long the reply to a ``command_id`` is remembered."""
 
 
-class TxState(StrEnum):
-    """Where a transaction is (see the table in the module docstring)."""
-
-    REQUESTED = "requested"
-    """Recorded; the request has not gone to the terminal (or it is not known that it did)."""
-    SENT = "sent"
-    AWAITING_SIGNATURE = "awaiting_signature"
-    AWAITING_AUTH_CODE = "awaiting_auth_code"
-    COMPLETED = "completed"
-
-
-_ALLOWED: Final[dict[TxState, frozenset[TxState]]] = {
-    TxState.REQUESTED: frozenset({TxState.SENT, TxState.COMPLETED}),
-    TxState.SENT: frozenset(
-        {TxState.AWAITING_SIGNATURE, TxState.AWAITING_AUTH_CODE, TxState.COMPLETED}
-    ),
-    TxState.AWAITING_SIGNATURE: frozenset(
-        {TxState.SENT, TxState.AWAITING_AUTH_CODE, TxState.COMPLETED}
-    ),
-    TxState.AWAITING_AUTH_CODE: frozenset(
-        {TxState.SENT, TxState.AWAITING_SIGNATURE, TxState.COMPLETED}
-    ),
-    TxState.COMPLETED: frozenset(),
-}
+# A record's state is the session's transaction phase: one enum and one
+# table, in multipair.spi.states, persisted as their values.
+TxState = TxPhase
+_ALLOWED: Final = TX_MOVES
 
 
 def _utc_ms(moment: _dt.datetime) -> _dt.datetime:
