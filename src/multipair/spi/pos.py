@@ -59,6 +59,7 @@ from typing import Any, Final
 from multipair.exceptions import CryptoError, InvalidRequest, LocalProtocolError
 from multipair.spi import messages as m
 from multipair.spi.address import DEFAULT_TIMINGS, Timings, is_valid_pos_id
+from multipair.spi.common import PRINTERLESS_MODELS, CloseConnection, FrameRejected
 from multipair.spi.crypto import (
     Secrets,
     confirmation_code,
@@ -108,10 +109,6 @@ __all__ = [
     "TransactionUpdate",
     "TxPhase",
 ]
-
-# Terminal models without a printer (§7.1, §13.12): receipt options and print
-# flags are dropped for these before a request is sent.
-PRINTERLESS_MODELS: Final = frozenset({"E355", "CM5"})
 
 
 class SpiStatus(StrEnum):
@@ -336,26 +333,10 @@ class TerminalErrorReceived:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FrameRejected:
-    """An incoming frame was dropped (bad signature, not JSON, …). Log and count it."""
-
-    reason: RejectReason
-    detail: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class IgnoredMessage:
     """A well-formed message that does not fit the current state; it was ignored."""
 
     event: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CloseConnection:
-    """Close the socket: first send what :meth:`PosSession.data_to_send` holds (a final
-    ``drop_keys``, say), then close, then call :meth:`PosSession.connection_lost`."""
-
     reason: str
 
 
