@@ -457,6 +457,49 @@ def test_transaction_without_pos_ref_id_is_refused() -> None:
     assert "MISSING_ARGUMENTS" == (response.data or {})["error_reason"]
 
 
+def test_transaction_request_is_read_as_the_message_catalogue_reads_it() -> None:
+    """ "+5" is 5 cents and "true" a flag, as on the POS side (messages.as_int / as_bool)."""
+    terminal, pos = paired()
+    data = {"pos_ref_id": "order-1", "purchase_amount": "+5", "print_merchant_copy": "true"}
+    terminal.receive_text(pos.frame("purchase", data), T0)
+    [requested] = terminal.events_received()
+    assert isinstance(requested, TransactionRequested)
+    expected = m.PurchaseRequest(
+        pos_ref_id="order-1",
+        purchase_amount=5,
+        config=m.PrintingConfig(print_merchant_copy=True),
+    )
+    assert expected == requested.tx.request
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"pos_ref_id": "order-1"},
+        {"pos_ref_id": "order-1", "purchase_amount": "ten"},
+        {"pos_ref_id": "order-1", "purchase_amount": -5},
+        {"pos_ref_id": "order-1", "purchase_amount": 100, "tip_amount": 5, "cash_amount": 5},
+    ],
+)
+def test_transaction_request_the_catalogue_cannot_read_is_refused(data: dict[str, Any]) -> None:
+    terminal, pos = paired()
+    [response] = exchange(terminal, pos, pos.frame("purchase", data))
+    assert ("purchase_response", False, "order-1", "INVALID_ARGUMENTS") == (
+        response.event,
+        response.get("success"),
+        response.get("pos_ref_id"),
+        response.get("error_reason"),
+    )
+    [refused] = terminal.events_received()
+    assert (
+        TransactionRefused(
+            pos_ref_id="order-1", request="purchase", error_reason="INVALID_ARGUMENTS"
+        )
+        == refused
+    )
+    assert terminal.current_tx is None
+
+
 def gt(terminal: Terminal, pos: FakePos, data: dict[str, Any] | None) -> Message:
     [response] = exchange(terminal, pos, pos.frame("get_transaction", data, msg_id="gt19"))
     assert ("get_transaction_response", "gt19") == (response.event, response.id)
