@@ -379,7 +379,7 @@ class SimulatedTerminal:
             self._log_message("out", event.message, event.encrypted)
             return
         if isinstance(event, FrameRejected):
-            self.log.warning("spi.rejected", reason=event.reason, detail=event.detail)
+            self.log.warning("spi.rejected", reason=str(event.reason), detail=event.detail)
             return
         self.log.info(event.type, **_loggable(event))
         if isinstance(event, PairingCodeReady):
