@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from multipair.simulator.bank import Bank
 from multipair.spi import messages as m
 from multipair.spi import terminal as t
 from multipair.spi.crypto import Secrets
@@ -67,7 +68,9 @@ class Pair:
     @classmethod
     def unpaired(cls, **options: Any) -> Pair:
         terminal = t.Terminal(
-            state=t.TerminalState(serial_number="SIM-0001"), options=t.TerminalOptions(**options)
+            state=t.TerminalState(serial_number="SIM-0001"),
+            responder=Bank,
+            options=t.TerminalOptions(**options),
         )
         return cls(PosSession(pos_id="POS1", pos_info=TEST_POS_INFO), terminal)
 

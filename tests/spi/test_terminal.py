@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from multipair.exceptions import LocalProtocolError
+from multipair.simulator.bank import Bank
+from multipair.spi import messages as m
 from multipair.spi.crypto import (
     Secrets,
     confirmation_code,
@@ -92,7 +94,7 @@ class FakePos:
 
 
 def new_terminal(options: TerminalOptions | None = None, serial: str = "SIM-0001") -> Terminal:
-    return Terminal(state=TerminalState(serial_number=serial), options=options)
+    return Terminal(state=TerminalState(serial_number=serial), responder=Bank, options=options)
 
 
 def exchange(terminal: Terminal, pos: FakePos, frame: str, now: float = T0) -> list[Message]:
@@ -147,7 +149,7 @@ def paired(generation: Generation = Generation.V29, **options: Any) -> tuple[Ter
     the other tests start from its result.
     """
     state = TerminalState(serial_number="SIM-0001", pos_id="POS1", secrets=KEYS)
-    terminal = Terminal(state=state, options=TerminalOptions(**options))
+    terminal = Terminal(state=state, responder=Bank, options=TerminalOptions(**options))
     terminal.connection_made(T0, subprotocol=SUBPROTOCOLS[generation])
     pos = FakePos(generation)
     pos.stamp.secrets = KEYS
@@ -370,10 +372,11 @@ def test_purchase_approved_echoes_id_and_pos_ref_id_with_real_fields(
     terminal.receive_text(purchase(pos, "order-1", 1234, tip_amount=100), T0)
     [requested] = terminal.events_received()
     assert isinstance(requested, TransactionRequested)
+    assert isinstance(requested.tx.request, m.PurchaseRequest)
     assert ("order-1", 1234, 100) == (
         requested.tx.pos_ref_id,
-        requested.tx.amount_cents,
-        requested.tx.tip_amount,
+        requested.tx.request.purchase_amount,
+        requested.tx.request.tip_amount,
     )
     assert TxState.CARD_PENDING == terminal.tx_state
     terminal.pass_point_of_no_return(T0)
@@ -441,7 +444,9 @@ def test_second_transaction_while_busy_fails_with_operation_in_progress() -> Non
     } == busy.data
     events = terminal.events_received()
     assert ["order-1", "r-1"] == [
-        e.tx.pos_ref_id for e in events if isinstance(e, TransactionRequested | TransactionRefused)
+        e.tx.pos_ref_id if isinstance(e, TransactionRequested) else e.pos_ref_id
+        for e in events
+        if isinstance(e, TransactionRequested | TransactionRefused)
     ]
     assert "order-1" == (terminal.current_tx.pos_ref_id if terminal.current_tx else None)
 
@@ -450,6 +455,49 @@ def test_transaction_without_pos_ref_id_is_refused() -> None:
     terminal, pos = paired()
     [response] = exchange(terminal, pos, pos.frame("purchase", {"purchase_amount": 100}))
     assert "MISSING_ARGUMENTS" == (response.data or {})["error_reason"]
+
+
+def test_transaction_request_is_read_as_the_message_catalogue_reads_it() -> None:
+    """ "+5" is 5 cents and "true" a flag, as on the POS side (messages.as_int / as_bool)."""
+    terminal, pos = paired()
+    data = {"pos_ref_id": "order-1", "purchase_amount": "+5", "print_merchant_copy": "true"}
+    terminal.receive_text(pos.frame("purchase", data), T0)
+    [requested] = terminal.events_received()
+    assert isinstance(requested, TransactionRequested)
+    expected = m.PurchaseRequest(
+        pos_ref_id="order-1",
+        purchase_amount=5,
+        config=m.PrintingConfig(print_merchant_copy=True),
+    )
+    assert expected == requested.tx.request
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"pos_ref_id": "order-1"},
+        {"pos_ref_id": "order-1", "purchase_amount": "ten"},
+        {"pos_ref_id": "order-1", "purchase_amount": -5},
+        {"pos_ref_id": "order-1", "purchase_amount": 100, "tip_amount": 5, "cash_amount": 5},
+    ],
+)
+def test_transaction_request_the_catalogue_cannot_read_is_refused(data: dict[str, Any]) -> None:
+    terminal, pos = paired()
+    [response] = exchange(terminal, pos, pos.frame("purchase", data))
+    assert ("purchase_response", False, "order-1", "INVALID_ARGUMENTS") == (
+        response.event,
+        response.get("success"),
+        response.get("pos_ref_id"),
+        response.get("error_reason"),
+    )
+    [refused] = terminal.events_received()
+    assert (
+        TransactionRefused(
+            pos_ref_id="order-1", request="purchase", error_reason="INVALID_ARGUMENTS"
+        )
+        == refused
+    )
+    assert terminal.current_tx is None
 
 
 def gt(terminal: Terminal, pos: FakePos, data: dict[str, Any] | None) -> Message:
@@ -810,7 +858,9 @@ def test_battery_advice_and_spi_token_go_out_encrypted() -> None:
 def test_key_rollover_switches_after_a_valid_reply_under_the_new_keys() -> None:
     vector = load_vector("key_rollover.json")["cases"][0]
     old = Secrets(enc_key=vector["old_EncKey"], hmac_key=vector["old_HmacKey"])
-    terminal = Terminal(state=TerminalState(serial_number="SIM-0001", pos_id="POS1", secrets=old))
+    terminal = Terminal(
+        state=TerminalState(serial_number="SIM-0001", pos_id="POS1", secrets=old), responder=Bank
+    )
     pos = FakePos()
     pos.stamp.secrets = old
     terminal.connection_made(T0, subprotocol="spi.2.9.0")
@@ -870,7 +920,7 @@ def test_terminal_state_round_trips_through_json_and_keeps_serving() -> None:
     restored = TerminalState.from_json(orjson.loads(text))
     assert terminal.state == restored
     assert terminal.state_version > 0
-    again = Terminal(state=restored)
+    again = Terminal(state=restored, responder=Bank)
     assert PairingState.PAIRED == again.pairing_state
     again.connection_made(T0 + 60, subprotocol="spi.2.8.0")
     assert True is gt(again, pos, {"pos_ref_id": "p1"}).get("success")

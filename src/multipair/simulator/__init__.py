@@ -5,7 +5,8 @@ SPI peer on its own websocket port (the sans-I/O
 :class:`multipair.spi.terminal.Terminal` behind a thin websocket shell), plus
 the device-address service of PROTOCOL.md §6.1 and a JSON control API
 (:mod:`multipair.simulator.control`). Transaction outcomes follow the table
-in :mod:`multipair.simulator.rules`. The command line is ``multipair
+in :mod:`multipair.simulator.rules`; the bank that writes each answer is
+:mod:`multipair.simulator.bank`. The command line is ``multipair
 simulate`` (:mod:`multipair.cli`).
 """
 

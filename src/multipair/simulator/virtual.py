@@ -35,6 +35,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from multipair.exceptions import LocalProtocolError
+from multipair.simulator.bank import Bank, main_amount
 from multipair.simulator.rules import (
     Behaviour,
     DropStep,
@@ -50,6 +51,7 @@ from multipair.spi.terminal import (
     MessageOut,
     Outcome,
     PairingCodeReady,
+    ReceivedTransaction,
     SignatureDecided,
     Terminal,
     TerminalEvent,
@@ -57,7 +59,6 @@ from multipair.spi.terminal import (
     TerminalState,
     TransactionFinished,
     TransactionRefused,
-    TransactionRequest,
     TransactionRequested,
     TxState,
 )
@@ -167,7 +168,9 @@ class SimulatedTerminal:
         self._spawn = spawn
         self._state_path = state_path
         state = self._load_state() or TerminalState(serial_number=serial)
-        self.session = Terminal(state=state, options=options or TerminalOptions(), trace=True)
+        self.session = Terminal(
+            state=state, responder=Bank, options=options or TerminalOptions(), trace=True
+        )
         self.settings = _Settings(pairing_mode=pairing_mode, pairing_delay=pairing_delay)
         self.stats = _Stats()
         self.device_address = DeviceAddressFault()
@@ -376,7 +379,7 @@ class SimulatedTerminal:
             self._log_message("out", event.message, event.encrypted)
             return
         if isinstance(event, FrameRejected):
-            self.log.warning("spi.rejected", reason=event.reason, detail=event.detail)
+            self.log.warning("spi.rejected", reason=str(event.reason), detail=event.detail)
             return
         self.log.info(event.type, **_loggable(event))
         if isinstance(event, PairingCodeReady):
@@ -387,7 +390,7 @@ class SimulatedTerminal:
                     self._confirm_later(self.settings.pairing_delay, event.confirmation_code)
                 )
         elif isinstance(event, TransactionRequested):
-            self._count(event.tx)
+            self._count(event.tx.event, event.tx.pos_ref_id)
             behaviour = self.choose_behaviour(event.tx)
             if behaviour is Behaviour.PAST_NO_RETURN:
                 # "At once": before the next frame is read, so a cancel that
@@ -395,7 +398,7 @@ class SimulatedTerminal:
                 self.session.pass_point_of_no_return(now)
             self._tx_task = self._spawn(self._run_transaction(event.tx, behaviour))
         elif isinstance(event, TransactionRefused):
-            self._count(event.tx)
+            self._count(event.request, event.pos_ref_id)
         elif isinstance(event, TransactionFinished):
             task, self._tx_task = self._tx_task, None
             if task is not None and task is not asyncio.current_task():
@@ -409,10 +412,10 @@ class SimulatedTerminal:
         elif isinstance(event, CloseConnection):
             self._spawn(self._drop_quietly(event.reason))
 
-    def _count(self, tx: TransactionRequest) -> None:
-        ref = tx.pos_ref_id or ""
+    def _count(self, request: str, pos_ref_id: str | None) -> None:
+        ref = pos_ref_id or ""
         self.stats.transaction_requests[ref] += 1
-        if tx.event == "purchase":
+        if request == "purchase":
             self.stats.purchase_requests[ref] += 1
 
     async def _drop_quietly(self, reason: str) -> None:
@@ -425,14 +428,14 @@ class SimulatedTerminal:
 
     # ------------------------------------------------------------------ the customer and the bank
 
-    def choose_behaviour(self, tx: TransactionRequest) -> Behaviour:
+    def choose_behaviour(self, tx: ReceivedTransaction) -> Behaviour:
         """Control-API override first (once, then sticky), else the cents rule."""
         if self.settings.next_outcome is not None:
             behaviour, self.settings.next_outcome = self.settings.next_outcome, None
             return behaviour
         if self.settings.sticky_outcome is not None:
             return self.settings.sticky_outcome
-        return behaviour_for_amount(tx.amount_cents)
+        return behaviour_for_amount(main_amount(tx.request))
 
     def _take_drop(self, step: DropStep) -> bool:
         if self.settings.drop_at is step:
@@ -440,7 +443,7 @@ class SimulatedTerminal:
             return True
         return False
 
-    async def _run_transaction(self, tx: TransactionRequest, behaviour: Behaviour) -> None:
+    async def _run_transaction(self, tx: ReceivedTransaction, behaviour: Behaviour) -> None:
         log = self.log.bind(pos_ref_id=tx.pos_ref_id)
         try:
             await self._play(tx, behaviour)
@@ -458,7 +461,7 @@ class SimulatedTerminal:
     def _txn_update(self, text: str, code: int, now: float) -> None:
         self.session.send_txn_update(text, now, code)
 
-    async def _play(self, tx: TransactionRequest, behaviour: Behaviour) -> None:
+    async def _play(self, tx: ReceivedTransaction, behaviour: Behaviour) -> None:
         self.log.info("transaction.behaviour", pos_ref_id=tx.pos_ref_id, behaviour=behaviour.value)
         session = self.session
         if self._take_drop(DropStep.AFTER_REQUEST_RECEIVED) or (
@@ -498,7 +501,7 @@ class SimulatedTerminal:
             elif behaviour is Behaviour.DECLINE:
                 outcome = Outcome.decline()
             elif behaviour is Behaviour.PARTIAL:
-                outcome = Outcome.partial(max(1, tx.amount_cents // 2))
+                outcome = Outcome.partial(max(1, main_amount(tx.request) // 2))
             else:
                 outcome = Outcome.approve()
         send = not (
@@ -562,7 +565,7 @@ class SimulatedTerminal:
                 "event": tx.event,
                 "pos_ref_id": tx.pos_ref_id,
                 "message_id": tx.message_id,
-                "amount_cents": tx.amount_cents,
+                "amount_cents": main_amount(tx.request),
                 "state": session.tx_state.value,
             },
             "last_tx": None
@@ -621,10 +624,10 @@ def _loggable(event: TerminalEvent) -> JsonObject:
     fields: JsonObject = {}
     for name in getattr(event, "__slots__", ()):
         value = getattr(event, name)
-        if isinstance(value, TransactionRequest):
+        if isinstance(value, ReceivedTransaction):
             fields["pos_ref_id"] = value.pos_ref_id
             fields["request"] = value.event
-            fields["amount_cents"] = value.amount_cents
+            fields["amount_cents"] = main_amount(value.request)
         elif name == "record":
             fields["pos_ref_id"] = value.pos_ref_id
             fields["success"] = value.success

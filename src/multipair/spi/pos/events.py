@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from multipair.spi import messages as m
+from multipair.spi.common import CloseConnection, FrameRejected
 from multipair.spi.crypto import Secrets
-from multipair.spi.envelope import RejectReason
 from multipair.spi.pos.pairing import PairingStep
 from multipair.spi.states import Outcome, SpiFlow, SpiStatus
 
@@ -190,26 +190,10 @@ class TerminalErrorReceived:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FrameRejected:
-    """An incoming frame was dropped (bad signature, not JSON, …). Log and count it."""
-
-    reason: RejectReason
-    detail: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class IgnoredMessage:
     """A well-formed message that does not fit the current state; it was ignored."""
 
     event: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CloseConnection:
-    """Close the socket: first send what :meth:`PosSession.data_to_send` holds (a final
-    ``drop_keys``, say), then close, then call :meth:`PosSession.connection_lost`."""
-
     reason: str
 
 

@@ -17,6 +17,7 @@ from typing import Final
 
 from multipair.exceptions import LocalProtocolError
 from multipair.spi import messages as m
+from multipair.spi.common import PRINTERLESS_MODELS
 from multipair.spi.states import TX_MOVES, Outcome, TxPhase
 
 __all__ = [
@@ -30,10 +31,6 @@ __all__ = [
     "outcome_of",
     "without_printing",
 ]
-
-# Terminal models without a printer (§7.1, §13.12): receipt options and print
-# flags are dropped for these before a request is sent.
-PRINTERLESS_MODELS: Final = frozenset({"E355", "CM5"})
 
 GT_KEEP_WAITING: Final = ("TRANSACTION_IN_PROGRESS", "OPERATION_IN_PROGRESS")
 """``get_transaction`` error prefixes that mean "still running": keep waiting (§7.10 R4, R8)."""
