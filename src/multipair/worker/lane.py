@@ -373,6 +373,7 @@ class Lane:
                 "host": deps.settings.host_id,
                 "started_at": _iso_now(),
                 "last_error": "",
+                "draining": "0",
             },
         )
         self._add_status(start)
@@ -421,6 +422,7 @@ class Lane:
     async def _drain_watch(self) -> None:
         await self._draining.wait()
         log.info("draining", timeout_s=self.deps.drain_timeout_s)
+        await self._write_state(draining="1")  # for people and the supervisor: no new command
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.deps.drain_timeout_s):
                 await _first(self._idle.wait(), self._stopped.wait())
