@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from multipair import broker_schema as bs
 from multipair import failpoints
 from multipair.exceptions import CommandError, LocalProtocolError
+from multipair.spi import messages as m
 from multipair.worker.admission import expired
 from multipair.worker.entries import Entry
+from multipair.worker.session_events import Awaited
 from multipair.worker.translate import config_event, status_event
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ __all__ = ["TERMINAL_ANSWER_TIMEOUT_S", "Control"]
 
 TERMINAL_ANSWER_TIMEOUT_S: Final = 15.0
 """How long a request to the terminal waits for its answer."""
+
+_A = TypeVar("_A")
 
 
 class Control:
@@ -85,15 +89,17 @@ class Control:
                     self._check_pairing(command.pair_command_id)
                     await self.lane.step(session.pair_cancel)
                 case bs.TerminalStatus():
-                    answer = await self.ask("status", session.get_terminal_status)
+                    answer = await self.ask(m.TerminalStatus, session.get_terminal_status)
                     await self.lane.intake.answer(
                         entry, status_event(self.lane.event_base(command), answer)
                     )
                     return
                 case bs.TerminalConfiguration():
-                    answer = await self.ask("configuration", session.get_terminal_configuration)
+                    config = await self.ask(
+                        m.TerminalConfiguration, session.get_terminal_configuration
+                    )
                     await self.lane.intake.answer(
-                        entry, config_event(self.lane.event_base(command), answer)
+                        entry, config_event(self.lane.event_base(command), config)
                     )
                     return
                 case _:
@@ -140,16 +146,30 @@ class Control:
                 f"pos_ref_id {pos_ref_id!r} is not the running transaction ({current!r})"
             )
 
-    async def ask(self, key: str, request: Callable[[float], object]) -> Any:
-        """Send a request whose answer arrives later as a session event; wait for it."""
+    async def ask(self, kind: type[_A], request: Callable[[float], str]) -> _A:
+        """Send a request whose answer (a ``kind``) arrives later as a session event; wait for it.
+
+        The answer is matched to the request by its message id (what
+        ``request`` returns), registered as the request is made, so no answer
+        can come before it is awaited (:func:`~multipair.worker.pump.answer_to`).
+        """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.lane.answers[key] = future
+        sent: list[str] = []
+
+        def send(now: float) -> str:
+            message_id = request(now)
+            sent.append(message_id)
+            self.lane.answers[message_id] = Awaited(kind=kind, future=future)
+            return message_id
+
         try:
-            await self.lane.step(request)
+            await self.lane.step(send)
             async with asyncio.timeout(TERMINAL_ANSWER_TIMEOUT_S):
-                return await future
+                answer: _A = await future
+                return answer
         finally:
-            self.lane.answers.pop(key, None)
+            for message_id in sent:
+                self.lane.answers.pop(message_id, None)
 
     # ------------------------------------------------------------------
     # Transaction commands: one at a time, in order

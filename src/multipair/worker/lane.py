@@ -121,7 +121,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
@@ -130,7 +130,6 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from multipair import __version__, failpoints
 from multipair import broker_schema as bs
@@ -173,10 +172,12 @@ from multipair.worker.intake import (
 )
 from multipair.worker.link import AddressBook
 from multipair.worker.link_loop import CLOSE_TIMEOUT_S, LinkLoop
+from multipair.worker.pump import flush
 from multipair.worker.redis_wait import LAPSED_WAIT_S, RedisWait, Stopping, first, quiet
 from multipair.worker.retry import ReconnectPolicy, RedisBackoff
 from multipair.worker.runner import STOP, UNSENT_WAIT_S, Runner
 from multipair.worker.session_events import (
+    Awaited,
     CloseLink,
     EventWrites,
     NoteState,
@@ -272,7 +273,7 @@ class Lane:
         self.record: TxRecord | None = None  # the running transaction's record
         self.pairing_done: asyncio.Future[spi.PairingFinished] | None = None
         self.pair_entry: Entry | None = None  # the pair queued or running: one at a time
-        self.answers: dict[str, asyncio.Future[Any]] = {}
+        self.answers: dict[str, Awaited] = {}  # requests waiting for an answer, by message id
         self.writer = LaneWriter(self.redis, self.keys, self.instance_id, deps.fencing_token)
         self._draining = asyncio.Event()
         # Set once the lane is to stop; every loop watches it, so a clean stop
@@ -450,39 +451,7 @@ class Lane:
 
     async def _flush(self) -> None:
         session = self.session
-        while True:
-            events = session.events_received()
-            writes = RoundWrites()
-            for event in events:
-                await self._on_session_event(event, writes)
-            try:
-                await self._commit(writes)  # stored before any frame of this round leaves
-            except BaseException as exc:
-                # The round's writes did not land, so its frames must never
-                # leave (a request whose record is not `sent`, a reply to keys
-                # not stored): drop them. The session believes they were sent,
-                # so the lane cannot go on with it; a refused write is our bug,
-                # raised as such so that no command handler takes it for a bad
-                # command. The lane ends and its successor recovers from the
-                # records.
-                session.data_to_send()
-                if isinstance(exc, LocalProtocolError):
-                    raise InternalError(f"the lane's own write was refused: {exc}") from exc
-                raise
-            frames = session.data_to_send()
-            ws = self.ws
-            for frame in frames:
-                if ws is None:
-                    break
-                try:
-                    await ws.send(frame)
-                except ConnectionClosed:
-                    break
-            if self._sent_in_flush and frames:
-                self._sent_in_flush = False
-                failpoints.hit("lane.after_send")
-            if not events and not frames:
-                break
+        await flush(session, self._round, lambda: self.ws, sent=self._after_send)
         if self._close_requested and self.ws is not None:
             self._close_requested = False
             await self.ws.close()
@@ -490,6 +459,31 @@ class Lane:
         self.flushed.set()
         if session.wants_connection:
             self.want_link.set()
+
+    async def _round(self, events: Sequence[spi.PosSessionEvent]) -> None:
+        """One round of session events: plan and carry out their writes, before its frames."""
+        writes = RoundWrites()
+        for event in events:
+            await self._on_session_event(event, writes)
+        try:
+            await self._commit(writes)  # stored before any frame of this round leaves
+        except BaseException as exc:
+            # The round's writes did not land, so its frames must never
+            # leave (a request whose record is not `sent`, a reply to keys
+            # not stored): drop them. The session believes they were sent,
+            # so the lane cannot go on with it; a refused write is our bug,
+            # raised as such so that no command handler takes it for a bad
+            # command. The lane ends and its successor recovers from the
+            # records.
+            self.session.data_to_send()
+            if isinstance(exc, LocalProtocolError):
+                raise InternalError(f"the lane's own write was refused: {exc}") from exc
+            raise
+
+    def _after_send(self) -> None:
+        if self._sent_in_flush:
+            self._sent_in_flush = False
+            failpoints.hit("lane.after_send")
 
     async def _commit(self, writes: RoundWrites) -> None:
         """Apply the pending writes in one step, then run what waited for them."""

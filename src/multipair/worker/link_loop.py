@@ -16,12 +16,12 @@ import contextlib
 from typing import TYPE_CHECKING, Final
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from multipair.logs import get_logger
 from multipair.spi.address import DEFAULT_TIMINGS, SUBPROTOCOL, DeviceAddressResponseCode
 from multipair.worker.link import client_ssl_context, resolve_device_address
+from multipair.worker.pump import feed
 from multipair.worker.redis_wait import Stopping, first
 from multipair.worker.retry import is_retryable, reconnect_delays
 
@@ -107,11 +107,7 @@ class LinkLoop:
         self.lane.ws = ws
         log.info("terminal connected", subprotocol=ws.subprotocol)
         try:
-            await self.lane.step(self.lane.session.connection_made)
-            async for frame in ws:
-                await self._receive(frame)
-        except ConnectionClosed:
-            pass
+            await feed(ws, self.lane.session, self.lane.step)
         finally:
             # Bounded: this also runs while the lane is being cancelled, and a
             # shutdown must never wait on a peer or a lock for ever.
@@ -135,10 +131,6 @@ class LinkLoop:
             except Stopping:
                 log.info("connection_lost bookkeeping not written: stopping while Redis is away")
             log.info("terminal disconnected")
-
-    async def _receive(self, frame: str | bytes) -> None:
-        session = self.lane.session
-        await self.lane.step(lambda now: session.receive_text(frame, now))
 
     async def _resolve_address(self) -> None:
         assert self.lane.address is not None

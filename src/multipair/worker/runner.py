@@ -22,6 +22,7 @@ import structlog
 from multipair import broker_schema as bs
 from multipair.exceptions import CommandError, LocalProtocolError
 from multipair.logs import get_logger
+from multipair.spi import messages as m
 from multipair.spi import pos as spi
 from multipair.store.transactions import TxRecord
 from multipair.worker.admission import (
@@ -212,20 +213,22 @@ class Runner:
             case bs.GetTransaction():
                 ref = command.pos_ref_id
                 result = await self.lane.control.ask(
-                    f"gt:{ref}", lambda now: session.lookup_transaction(ref, now)
+                    spi.TransactionLookupResult, lambda now: session.lookup_transaction(ref, now)
                 )
                 await self.lane.intake.answer(
                     entry, lookup_event(self.lane.event_base(command), ref, result.response)
                 )
             case bs.GetLastTransaction():
-                result = await self.lane.control.ask("glt", session.lookup_last_transaction)
+                last = await self.lane.control.ask(
+                    spi.LastTransactionResult, session.lookup_last_transaction
+                )
                 await self.lane.intake.answer(
-                    entry, last_tx_event(self.lane.event_base(command), result.response)
+                    entry, last_tx_event(self.lane.event_base(command), last.response)
                 )
             case bs.Print():
                 key, payload = command.key, command.payload
                 answer = await self.lane.control.ask(
-                    "print", lambda now: session.print_receipt(key, payload, now)
+                    m.PrintResponse, lambda now: session.print_receipt(key, payload, now)
                 )
                 await self.lane.intake.answer(
                     entry, print_event(self.lane.event_base(command), key, answer)

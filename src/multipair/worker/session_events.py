@@ -27,6 +27,7 @@ from multipair.spi import messages as m
 from multipair.spi import pos as spi
 from multipair.store.transactions import TxRecord, TxState, TxStore
 from multipair.worker.entries import Entry
+from multipair.worker.pump import Answer, answer_to
 from multipair.worker.tamper import RejectionMonitor
 from multipair.worker.translate import (
     completed_event,
@@ -37,6 +38,7 @@ from multipair.worker.translate import (
 from multipair.worker.writes import TxResultCode, WriteBatch
 
 __all__ = [
+    "Awaited",
     "CloseLink",
     "Effect",
     "EventWrites",
@@ -100,6 +102,15 @@ class CloseLink:
 Effect = SaveSecrets | SaveToken | NoteState | CloseLink
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Awaited:
+    """A request waiting for the terminal's answer: what it expects, and who waits."""
+
+    kind: type
+    """The answer's type (``m.TerminalStatus``, ``spi.TransactionLookupResult``, ...)."""
+    future: asyncio.Future[Any]
+
+
 @dataclass(slots=True, kw_only=True)
 class Running:
     """What the lane is doing when an event arrives: what the plan may wake or acknowledge."""
@@ -108,8 +119,8 @@ class Running:
     """The transaction command running, if any."""
     tx_done: asyncio.Future[spi.TransactionCompleted] | None
     pairing_done: asyncio.Future[spi.PairingFinished] | None
-    answers: dict[str, asyncio.Future[Any]]
-    """Requests waiting for the terminal's answer, by what they asked."""
+    answers: dict[str, Awaited]
+    """Requests waiting for the terminal's answer, by message id."""
     status: spi.SpiStatus
     flow: spi.SpiFlow
     at: _dt.datetime
@@ -303,11 +314,8 @@ class EventWrites:
                 )
             case spi.TransactionCompleted():
                 effects += self._outcome(event, running, record, writes)
-            case spi.TransactionLookupResult():
-                key = f"gt:{event.pos_ref_id}"
-                writes.after.append(lambda: _resolve(running.answers, key, event))
-            case spi.LastTransactionResult():
-                writes.after.append(lambda: _resolve(running.answers, "glt", event))
+            case spi.TransactionLookupResult() | spi.LastTransactionResult():
+                writes.after.append(lambda: _resolve(running.answers, event, event))
             case spi.TerminalAnswer():
                 self._terminal_answer(event, running, writes)
             case spi.PosSpiTokenReceived():
@@ -370,12 +378,8 @@ class EventWrites:
         answer = event.answer
         answers = running.answers
         match answer:
-            case m.TerminalStatus():
-                writes.after.append(lambda: _resolve(answers, "status", answer))
-            case m.TerminalConfiguration():
-                writes.after.append(lambda: _resolve(answers, "configuration", answer))
-            case m.PrintResponse():
-                writes.after.append(lambda: _resolve(answers, "print", answer))
+            case m.TerminalStatus() | m.TerminalConfiguration() | m.PrintResponse():
+                writes.after.append(lambda: _resolve(answers, event, answer))
             case m.BatteryLevelChanged():
                 if answer.battery_level is not None:
                     self.add_event(
@@ -462,7 +466,10 @@ class EventWrites:
         return effects
 
 
-def _resolve(answers: dict[str, asyncio.Future[Any]], key: str, value: object) -> None:
-    future = answers.pop(key, None)
-    if future is not None:
-        settle(future, value)
+def _resolve(answers: dict[str, Awaited], event: Answer, value: object) -> None:
+    """Wake the request ``event`` answers (by message id), with ``value``."""
+    for message_id, awaited in answers.items():
+        if isinstance(value, awaited.kind) and answer_to(message_id, event) is not None:
+            del answers[message_id]
+            settle(awaited.future, value)
+            return
