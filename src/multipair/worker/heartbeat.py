@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from multipair.logs import get_logger
@@ -30,17 +31,10 @@ async def heartbeat_loop(lane: Lane) -> None:
         # One round trip: checks the profile, then (fenced) writes heartbeat_at.
         # While Redis is away there is none: the supervisor knows it could not
         # have seen one, and does not count the gap against the lane.
-        started = lane.clock.monotonic()
-        try:
-            present = await lane.writer.heartbeat(iso_now(lane.clock))
-        except Exception as exc:
-            lane.redis_wait.note_slow(started)
-            if not lane.redis_wait.must_wait(exc):
-                raise
-            present = True
-        else:
-            lane.redis_wait.answered()
-        if not present:
+        answered, present = await lane.redis_wait.best_effort(
+            partial(lane.writer.heartbeat, iso_now(lane.clock))
+        )
+        if answered and not present:
             # The lane was removed: nothing to serve, and nothing to write.
             log.warning("profile removed: stopping")
             lane.stop_now()

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from multipair.leases import LeaseLapsed
 from multipair.logs import get_logger
@@ -82,22 +82,15 @@ class RedisWait:
         Only "Redis is away" is waited out (:meth:`must_wait`); every other
         error, a lost lease first of all, propagates at once. ``call`` must be
         safe to repeat: a read, an idempotent write, or a write with a write
-        id (``Lane._apply``, :meth:`TxStore.begin` with a ticket). ``until``
+        id (``Lane.apply``, :meth:`TxStore.begin` with a ticket). ``until``
         (default: the stop) ends the wait.
         """
         stop = self._stopped if until is None else until
         delays: Iterator[float] | None = None
         while True:
-            started = self._clock.monotonic()
-            try:
-                result = await call()
-            except Exception as exc:
-                self.note_slow(started)
-                if not self.must_wait(exc):
-                    raise
-            else:
-                self.answered()
-                return result
+            answered, result = await self.best_effort(call)
+            if answered:
+                return cast(_T, result)
             if stop.is_set():
                 raise Stopping
             if delays is None:
