@@ -207,4 +207,5 @@ def _binary(value: object) -> bytes:
 
 
 def text(value: Any) -> str:
+    """A reply value (bytes or not) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)

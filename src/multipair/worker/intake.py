@@ -78,6 +78,7 @@ class Intake:
         self._taken = 0  # entries taken, to trim the commands stream every so many
 
     async def ensure_group(self) -> None:
+        """Create the lane's consumer group (and stream) unless it exists."""
         try:
             await self.lane.redis.xgroup_create(
                 self.lane.keys.commands(self.lane.instance_id),
@@ -459,6 +460,7 @@ class Intake:
         fields: Any = None,
         pos_ref_id: str | None = None,
     ) -> None:
+        """Refuse an entry: ``command_rejected``, its dead letter (with ``fields``), ack, count."""
         log.warning("command rejected", reason=exc.reason, detail=exc.detail, entry_id=entry_id)
         event = self.lane.event(
             bs.CommandRejected,
@@ -483,6 +485,7 @@ class Intake:
         await self.lane.apply(batch)
 
     async def ack(self, entry: Entry) -> None:
+        """Acknowledge ``entry`` alone (its answer was published before)."""
         await self.lane.apply(
             WriteBatch().xack(self.lane.keys.commands(self.lane.instance_id), entry.entry_id)
         )

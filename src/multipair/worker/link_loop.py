@@ -43,6 +43,7 @@ class LinkLoop:
         self.lane = lane
 
     async def link_loop(self) -> None:
+        """Keep the terminal link up while the session wants one, until draining."""
         assert self.lane.address is not None
         assert self.lane.profile is not None
         delays = reconnect_delays(self.lane.deps.reconnect)
@@ -148,6 +149,7 @@ class LinkLoop:
             )
 
     async def timer_loop(self) -> None:
+        """Call the session's ``handle_timer`` at its next deadline, until stopped."""
         while not self.lane.stopped.is_set():
             deadline = self.lane.session.next_deadline()
             self.lane.wake.clear()

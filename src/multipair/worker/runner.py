@@ -81,6 +81,7 @@ class Runner:
         self.lane = lane
 
     async def runner_loop(self) -> None:
+        """Run queued transaction commands (and orphans) one at a time, until stopped."""
         while not self.lane.stopped.is_set():
             item = await self.lane.tx_queue.get()
             if item is STOP:
@@ -94,6 +95,7 @@ class Runner:
                 self.lane.idle.set()
 
     async def run_item(self, item: object) -> None:
+        """Run one queued command (or recover one orphaned record); answer how it failed."""
         if isinstance(item, TxRecord):
             await self._recover_orphan(item)
             return
@@ -239,6 +241,7 @@ class Runner:
                 raise LocalProtocolError(f"{command.type} is not supported by this lane yet")
 
     def accepted(self, command: bs.Command) -> bs.Event:
+        """The ``command_accepted`` event of ``command``."""
         return self.lane.event(
             bs.CommandAccepted,
             command_id=command.command_id,

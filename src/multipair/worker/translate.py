@@ -85,12 +85,14 @@ def lookup_fields_from_record(record: TxRecord) -> dict[str, Any]:
 
 
 def pairing_end(event: spi.PairingFinished) -> bs.PairingState:
+    """How a finished pairing is published (``pairing`` event ``state``)."""
     if event.success:
         return bs.PairingState.SUCCEEDED
     return bs.PairingState.CANCELLED if event.cancelled else bs.PairingState.FAILED
 
 
 def new_record(command: bs.Command, pos_ref_id: str) -> TxRecord:
+    """The ``requested`` record of a new transaction command."""
     return TxRecord(
         pos_ref_id=pos_ref_id,
         command_id=command.command_id,
@@ -168,6 +170,7 @@ def _settle_opts(profile: LaneProfile | None) -> dict[str, Any]:
 
 
 def tx_fields(response: m.TransactionResponse | None) -> dict[str, Any]:
+    """The ``transaction_completed`` / ``transaction_lookup`` fields of a terminal response."""
     if response is None:
         return {}
     return {
@@ -195,6 +198,7 @@ def tx_fields(response: m.TransactionResponse | None) -> dict[str, Any]:
 
 
 def amounts(response: m.TransactionResponse | None, record: TxRecord | None) -> dict[str, Any]:
+    """The amounts of a transaction: the record's, overridden by what the terminal reports."""
     fields: dict[str, Any] = {}
     if record is not None:
         fields = {
@@ -277,6 +281,7 @@ def settlement_event(
 def lookup_event(
     base: dict[str, Any], pos_ref_id: str, response: m.GetTransactionResponse
 ) -> bs.Event:
+    """The ``transaction_lookup`` answer to ``get_transaction`` (§7.10)."""
     tx = response.tx
     found = response.success is True and tx is not None
     result = "unknown"
@@ -290,6 +295,7 @@ def lookup_event(
 
 
 def last_tx_event(base: dict[str, Any], response: m.TransactionResponse) -> bs.Event:
+    """The ``transaction_lookup`` answer to ``get_last_transaction`` (§7.11)."""
     found = response.retrieved
     result = "unknown"
     if found and response.success is not None:
@@ -305,6 +311,7 @@ def last_tx_event(base: dict[str, Any], response: m.TransactionResponse) -> bs.E
 
 
 def status_event(base: dict[str, Any], answer: m.TerminalStatus) -> bs.Event:
+    """The ``terminal_status`` answer (§7.18)."""
     return bs.TerminalStatusReport(
         **base,
         success=answer.success,
@@ -315,6 +322,7 @@ def status_event(base: dict[str, Any], answer: m.TerminalStatus) -> bs.Event:
 
 
 def config_event(base: dict[str, Any], answer: m.TerminalConfiguration) -> bs.Event:
+    """The ``terminal_configuration`` answer (§7.19)."""
     return bs.TerminalConfigurationReport(
         **base,
         success=answer.success,
@@ -330,6 +338,7 @@ def config_event(base: dict[str, Any], answer: m.TerminalConfiguration) -> bs.Ev
 
 
 def print_event(base: dict[str, Any], key: str, answer: m.PrintResponse) -> bs.Event:
+    """The ``printing`` answer (§7.20)."""
     return bs.Printing(
         **base,
         success=bool(answer.success),
