@@ -23,13 +23,13 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from ssl import SSLContext
 from typing import Self, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import InvalidHandshake
 from websockets.typing import Subprotocol
 
 from multipair import __version__
@@ -39,6 +39,8 @@ from multipair.spi import messages as m
 from multipair.spi import pos as spi
 from multipair.spi.address import DEFAULT_TIMINGS, SUBPROTOCOL, Timings
 from multipair.spi.crypto import Secrets
+from multipair.worker.pump import Answer, answer_to, feed, flush
+from multipair.worker.retry import ReconnectPolicy, reconnect_delays
 
 __all__ = ["Answer", "DirectPos"]
 
@@ -47,9 +49,6 @@ log = get_logger(__name__)
 _E = TypeVar("_E")
 _T = TypeVar("_T")
 _JITTER = 0.2  # drops seen by many POSes at once must not reconnect in lockstep
-
-Answer = spi.TerminalAnswer | spi.TransactionLookupResult | spi.LastTransactionResult
-"""The events that answer a request by its message id (:meth:`DirectPos.request`)."""
 
 
 class DirectPos:
@@ -168,7 +167,7 @@ class DirectPos:
         since = len(self.events)  # an answer cannot come before its request
         async with asyncio.timeout(timeout):
             message_id = await self.act(send)
-            return await self._first(functools.partial(_answer_to, message_id), since)
+            return await self._first(functools.partial(answer_to, message_id), since)
 
     async def wait_for(
         self,
@@ -227,25 +226,16 @@ class DirectPos:
                 waiter.set_result(None)
 
     async def _flush(self) -> None:
-        while True:
-            events = self.session.events_received()
-            for event in events:
-                self._handle(event)
-            frames = self.session.data_to_send()
-            for frame in frames:
-                if self._ws is None:
-                    break
-                try:
-                    await self._ws.send(frame)
-                except ConnectionClosed:
-                    break  # the reader sees the close and tells the session
-            if not events and not frames:
-                break
+        await flush(self.session, self._handle_round, lambda: self._ws)
         if self._close_requested:
             self._close_requested = False
             if self._ws is not None:
                 await self._ws.close()
         self._wake()
+
+    async def _handle_round(self, events: Sequence[spi.PosSessionEvent]) -> None:
+        for event in events:
+            self._handle(event)
 
     def _handle(self, event: spi.PosSessionEvent) -> None:
         """Act on one event; session calls made here are flushed by the same loop."""
@@ -268,6 +258,9 @@ class DirectPos:
                 self._close_requested = True
 
     async def _link_loop(self) -> None:
+        # 1.5 s plus up to 20 % jitter (§13.8), as the lane paces its reconnects.
+        policy = ReconnectPolicy(pause_s=self.timings.reconnect_pause_s, jitter=_JITTER)
+        delays = reconnect_delays(policy, self._rng)
         try:
             while True:
                 await self._until(lambda: self.session.wants_connection)
@@ -287,8 +280,7 @@ class DirectPos:
                     await self._serve(ws)
                 if not self.reconnect:
                     break
-                jitter = 1.0 + self._rng.uniform(0.0, _JITTER)
-                await asyncio.sleep(self.timings.reconnect_pause_s * jitter)
+                await asyncio.sleep(next(delays))
         finally:
             self._down = "the terminal link is down for good (reconnect is off, or closed)"
             for _, waiter in self._watchers:
@@ -298,11 +290,7 @@ class DirectPos:
     async def _serve(self, ws: ClientConnection) -> None:
         self._ws = ws
         try:
-            await self.act(self.session.connection_made)
-            async for frame in ws:
-                await self.act(functools.partial(self.session.receive_text, frame))
-        except ConnectionClosed:
-            pass
+            await feed(ws, self.session, self.act)
         finally:
             self._ws = None
             await ws.close()
@@ -323,14 +311,3 @@ class DirectPos:
 
 def _shows_code(event: spi.PairingProgress) -> bool:
     return event.confirmation_code is not None
-
-
-def _answer_to(message_id: str, event: spi.PosSessionEvent) -> Answer | None:
-    match event:
-        case spi.TerminalAnswer(answer=m.PrintResponse()):
-            return event  # §7.20: its id may be the terminal's own
-        case spi.TerminalAnswer() if event.answer.id == message_id:
-            return event
-        case spi.TransactionLookupResult() | spi.LastTransactionResult():
-            return event if event.response.id == message_id else None
-    return None

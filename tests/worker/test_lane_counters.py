@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from multipair.broker_schema import counters
 from multipair.simulator import Simulator
 from multipair.store._redis import text_map
-from multipair.worker.lane import _TX_TYPES
+from multipair.worker.translate import TX_TYPES
 from tests.simulator.helpers import KEYS, seed_paired_state
 from tests.worker.helpers import LaneRig, make_rig
 
@@ -43,7 +43,7 @@ async def lane(
 
 
 def test_the_counted_outcome_types_are_the_lanes_transaction_types() -> None:
-    assert sorted(_TX_TYPES) == sorted(counters.OUTCOME_TYPES)
+    assert sorted(TX_TYPES) == sorted(counters.OUTCOME_TYPES)
 
 
 async def test_outcomes_and_refusals_are_counted_in_the_state_hash(

@@ -26,14 +26,9 @@ from multipair.simulator import Simulator
 from multipair.store.profiles import ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.store.transactions import TxStore
-from multipair.worker.lane import (
-    POISON_DELIVERIES,
-    Lane,
-    LaneDeps,
-    _dead_letter,
-    _lane_must_end,
-    _stream_entries,
-)
+from multipair.worker.admission import POISON_DELIVERIES
+from multipair.worker.entries import dead_letter, stream_entries
+from multipair.worker.lane import Lane, LaneDeps, lane_must_end
 from tests.simulator.helpers import KEYS, Control, seed_paired_state
 from tests.worker.helpers import LaneRig, make_rig
 
@@ -317,22 +312,22 @@ def test_a_dead_letter_copy_never_fails() -> None:
         None,
     ]
     for fields in odd:
-        copy = _dead_letter(fields, "1-0", refused)
+        copy = dead_letter(fields, "1-0", refused)
         assert all(isinstance(n, bytes) and isinstance(v, bytes) for n, v in copy)
         assert [
             (b"entry_id", b"1-0"),
             (b"reason", b"bad_entry"),
             (b"detail", "détail".encode()),
         ] == copy[-3:]
-    assert (b"\xff", b"\x00\xfe") == _dead_letter(odd[0], "1-0", refused)[0]
+    assert (b"\xff", b"\x00\xfe") == dead_letter(odd[0], "1-0", refused)[0]
 
 
 def test_raw_replies_of_both_protocols_give_the_same_entries() -> None:
     entries = [[b"1-0", [b"v", b"1", b"body", b"A", b"body", b"B"]], [b"2-0", None]]
     expected = [("1-0", [(b"v", b"1"), (b"body", b"A"), (b"body", b"B")]), ("2-0", [])]
-    assert expected == _stream_entries([[b"s", entries]])  # RESP2
-    assert expected == _stream_entries({b"s": entries})  # RESP3
-    assert [] == _stream_entries(None)
+    assert expected == stream_entries([[b"s", entries]])  # RESP2
+    assert expected == stream_entries({b"s": entries})  # RESP3
+    assert [] == stream_entries(None)
 
 
 async def test_only_errors_that_are_the_entrys_own_are_contained(redis_url: str) -> None:
@@ -351,9 +346,9 @@ async def test_only_errors_that_are_the_entrys_own_are_contained(redis_url: str)
     try:
         with pytest.raises(AssertionError) as escaped:
             await lane._flush()  # no session yet: fails inside the flush
-        assert _lane_must_end(escaped.value)  # the session may be out of step: end the lane
-        assert _lane_must_end(RetryLater("Redis is unreachable"))
-        assert not _lane_must_end(KeyError("x"))
-        assert not _lane_must_end(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid"))
+        assert lane_must_end(escaped.value)  # the session may be out of step: end the lane
+        assert lane_must_end(RetryLater("Redis is unreachable"))
+        assert not lane_must_end(KeyError("x"))
+        assert not lane_must_end(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid"))
     finally:
         await client.aclose()

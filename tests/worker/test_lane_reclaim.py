@@ -99,7 +99,7 @@ async def test_an_entry_a_lost_read_left_pending_is_taken_back_and_answered_once
     await _connected(redis, lane)
     stream = lane.keys.commands(lane.instance_id)
     events = EventReader(redis, lane.keys.events(lane.instance_id))
-    consumer = lane._consumer
+    consumer = lane.consumer
 
     # A long purchase (the card takes 3 s): its entry stays pending and idle past the 1 s
     # threshold while the lane runs it. Taking it back must not run it a second time.

@@ -216,7 +216,9 @@ async def test_a_drain_cuts_the_long_command_read_short(
     reader_lane: Lane, keys: bs.Keys, iid: str
 ) -> None:
     assert READ_BLOCK_MS == read_block_ms(reader_lane.redis)
-    read = asyncio.create_task(reader_lane._read_unless_draining(keys.commands(iid), READ_BLOCK_MS))
+    read = asyncio.create_task(
+        reader_lane.intake.read_unless_draining(keys.commands(iid), READ_BLOCK_MS)
+    )
     await asyncio.sleep(0.3)
     assert not read.done()  # blocked in Redis
     started = time.monotonic()
@@ -234,7 +236,7 @@ async def test_an_entry_delivered_to_a_cancelled_read_is_pending_and_the_connect
     returned: list[str] = []
     for i in range(25):
         reader_lane._draining = asyncio.Event()
-        read = asyncio.create_task(reader_lane._read_unless_draining(stream, READ_BLOCK_MS))
+        read = asyncio.create_task(reader_lane.intake.read_unless_draining(stream, READ_BLOCK_MS))
         await asyncio.sleep(0.02)
         added.append((await redis.xadd(stream, {"v": "1", "body": f"{i}"})).decode())
         reader_lane.drain()  # races the reply to the blocked read
@@ -256,7 +258,7 @@ async def test_a_block_longer_than_the_socket_timeout_is_shortened_not_raised(
         block = read_block_ms(short)
         assert block < 1_000
         reader_lane.redis = short
-        assert [] == await reader_lane._read(keys.commands(iid), ">", block=block)
+        assert [] == await reader_lane.intake.read(keys.commands(iid), ">", block=block)
     finally:
         await short.aclose()
 
