@@ -108,7 +108,7 @@ async def _opens_under(redis: aioredis.Redis, cli: Cli, key: MasterKey, lane: Pa
 async def _raw(redis: aioredis.Redis, cli: Cli) -> dict[bytes, dict[bytes, bytes]]:
     """Every profile hash of the prefix, as stored."""
     keys = bs.Keys(cli.prefix)
-    ids = sorted(m.decode() for m in await redis.smembers(keys.lanes()))  # type: ignore[misc]
+    ids = sorted(m.decode() for m in await redis.smembers(keys.lanes()))  # type: ignore[union-attr]
     return {iid.encode(): await redis.hgetall(keys.profile(iid)) for iid in ids}  # type: ignore[misc]
 
 

@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from multipair.embedded import RedisCluster, RedisServerError, cluster_support_problem
-from multipair.redis_conn import connect
+from multipair.redis_conn import connect, is_cluster
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,7 @@ def redis_url(redis_cluster: RedisCluster) -> str:
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """A cluster client (bytes replies) from ``redis_url``, every master flushed; closed after."""
     client = await connect(redis_url)
-    assert isinstance(client, aioredis.RedisCluster)
+    assert is_cluster(client)
     await client.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)
     yield client
     await client.aclose()

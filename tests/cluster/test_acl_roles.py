@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from multipair import broker_schema as bs
 from multipair.client import AsyncClient
 from multipair.embedded import RedisCluster
-from multipair.redis_conn import connect
+from multipair.redis_conn import connect, is_cluster
 from multipair.store.profiles import LaneProfile, ProfileStore
 from tests.cli.helpers import Cli
 from tests.deploy.redis_acl import PASSWORDS, USERS, password_files, render
@@ -71,8 +71,8 @@ def roles(redis_cluster: RedisCluster, key_prefix: str, tmp_path: Path) -> Itera
     try:
         for node in nodes:
             for line in lines:
-                node.execute_command("ACL", "SETUSER", *setuser_args(line))
-            node.execute_command("ACL", "LOG", "RESET")
+                node.execute_command("ACL", "SETUSER", *setuser_args(line))  # type: ignore[no-untyped-call]
+            node.execute_command("ACL", "LOG", "RESET")  # type: ignore[no-untyped-call]
         first = urlsplit(redis_cluster.urls[0])
         yield {
             role: f"redis://{USERS[role]}:{PASSWORDS[role]}@{first.hostname}:{first.port}/0"
@@ -87,7 +87,7 @@ def roles(redis_cluster: RedisCluster, key_prefix: str, tmp_path: Path) -> Itera
         assert [] == denials
     finally:
         for node in nodes:
-            node.execute_command("ACL", "DELUSER", *(USERS[r] for r in ROLES))
+            node.execute_command("ACL", "DELUSER", *(USERS[r] for r in ROLES))  # type: ignore[no-untyped-call]
             node.close()
 
 
@@ -112,14 +112,15 @@ async def test_pos_ops_and_service_work_on_a_cluster_without_a_denial(
 
     pos = await connect(roles["pos"])
     try:
-        assert isinstance(pos, aioredis.RedisCluster)
+        assert is_cluster(pos)
         client = AsyncClient(pos, prefix=key_prefix)
         await client.send(iid, bs.TerminalStatus(command_id="c-1"))
         # Not a whole event (the library skips it), but read all the same.
         assert [] == [e async for _, e in client.events(iid, since="0", follow=False)]
         read: Any = await pos.xread({keys.events(iid): "0"})
         assert [b'{"type":"battery"}'] == [f[b"body"] for _, f in read[0][1]]
-        assert 1 == len(await pos.xrevrange(keys.events(iid), count=1))
+        newest: Any = await pos.xrevrange(keys.events(iid), count=1)
+        assert 1 == len(newest)
     finally:
         await pos.aclose()
     assert 1 == await redis.xlen(keys.commands(iid))

@@ -10,6 +10,7 @@ import asyncio
 import socket
 import uuid
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -37,21 +38,24 @@ def _port(url: str) -> int | None:
     return urlsplit(url).port
 
 
-def _lane_ids_on_every_master(client: aioredis.RedisCluster, keys: bs.Keys) -> list[str]:
+def _lane_ids_on_every_master(client: aioredis.Redis, keys: bs.Keys) -> list[str]:
     """One new lane id per master: each lane's keys live on a different node."""
-    wanted = {node.port for node in client.get_primaries()}
-    found: dict[int, str] = {}
+    cluster = cast(aioredis.RedisCluster, client)  # connect() types a cluster client as Redis
+    wanted = {node.port for node in cluster.get_primaries()}
+    found: dict[int | str, str] = {}
     while set(found) != wanted:
         iid = str(uuid.uuid4())
-        found.setdefault(client.get_node_from_key(keys.profile(iid)).port, iid)
+        node = cluster.get_node_from_key(keys.profile(iid))
+        assert node is not None, "every slot has a master"
+        found.setdefault(node.port, iid)
     return [found[port] for port in sorted(found)]
 
 
 async def test_three_masters_serve_every_slot(redis_cluster: RedisCluster) -> None:
     client = await connect(redis_cluster.urls[2])
     try:
-        assert isinstance(client, aioredis.RedisCluster)
-        slots = await client.cluster_slots()
+        assert is_cluster(client)
+        slots: Any = await cast(aioredis.RedisCluster, client).cluster_slots()
     finally:
         await client.aclose()
     owners = {tuple(served["primary"]) for served in slots.values()}
@@ -96,8 +100,9 @@ async def test_a_lane_key_asked_of_a_node_that_does_not_own_it_is_moved(
 ) -> None:
     """make_rig picks lane ids away from ``redis_url``'s node: lanes must follow MOVED."""
     rig = await make_rig(redis, redis_url, key_prefix, tmp_path, address="ws://127.0.0.1:9")
-    assert isinstance(redis, aioredis.RedisCluster)
-    owner = redis.get_node_from_key(rig.keys.profile(rig.instance_id))
+    assert is_cluster(redis)
+    owner = cast(aioredis.RedisCluster, redis).get_node_from_key(rig.keys.profile(rig.instance_id))
+    assert owner is not None
     assert owner.port != _port(redis_url)
     plain = aioredis.Redis.from_url(redis_url)  # no redirection: sees the MOVED reply
     try:
@@ -111,7 +116,7 @@ async def test_a_lane_key_asked_of_a_node_that_does_not_own_it_is_moved(
 async def test_lanes_on_every_master_are_listed_and_deleted_whole(
     redis: aioredis.Redis, key_prefix: str
 ) -> None:
-    assert isinstance(redis, aioredis.RedisCluster)
+    assert is_cluster(redis)
     keys = bs.Keys(key_prefix)
     profiles = ProfileStore(redis, keys, MasterKey.generate())
     txs = TxStore(redis, keys)
@@ -143,7 +148,7 @@ async def test_lanes_on_every_master_are_listed_and_deleted_whole(
 async def test_a_lane_write_naming_a_key_of_another_slot_never_reaches_redis(
     redis: aioredis.Redis, key_prefix: str
 ) -> None:
-    assert isinstance(redis, aioredis.RedisCluster)
+    assert is_cluster(redis)
     keys = bs.Keys(key_prefix)
     ours, other = _lane_ids_on_every_master(redis, keys)[:2]
     writer = LaneWriter(redis, keys, ours, None)
@@ -168,7 +173,7 @@ async def test_a_supervisor_from_one_node_runs_lanes_on_every_master(
     tmp_path: Path,
 ) -> None:
     """``multipair supervise`` and the client library, each from a different node's URL."""
-    assert isinstance(redis, aioredis.RedisCluster)
+    assert is_cluster(redis)
     async with paired_simulator(tmp_path / "sim", 3) as sim:
         fleet = Fleet(redis, redis_url, key_prefix, tmp_path, sim)
         keys = fleet.keys
@@ -217,7 +222,7 @@ async def test_leases_of_lanes_on_every_master_renew_in_one_call(
 ) -> None:
     client = await connect(redis_cluster.urls[0], max_connections=4)
     try:
-        assert isinstance(client, aioredis.RedisCluster)
+        assert is_cluster(client)
         keys = bs.Keys(f"t{uuid.uuid4().hex[:12]}")
         manager = LeaseManager(client, keys, "host-a")
         held = []

@@ -8,6 +8,7 @@ hostile page would send them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +26,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def _status(http: aiohttp.ClientSession, method: str, url: str, **kwargs: object) -> int:
+async def _status(http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> int:
     async with http.request(method, url, allow_redirects=False, **kwargs) as response:
         return response.status
 

@@ -189,7 +189,7 @@ async def test_unpair_then_pair_from_the_page_shows_the_code_and_completes(
     await browser.click('[data-action="pair"]')
     assert "Pair" in await browser.confirm()
     awaiting = await lane.next_event("pairing", after=mark, state="awaiting_confirmation")
-    code = awaiting["confirmation_code"]
+    code: str = awaiting["confirmation_code"]
     assert code
 
     async def code_shown() -> bool:

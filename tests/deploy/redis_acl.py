@@ -117,7 +117,7 @@ async def acl_load(admin: aioredis.Redis) -> None:
     dead after it, so they are dropped here too.
     """
     try:
-        reply = await admin.execute_command("ACL", "LOAD")
+        reply = await admin.execute_command("ACL", "LOAD")  # type: ignore[no-untyped-call]
     except redis.ConnectionError:
         reply = b"OK"
     finally:

@@ -33,6 +33,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
+from redis.typing import EncodableT, FieldT
 
 from multipair import broker_schema as bs
 from multipair.client import AsyncClient, LaneNotFound
@@ -192,13 +193,17 @@ async def test_pos_adds_commands_and_reads_events_state_and_records_and_nothing_
         assert await pos.xadd(keys.commands(iid), {"v": "1", "body": body})
         read: Any = await pos.xread({keys.events(iid): "0"}, count=10)
         assert [b'{"type":"battery"}'] == [f[b"body"] for _, f in read[0][1]]
-        assert 1 == len(await pos.xrevrange(keys.events(iid), count=1))
+        newest: Any = await pos.xrevrange(keys.events(iid), count=1)
+        assert 1 == len(newest)
         assert b"paired_connected" == await pos.hget(keys.state(iid), "status")
         assert {b"state": b"completed"} == await pos.hgetall(keys.tx(iid, "order-1"))
         assert [] == server.denials("pos")
 
-        event = {"v": "1", "body": '{"type":"transaction_completed","result":"success"}'}
-        control = {"v": "1", "body": '{"action":"drain"}'}
+        event: dict[FieldT, EncodableT] = {
+            "v": "1",
+            "body": '{"type":"transaction_completed","result":"success"}',
+        }
+        control: dict[FieldT, EncodableT] = {"v": "1", "body": '{"action":"drain"}'}
         for denied in (
             lambda: pos.xadd(keys.events(iid), event),
             lambda: pos.hset(keys.profile(iid), "device_address", "ws://evil:8080"),
@@ -352,7 +357,10 @@ async def test_ops_cli_administers_lanes_that_a_supervisor_runs_as_service(
 
     ops = await as_role(server, "ops")
     try:
-        event = {"v": "1", "body": '{"type":"transaction_completed","result":"success"}'}
+        event: dict[FieldT, EncodableT] = {
+            "v": "1",
+            "body": '{"type":"transaction_completed","result":"success"}',
+        }
         iid = paired.instance_id
         for denied in (
             lambda: ops.xadd(keys.events(iid), event),
@@ -377,7 +385,7 @@ async def test_a_malformed_control_message_is_refused_logged_acked_and_the_super
     await supervisor.start()
     pid = await lane.running()
     stream = keys.host_control(HOST)
-    bad: list[dict[str, Any]] = [
+    bad: list[dict[FieldT, EncodableT]] = [
         {"v": "1", "body": "{"},
         {
             "v": "1",
@@ -475,7 +483,7 @@ async def test_a_lane_rides_out_acl_load_which_drops_every_connection(
             assert rig.process.proc is not None
             exited = rig.process.proc.returncode
             assert None is exited, f"the lane exited {exited}: {rig.process.logs()[-1500:]}"
-            now = await admin.hget(keys.state(rig.instance_id), "heartbeat_at")
+            now: Any = await admin.hget(keys.state(rig.instance_id), "heartbeat_at")
             return now is not None and now.decode() != state["heartbeat_at"]
 
         await eventually(beats_again, "a lane heartbeat after ACL LOAD")

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -55,7 +56,7 @@ def test_the_default_user_is_off(server: AclRedis) -> None:
 def test_it_is_durable_and_never_evicts(server: AclRedis) -> None:
     client = server.admin(decode_responses=True)
     try:
-        config = {
+        config: dict[str, Any] = {
             name: client.config_get(name)[name]
             for name in (
                 "appendonly",

@@ -283,7 +283,8 @@ def add_lane(env: dict[str, str]) -> str:
 
 
 def lane_events(client: redis.Redis, keys: bs.Keys, instance_id: str) -> list[bs.Event]:
-    return [bs.decode_event(fields) for _, fields in client.xrange(keys.events(instance_id))]
+    entries: Any = client.xrange(keys.events(instance_id))
+    return [bs.decode_event(fields) for _, fields in entries]
 
 
 def test_supervisord_runs_the_supervisor_and_stops_it_cleanly(
@@ -322,11 +323,11 @@ def test_supervisord_runs_the_supervisor_and_stops_it_cleanly(
         )
         assert "RUNNING" in sd.ctl("status", PROGRAM)
 
-        beat = until(lambda: sync_redis.hget(keys.hosts(), host), "the host heartbeat", 30)
+        beat: Any = until(lambda: sync_redis.hget(keys.hosts(), host), "the host heartbeat", 30)
         heartbeat = orjson.loads(beat)
         assert (running["pid"], True) == (heartbeat["pid"], heartbeat["accepting"])
 
-        lease = until(lambda: sync_redis.get(keys.lease(instance_id)), "the lane's lease", 30)
+        lease: Any = until(lambda: sync_redis.get(keys.lease(instance_id)), "the lane's lease", 30)
         assert lease.decode().endswith(f":{host}")
         until(
             lambda: sync_redis.hget(keys.state(instance_id), "heartbeat_at"),

@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -233,7 +234,7 @@ async def _answered(url: str, lane: str, command_ids: list[str]) -> dict[str, st
     deadline = time.monotonic() + 30
     try:
         while set(command_ids) - set(found) and time.monotonic() < deadline:
-            entries = await client.xrange(f"mp:lane:{{{lane}}}:events")
+            entries: Any = await client.xrange(f"mp:lane:{{{lane}}}:events")
             for _, fields in entries:
                 event = json.loads(fields["body"])
                 cid = event.get("command_id")

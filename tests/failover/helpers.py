@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -70,7 +70,7 @@ async def wait_spread(
 
 
 @contextlib.contextmanager
-def terminal_connections() -> Iterator[list[dict[str, Any]]]:
+def terminal_connections() -> Iterator[list[MutableMapping[str, Any]]]:
     """Capture the simulator's connection log (it runs in the test process) meanwhile.
 
     A terminal takes one POS connection at a time: a second one makes it
@@ -82,12 +82,12 @@ def terminal_connections() -> Iterator[list[dict[str, Any]]]:
         yield logs
 
 
-def opened(logs: list[dict[str, Any]]) -> list[str]:
+def opened(logs: list[MutableMapping[str, Any]]) -> list[str]:
     """Serials of the terminals a POS connected to, once per connection."""
     return [str(e.get("serial")) for e in logs if e.get("event") == "connection.open"]
 
 
-def replaced(logs: list[dict[str, Any]]) -> list[str]:
+def replaced(logs: list[MutableMapping[str, Any]]) -> list[str]:
     """Serials of the terminals where a POS connected while another was still connected."""
     return [str(e.get("serial")) for e in logs if e.get("event") == "connection.replace"]
 

@@ -275,7 +275,10 @@ async def test_js_client_pairs_confirming_on_the_terminal_through_the_control_ap
                 seen["terminal"] = await control.get(terminal.serial)
                 await control.post(terminal.serial, "pairing/confirm")
 
-        plan = [{"do": "pair"}, {"do": "purchase", "ref": "after-pairing", "cents": 1000}]
+        plan: list[dict[str, Any]] = [
+            {"do": "pair"},
+            {"do": "purchase", "ref": "after-pairing", "cents": 1000},
+        ]
         run = await run_harness(node, terminal, plan, on_event=on_event)
         run.assert_clean()
 
@@ -346,7 +349,7 @@ async def test_js_client_purchases_get_the_outcomes_of_the_rules_table(
     node: str, paired_sim: Simulator
 ) -> None:
     terminal = paired_sim.terminals[0]
-    plan = [
+    plan: list[dict[str, Any]] = [
         {"do": "wait_status", "status": "PairedConnected"},
         {"do": "purchase", "ref": "order-approve", "cents": 1000},
         {"do": "purchase", "ref": "order-decline", "cents": 1051},
@@ -409,7 +412,7 @@ async def test_js_client_reconnects_and_recovers_the_true_outcome_after_a_drop(
     if drop_at is not None:
         await control.post(terminal.serial, "drop", {"at": drop_at})
     ref = f"dropped-{cents}"
-    plan = [
+    plan: list[dict[str, Any]] = [
         {"do": "wait_status", "status": "PairedConnected"},
         {"do": "purchase", "ref": ref, "cents": cents},
     ]
@@ -459,7 +462,7 @@ async def test_js_client_completes_a_signature_interrupted_by_a_drop(
     control = Control(http, paired_sim.control_url)
     await control.post(terminal.serial, "drop", {"at": "while_awaiting_signature"})
     ref = "signature-dropped"
-    plan = [
+    plan: list[dict[str, Any]] = [
         {"do": "wait_status", "status": "PairedConnected"},
         {"do": "purchase", "ref": ref, "cents": 1052, "signature": True},
     ]
@@ -487,7 +490,7 @@ async def test_js_client_recovers_after_a_pos_restart_with_initiate_recovery(
     ref = "restart-1058"
     # The POS sends the purchase, the terminal approves it and drops the line
     # before answering, and the POS dies while disconnected.
-    crash = [
+    crash: list[dict[str, Any]] = [
         {"do": "wait_status", "status": "PairedConnected"},
         {"do": "purchase", "ref": ref, "cents": 1058, "then_exit": True},
         {"do": "wait_status", "status": "PairedConnecting"},
@@ -645,7 +648,7 @@ async def test_js_client_follows_the_terminals_own_messages(
         elif event["type"] == "battery":
             await control.post(terminal.serial, "unpair")
 
-    plan = [
+    plan: list[dict[str, Any]] = [
         {"do": "wait_status", "status": "PairedConnected"},
         {"do": "wait_event", "type": "secrets"},
         {"do": "purchase", "ref": "after-rollover", "cents": 1000},
@@ -687,7 +690,7 @@ async def test_js_client_finds_a_moved_terminal_through_the_device_address_servi
     # service for the serial number and reconnects to what it answers.
     terminal = paired_sim.terminals[0]
     stale = "127.0.0.1:1"
-    plan = [
+    plan: list[dict[str, Any]] = [
         {"do": "wait_status", "status": "PairedConnected"},
         {"do": "purchase", "ref": "found-again", "cents": 1000},
     ]
@@ -725,7 +728,7 @@ async def test_js_client_of_another_tenant_connects_to_port_8080(node: str, tmp_
         pytest.skip(f"port 8080 on loopback is taken: {exc}")
     try:
         terminal = sim.terminals[0]
-        plan = [
+        plan: list[dict[str, Any]] = [
             {"do": "wait_status", "status": "PairedConnected"},
             {"do": "purchase", "ref": "tenant-gko", "cents": 1000},
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,7 +19,12 @@ from multipair.jobs.settlement import LaneState, Why
 from tests.jobs.helpers import JobsRig, running_fleet, today, wait_for
 from tests.supervisor.helpers import Lane
 
-FAST = {"retries": 2, "retry_delay_s": 0.2, "busy_wait_s": 30.0, "settle_timeout_s": 30.0}
+FAST: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_s": 0.2,
+    "busy_wait_s": 30.0,
+    "settle_timeout_s": 30.0,
+}
 
 
 async def buy(lane: Lane, ref: str, cents: int) -> dict[str, object]:

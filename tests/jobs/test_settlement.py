@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ NOW = _dt.datetime(2025, 1, 31, 12, 0, tzinfo=_dt.UTC)
 STAMP = bs.format_time(NOW)
 
 
-def entry(state: LaneState, attempt: int = 0, **fields: object) -> LaneRecord:
+def entry(state: LaneState, attempt: int = 0, **fields: Any) -> LaneRecord:
     return LaneRecord(instance_id=IID, state=state, updated_at=STAMP, attempt=attempt, **fields)
 
 
@@ -152,7 +153,7 @@ def test_an_offline_lane_says_why() -> None:
 # ---------------------------------------------------------------------- verdicts
 
 
-def settlement(result: str, **fields: object) -> bs.Settlement:
+def settlement(result: str, **fields: Any) -> bs.Settlement:
     return bs.Settlement(instance_id=IID, at=NOW, command_id="c", result=result, **fields)
 
 
@@ -210,7 +211,7 @@ def test_every_answer_to_settle_has_one_meaning(
 # ---------------------------------------------------------------------- our totals
 
 
-def record(ref: str, tx_type: str, cents: int, result: str | None, **extra: int) -> TxRecord:
+def record(ref: str, tx_type: str, cents: int, result: str | None, **extra: Any) -> TxRecord:
     done = result is not None
     return TxRecord(
         pos_ref_id=ref,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def _outgoing(vector: str) -> list[dict[str, object]]:
+def _outgoing(vector: str) -> list[dict[str, Any]]:
     return [c for c in load_vector(vector)["cases"] if c["direction"] == "POS->terminal"]
 
 

@@ -307,7 +307,7 @@ def test_a_key_request_with_non_plain_hex_fails_the_pairing_with_a_reason() -> N
     pos.connection_made(0.0)
     pos.data_to_send()
     good = format(parse_public_key("2" * 10), "X")
-    data = {"enc": {"A": "0x" + good}, "hmac": {"A": good}}
+    data: dict[str, object] = {"enc": {"A": "0x" + good}, "hmac": {"A": good}}
     pos.receive_text(_plain("key_request", "62", data), 0.1)
     [finished] = [e for e in pos.events_received() if isinstance(e, PairingFinished)]
     assert not finished.success

@@ -385,15 +385,15 @@ def test_request_ids_refuse_a_negative_start() -> None:
             "purchase_amount must be an int number of cents, got bool True",
         ),
         (
-            lambda: MotoPurchaseRequest(pos_ref_id="p", purchase_amount=10.5),
+            lambda: MotoPurchaseRequest(pos_ref_id="p", purchase_amount=10.5),  # type: ignore[arg-type]
             "purchase_amount must be an int number of cents, got float 10.5",
         ),
         (
-            lambda: PreauthOpenRequest(pos_ref_id="p", preauth_amount="100"),
+            lambda: PreauthOpenRequest(pos_ref_id="p", preauth_amount="100"),  # type: ignore[arg-type]
             "preauth_amount must be an int number of cents, got str '100'",
         ),
         (
-            lambda: GetTransactionRequest(pos_ref_id=None),
+            lambda: GetTransactionRequest(pos_ref_id=None),  # type: ignore[arg-type]
             "pos_ref_id must be a str, got NoneType",
         ),
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ VECTOR_POS_INFO = PosInfo(
 )
 
 
-def _paired_vector_session() -> tuple[PosSession, dict[str, object]]:
+def _paired_vector_session() -> tuple[PosSession, dict[str, Any]]:
     vec = load_vector("v29_pairing.json")
     keys = iter([int(vec["private_key_enc_hex"], 16), int(vec["private_key_hmac_hex"], 16)])
     session = PosSession(
@@ -148,7 +149,7 @@ def test_get_table_config_is_always_answered_with_pay_at_table_off() -> None:
     )
     (frame,) = session.data_to_send()
     got = decode_frame(frame, secrets)
-    assert not isinstance(got, type(None))
+    assert got is not None
     message = json.loads(got.inner_text)["message"]  # type: ignore[union-attr]
     assert ("C1.13", "set_table_config", {"pay_at_table_enabled": False}) == (
         message["id"],

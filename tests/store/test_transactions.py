@@ -211,7 +211,7 @@ async def test_outcome_is_recorded_and_published_together_once(
             publish_fields=encode_event(event),
             maxlen=100,
         )
-    entries = await redis.xrange(keys.events(LANE))
+    entries: Any = await redis.xrange(keys.events(LANE))
     assert [event] == [decode_event(fields) for _, fields in entries]
 
 
@@ -394,7 +394,7 @@ async def test_begin_claims_records_and_publishes_in_one_step(
     assert [_record()] == await txs.in_flight(LANE)
     assert b"order-17" in await redis.zrange(keys.txs(LANE), 0, -1)
     assert b"claim-1" == await txs.recall_command(LANE, "cmd-order-17", now=T0)
-    entries = await redis.xrange(keys.events(LANE))
+    entries: Any = await redis.xrange(keys.events(LANE))
     assert ["command_accepted"] == [decode_event(f).type for _, f in entries]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import socket
+from typing import Any
 
 import orjson
 
@@ -88,7 +89,8 @@ async def test_lane_add_then_pair_waits_for_the_host_to_start_the_lane(fleet: Fl
     await supervisor.start()
     await eventually(lambda: fleet.host_entry(HOST), "the host's heartbeat")
     await supervisor.kill()
-    entry = orjson.loads(await fleet.redis.hget(fleet.keys.hosts(), HOST))
+    raw: Any = await fleet.redis.hget(fleet.keys.hosts(), HOST)
+    entry = orjson.loads(raw)
     entry["heartbeat_at"] = bs.format_time(_dt.datetime.now(_dt.UTC))
     await fleet.redis.hset(fleet.keys.hosts(), HOST, orjson.dumps(entry))
     await fleet.redis.delete(fleet.keys.host_claim(HOST))

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from multipair import broker_schema as bs
 from multipair.spi.crypto import Secrets
@@ -105,7 +106,7 @@ class EventReader:
         return len(self.seen)
 
     async def wait_for(
-        self, predicate: Callable[[Body], bool], timeout: float = WAIT, *, after: int = 0
+        self, predicate: Callable[[Body], object], timeout: float = WAIT, *, after: int = 0
     ) -> Body:
         """The first event (already seen, past ``after``, or new) matching ``predicate``."""
         for body in self.seen[after:]:
@@ -149,7 +150,7 @@ class LaneRig:
         )
         return str(body["command_id"])
 
-    async def send_raw(self, fields: dict[str, Any]) -> None:
+    async def send_raw(self, fields: dict[FieldT, EncodableT]) -> None:
         await self.redis.xadd(self.keys.commands(self.instance_id), fields)
 
     async def answer(self, command_id: str, timeout: float = WAIT) -> Body:
@@ -168,7 +169,7 @@ class LaneRig:
         )
 
     async def state(self) -> dict[str, str]:
-        raw = await self.redis.hgetall(self.keys.state(self.instance_id))
+        raw: Any = await self.redis.hgetall(self.keys.state(self.instance_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def wait_state(self, timeout: float = WAIT, **expected: str) -> dict[str, str]:
@@ -219,15 +220,18 @@ def lane_env(redis_url: str, prefix: str, master_key: MasterKey) -> dict[str, st
     return env
 
 
-async def all_keys(redis: aioredis.Redis, pattern: str) -> list[bytes]:
+async def all_keys(redis: aioredis.Redis | aioredis.RedisCluster, pattern: str) -> list[bytes]:
     """``KEYS pattern`` over the whole database: on a Redis Cluster, over every master."""
     if isinstance(redis, aioredis.RedisCluster):
         found: Any = await redis.keys(pattern, target_nodes=aioredis.RedisCluster.PRIMARIES)
         return list(found)
-    return list(await redis.keys(pattern))
+    found = await redis.keys(pattern)
+    return list(found)
 
 
-def lane_id_away_from(redis: aioredis.Redis, redis_url: str, keys: bs.Keys) -> str:
+def lane_id_away_from(
+    redis: aioredis.Redis | aioredis.RedisCluster, redis_url: str, keys: bs.Keys
+) -> str:
     """A new lane id; on a Redis Cluster, one whose slot the node of ``redis_url`` does not own.
 
     The lane process is then given a URL naming a node that must redirect it
@@ -238,7 +242,9 @@ def lane_id_away_from(redis: aioredis.Redis, redis_url: str, keys: bs.Keys) -> s
     port = urlsplit(redis_url).port
     while True:
         iid = str(uuid.uuid4())
-        if redis.get_node_from_key(keys.profile(iid)).port != port:
+        node = redis.get_node_from_key(keys.profile(iid))
+        assert node is not None, "every slot has a master"
+        if node.port != port:
             return iid
 
 

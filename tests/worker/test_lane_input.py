@@ -11,6 +11,7 @@ import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from multipair.simulator import Simulator
 from tests.simulator.helpers import KEYS, seed_paired_state
@@ -59,9 +60,8 @@ async def test_pairing_works_entirely_through_commands_and_events(
             assert stored is not None
             assert terminal.state.secrets is not None
             assert stored.same_as(terminal.state.secrets)
-            raw = b"".join(
-                v for v in (await redis.hgetall(rig.keys.profile(rig.instance_id))).values()
-            )
+            profile: Any = await redis.hgetall(rig.keys.profile(rig.instance_id))
+            raw = b"".join(v for v in profile.values())
             for key in (stored.enc_key, stored.hmac_key):
                 assert key.lower().encode() not in raw.lower()  # sealed at rest
             done = await rig.answer(
@@ -88,7 +88,7 @@ async def lane(
         await rig.process.kill()
 
 
-def _malformed(rng: random.Random, i: int) -> tuple[dict[str, Any], str]:
+def _malformed(rng: random.Random, i: int) -> tuple[dict[FieldT, EncodableT], str]:
     """One bad stream entry and the reason the lane must give for it."""
     good = {
         "type": "purchase",

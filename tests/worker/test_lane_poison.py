@@ -66,7 +66,7 @@ async def lane(rig: LaneRig) -> LaneRig:
 
 async def xadd_raw(rig: LaneRig, *fields: bytes | str) -> str:
     """``XADD commands * <fields>`` as given: repeats, any bytes (redis-py's xadd takes a dict)."""
-    entry_id = await rig.redis.execute_command(
+    entry_id = await rig.redis.execute_command(  # type: ignore[no-untyped-call]
         "XADD", rig.keys.commands(rig.instance_id), "*", *fields
     )
     return str(entry_id.decode())
@@ -75,7 +75,7 @@ async def xadd_raw(rig: LaneRig, *fields: bytes | str) -> str:
 async def dead_letters(rig: LaneRig) -> dict[str, Pairs]:
     """The dead-letter stream by refused entry id, each entry's fields as stored (pairs)."""
     allow_raw_replies(rig.redis, "XRANGE")
-    reply: Any = await rig.redis.execute_command(
+    reply: Any = await rig.redis.execute_command(  # type: ignore[no-untyped-call]
         "XRANGE", rig.keys.dead_letter(rig.instance_id), "-", "+", **{RAW_REPLY: True}
     )
     found: dict[str, Pairs] = {}

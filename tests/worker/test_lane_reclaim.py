@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from multipair import broker_schema as bs
 from multipair.config import Settings
@@ -76,7 +77,7 @@ async def lane(
         await client.aclose()
 
 
-def _command(command_id: str, ref: str) -> dict[str, bytes]:
+def _command(command_id: str, ref: str) -> dict[FieldT, EncodableT]:
     body = {
         "command_id": command_id,
         "type": "purchase",

@@ -49,7 +49,8 @@ def _event(iid: str, **fields: Any) -> dict[str, bytes]:
 
 
 async def _events(redis: aioredis.Redis, keys: bs.Keys, iid: str) -> list[bs.Event]:
-    return [bs.decode_event(f) for _, f in await redis.xrange(keys.events(iid))]
+    entries: Any = await redis.xrange(keys.events(iid))
+    return [bs.decode_event(f) for _, f in entries]
 
 
 # --- record ops in the lane's batch ------------------------------------------------------------
@@ -102,7 +103,7 @@ async def test_outcome_event_and_acknowledgement_are_one_step_and_the_first_outc
     writer = LaneWriter(redis, keys, iid, None)
     stream = keys.commands(iid)
     await redis.xgroup_create(stream, bs.CONSUMER_GROUP, id="0", mkstream=True)
-    entry_id = await redis.xadd(stream, {"v": "1", "body": "{}"})
+    entry_id: Any = await redis.xadd(stream, {"v": "1", "body": "{}"})
     await redis.xreadgroup(bs.CONSUMER_GROUP, "me", {stream: ">"})
     await txs.create_if_absent(iid, _record())
     event = _event(iid, reason="outcome", detail="first")
@@ -238,7 +239,8 @@ async def test_an_entry_delivered_to_a_cancelled_read_is_pending_and_the_connect
         reader_lane._draining = asyncio.Event()
         read = asyncio.create_task(reader_lane.intake.read_unless_draining(stream, READ_BLOCK_MS))
         await asyncio.sleep(0.02)
-        added.append((await redis.xadd(stream, {"v": "1", "body": f"{i}"})).decode())
+        new_id: Any = await redis.xadd(stream, {"v": "1", "body": f"{i}"})
+        added.append(new_id.decode())
         reader_lane.drain()  # races the reply to the blocked read
         returned.extend(entry_id for entry_id, _ in await read)
         # The one pooled connection is reused: it must carry this reply, not the read's.
