@@ -29,6 +29,7 @@ from multipair.spi.envelope import (
     Message,
     MessageStamp,
     Received,
+    RejectReason,
     decode_frame,
 )
 from multipair.spi.terminal import (
@@ -274,7 +275,9 @@ def test_tampered_frame_is_dropped_and_counted() -> None:
     terminal.receive_text(json.dumps(frame), T0)
     assert [] == terminal.data_to_send()
     [event] = terminal.events_received()
-    assert FrameRejected(reason="invalid_signature", detail="hmac does not match") == event
+    assert (
+        FrameRejected(reason=RejectReason.INVALID_SIGNATURE, detail="hmac does not match") == event
+    )
     assert 1 == terminal.counters.frames_rejected
 
 
@@ -892,7 +895,10 @@ def test_key_rollover_without_switch_stays_on_the_old_keys() -> None:
         pos.frame("response_use_next_keys", {"status": "confirmed"}, msg_id=request.id), T0
     )
     [rejected] = terminal.events_received()
-    assert FrameRejected(reason="invalid_signature", detail="hmac does not match") == rejected
+    assert (
+        FrameRejected(reason=RejectReason.INVALID_SIGNATURE, detail="hmac does not match")
+        == rejected
+    )
     assert terminal.state.secrets is not None
     assert terminal.state.secrets.same_as(old)
     pos.stamp.secrets = old  # a 2.9.2 POS swaps back: the old keys still work

@@ -147,6 +147,7 @@ def test_the_duplicate_command_id_refusal_names_the_first_user() -> None:
         claim_of(PURCHASE, "0-1"),
     )
     assert isinstance(verdict, Refuse)
+    assert isinstance(verdict.error, CommandError)
     assert "command_id 'c-1' was already used by purchase r-1" == verdict.error.detail
 
 
