@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 
 from multipair import broker_schema as bs
 from multipair.client import AsyncClient, Client, ClientError, LaneNotFound
+from multipair.redis_conn import as_text
 from multipair.simulator import Simulator
-from multipair.store._redis import as_text
 from multipair.supervisor.control import default_requester
 from tests.client.conftest import SERIAL
 from tests.worker.helpers import LaneRig, all_keys

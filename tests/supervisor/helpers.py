@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 
 from multipair import broker_schema as bs
 from multipair.leases import Lease, parse_lease
+from multipair.redis_conn import text_map
 from multipair.simulator import Simulator
 from multipair.spi.crypto import Secrets
-from multipair.store._redis import text_map
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.supervisor.control import ControlAction, ControlMessage, owning_host, send_control

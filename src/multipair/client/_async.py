@@ -44,9 +44,8 @@ from multipair.client.outcome import LaneInfo, Outcome
 from multipair.config import Settings
 from multipair.exceptions import CommandError, ConfigurationError, MultipairError
 from multipair.leases import parse_lease
+from multipair.redis_conn import as_text, connect_blocking, redis_errors, text_map
 from multipair.redis_conn import connect as connect_redis
-from multipair.redis_conn import connect_blocking
-from multipair.store._redis import as_text, redis_errors, text_map
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.store.transactions import TxRecord, TxStore

@@ -76,7 +76,7 @@ from multipair.broker_schema import (
 from multipair.broker_schema.keys import validate_instance_id
 from multipair.exceptions import CommandError, InternalError, LocalProtocolError
 from multipair.leases import FencedScript
-from multipair.store._redis import as_text, redis_errors
+from multipair.redis_conn import as_text, redis_errors
 from multipair.store.once import WriteTicket, once
 
 __all__ = [

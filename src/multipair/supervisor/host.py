@@ -97,8 +97,7 @@ from multipair.leases import (
     parse_lease,
 )
 from multipair.logs import get_logger
-from multipair.redis_conn import connect_blocking
-from multipair.store._redis import as_text, text_map
+from multipair.redis_conn import as_text, connect_blocking, text_map
 from multipair.store.meta import check_master_key
 from multipair.store.profiles import ProfileStore
 from multipair.supervisor.control import (
