@@ -100,39 +100,40 @@ class LaneKeeper:
             case Restart(iid):
                 await self._start(iid, leases.get(iid), restart=True)
             case Stop(iid, reason):
-                run = self.runs.get(iid)
-                if run is None or run.pid is None:
-                    return
-                self.procs.signal(run.pid, signal.SIGTERM)
-                self.runs[iid] = dataclasses.replace(
-                    run,
-                    signalled=Signalled.TERM,
-                    stop_reason=reason,
-                    stop_deadline=self.clock() + self.policy.stop_timeout_s,
-                )
-                log.info("lane stopping (drain)", instance_id=iid, pid=run.pid, reason=str(reason))
+                pid = self._terminate(iid, reason, hand_off=False)
+                if pid is not None:
+                    log.info("lane stopping (drain)", instance_id=iid, pid=pid, reason=str(reason))
             case Shed(iid, reason):
-                run = self.runs.get(iid)
-                if run is None or run.pid is None:
-                    return
-                self.procs.signal(run.pid, signal.SIGTERM)
-                self.runs[iid] = dataclasses.replace(
-                    run,
-                    signalled=Signalled.TERM,
-                    stop_reason=reason,
-                    stop_deadline=self.clock() + self.policy.stop_timeout_s,
-                    hand_off=True,
-                )
-                log.info(
-                    "lane handed off (drains, then its lease is released)",
-                    instance_id=iid,
-                    pid=run.pid,
-                    reason=str(reason),
-                )
+                pid = self._terminate(iid, reason, hand_off=True)
+                if pid is not None:
+                    log.info(
+                        "lane handed off (drains, then its lease is released)",
+                        instance_id=iid,
+                        pid=pid,
+                        reason=str(reason),
+                    )
             case Kill(iid, reason):
                 await self.kill(iid, reason)
             case Release(iid):
                 await self.release(iid)
+
+    def _terminate(self, iid: str, reason: StopReason, *, hand_off: bool) -> int | None:
+        """SIGTERM a live lane (it drains) and note the stop; its pid, None when not alive.
+
+        ``hand_off``: release its lease for another host once it exits.
+        """
+        run = self.runs.get(iid)
+        if run is None or run.pid is None:
+            return None
+        self.procs.signal(run.pid, signal.SIGTERM)
+        self.runs[iid] = dataclasses.replace(
+            run,
+            signalled=Signalled.TERM,
+            stop_reason=reason,
+            stop_deadline=self.clock() + self.policy.stop_timeout_s,
+            hand_off=hand_off or run.hand_off,
+        )
+        return run.pid
 
     async def _start(self, iid: str, current: Lease | None, *, restart: bool) -> None:
         run = self.runs.get(iid) or LaneRun(instance_id=iid)
