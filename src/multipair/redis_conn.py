@@ -21,28 +21,47 @@ multipair keeps to that subset on purpose: no command, script or
 transaction names keys of two slots (docs/broker-schema.md, "Redis
 Cluster"); ``tests/cluster`` runs the lane suite and the client tests
 against a real three-master cluster to hold it there.
+
+Replies and errors: every reader accepts a client made with or without
+``decode_responses``; :func:`as_text` and :func:`text_map` turn replies into
+text, in one place. :func:`redis_errors` turns connection failures into
+:class:`RetryLater` (DESIGN.md: Redis unreachable is transient), and so a
+Redis Cluster that is failing over (slots down or not covered for a moment);
+everything else from Redis is our bug and propagates.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any, Final, cast
 
 import redis as redis_sync
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.driver_info import DriverInfo
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from multipair import __version__
-from multipair.exceptions import ConfigurationError
+from multipair.exceptions import ConfigurationError, RetryLater
 
 __all__ = [
     "POOL_WAIT_S",
     "RAW_REPLY",
     "allow_raw_replies",
+    "as_text",
     "connect",
     "connect_blocking",
     "is_cluster",
+    "redis_errors",
+    "text_map",
 ]
 
 _PROBE_TIMEOUT_S: Final = 5.0
@@ -80,6 +99,29 @@ def allow_raw_replies(client: Redis, *commands: str) -> None:
 
         callback._multipair_raw = True  # type: ignore[attr-defined]
         callbacks[command] = callback
+
+
+def as_text(value: Any) -> str:
+    """A reply value as text (bytes are UTF-8)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8")
+    return str(value)
+
+
+def text_map(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """An ``HGETALL`` reply as ``str -> str``."""
+    return {as_text(k): as_text(v) for k, v in raw.items()}
+
+
+@contextlib.contextmanager
+def redis_errors() -> Iterator[None]:
+    """Turn "cannot reach Redis" (or a cluster mid-failover) into :class:`RetryLater`."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise RetryLater(f"Redis is unreachable: {exc}") from exc
+    except (ClusterDownError, SlotNotCoveredError, TryAgainError) as exc:
+        raise RetryLater(f"the Redis Cluster is not serving that slot now: {exc}") from exc
 
 
 def is_cluster(client: object) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from multipair import broker_schema as bs
-from multipair.store._redis import text_map
+from multipair.redis_conn import text_map
 from multipair.store.meta import record_master_key
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -14,10 +13,11 @@ import redis.asyncio as aioredis
 
 from multipair import broker_schema as bs
 from multipair.client import AsyncClient, Client, ClientError, LaneNotFound
+from multipair.redis_conn import as_text
 from multipair.simulator import Simulator
-from multipair.store._redis import as_text
 from multipair.supervisor.control import default_requester
 from tests.client.conftest import SERIAL
+from tests.poll import poll_until
 from tests.worker.helpers import LaneRig, all_keys
 
 ADDRESS = "ws://127.0.0.1:8080"
@@ -25,10 +25,7 @@ ADDRESS = "ws://127.0.0.1:8080"
 
 async def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll a condition that nothing can be awaited for (in-process simulator state)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+    await poll_until(check, "condition met", timeout, interval=0.02)
 
 
 async def test_add_list_get_and_lane_info(client: AsyncClient) -> None:

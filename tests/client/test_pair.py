@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import redis.asyncio as aioredis
 
 from multipair import broker_schema as bs
 from multipair.client import AsyncClient, Client, OutcomeTimeout
+from tests.poll import poll_until_sync
 from tests.worker.helpers import LaneRig, make_rig
 
 
@@ -81,10 +81,10 @@ def test_blocking_pair_interrupted_sends_pair_cancel_first(
     assert main is not None
 
     def ctrl_c_once_the_pair_is_sent() -> None:
-        deadline = time.monotonic() + 10
-        while not plain.xlen(stream) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        signal.pthread_kill(main, signal.SIGINT)
+        try:
+            poll_until_sync(lambda: plain.xlen(stream) or None, "the pair sent", 10, interval=0.01)
+        finally:
+            signal.pthread_kill(main, signal.SIGINT)
 
     operator = threading.Thread(target=ctrl_c_once_the_pair_is_sent)
     try:

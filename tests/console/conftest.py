@@ -14,32 +14,23 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
-from multipair.simulator import Simulator
+from tests import supervisor_rig
 from tests.console.helpers import CHROMIUM_HELP, TOKEN, Browser, ConsoleProcess, find_chromium
-from tests.simulator.helpers import paired_simulator
 from tests.supervisor.helpers import Fleet, Lane
 
 TERMINALS = 3
 HOST = "console-host"
 
 
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    async with paired_simulator(tmp_path / "sim", TERMINALS) as simulator:
-        yield simulator
+sim = supervisor_rig.sim
+fleet = supervisor_rig.fleet
 
 
 @pytest.fixture
-async def fleet(
-    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path, sim: Simulator
-) -> AsyncIterator[Fleet]:
-    fleet = Fleet(redis, redis_url, key_prefix, tmp_path, sim)
-    try:
-        yield fleet
-    finally:
-        await fleet.close()
+def terminals() -> int:
+    """How many terminals the simulator runs."""
+    return TERMINALS
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import shutil
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
+from tests.poll import poll_until
 from tests.worker.helpers import WAIT
 
 T = TypeVar("T")
@@ -175,15 +174,5 @@ class Browser:
         return path
 
 
-async def until(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = WAIT) -> T:
-    """Poll ``check`` until it returns something other than None/False; that value."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        value = await check()
-        if value is not None and value is not False:
-            return value
-        last = value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what} (last: {last!r})")
-        await asyncio.sleep(0.05)
+until = poll_until
+"""Poll ``check`` until it returns something other than None/False (:mod:`tests.poll`)."""

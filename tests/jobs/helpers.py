@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import datetime as _dt
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import redis.asyncio as aioredis
 
 from multipair.jobs.report import ReportStore
 from multipair.jobs.settlement import LaneRecord, business_day
+from tests.poll import poll_until
 from tests.simulator.helpers import Control, paired_simulator
 from tests.supervisor.helpers import Fleet, Lane
 
@@ -237,11 +237,8 @@ async def running_fleet(
 
 async def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
     """Poll the async ``check`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.05)  # polling Redis, not standing in for a condition
+
+    async def truthy() -> Any:
+        return (await check()) or None  # an empty list is "not yet" here
+
+    return await poll_until(truthy, what, timeout)

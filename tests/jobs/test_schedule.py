@@ -6,7 +6,6 @@ import datetime as _dt
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -17,6 +16,7 @@ from multipair.exceptions import ConfigurationError
 from multipair.jobs import settle_fleet
 from multipair.jobs.config import JobSettings
 from multipair.jobs.schedule import cron_entries
+from tests.poll import poll_until_sync
 
 pytest.importorskip("rq", reason="the 'rq' extra is not installed")
 
@@ -137,16 +137,17 @@ def test_rq_cron_runs_the_file_by_its_relative_path(redis_url: str, tmp_path: Pa
             env={"PATH": "/usr/bin:/bin", "MULTIPAIR_SETTLE_AT": "06:45"},
         )
     try:
-        deadline = time.monotonic() + 30
-        saved: list[dict[str, object]] = []
-        while not saved:
+
+        def saved_jobs() -> list[dict[str, object]] | None:
             assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "rq cron never registered its jobs"
             for key in connection.keys("rq:cron_scheduler:*"):
                 raw = connection.hget(key, "cron_jobs")
                 if raw:
-                    saved = orjson.loads(raw)
-            time.sleep(0.1)  # polling Redis for what the scheduler saved
+                    return list(orjson.loads(raw)) or None
+            return None
+
+        # Polling Redis for what the scheduler saved.
+        saved = poll_until_sync(saved_jobs, "rq cron registering its jobs", 30, interval=0.1)
         assert [("multipair-settle", "45 6 * * *", "multipair")] == [
             (job["name"], job["cron"], job["queue_name"]) for job in saved
         ]

@@ -15,9 +15,9 @@ from redis.backoff import NoBackoff
 
 from multipair.broker_schema import Keys, TransactionCompleted, TxResult, event_to_json
 from multipair.exceptions import CommandError, ConfigurationError, RetryLater
+from multipair.redis_conn import as_text
 from multipair.spi.crypto import Secrets
 from multipair.store import LaneProfile, MasterKey, ProfileStore, TxRecord, TxStore
-from multipair.store._redis import as_text
 from multipair.store.profiles import SEALED_FIELDS, ResealResult
 
 LANE = "8a5e2dcc-bfa0-469f-95d7-eec778b08453"

@@ -7,9 +7,7 @@ import contextlib
 import os
 import signal
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,12 +17,13 @@ import redis.asyncio as aioredis
 
 from multipair import broker_schema as bs
 from multipair.leases import Lease, parse_lease
+from multipair.redis_conn import text_map
 from multipair.simulator import Simulator
 from multipair.spi.crypto import Secrets
-from multipair.store._redis import text_map
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.supervisor.control import ControlAction, ControlMessage, owning_host, send_control
+from tests.poll import poll_until
 from tests.simulator.helpers import KEYS
 from tests.worker.helpers import WAIT, Body, EventReader, lane_env
 
@@ -35,18 +34,8 @@ FINAL_EVENTS = frozenset(
 )
 
 
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], what: str, timeout: float = WAIT
-) -> T:
-    """Poll ``check`` until it returns something other than None/False; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
+eventually = poll_until
+"""Poll ``check`` until it returns something other than None/False (:mod:`tests.poll`)."""
 
 
 def process_gone(pid: int) -> bool:

@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from multipair.broker_schema import counters
+from multipair.redis_conn import text_map
 from multipair.simulator import Simulator
-from multipair.store._redis import text_map
 from multipair.worker.translate import TX_TYPES
 from tests.simulator.helpers import KEYS, seed_paired_state
 from tests.worker.helpers import LaneRig, make_rig

@@ -37,8 +37,7 @@ from multipair.cli._base import (
 )
 from multipair.cli._views import resolve_lane
 from multipair.client import AsyncClient
-from multipair.redis_conn import RAW_REPLY, allow_raw_replies
-from multipair.store._redis import as_text, redis_errors
+from multipair.redis_conn import RAW_REPLY, allow_raw_replies, as_text, redis_errors
 
 __all__ = ["REQUEUEABLE", "DeadLetter", "add_dead_parser", "parse_dead_letter"]
 

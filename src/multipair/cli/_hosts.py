@@ -32,7 +32,7 @@ from multipair.cli._base import (
 from multipair.client import AsyncClient
 from multipair.exceptions import ConfigurationError
 from multipair.leases import parse_lease
-from multipair.store._redis import as_text
+from multipair.redis_conn import as_text
 from multipair.supervisor.control import (
     ControlAction,
     ControlMessage,

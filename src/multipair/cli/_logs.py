@@ -27,7 +27,7 @@ from multipair.cli._base import (
 )
 from multipair.cli._views import resolve_lane
 from multipair.client import AsyncClient
-from multipair.store._redis import as_text, redis_errors
+from multipair.redis_conn import as_text, redis_errors
 
 __all__ = [
     "add_logs_parser",

@@ -41,7 +41,7 @@ from multipair.cli._views import (
 from multipair.cli.amounts import format_cents
 from multipair.client import AsyncClient, LaneInfo
 from multipair.exceptions import CommandError
-from multipair.store._redis import as_text, redis_errors
+from multipair.redis_conn import as_text, redis_errors
 
 __all__ = [
     "Summary",

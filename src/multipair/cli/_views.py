@@ -17,7 +17,7 @@ from multipair.broker_schema import format_time, validate_instance_id
 from multipair.cli._base import Context, Fail
 from multipair.client import AsyncClient, LaneInfo
 from multipair.exceptions import CommandError
-from multipair.store._redis import as_text, redis_errors
+from multipair.redis_conn import as_text, redis_errors
 from multipair.store.profiles import LaneProfile
 
 __all__ = [

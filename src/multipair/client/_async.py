@@ -25,28 +25,39 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-import inspect
-import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from contextlib import aclosing, contextmanager, suppress
+from collections.abc import AsyncGenerator
+from contextlib import aclosing, suppress
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Self
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 from redis.typing import EncodableT, FieldT
 
 from multipair import broker_schema as bs
-from multipair.broker_schema.keys import validate_instance_id
+from multipair.client._commands import (
+    CancelWatch,
+    build,
+    client_errors,
+    expect,
+    is_final,
+    lane_id,
+    new_command_id,
+    new_pos_ref_id,
+    not_found,
+    parse_int,
+    parse_time,
+)
+from multipair.client._events import EventCallback, EventReader
+from multipair.client._pairing import ConfirmPolicy, follow_pairing, give_up_pairing
 from multipair.client.errors import ClientError, CommandRejected, LaneNotFound, OutcomeTimeout
 from multipair.client.outcome import LaneInfo, Outcome
 from multipair.config import Settings
-from multipair.exceptions import CommandError, ConfigurationError, MultipairError
+from multipair.exceptions import ConfigurationError
 from multipair.leases import parse_lease
+from multipair.redis_conn import as_text, connect_blocking, redis_errors, text_map
 from multipair.redis_conn import connect as connect_redis
-from multipair.redis_conn import connect_blocking
-from multipair.store._redis import as_text, redis_errors, text_map
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.store.transactions import TxRecord, TxStore
@@ -54,143 +65,16 @@ from multipair.supervisor.control import default_requester
 
 __all__ = ["AsyncClient", "EventCallback", "new_command_id", "new_pos_ref_id"]
 
-EventCallback = Callable[[bs.Event], None]
-"""Called with each progress event of a command (not its final answer)."""
-
-ConfirmPolicy = bool | Callable[[str], Awaitable[bool] | bool]
 
 CONTROL_ACTIONS: Final = frozenset({"restart", "stop", "start"})
 
-# How long one XREAD may block; waits longer than this are several reads, so a
-# Redis client made with a socket timeout still works.
-_BLOCK_CHUNK_S: Final = 2.0
 _SOCKET_TIMEOUT_S: Final = 30.0
 """Longer than any read blocks (redis-py's default of 5 s would turn a quiet wait into an error)."""
-_READ_COUNT: Final = 256
 _LANE_ALIVE_S: Final = 10.0
 """A lane whose heartbeat is older than this is taken as not running (it beats every 2 s)."""
 
-_MONEY_FINAL: Final = frozenset({"transaction_completed", "transaction_lookup"})
-# Command type -> the event types that answer it for good (besides command_rejected).
-# Commands not listed are answered by command_accepted (control commands,
-# unpair, set_config); pair is answered by a final pairing event.
-_FINAL_EVENTS: Final[dict[str, frozenset[str]]] = {
-    "purchase": _MONEY_FINAL,
-    "refund": _MONEY_FINAL,
-    "cashout": _MONEY_FINAL,
-    "moto_purchase": _MONEY_FINAL,
-    "reversal": _MONEY_FINAL,
-    "get_transaction": frozenset({"transaction_lookup"}),
-    "get_last_transaction": frozenset({"transaction_lookup"}),
-    "settle": frozenset({"settlement"}),
-    "settlement_enquiry": frozenset({"settlement"}),
-    "terminal_status": frozenset({"terminal_status"}),
-    "terminal_configuration": frozenset({"terminal_configuration"}),
-    "print": frozenset({"printing"}),
-    "pair": frozenset(),
-}
-PAIRED_STATES: Final = frozenset({"succeeded"})
 _PAIR_EXPIRY_MARGIN_S: Final = 2.0
 """A pair's ``expires_at`` is this long after the client gives up: its pair_cancel comes first."""
-_PAIR_POLL_S: Final = 0.25
-"""While pairing, how long one read of events blocks (a cancellation is looked for after each)."""
-_GIVE_UP_S: Final = 1.0
-"""How long a ``pair`` given up may take to send its ``pair_cancel``."""
-PAIR_FAILED_STATES: Final = frozenset({"failed", "cancelled"})
-
-_E = TypeVar("_E", bound=bs.Event)
-
-
-def new_command_id() -> str:
-    """A fresh ``command_id`` (32 hex digits of a random UUID)."""
-    return uuid.uuid4().hex
-
-
-def new_pos_ref_id() -> str:
-    """A fresh ``pos_ref_id``: ``mp-`` and 20 random hex digits."""
-    return f"mp-{uuid.uuid4().hex[:20]}"
-
-
-@contextmanager
-def _client_errors() -> Iterator[None]:
-    """Turn the schema's and the store's ``CommandError`` into the client's errors."""
-    try:
-        yield
-    except CommandError as exc:
-        if exc.reason == bs.Reason.UNKNOWN_LANE:
-            raise LaneNotFound(exc.reason, exc.detail) from None
-        raise ClientError(exc.reason, exc.detail) from None
-
-
-def _lane_id(instance_id: str) -> str:
-    with _client_errors():
-        return validate_instance_id(instance_id)
-
-
-def _not_found(iid: str) -> LaneNotFound:
-    return LaneNotFound(bs.Reason.UNKNOWN_LANE, f"no lane has instance id {iid}")
-
-
-def _build(cls: Callable[..., bs.Command], **fields: Any) -> bs.Command:
-    """Build a command; a bad value raises ``ClientError`` with the schema's reason."""
-    with _client_errors():
-        return cls(command_id=new_command_id(), **fields)
-
-
-def _is_final(command: bs.Command, event: bs.Event) -> bool:
-    if isinstance(event, bs.CommandRejected):
-        return True
-    if isinstance(event, bs.Pairing):
-        return event.state in PAIRED_STATES or event.state in PAIR_FAILED_STATES
-    final = _FINAL_EVENTS.get(command.type)
-    if final is None:
-        return isinstance(event, bs.CommandAccepted)
-    return event.type in final
-
-
-class _CancelWatch:
-    """Notices a cancellation of the current task that never arrived as ``CancelledError``.
-
-    On Python 3.11, ``asyncio.wait_for`` (redis-py sends every command
-    through it) drops a cancellation that lands as the command completes
-    (gh-86296): the task goes on as if nothing happened, only its
-    ``cancelling()`` count says otherwise. ``check()`` raises it then.
-    """
-
-    def __init__(self) -> None:
-        self._task = asyncio.current_task()
-        self._before = self._task.cancelling() if self._task is not None else 0
-
-    def check(self) -> None:
-        if self._task is not None and self._task.cancelling() > self._before:
-            raise asyncio.CancelledError
-
-
-def _expect(event: bs.Event, cls: type[_E]) -> _E:
-    if not isinstance(event, cls):
-        raise ClientError(
-            "unexpected_event", f"expected a {cls.type!r} event, the lane answered {event.type!r}"
-        )
-    return event
-
-
-def _parse_time(text: str | None) -> _dt.datetime | None:
-    if not text:
-        return None
-    try:
-        moment = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_dt.UTC)
-
-
-def _parse_int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return None
 
 
 class AsyncClient:
@@ -211,6 +95,7 @@ class AsyncClient:
         self._keys = bs.Keys(prefix)
         self._profiles = ProfileStore(redis, self._keys, master_key)
         self._txs = TxStore(redis, self._keys)
+        self._events = EventReader(redis, self._keys)
         self._owns_redis = False
 
     @classmethod
@@ -303,7 +188,7 @@ class AsyncClient:
         fields: dict[str, Any] = {}
         if instance_id is not None:
             fields["instance_id"] = instance_id
-        with _client_errors():
+        with client_errors():
             profile = LaneProfile(
                 pos_id=pos_id,
                 serial_number=serial_number,
@@ -322,7 +207,7 @@ class AsyncClient:
 
     async def get_lane(self, instance_id: str) -> LaneProfile:
         """The lane's profile; :class:`LaneNotFound` when there is none."""
-        with _client_errors():
+        with client_errors():
             return await self._profiles.get(instance_id)
 
     async def lane_info(self, instance_id: str) -> LaneInfo:
@@ -356,10 +241,10 @@ class AsyncClient:
             status=state.get("status") or None,
             flow=state.get("flow") or None,
             host=state.get("host") or None,
-            pid=_parse_int(state.get("pid")),
-            heartbeat_at=_parse_time(state.get("heartbeat_at")),
-            started_at=_parse_time(state.get("started_at")),
-            restarts=_parse_int(state.get("restarts")) or 0,
+            pid=parse_int(state.get("pid")),
+            heartbeat_at=parse_time(state.get("heartbeat_at")),
+            started_at=parse_time(state.get("started_at")),
+            restarts=parse_int(state.get("restarts")) or 0,
             last_error=state.get("last_error") or None,
             crash_loop=state.get("crash_loop", "").lower() in ("1", "true"),
             lease_host=lease.host_id if lease is not None else None,
@@ -380,7 +265,7 @@ class AsyncClient:
         lease's release is awaited (within the same ``timeout``), so that the
         stopping lane does not write keys again after they are deleted.
         """
-        iid = _lane_id(instance_id)
+        iid = lane_id(instance_id)
         info = await self.lane_info(iid)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -421,7 +306,7 @@ class AsyncClient:
         """Set the profile's ``enabled`` flag (``lane stop`` / ``lane start`` remember it)."""
         if type(enabled) is not bool:
             raise ClientError(bs.Reason.WRONG_TYPE, "enabled must be true or false")
-        with _client_errors():
+        with client_errors():
             await self._profiles.update(instance_id, enabled=enabled)
 
     # ------------------------------------------------------------------
@@ -433,10 +318,10 @@ class AsyncClient:
 
         :class:`LaneNotFound` when the lane has no profile (nothing is added).
         """
-        iid = _lane_id(instance_id)
+        iid = lane_id(instance_id)
         if not isinstance(command, bs.Command):
             raise ClientError(bs.Reason.WRONG_TYPE, "command must be a multipair command")
-        with _client_errors():
+        with client_errors():
             fields = bs.encode_command(command)
         profile, stream = self._keys.profile(iid), self._keys.commands(iid)
         entry: dict[FieldT, EncodableT] = {"v": fields["v"], "body": fields["body"]}
@@ -448,7 +333,7 @@ class AsyncClient:
                         # EXISTS by name: a cluster pipeline's exists() returns the
                         # pipeline, not the reply, while watching (as ProfileStore.delete).
                         if not await pipe.execute_command("EXISTS", profile):
-                            raise _not_found(iid)
+                            raise not_found(iid)
                         pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.xadd(stream, entry)
                         await pipe.execute()
@@ -479,15 +364,15 @@ class AsyncClient:
         :class:`OutcomeTimeout` when no final answer came within ``timeout``
         seconds (the outcome is then unknown, not failed).
         """
-        iid = _lane_id(instance_id)
+        iid = lane_id(instance_id)
         deadline = asyncio.get_running_loop().time() + timeout
-        since = await self._last_event_id(iid)
+        since = await self._events.last_id(iid)
         command_id = await self.send(iid, command)
-        async with aclosing(self._follow(iid, since, deadline)) as events:
+        async with aclosing(self._events.follow(iid, since, deadline)) as events:
             async for _, event in events:
                 if event.command_id != command_id:
                     continue
-                if _is_final(command, event):
+                if is_final(command, event):
                     if isinstance(event, bs.CommandRejected):
                         raise CommandRejected(event)
                     return event
@@ -510,7 +395,7 @@ class AsyncClient:
         **fields: Any,
     ) -> Outcome:
         ref = pos_ref_id if pos_ref_id is not None else new_pos_ref_id()
-        command = _build(cls, pos_ref_id=ref, **fields)
+        command = build(cls, pos_ref_id=ref, **fields)
         event = await self.send_and_wait(instance_id, command, timeout=timeout, on_event=on_event)
         if not isinstance(event, bs.TransactionCompleted | bs.TransactionLookup):
             raise ClientError(
@@ -621,33 +506,33 @@ class AsyncClient:
         waits for it; the terminal may refuse a cancel past the point of no
         return.
         """
-        command = _build(bs.Cancel, pos_ref_id=pos_ref_id)
+        command = build(bs.Cancel, pos_ref_id=pos_ref_id)
         event = await self.send_and_wait(instance_id, command, timeout=timeout)
-        return _expect(event, bs.CommandAccepted)
+        return expect(event, bs.CommandAccepted)
 
     async def get_transaction(
         self, instance_id: str, pos_ref_id: str, *, timeout: float = 60.0
     ) -> bs.TransactionLookup:
         """Ask the terminal about one transaction (``found`` false when it does not know it)."""
-        command = _build(bs.GetTransaction, pos_ref_id=pos_ref_id)
+        command = build(bs.GetTransaction, pos_ref_id=pos_ref_id)
         event = await self.send_and_wait(instance_id, command, timeout=timeout)
-        return _expect(event, bs.TransactionLookup)
+        return expect(event, bs.TransactionLookup)
 
     async def settle(
         self, instance_id: str, *, timeout: float = 120.0, on_event: EventCallback | None = None
     ) -> bs.Settlement:
         """Close the day with the acquirer; returns the ``settlement`` event."""
-        command = _build(bs.Settle)
+        command = build(bs.Settle)
         event = await self.send_and_wait(instance_id, command, timeout=timeout, on_event=on_event)
-        return _expect(event, bs.Settlement)
+        return expect(event, bs.Settlement)
 
     async def settlement_enquiry(
         self, instance_id: str, *, timeout: float = 120.0, on_event: EventCallback | None = None
     ) -> bs.Settlement:
         """Settlement totals without closing the day (``enquiry`` is true)."""
-        command = _build(bs.SettlementEnquiry)
+        command = build(bs.SettlementEnquiry)
         event = await self.send_and_wait(instance_id, command, timeout=timeout, on_event=on_event)
-        return _expect(event, bs.Settlement)
+        return expect(event, bs.Settlement)
 
     async def transaction_record(self, instance_id: str, pos_ref_id: str) -> TxRecord | None:
         """The lane's own record of one transaction (no terminal asked), or ``None``.
@@ -655,8 +540,8 @@ class AsyncClient:
         What the lane wrote before it sent the request and when it learned
         the outcome (``record.outcome``: the ``transaction_completed`` body).
         """
-        iid = _lane_id(instance_id)
-        with _client_errors():
+        iid = lane_id(instance_id)
+        with client_errors():
             return await self._txs.get(iid, pos_ref_id)
 
     async def transaction_records(
@@ -664,7 +549,7 @@ class AsyncClient:
     ) -> list[TxRecord]:
         """The lane's newest transaction records (at most ``limit``), oldest first;
         ``since``: only those created at or after it."""
-        iid = _lane_id(instance_id)
+        iid = lane_id(instance_id)
         low = "-inf" if since is None else str(int(since.timestamp() * 1000))
         with redis_errors():
             refs: Any = await self._redis.zrange(
@@ -677,9 +562,9 @@ class AsyncClient:
         self, instance_id: str, *, timeout: float = 30.0
     ) -> bs.TerminalStatusReport:
         """The terminal's status and battery."""
-        command = _build(bs.TerminalStatus)
+        command = build(bs.TerminalStatus)
         event = await self.send_and_wait(instance_id, command, timeout=timeout)
-        return _expect(event, bs.TerminalStatusReport)
+        return expect(event, bs.TerminalStatusReport)
 
     async def pair(
         self,
@@ -711,114 +596,29 @@ class AsyncClient:
         ``pair_confirm``, :class:`OutcomeTimeout` (its ``detail`` says
         whether ``pair_cancel`` was sent).
         """
-        iid = _lane_id(instance_id)
+        iid = lane_id(instance_id)
         deadline = asyncio.get_running_loop().time() + timeout
         expires_at = _dt.datetime.now(_dt.UTC) + _dt.timedelta(
             seconds=timeout + _PAIR_EXPIRY_MARGIN_S
         )
-        command = _build(bs.Pair, expires_at=expires_at)
-        cancelled = _CancelWatch()
-        since = await self._last_event_id(iid)
+        command = build(bs.Pair, expires_at=expires_at)
+        cancelled = CancelWatch()
+        since = await self._events.last_id(iid)
         try:
             await self.send(iid, command)
             cancelled.check()
-            paired = await self._follow_pairing(
-                iid, command, since, deadline, confirm, on_event, cancelled
+            paired = await follow_pairing(
+                self._events, self.send, iid, command, since, deadline, confirm, on_event, cancelled
             )
         except asyncio.CancelledError:
-            await self._give_up_pairing(iid, command)
+            await give_up_pairing(self.send, iid, command)
             raise
         if paired is not None:
             return paired
-        what = await self._give_up_pairing(iid, command)
+        what = await give_up_pairing(self.send, iid, command)
         raise OutcomeTimeout(
             "timeout", f"pairing of lane {iid} did not finish within {timeout:g}s; {what}"
         )
-
-    async def _follow_pairing(
-        self,
-        iid: str,
-        command: bs.Command,
-        cursor: str,
-        deadline: float,
-        confirm: ConfirmPolicy,
-        on_event: EventCallback | None,
-        cancelled: _CancelWatch,
-    ) -> bs.Pairing | None:
-        """The events of the pairing ``command`` started, to its end; ``None`` at ``deadline``.
-
-        Reads in short blocks and looks for a cancellation after each, so a
-        cancelled call gives the pairing up within :data:`_PAIR_POLL_S`.
-        """
-        loop = asyncio.get_running_loop()
-        follow_up: str | None = None  # our pair_confirm / pair_cancel
-        answered = False
-        while (left := deadline - loop.time()) > 0:
-            block_ms = max(1, int(min(_PAIR_POLL_S, left) * 1000))
-            entries = await self._read(iid, cursor, block_ms=block_ms)
-            cancelled.check()
-            for entry_id, event in entries:
-                cursor = entry_id
-                if event is None:
-                    continue
-                if follow_up is not None and event.command_id == follow_up:
-                    if isinstance(event, bs.CommandRejected):
-                        raise CommandRejected(event)
-                    continue
-                if event.command_id != command.command_id:
-                    continue
-                if isinstance(event, bs.CommandRejected):
-                    raise CommandRejected(event)
-                if isinstance(event, bs.Pairing) and _is_final(command, event):
-                    if event.state in PAIRED_STATES:
-                        return event
-                    raise ClientError(
-                        "pairing_failed", event.detail or f"pairing ended: {event.state}"
-                    )
-                if on_event is not None:
-                    on_event(event)
-                if (
-                    isinstance(event, bs.Pairing)
-                    and event.confirmation_code
-                    and event.awaiting_pos
-                    and not answered
-                    and confirm is not False
-                ):
-                    answered = True
-                    code = event.confirmation_code
-                    decision: object = True
-                    if callable(confirm):
-                        decision = confirm(code)
-                        if inspect.isawaitable(decision):
-                            decision = await decision
-                    reply: bs.Command = (
-                        _build(bs.PairConfirm, confirmation_code=code)
-                        if decision
-                        else _build(bs.PairCancel, pair_command_id=command.command_id)
-                    )
-                    follow_up = await self.send(iid, reply)
-                    cancelled.check()
-        return None
-
-    async def _give_up_pairing(self, iid: str, pair: bs.Command) -> str:
-        """Send ``pair_cancel`` for the pairing ``pair`` started; say what became of it.
-
-        Best effort and bounded (the CLI ends a second after Ctrl-C): a
-        ``pair_cancel`` that cannot be sent leaves the pairing to end at the
-        ``pair``'s ``expires_at``. It names the pairing, so it never cancels
-        a later one; one that arrives after the pairing ended is refused
-        (``not_allowed``) and does nothing.
-        """
-        cancel = _build(bs.PairCancel, pair_command_id=pair.command_id)
-        try:
-            async with asyncio.timeout(_GIVE_UP_S):
-                await self.send(iid, cancel)
-        except (TimeoutError, MultipairError, RedisError) as exc:
-            return (
-                f"could not send pair_cancel ({exc or type(exc).__name__}): the lane cancels "
-                "the pairing itself at the pair's expires_at"
-            )
-        return "sent pair_cancel: the lane cancels the pairing"
 
     # ------------------------------------------------------------------
     # Events
@@ -836,73 +636,23 @@ class AsyncClient:
         are skipped. :class:`LaneNotFound` for an unknown lane. ``aclose()``
         it (or leave the ``async for``) to stop following.
         """
-        iid = _lane_id(instance_id)
+        iid = lane_id(instance_id)
         with redis_errors():
             if not await self._redis.exists(self._keys.profile(iid)):
-                raise _not_found(iid)
+                raise not_found(iid)
         if count is not None and count <= 0:
             return
-        cursor = await self._last_event_id(iid) if since == "$" else since
+        cursor = await self._events.last_id(iid) if since == "$" else since
         seen = 0
-        stream = self._follow(iid, cursor, None) if follow else self._drain(iid, cursor)
+        stream = (
+            self._events.follow(iid, cursor, None) if follow else self._events.drain(iid, cursor)
+        )
         async with aclosing(stream):
             async for entry_id, event in stream:
                 yield entry_id, event
                 seen += 1
                 if count is not None and seen >= count:
                     return
-
-    async def _last_event_id(self, iid: str) -> str:
-        """The id of the newest entry of the lane's events stream, ``0-0`` when empty."""
-        with redis_errors():
-            newest: Any = await self._redis.xrevrange(self._keys.events(iid), count=1)
-        return as_text(newest[0][0]) if newest else "0-0"
-
-    async def _drain(self, iid: str, cursor: str) -> AsyncGenerator[tuple[str, bs.Event], None]:
-        while True:
-            entries = await self._read(iid, cursor, block_ms=None)
-            if not entries:
-                return
-            for entry_id, event in entries:
-                cursor = entry_id
-                if event is not None:
-                    yield entry_id, event
-
-    async def _follow(
-        self, iid: str, cursor: str, deadline: float | None
-    ) -> AsyncGenerator[tuple[str, bs.Event], None]:
-        """Events after ``cursor`` as they come, until ``deadline`` (loop time) if given."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if deadline is None:
-                block = _BLOCK_CHUNK_S
-            else:
-                block = min(_BLOCK_CHUNK_S, deadline - loop.time())
-                if block <= 0:
-                    return
-            entries = await self._read(iid, cursor, block_ms=max(1, int(block * 1000)))
-            for entry_id, event in entries:
-                cursor = entry_id
-                if event is not None:
-                    yield entry_id, event
-
-    async def _read(
-        self, iid: str, cursor: str, *, block_ms: int | None
-    ) -> list[tuple[str, bs.Event | None]]:
-        """One XREAD after ``cursor``; entries that are not events of this version give None."""
-        with redis_errors():
-            reply: Any = await self._redis.xread(
-                {self._keys.events(iid): cursor}, count=_READ_COUNT, block=block_ms
-            )
-        out: list[tuple[str, bs.Event | None]] = []
-        for _, entries in reply or ():
-            for entry_id, fields in entries:
-                try:
-                    event: bs.Event | None = bs.decode_event(fields)
-                except CommandError:
-                    event = None  # a newer event type, or not an event: skip it
-                out.append((as_text(entry_id), event))
-        return out
 
     # ------------------------------------------------------------------
     # Hosts and ops
@@ -923,7 +673,7 @@ class AsyncClient:
                 bs.Reason.INVALID_VALUE,
                 f"action must be one of {', '.join(sorted(CONTROL_ACTIONS))}, got {action!r}",
             )
-        iid = _lane_id(instance_id)
+        iid = lane_id(instance_id)
         try:
             key = self._keys.host_control(host_id)
         except ConfigurationError as exc:
@@ -935,7 +685,7 @@ class AsyncClient:
 
     async def lane_owner(self, instance_id: str) -> str | None:
         """The host that holds the lane's lease, or None when no host runs it."""
-        iid = _lane_id(instance_id)
+        iid = lane_id(instance_id)
         with redis_errors():
             lease = parse_lease(await self._redis.get(self._keys.lease(iid)))
         return lease.host_id if lease is not None else None

@@ -15,7 +15,8 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from multipair import broker_schema as bs
-from multipair.client._async import AsyncClient, ConfirmPolicy, EventCallback
+from multipair.client._async import AsyncClient, EventCallback
+from multipair.client._pairing import ConfirmPolicy
 from multipair.client.outcome import LaneInfo, Outcome
 from multipair.config import Settings
 from multipair.exceptions import ConfigurationError

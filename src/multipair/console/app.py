@@ -70,7 +70,7 @@ from multipair.console.feed import Feed
 from multipair.console.views import event_json, lane_json, tx_json
 from multipair.exceptions import CommandError, ConfigurationError, MultipairError, RetryLater
 from multipair.logs import get_logger
-from multipair.store._redis import as_text, redis_errors
+from multipair.redis_conn import as_text, redis_errors
 from multipair.store.transactions import TxStore
 from multipair.supervisor.control import (
     ControlAction,

@@ -38,8 +38,7 @@ from multipair.client import AsyncClient, LaneNotFound
 from multipair.console.views import event_json, host_json, lane_row
 from multipair.exceptions import CommandError, MultipairError
 from multipair.logs import get_logger
-from multipair.redis_conn import is_cluster
-from multipair.store._redis import as_text, redis_errors
+from multipair.redis_conn import as_text, is_cluster, redis_errors
 from multipair.supervisor.hosts import read_hosts
 
 __all__ = ["QUEUE_MAX", "Feed", "Message", "Subscriber"]

@@ -59,7 +59,7 @@ from multipair.jobs.settlement import (
     summarize,
     verdict,
 )
-from multipair.store._redis import as_text, redis_errors, text_map
+from multipair.redis_conn import as_text, redis_errors, text_map
 from multipair.store.profiles import LaneProfile
 from multipair.store.transactions import TxRecord, TxStore
 

@@ -31,7 +31,7 @@ from multipair.broker_schema import parse_time
 from multipair.broker_schema.keys import validate_prefix
 from multipair.exceptions import CommandError
 from multipair.jobs.settlement import LaneRecord, day_start
-from multipair.store._redis import as_text, redis_errors
+from multipair.redis_conn import as_text, redis_errors
 
 __all__ = ["LANE_FIELD", "REPORT_TTL", "ReportStore"]
 

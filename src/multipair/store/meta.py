@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from multipair.broker_schema import Keys
 from multipair.exceptions import ConfigurationError
-from multipair.store._redis import as_text, redis_errors
+from multipair.redis_conn import as_text, redis_errors
 from multipair.store.profiles import ProfileStore
 from multipair.store.secrets_box import MasterKey
 

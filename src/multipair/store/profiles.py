@@ -40,8 +40,8 @@ from multipair.broker_schema import CONSUMER_GROUP, Keys, Reason, format_time, p
 from multipair.broker_schema.keys import validate_instance_id
 from multipair.exceptions import CommandError, ConfigurationError, CryptoError, InternalError
 from multipair.leases import FencedScript, parse_lease
+from multipair.redis_conn import as_text, redis_errors, text_map
 from multipair.spi.crypto import Secrets
-from multipair.store._redis import as_text, redis_errors, text_map
 from multipair.store.secrets_box import MasterKey, lane_aad
 
 __all__ = [

@@ -5,7 +5,12 @@
   -> actions`` (pure).
 - :mod:`~multipair.supervisor.procs`: the only code that forks and reaps: a
   preloaded template process forks the lanes.
-- :mod:`~multipair.supervisor.host`: the I/O loop of one host.
+- :mod:`~multipair.supervisor.host`: the I/O loop of one host, the shell
+  around its rooms: :mod:`~multipair.supervisor.observe` (what a tick reads),
+  :mod:`~multipair.supervisor.lanes` (lane records and the plan's actions),
+  :mod:`~multipair.supervisor.reports` (fenced writes about a lane),
+  :mod:`~multipair.supervisor.outage` (riding out a Redis outage),
+  :mod:`~multipair.supervisor.inbox` (reading the ops control stream).
 - :mod:`~multipair.supervisor.control`: the ops control stream's messages.
 - :mod:`~multipair.supervisor.cli`: ``multipair supervise``.
 

@@ -30,7 +30,7 @@ from multipair import broker_schema as bs
 from multipair.exceptions import CommandError, ConfigurationError
 from multipair.leases import RELEASE_IF_HELD_LUA
 from multipair.logs import get_logger
-from multipair.store._redis import as_text
+from multipair.redis_conn import as_text
 from multipair.supervisor.decide import HostView
 
 __all__ = ["HostClaim", "HostEntry", "parse_host_entry", "read_hosts"]

@@ -54,7 +54,7 @@ from redis.exceptions import ResponseError
 from multipair.broker_schema import CONSUMER_GROUP, Keys
 from multipair.exceptions import InternalError, LocalProtocolError
 from multipair.leases import FENCE_CHECK_LUA, fenced, fenced_error, is_fenced_error
-from multipair.store._redis import as_text
+from multipair.redis_conn import as_text
 from multipair.store.once import WriteLog, WriteTicket, once
 from multipair.store.transactions import TX_LUA, TxOp
 

@@ -1,0 +1,65 @@
+"""Wait for a condition nothing can be awaited for: poll it until it holds, or fail saying what.
+
+Used where the only way to see a change is to look again (Redis written by
+another process, a subprocess' state, in-process simulator counters). A
+check returns a value: ``None`` or ``False`` mean "not yet", anything else is
+the result (a check that must be truthy returns ``x or None``). On timeout an
+``AssertionError`` names ``what`` and the last value seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+__all__ = ["DEFAULT_TIMEOUT_S", "poll_until", "poll_until_sync"]
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 20.0
+INTERVAL_S = 0.05
+
+
+def _timed_out(what: str, timeout: float, last: object) -> AssertionError:
+    return AssertionError(f"not within {timeout}s: {what} (last: {last!r})")
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[T | None] | T | None],
+    what: str = "the condition",
+    timeout: float = DEFAULT_TIMEOUT_S,
+    *,
+    interval: float = INTERVAL_S,
+) -> T:
+    """Call ``check`` (sync or async) until it returns neither None nor False; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value is not None and value is not False:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise _timed_out(what, timeout, value)
+        await asyncio.sleep(interval)
+
+
+def poll_until_sync(
+    check: Callable[[], T | None],
+    what: str = "the condition",
+    timeout: float = DEFAULT_TIMEOUT_S,
+    *,
+    interval: float = INTERVAL_S,
+) -> T:
+    """:func:`poll_until` for a thread with no event loop (blocks while it waits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise _timed_out(what, timeout, value)
+        time.sleep(interval)
