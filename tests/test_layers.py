@@ -65,6 +65,12 @@ PURE: Final = (
     "spi",
     "broker_schema",
     "supervisor/decide.py",
+    "supervisor/policy.py",
+    "worker/admission.py",
+    "worker/translate.py",
+    "console/views.py",
+    "jobs/reconcile.py",
+    "client/_commands.py",
 )
 _IMPURE_MODULES: Final = frozenset(
     {"asyncio", "socket", "time", "redis", "websockets", "subprocess", "os", "threading"}
