@@ -70,7 +70,6 @@ PURE: Final = (
     "worker/translate.py",
     "console/views.py",
     "jobs/reconcile.py",
-    "client/_commands.py",
 )
 _IMPURE_MODULES: Final = frozenset(
     {"asyncio", "socket", "time", "redis", "websockets", "subprocess", "os", "threading"}
