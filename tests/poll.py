@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 __all__ = ["DEFAULT_TIMEOUT_S", "poll_until", "poll_until_sync"]
 
@@ -27,8 +27,28 @@ def _timed_out(what: str, timeout: float, last: object) -> AssertionError:
     return AssertionError(f"not within {timeout}s: {what} (last: {last!r})")
 
 
+@overload
 async def poll_until(
-    check: Callable[[], Awaitable[T | None] | T | None],
+    check: Callable[[], Awaitable[T | None]],
+    what: str = ...,
+    timeout: float = ...,
+    *,
+    interval: float = ...,
+) -> T: ...
+
+
+@overload
+async def poll_until(
+    check: Callable[[], T | None],
+    what: str = ...,
+    timeout: float = ...,
+    *,
+    interval: float = ...,
+) -> T: ...
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
     what: str = "the condition",
     timeout: float = DEFAULT_TIMEOUT_S,
     *,
@@ -37,11 +57,10 @@ async def poll_until(
     """Call ``check`` (sync or async) until it returns neither None nor False; that value."""
     deadline = time.monotonic() + timeout
     while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
+        result = check()
+        value: T | None = await result if inspect.isawaitable(result) else result
         if value is not None and value is not False:
-            return value  # type: ignore[return-value]
+            return value
         if time.monotonic() > deadline:
             raise _timed_out(what, timeout, value)
         await asyncio.sleep(interval)
