@@ -8,17 +8,12 @@ from its annotation, and anything else from :func:`wire` metadata:
   never ``bool``), ``bool`` a flag; ``X | None`` is nullable (sent as
   ``null``); ``tuple[str, ...]`` a list of texts, ``tuple[R, ...]`` a list
   of records, a dataclass ``R`` a nested record, ``JsonObject`` passed as is.
-- :func:`wire` adds the path (``("zip_data", "store_code")``), local fields
-  (``local``: never on the wire), a different default when read
-  (``read_default``), conditions (``only_if``: the field exists only when
-  another field has a value; ``sent_if``: sent only then, read whenever
-  present), ``omit_empty``, a ``mirror`` path also written after every
-  other field, an exact ``length``, and flattened groups (``flatten``: the
-  group's keys go into the parent, filtered by ``only``, ordered by
-  ``order``).
+- :func:`wire` says the rest: path, local fields, read defaults, conditions,
+  mirrors, exact lengths, flattened groups (its docstring lists them).
 
-Three generic functions follow the declaration: :func:`validate` (POS side,
+Four generic functions follow the declaration: :func:`validate` (POS side,
 when a message is built: :class:`~multipair.exceptions.InvalidRequest`),
+:func:`encode` (its ``data``, keys in declaration order),
 :func:`decode` (terminal side, reading a POS request strictly:
 :class:`~multipair.exceptions.RemoteProtocolError`) and :func:`read` (POS
 side, reading a terminal message leniently: a field of the wrong type reads
@@ -175,17 +170,20 @@ def wire(
 ) -> Mapping[str, object]:
     """Field metadata: how a field sits on the wire when its annotation does not say it all.
 
-    ``path`` (default: the field name), ``local`` (never sent or read),
-    ``read_default`` (the value when absent on read; :data:`REQUIRED` makes it
-    required), ``only_if=(name, value)`` (the field exists only when field
-    ``name`` has ``value``: neither sent nor read otherwise), ``sent_if``
-    (sent only then; read whenever present), ``omit_empty`` (not sent when
-    falsy), ``mirror`` (a second path the value is also written to, after
-    every other field), ``length=(n, problem)`` (text of exactly ``n``
-    characters, else ``InvalidRequest(problem)``), ``flatten`` (a record
-    whose keys go into this object; ``only`` filters them, ``order``
-    reorders them), ``yes_no`` (a flag that may read ``"Yes"``/``"No"``),
-    ``event`` (a parsed terminal message's event, not a data key).
+    - ``path``: where it sits (default: ``(name,)``); ``local``: never sent or read.
+    - ``read_default``: the value when absent on read (default: the field's);
+      :data:`REQUIRED` makes a field with a default required on read.
+    - ``only_if=(name, value)``: the field exists only when field ``name``
+      has ``value``, neither sent nor read otherwise; ``sent_if``: sent only
+      then, read whenever present; ``omit_empty``: not sent when falsy.
+    - ``mirror``: a second path the value is also written to, after every
+      other field.
+    - ``length=(n, problem)``: text of exactly ``n`` characters, else
+      ``InvalidRequest(problem)``.
+    - ``flatten``: a record whose keys go into this object; ``only`` filters
+      the keys sent (every key is read), ``order`` reorders them.
+    - ``yes_no``: a flag that may read ``"Yes"``/``"No"``.
+    - ``event``: a parsed terminal message's event, not a data key.
     """
     return {
         "wire": _Wire(
@@ -488,25 +486,16 @@ class _Reader:
             if spec.default is None:
                 self._fail(key, "is missing")
             return spec.default()
-        if spec.kind is Kind.TEXT:
-            text = as_str(value)
-            if text is None:
-                self._fail(key, f"is not a string: {type(value).__name__}")
-            return text
-        if spec.kind is Kind.AMOUNT:
-            number = as_int(value)
-            if number is None:
-                self._fail(key, f"is not an integer: {value!r:.40}")
-            return number
-        if spec.kind is Kind.FLAG:
-            flag = as_bool(value)
-            if flag is None:
-                self._fail(key, f"is not a boolean: {value!r:.40}")
-            return flag
-        if spec.kind is Kind.OBJECT:
+        if spec.kind in _STRICT:
+            convert, expected, shown = _STRICT[spec.kind]
+            converted = convert(value)
+            if converted is None:
+                self._fail(key, f"is not {expected}: {shown(value)}")
+            return converted
+        if spec.kind in (Kind.OBJECT, Kind.RECORD):
             if not isinstance(value, dict):
                 self._fail(key, "is not an object")
-            return value
+            return value if spec.kind is Kind.OBJECT else self._record(spec, key, value)
         if not isinstance(value, list):
             self._fail(key, "is not a list")
         if spec.kind is Kind.TEXTS:
@@ -514,14 +503,22 @@ class _Reader:
             if None in texts:
                 self._fail(key, "holds a non-string")
             return tuple(texts)
-        assert spec.record is not None
-        where = f"{self._where}.{key}"
+        # A list entry that is not an object reads as an empty one.
         return tuple(
-            spec.record(
-                **_Reader(where, item if isinstance(item, dict) else None).fields(spec.record)
-            )
-            for item in value
+            self._record(spec, key, item if isinstance(item, dict) else None) for item in value
         )
+
+    def _record(self, spec: Spec, key: str, data: Mapping[str, Any] | None) -> object:
+        assert spec.record is not None
+        return spec.record(**_Reader(f"{self._where}.{key}", data).fields(spec.record))
+
+
+# How each scalar kind is read from a POS request, named in errors, and shown.
+_STRICT: Final[Mapping[Kind, tuple[Callable[[object], object], str, Callable[[object], str]]]] = {
+    Kind.TEXT: (as_str, "a string", lambda value: type(value).__name__),
+    Kind.AMOUNT: (as_int, "an integer", lambda value: f"{value!r:.40}"),
+    Kind.FLAG: (as_bool, "a boolean", lambda value: f"{value!r:.40}"),
+}
 
 
 _T = TypeVar("_T")
