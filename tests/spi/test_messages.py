@@ -5,10 +5,8 @@ Terminal fixtures are parsed in test_fixtures.py.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multipair.exceptions import InvalidRequest, LocalProtocolError, RemoteProtocolError
-from multipair.spi import messages
 from multipair.spi.envelope import Message, dumps
 from multipair.spi.messages import (
     MAX_AMOUNT,
@@ -808,18 +805,3 @@ def test_purchase_round_trips_through_its_data_even_with_amounts_as_strings(
     assert request == PurchaseRequest.from_data(data)
     assert request == PurchaseRequest.from_data(as_strings)
     assert json.loads(dumps(data)) == data
-
-
-# -- the core stays pure ------------------------------------------------------------
-
-
-def test_messages_module_imports_no_io() -> None:
-    tree = ast.parse(Path(messages.__file__).read_text(encoding="utf-8"))
-    imported: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-
-    assert set() == imported & {"asyncio", "websockets", "redis", "socket", "time"}
