@@ -195,6 +195,23 @@ class EventWrites:
         batch.hset(self.keys.state(self.instance_id), {"status": status_text, "flow": flow_text})
         self.add_event(batch, at, bs.StatusChanged, status=status_text, flow=flow_text)
 
+    def move(
+        self,
+        batch: WriteBatch,
+        effects: list[Effect],
+        pos_ref_id: str,
+        state: TxState,
+        *,
+        request_message_id: str | None = None,
+    ) -> None:
+        """Move the transaction's record to ``state`` in ``batch``, and note it in ``effects``."""
+        batch.tx(
+            self.txs.move_op(
+                self.instance_id, pos_ref_id, state, request_message_id=request_message_id
+            )
+        )
+        effects.append(NoteState(pos_ref_id, state))
+
     # -- the plan -------------------------------------------------------
 
     def plan(
@@ -247,15 +264,13 @@ class EventWrites:
             case spi.TransactionRequestSent():
                 # Written before the frame leaves (the shell commits, then sends).
                 if record is not None:
-                    batch.tx(
-                        self.txs.move_op(
-                            self.instance_id,
-                            event.pos_ref_id,
-                            TxState.SENT,
-                            request_message_id=event.message_id,
-                        )
+                    self.move(
+                        batch,
+                        effects,
+                        event.pos_ref_id,
+                        TxState.SENT,
+                        request_message_id=event.message_id,
                     )
-                    effects.append(NoteState(event.pos_ref_id, TxState.SENT))
             case spi.TransactionUpdate():
                 self.add_event(
                     batch,
@@ -270,12 +285,7 @@ class EventWrites:
                 )
             case spi.SignatureRequired():
                 if record is not None:
-                    batch.tx(
-                        self.txs.move_op(
-                            self.instance_id, event.pos_ref_id, TxState.AWAITING_SIGNATURE
-                        )
-                    )
-                    effects.append(NoteState(event.pos_ref_id, TxState.AWAITING_SIGNATURE))
+                    self.move(batch, effects, event.pos_ref_id, TxState.AWAITING_SIGNATURE)
                 self.add_event(
                     batch,
                     at,
@@ -288,12 +298,7 @@ class EventWrites:
                 writes.after.append(lambda: failpoints.hit("lane.awaiting_signature"))
             case spi.AuthCodeRequired():
                 if record is not None:
-                    batch.tx(
-                        self.txs.move_op(
-                            self.instance_id, event.pos_ref_id, TxState.AWAITING_AUTH_CODE
-                        )
-                    )
-                    effects.append(NoteState(event.pos_ref_id, TxState.AWAITING_AUTH_CODE))
+                    self.move(batch, effects, event.pos_ref_id, TxState.AWAITING_AUTH_CODE)
                 self.add_event(
                     batch,
                     at,
