@@ -43,7 +43,6 @@ import errno
 import hashlib
 import hmac
 import html
-import importlib.resources
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -67,6 +66,7 @@ from multipair.client import (
 )
 from multipair.console.cli import DEFAULT_BIND, DEFAULT_PORT
 from multipair.console.feed import Feed
+from multipair.console.pages import page, static
 from multipair.console.views import event_json, lane_json, tx_json
 from multipair.exceptions import CommandError, ConfigurationError, MultipairError, RetryLater
 from multipair.logs import get_logger
@@ -96,7 +96,7 @@ _KEEPALIVE_S: Final = 15.0
 _READY_WAIT_S: Final = 10.0
 """How long a request waits for the console's first read of Redis before a 503."""
 _UNPAIR_TIMEOUT_S: Final = 20.0
-_PAGES: Final = {"/": "lanes.html", "/hosts": "hosts.html"}
+_PAGES: Final = {"/": "lanes", "/hosts": "hosts"}
 _STATIC: Final = frozenset({"console.css", "console.js"})
 _TYPES: Final = {".css": "text/css", ".js": "text/javascript", ".html": "text/html"}
 _SECURITY_HEADERS: Final = {
@@ -122,10 +122,6 @@ def csrf_value(token: str) -> str:
 
 def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _static(name: str) -> bytes:
-    return (importlib.resources.files("multipair.console") / "static" / name).read_bytes()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,8 +173,11 @@ class Console:
         self._pairings: dict[str, _Pairing] = {}
         self._runner: web.AppRunner | None = None
         self._feed_task: asyncio.Task[None] | None = None
-        self._files = {name: _static(name) for name in (*_STATIC, *_PAGES.values(), "lane.html")}
-        self._login = _static("login.html").decode()
+        self._files = {name: static(name) for name in _STATIC}
+        for path, name in _PAGES.items():
+            self._files[f"{name}.html"] = page(name, current=path)
+        self._files["lane.html"] = page("lane", current=None)  # no header link is a lane's
+        self._login = static("login.html").decode()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -340,7 +339,7 @@ class Console:
     # ------------------------------------------------------------------ pages
 
     async def _page(self, request: web.Request) -> web.Response:
-        return self._file(_PAGES[request.path])
+        return self._file(f"{_PAGES[request.path]}.html")
 
     async def _lane_page(self, request: web.Request) -> web.Response:
         _lane_id(request)
