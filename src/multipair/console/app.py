@@ -55,6 +55,7 @@ from redis.exceptions import RedisError
 
 from multipair import broker_schema as bs
 from multipair.cli._base import Fail
+from multipair.cli._lane import LaneStopped, control_lane
 from multipair.cli._views import check_ready, last_exits
 from multipair.client import (
     AsyncClient,
@@ -458,17 +459,10 @@ class Console:
 
     async def _control(self, iid: str, action: str) -> dict[str, Any]:
         """As ``multipair lane restart|stop|start``: the profile, then the owner's stream."""
-        client = self.client
-        profile = await client.get_lane(iid)
-        if action == "restart" and not profile.enabled:
-            raise _Refused(f"lane {iid} is stopped: start it first")
-        if action in ("stop", "start"):
-            await client.set_enabled(iid, action == "start")
-        owner = await client.lane_owner(iid)
-        if owner is None and action == "restart":
-            raise _Refused(f"no host runs lane {iid}, so there is nothing to restart")
-        if owner is not None:
-            await client.send_control(owner, action, iid, requested_by=self.requested_by)
+        try:
+            owner = await control_lane(self.client, iid, action, requested_by=self.requested_by)
+        except LaneStopped:
+            raise _Refused(f"lane {iid} is stopped: start it first") from None
         return {"instance_id": iid, "action": action, "owner": owner, "control_sent": bool(owner)}
 
     async def _pair(self, iid: str) -> dict[str, Any]:
