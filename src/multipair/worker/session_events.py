@@ -212,6 +212,20 @@ class EventWrites:
         )
         effects.append(NoteState(pos_ref_id, state))
 
+    def ask_pos(
+        self,
+        batch: WriteBatch,
+        effects: list[Effect],
+        record: TxRecord | None,
+        state: TxState,
+        event: bs.SignatureRequired | bs.AuthCodeRequired,
+    ) -> None:
+        """The terminal waits for the POS: the record (if any) moves to ``state``, then
+        ``event`` (which asks the POS) is published, in ``batch``."""
+        if record is not None:
+            self.move(batch, effects, record.pos_ref_id, state)
+        self.add(batch, event)
+
     # -- the plan -------------------------------------------------------
 
     def plan(
@@ -284,29 +298,35 @@ class EventWrites:
                     else str(event.display_message_code),
                 )
             case spi.SignatureRequired():
-                if record is not None:
-                    self.move(batch, effects, event.pos_ref_id, TxState.AWAITING_SIGNATURE)
-                self.add_event(
+                self.ask_pos(
                     batch,
-                    at,
-                    bs.SignatureRequired,
-                    command_id=command_id,
-                    pos_ref_id=event.pos_ref_id,
-                    merchant_receipt=event.merchant_receipt,
+                    effects,
+                    record,
+                    TxState.AWAITING_SIGNATURE,
+                    bs.SignatureRequired(
+                        instance_id=self.instance_id,
+                        at=at,
+                        command_id=command_id,
+                        pos_ref_id=event.pos_ref_id,
+                        merchant_receipt=event.merchant_receipt,
+                    ),
                 )
                 # Dies once the state and the event are stored, as it always did.
                 writes.after.append(lambda: failpoints.hit("lane.awaiting_signature"))
             case spi.AuthCodeRequired():
-                if record is not None:
-                    self.move(batch, effects, event.pos_ref_id, TxState.AWAITING_AUTH_CODE)
-                self.add_event(
+                self.ask_pos(
                     batch,
-                    at,
-                    bs.AuthCodeRequired,
-                    command_id=command_id,
-                    pos_ref_id=event.pos_ref_id,
-                    phone_number=event.auth_centre_phone_number,
-                    merchant_id=event.merchant_id,
+                    effects,
+                    record,
+                    TxState.AWAITING_AUTH_CODE,
+                    bs.AuthCodeRequired(
+                        instance_id=self.instance_id,
+                        at=at,
+                        command_id=command_id,
+                        pos_ref_id=event.pos_ref_id,
+                        phone_number=event.auth_centre_phone_number,
+                        merchant_id=event.merchant_id,
+                    ),
                 )
             case spi.CancelFailed():
                 self.add_event(
