@@ -16,10 +16,11 @@ SRC: Final = Path(__file__).resolve().parents[1] / "src" / "multipair"
 # Room -> the rooms it may import. A room is a top-level module or package of
 # multipair. Lower rooms never import higher ones; the table is the picture in
 # docs/architecture.md.
-_BASE: Final = frozenset({"exceptions"})
+_BASE: Final = frozenset({"exceptions", "lifecycle"})
 _UTIL: Final = _BASE | {"logs", "failpoints", "hardening", "envfile", "redis_conn"}
 ALLOWED: Final[dict[str, frozenset[str]]] = {
     "exceptions": frozenset(),
+    "lifecycle": frozenset(),
     "logs": _BASE,
     "failpoints": _BASE,
     "hardening": _BASE,

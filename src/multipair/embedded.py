@@ -39,9 +39,10 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 from urllib.parse import quote
+
+from multipair.lifecycle import Running
 
 __all__ = [
     "AUTH_CONFIG",
@@ -193,7 +194,7 @@ def _ping(port: int, password: str | None = None) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(Running):
     """One ``redis-server`` process on 127.0.0.1, persistence off unless asked.
 
     ``port=None`` picks a free port (retrying if another process takes it
@@ -372,18 +373,6 @@ class RedisServer:
                 shutil.rmtree(self._own_dir)
             self._own_dir = None
 
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 _CLUSTER_BUS_OFFSET = 10_000
 """Redis listens for its cluster bus on the client port + 10000."""
@@ -439,7 +428,7 @@ def cluster_support_problem() -> str | None:
     return None
 
 
-class RedisCluster:
+class RedisCluster(Running):
     """A Redis Cluster of ``masters`` nodes (no replicas) on 127.0.0.1, persistence off.
 
     Each node is a :class:`RedisServer` started with ``--cluster-enabled yes``
@@ -563,18 +552,6 @@ class RedisCluster:
             with contextlib.suppress(OSError):
                 shutil.rmtree(self._dir)
             self._dir = None
-
-    def __enter__(self) -> RedisCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _cluster_ok(port: int, nodes: int) -> bool:

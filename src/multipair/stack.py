@@ -52,8 +52,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import orjson
 from redis.asyncio import Redis
@@ -71,6 +70,7 @@ from multipair.embedded import (
 )
 from multipair.envfile import ENV_FILE_NAME, render_env_file, write_private
 from multipair.exceptions import ConfigurationError, RetryLater
+from multipair.lifecycle import AsyncRunning
 from multipair.redis_conn import connect
 from multipair.store.meta import check_master_key
 from multipair.store.profiles import ProfileStore
@@ -104,7 +104,7 @@ class StackLane:
 
 
 @dataclass
-class Stack:
+class Stack(AsyncRunning):
     """Redis (embedded unless configured), the supervisor, and optionally a simulator."""
 
     data_dir: Path
@@ -137,21 +137,14 @@ class Stack:
         shown = None if self.settings is None else self.settings.redis_url_for_logs()
         return shown or self.redis_url
 
-    async def __aenter__(self) -> Stack:
+    async def __aenter__(self) -> Self:
+        """Start it; a start that fails stops whatever it had started."""
         try:
             await self.start()
         except BaseException:
             await self.stop()
             raise
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------
 
@@ -432,6 +425,9 @@ class Stack:
             await asyncio.to_thread(self._redis.stop)
             self._redis = None
         # The env file stays: the next start reuses its port and password.
+
+    close = stop
+    """What ``async with`` calls on the way out: :meth:`stop`."""
 
     def pid_of(self, name: str) -> int | None:
         proc = self._procs.get(name)

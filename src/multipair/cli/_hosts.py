@@ -42,7 +42,7 @@ from multipair.supervisor.control import (
 from multipair.supervisor.hosts import HostEntry, read_hosts
 from multipair.supervisor.policy import RestartPolicy
 
-__all__ = ["add_hosts_parser", "host_state", "hosts_table", "room_elsewhere"]
+__all__ = ["add_hosts_parser", "host_fields", "host_state", "hosts_table", "room_elsewhere"]
 
 LIVE_WITHIN_S: Final = RestartPolicy().host_live_s
 """A heartbeat older than this: the host is not live (it gets no share of the lanes)."""
@@ -146,7 +146,9 @@ def hosts_table(entries: list[HostEntry], leases: Counter[str]) -> str:
     )
 
 
-def _entry_json(entry: HostEntry, leases: Counter[str]) -> dict[str, Any]:
+def host_fields(entry: HostEntry, **counted: Any) -> dict[str, Any]:
+    """One supervisor as JSON (``hosts --json``, the console): its heartbeat and state;
+    ``counted``, what the caller counted of its lanes, follows ``lanes``."""
     return {
         "host_id": entry.host_id,
         "state": host_state(entry),
@@ -154,7 +156,7 @@ def _entry_json(entry: HostEntry, leases: Counter[str]) -> dict[str, Any]:
         "heartbeat_age_s": None if entry.age_s is None else round(entry.age_s, 3),
         "capacity": entry.capacity,
         "lanes": entry.lanes,
-        "leases": leases.get(entry.host_id, 0),
+        **counted,
         "accepting": entry.accepting,
         "draining": entry.draining,
         "pid": entry.pid,
@@ -184,7 +186,7 @@ async def _hosts(ctx: Context, client: AsyncClient) -> int:
     entries = await read_hosts(client.redis, client.keys)
     leases = await _lease_counts(client)
     if ctx.json:
-        ctx.emit({"hosts": [_entry_json(e, leases) for e in entries]})
+        ctx.emit({"hosts": [host_fields(e, leases=leases.get(e.host_id, 0)) for e in entries]})
     else:
         ctx.say(hosts_table(entries, leases))
     return ExitCode.OK

@@ -52,7 +52,7 @@ from multipair.client import AsyncClient, ClientError, CommandRejected
 from multipair.exceptions import RetryLater
 from multipair.store.transactions import TxRecord
 
-__all__ = ["add_lane_parser"]
+__all__ = ["LaneStopped", "add_lane_parser", "control_lane"]
 
 
 def add_lane_parser(subparsers: Subparsers) -> None:
@@ -503,7 +503,7 @@ async def _control(ctx: Context, client: AsyncClient) -> int:
         return await _control_many(ctx, client)
     action: str = args.control
     iid = await resolve_lane(client, args.id)
-    owner = await _control_one(client, iid, action)
+    owner = await control_lane(client, iid, action)
     stopped = None
     if action == "stop" and getattr(args, "wait", False) and owner is not None:
         stopped = await _wait_stopped(ctx, client, [iid])
@@ -541,18 +541,29 @@ async def _control(ctx: Context, client: AsyncClient) -> int:
     return ExitCode.OK
 
 
-async def _control_one(client: AsyncClient, iid: str, action: str) -> str | None:
-    """Apply ``action`` to one lane; the host it was sent to (None: no host runs it)."""
+class LaneStopped(Fail):
+    """``restart`` of a lane that is stopped: it must be started first."""
+
+
+async def control_lane(
+    client: AsyncClient, iid: str, action: str, *, requested_by: str | None = None
+) -> str | None:
+    """Apply ``restart``, ``stop`` or ``start`` to one lane (``lane`` and the console's
+    action): the profile's ``enabled``, then the owning host's control stream. Returns the
+    host it was sent to (None: no host runs it); :class:`LaneStopped`, or :class:`Fail`
+    when no host runs a lane to restart."""
     profile = await client.get_lane(iid)
     if action == "restart" and not profile.enabled:
-        raise Fail(f"lane stopped: {iid} is stopped; start it with `multipair lane start {iid}`")
+        raise LaneStopped(
+            f"lane stopped: {iid} is stopped; start it with `multipair lane start {iid}`"
+        )
     if action in ("stop", "start"):
         await client.set_enabled(iid, action == "start")
     owner = await client.lane_owner(iid)
     if owner is None and action == "restart":
         raise Fail(f"no host runs lane {iid}, so there is nothing to restart")
     if owner is not None:
-        await client.send_control(owner, action, iid)
+        await client.send_control(owner, action, iid, requested_by=requested_by)
     return owner
 
 
@@ -592,7 +603,7 @@ async def _control_many(ctx: Context, client: AsyncClient) -> int:
             return ExitCode.FAILED
     done: list[dict[str, object]] = []
     for iid in ids:
-        owner = await _control_one(client, iid, action)
+        owner = await control_lane(client, iid, action)
         done.append({"instance_id": iid, "owner": owner, "control_sent": owner is not None})
         ctx.say(
             f"{_past(action)} lane {iid}"

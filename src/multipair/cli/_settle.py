@@ -26,7 +26,7 @@ import asyncio
 import csv
 import datetime as _dt
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from multipair.cli._base import (
@@ -84,24 +84,23 @@ def _day(text: str) -> str:
         raise argparse.ArgumentTypeError(exc.detail) from None
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"{text!r}: give 1 to 1000")
-    return value
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An ``argparse`` type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: give {low} to {high}")
+        return value
+
+    return parse
 
 
-def _retries(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"{text!r}: give 0 to 100")
-    return value
+_count = _whole(1, 1000)
+_retries = _whole(0, 100)
 
 
 def add_settle_parser(subparsers: Subparsers) -> None:

@@ -77,6 +77,15 @@ _PAIR_EXPIRY_MARGIN_S: Final = 2.0
 """A pair's ``expires_at`` is this long after the client gives up: its pair_cancel comes first."""
 
 
+def require_url(settings: Settings) -> str:
+    """``settings.redis_url``; :class:`ConfigurationError` when it is not set."""
+    if settings.redis_url is None:
+        raise ConfigurationError(
+            "no Redis URL: set MULTIPAIR_REDIS_URL (or --redis-url) to the lanes' Redis"
+        )
+    return settings.redis_url
+
+
 class AsyncClient:
     """Drive multipair lanes from an asyncio POS backend.
 
@@ -106,34 +115,21 @@ class AsyncClient:
         one it is is asked at once, blocking (in a coroutine, prefer
         :meth:`connect`).
         """
-        url = cls._require_url(settings)
-        client = cls(
-            connect_blocking(url, socket_timeout=_SOCKET_TIMEOUT_S),
-            prefix=settings.prefix,
-            master_key=settings.master_key,
-        )
-        client._owns_redis = True
-        return client
+        url = require_url(settings)
+        return cls._owning(connect_blocking(url, socket_timeout=_SOCKET_TIMEOUT_S), settings)
 
     @classmethod
     async def connect(cls, settings: Settings) -> AsyncClient:
         """:meth:`from_settings` without blocking the event loop."""
-        url = cls._require_url(settings)
-        client = cls(
-            await connect_redis(url, socket_timeout=_SOCKET_TIMEOUT_S),
-            prefix=settings.prefix,
-            master_key=settings.master_key,
-        )
+        url = require_url(settings)
+        return cls._owning(await connect_redis(url, socket_timeout=_SOCKET_TIMEOUT_S), settings)
+
+    @classmethod
+    def _owning(cls, redis: Redis, settings: Settings) -> AsyncClient:
+        """A client on ``redis`` that closes it in :meth:`aclose`."""
+        client = cls(redis, prefix=settings.prefix, master_key=settings.master_key)
         client._owns_redis = True
         return client
-
-    @staticmethod
-    def _require_url(settings: Settings) -> str:
-        if settings.redis_url is None:
-            raise ConfigurationError(
-                "no Redis URL: set MULTIPAIR_REDIS_URL (or --redis-url) to the lanes' Redis"
-            )
-        return settings.redis_url
 
     def __repr__(self) -> str:
         return f"AsyncClient(keys={self._keys!r})"

@@ -15,11 +15,10 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from multipair import broker_schema as bs
-from multipair.client._async import AsyncClient, EventCallback
+from multipair.client._async import AsyncClient, EventCallback, require_url
 from multipair.client._pairing import ConfirmPolicy
 from multipair.client.outcome import LaneInfo, Outcome
 from multipair.config import Settings
-from multipair.exceptions import ConfigurationError
 from multipair.redis_conn import connect
 from multipair.store.profiles import LaneProfile
 from multipair.store.secrets_box import MasterKey
@@ -64,11 +63,8 @@ class Client:
     @classmethod
     def from_settings(cls, settings: Settings) -> Client:
         """A client on ``settings.redis_url`` with the settings' prefix and master key."""
-        if settings.redis_url is None:
-            raise ConfigurationError(
-                "no Redis URL: set MULTIPAIR_REDIS_URL (or --redis-url) to the lanes' Redis"
-            )
-        return cls(settings.redis_url, prefix=settings.prefix, master_key=settings.master_key)
+        url = require_url(settings)
+        return cls(url, prefix=settings.prefix, master_key=settings.master_key)
 
     def __repr__(self) -> str:
         return f"Client(keys={self._client.keys!r})"

@@ -43,7 +43,6 @@ import errno
 import hashlib
 import hmac
 import html
-import importlib.resources
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from redis.exceptions import RedisError
 
 from multipair import broker_schema as bs
 from multipair.cli._base import Fail
+from multipair.cli._lane import LaneStopped, control_lane
 from multipair.cli._views import check_ready, last_exits
 from multipair.client import (
     AsyncClient,
@@ -67,6 +67,7 @@ from multipair.client import (
 )
 from multipair.console.cli import DEFAULT_BIND, DEFAULT_PORT
 from multipair.console.feed import Feed
+from multipair.console.pages import page, static
 from multipair.console.views import event_json, lane_json, tx_json
 from multipair.exceptions import CommandError, ConfigurationError, MultipairError, RetryLater
 from multipair.logs import get_logger
@@ -96,7 +97,7 @@ _KEEPALIVE_S: Final = 15.0
 _READY_WAIT_S: Final = 10.0
 """How long a request waits for the console's first read of Redis before a 503."""
 _UNPAIR_TIMEOUT_S: Final = 20.0
-_PAGES: Final = {"/": "lanes.html", "/hosts": "hosts.html"}
+_PAGES: Final = {"/": "lanes", "/hosts": "hosts"}
 _STATIC: Final = frozenset({"console.css", "console.js"})
 _TYPES: Final = {".css": "text/css", ".js": "text/javascript", ".html": "text/html"}
 _SECURITY_HEADERS: Final = {
@@ -122,10 +123,6 @@ def csrf_value(token: str) -> str:
 
 def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _static(name: str) -> bytes:
-    return (importlib.resources.files("multipair.console") / "static" / name).read_bytes()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,8 +174,11 @@ class Console:
         self._pairings: dict[str, _Pairing] = {}
         self._runner: web.AppRunner | None = None
         self._feed_task: asyncio.Task[None] | None = None
-        self._files = {name: _static(name) for name in (*_STATIC, *_PAGES.values(), "lane.html")}
-        self._login = _static("login.html").decode()
+        self._files = {name: static(name) for name in _STATIC}
+        for path, name in _PAGES.items():
+            self._files[f"{name}.html"] = page(name, current=path)
+        self._files["lane.html"] = page("lane", current=None)  # no header link is a lane's
+        self._login = static("login.html").decode()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -340,7 +340,7 @@ class Console:
     # ------------------------------------------------------------------ pages
 
     async def _page(self, request: web.Request) -> web.Response:
-        return self._file(_PAGES[request.path])
+        return self._file(f"{_PAGES[request.path]}.html")
 
     async def _lane_page(self, request: web.Request) -> web.Response:
         _lane_id(request)
@@ -459,17 +459,10 @@ class Console:
 
     async def _control(self, iid: str, action: str) -> dict[str, Any]:
         """As ``multipair lane restart|stop|start``: the profile, then the owner's stream."""
-        client = self.client
-        profile = await client.get_lane(iid)
-        if action == "restart" and not profile.enabled:
-            raise _Refused(f"lane {iid} is stopped: start it first")
-        if action in ("stop", "start"):
-            await client.set_enabled(iid, action == "start")
-        owner = await client.lane_owner(iid)
-        if owner is None and action == "restart":
-            raise _Refused(f"no host runs lane {iid}, so there is nothing to restart")
-        if owner is not None:
-            await client.send_control(owner, action, iid, requested_by=self.requested_by)
+        try:
+            owner = await control_lane(self.client, iid, action, requested_by=self.requested_by)
+        except LaneStopped:
+            raise _Refused(f"lane {iid} is stopped: start it first") from None
         return {"instance_id": iid, "action": action, "owner": owner, "control_sent": bool(owner)}
 
     async def _pair(self, iid: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from multipair import broker_schema as bs
-from multipair.cli._hosts import host_state
+from multipair.cli._hosts import host_fields
 from multipair.cli._status import describe_event
 from multipair.cli._views import info_json, is_running, profile_json
 from multipair.client import LaneInfo
@@ -81,16 +81,4 @@ def tx_json(record: TxRecord) -> dict[str, Any]:
 
 def host_json(entry: HostEntry, lanes: Mapping[str, list[str]]) -> dict[str, Any]:
     """One supervisor: its heartbeat, state (``live``, ``draining``, ``stale``...) and lanes."""
-    return {
-        "host_id": entry.host_id,
-        "state": host_state(entry),
-        "heartbeat_at": entry.heartbeat_at,
-        "heartbeat_age_s": None if entry.age_s is None else round(entry.age_s, 3),
-        "capacity": entry.capacity,
-        "lanes": entry.lanes,
-        "accepting": entry.accepting,
-        "draining": entry.draining,
-        "pid": entry.pid,
-        "started_at": entry.started_at,
-        "lane_ids": sorted(lanes.get(entry.host_id, [])),
-    }
+    return {**host_fields(entry), "lane_ids": sorted(lanes.get(entry.host_id, []))}

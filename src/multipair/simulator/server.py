@@ -22,13 +22,13 @@ import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
 
+from multipair.lifecycle import AsyncRunning
 from multipair.simulator.control import build_control_app
 from multipair.simulator.device_address import build_device_address_app
 from multipair.simulator.rules import PairingMode, parse_pairing_mode
@@ -47,7 +47,7 @@ def serial_for(index: int, prefix: str = "SIM-") -> str:
     return f"{prefix}{index + 1:04d}"
 
 
-class Simulator:
+class Simulator(AsyncRunning):
     """``n`` simulated terminals, each on its own port, a control API and a device-address service.
 
     ``base_port`` 0 gives every terminal a free port; otherwise terminal *i*
@@ -109,18 +109,6 @@ class Simulator:
         self.log = structlog.get_logger("multipair.simulator")
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> Simulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Start every server; on failure, whatever started is closed again."""

@@ -64,6 +64,7 @@ __all__ = [
     "DeviceAddressResult",
     "Timings",
     "device_address_url",
+    "device_service_error",
     "interpret_device_address_response",
     "is_valid_eftpos_address",
     "is_valid_pos_id",
@@ -385,7 +386,7 @@ def interpret_device_address_response(
     (case-insensitively) the result is ``ADDRESS_NOT_CHANGED``.
     """
     if status is None:
-        return _service_error("no response (network error or timeout)")
+        return device_service_error("no response (network error or timeout)")
     if status == 404:
         return DeviceAddressResult(
             code=DeviceAddressResponseCode.INVALID_SERIAL_NUMBER,
@@ -395,30 +396,34 @@ def interpret_device_address_response(
         )
     if 300 <= status < 400:
         # The caller never follows one: the API key goes to the service's host only.
-        return _service_error(f"HTTP {status}: a redirect, refused (redirects are not followed)")
+        return device_service_error(
+            f"HTTP {status}: a redirect, refused (redirects are not followed)"
+        )
     if status != 200:
-        return _service_error(f"HTTP {status}")
+        return device_service_error(f"HTTP {status}")
     if not body:
-        return _service_error("HTTP 200 with an empty body")
+        return device_service_error("HTTP 200 with an empty body")
     try:
         document = orjson.loads(body)
     except (orjson.JSONDecodeError, TypeError):
-        return _service_error("HTTP 200 with a body that is not JSON")
+        return device_service_error("HTTP 200 with a body that is not JSON")
     if not isinstance(document, dict):
-        return _service_error("HTTP 200 with a body that is not a JSON object")
+        return device_service_error("HTTP 200 with a body that is not a JSON object")
     fqdn, ip = document.get("fqdn"), document.get("ip")
     from_fqdn = isinstance(fqdn, str) and bool(fqdn)
     address = fqdn if from_fqdn else ip
     if not isinstance(address, str) or not address:
-        return _service_error("HTTP 200 without 'fqdn' or 'ip'")
+        return device_service_error("HTTP 200 without 'fqdn' or 'ip'")
     # The address goes into a URL: hold it to the rule a user's address meets
     # (§1), more strictly. A host name is checked as one even in plain mode.
     shown = ascii(address[:80])
     host = _answered_host(address, host_name=secure or from_fqdn)
     if isinstance(host, _Refusal):
-        return _service_error(f"HTTP 200 with an address that is not valid ({host.why}): {shown}")
+        return device_service_error(
+            f"HTTP 200 with an address that is not valid ({host.why}): {shown}"
+        )
     if allowlist is not None and not allowlist.permits(host):
-        return _service_error(f"HTTP 200 with an address outside the allowlist: {shown}")
+        return device_service_error(f"HTTP 200 with an address outside the allowlist: {shown}")
     last_updated = document.get("last_updated")
     last_updated = last_updated if isinstance(last_updated, str) else None
     if current_address and _host_of(current_address) == _host_of(address):
@@ -491,7 +496,8 @@ def _is_host_name(name: str) -> bool:
     )
 
 
-def _service_error(detail: str) -> DeviceAddressResult:
+def device_service_error(detail: str) -> DeviceAddressResult:
+    """A lookup that got no usable answer (``DEVICE_SERVICE_ERROR``), with ``detail`` for logs."""
     return DeviceAddressResult(
         code=DeviceAddressResponseCode.DEVICE_SERVICE_ERROR,
         address=None,

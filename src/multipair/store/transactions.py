@@ -325,6 +325,16 @@ class TxStore:
         )
         return str(created_ms), str(keep_index_ms)
 
+    def _check_publish(self, iid: str, publish_to: str, maxlen: int | None) -> None:
+        """Refuse an event stream outside the lane, or a ``maxlen`` below 1.
+
+        The stream must share the lane's hash tag: one slot, one atomic script.
+        """
+        if not publish_to.startswith(self._keys.lane_base(iid)):
+            raise InternalError(f"{publish_to!r} is not a key of lane {iid}")
+        if maxlen is not None and maxlen < 1:
+            raise InternalError("maxlen must be at least 1")
+
     def _claim_times(self, now: _dt.datetime | None) -> tuple[int, int]:
         """Now, and the time before which a remembered reply is forgotten (ms)."""
         now_ms = _ms(_now() if now is None else _utc_ms(now))
@@ -362,11 +372,7 @@ class TxStore:
         iid = validate_instance_id(instance_id)
         if record.completed:
             raise InternalError("begin creates records in flight only")
-        base = self._keys.lane_base(iid)
-        if not publish_to.startswith(base):  # one slot, one atomic script
-            raise InternalError(f"{publish_to!r} is not a key of lane {iid}")
-        if maxlen is not None and maxlen < 1:
-            raise InternalError("maxlen must be at least 1")
+        self._check_publish(iid, publish_to, maxlen)
         now_ms, cutoff = self._claim_times(now)
         created_ms, keep_index_ms = self._index_times(record)
         event_args = [item for pair in publish_fields.items() for item in pair]
@@ -457,10 +463,7 @@ class TxStore:
         """
         iid = validate_instance_id(instance_id)
         result = TxResult(result)
-        if not publish_to.startswith(self._keys.lane_base(iid)):
-            raise InternalError(f"{publish_to!r} is not a key of lane {iid}")
-        if maxlen is not None and maxlen < 1:
-            raise InternalError("maxlen must be at least 1")
+        self._check_publish(iid, publish_to, maxlen)
         moment = _now() if now is None else _utc_ms(now)
         ttl = 0 if self._retention is None else int(self._retention.total_seconds())
         return TxOp(
@@ -551,11 +554,7 @@ class TxStore:
         if (publish_to is None) != (publish_fields is None):
             raise InternalError("publish_to and publish_fields go together")
         if publish_to is not None and publish_fields is not None:
-            # The stream must share the lane's hash tag: one slot, one atomic script.
-            if not publish_to.startswith(self._keys.lane_base(iid)):
-                raise InternalError(f"{publish_to!r} is not a key of lane {iid}")
-            if maxlen is not None and maxlen < 1:
-                raise InternalError("maxlen must be at least 1")
+            self._check_publish(iid, publish_to, maxlen)
             keys.append(publish_to)
             args.append("" if maxlen is None else str(maxlen))
             args.extend(item for pair in publish_fields.items() for item in pair)

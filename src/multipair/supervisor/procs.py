@@ -67,6 +67,7 @@ from typing import Any, Final
 from multipair.config import Settings
 from multipair.exceptions import ConfigurationError, RetryLater
 from multipair.hardening import guard_process, private_env
+from multipair.lifecycle import AsyncRunning
 from multipair.logs import configure_logging, get_logger
 from multipair.store.secrets_box import MasterKey
 
@@ -432,7 +433,7 @@ def _run_lane(instance_id: str, token: int, settings: Settings, cause_fd: int) -
 # The supervisor's side (asyncio)
 
 
-class LaneProcesses:
+class LaneProcesses(AsyncRunning):
     """The supervisor's handle on the template: spawn lanes, signal them, hear their exits.
 
     Use as ``async with LaneProcesses(settings) as procs:``; leaving the block
@@ -463,13 +464,6 @@ class LaneProcesses:
         self._live: dict[int, str] = {}
         self._next_req = 0
         self._start_lock = asyncio.Lock()
-
-    async def __aenter__(self) -> LaneProcesses:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     @property
     def template_pid(self) -> int | None:

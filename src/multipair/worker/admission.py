@@ -63,6 +63,7 @@ __all__ = [
     "judge_claim",
     "pair_busy",
     "pairing_limit",
+    "refusal",
 ]
 
 PAIRING_TIMEOUT_S: Final = 180.0
@@ -269,3 +270,11 @@ def pairing_limit(expires_at: _dt.datetime | None, now: _dt.datetime) -> tuple[f
                 "before it finished"
             )
     return PAIRING_TIMEOUT_S, f"it did not finish within {PAIRING_TIMEOUT_S:g} s"
+
+
+def refusal(exc: TimeoutError | LocalProtocolError) -> CommandError:
+    """Why a command that could not run is refused: the terminal did not answer in time
+    (``terminal_timeout``), or the session would not do it now (``not_allowed``)."""
+    if isinstance(exc, TimeoutError):
+        return CommandError(bs.Reason.TERMINAL_TIMEOUT, "the terminal did not answer in time")
+    return CommandError(bs.Reason.NOT_ALLOWED, str(exc))

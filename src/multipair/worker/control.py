@@ -18,7 +18,7 @@ from multipair import broker_schema as bs
 from multipair import failpoints
 from multipair.exceptions import CommandError, LocalProtocolError
 from multipair.spi import messages as m
-from multipair.worker.admission import expired
+from multipair.worker.admission import expired, refusal
 from multipair.worker.entries import Entry
 from multipair.worker.session_events import Awaited
 from multipair.worker.translate import config_event, status_event
@@ -46,11 +46,8 @@ class Control:
         failpoints.fault("lane.control_command_fails")
         command = entry.command
         if expired(command, self.lane.now()):
-            await self.lane.intake.reject(
-                entry.entry_id,
-                command.command_id,
-                CommandError(bs.Reason.EXPIRED, "the command expired before it could run"),
-                command.type,
+            await self.lane.intake.refuse(
+                entry, CommandError(bs.Reason.EXPIRED, "the command expired before it could run")
             )
             return
         try:
@@ -58,7 +55,7 @@ class Control:
             # that reuses another command's id must not act and answer under it.
             await self.lane.runner.claim_command_id(entry)
         except CommandError as exc:
-            await self.lane.intake.reject(entry.entry_id, command.command_id, exc, command.type)
+            await self.lane.intake.refuse(entry, exc)
             return
         session = self.lane.session
         try:
@@ -104,21 +101,8 @@ class Control:
                     return
                 case _:
                     raise LocalProtocolError(f"{command.type} is not a control command")
-        except LocalProtocolError as exc:
-            await self.lane.intake.reject(
-                entry.entry_id,
-                command.command_id,
-                CommandError(bs.Reason.NOT_ALLOWED, str(exc)),
-                command.type,
-            )
-            return
-        except TimeoutError:
-            await self.lane.intake.reject(
-                entry.entry_id,
-                command.command_id,
-                CommandError(bs.Reason.TERMINAL_TIMEOUT, "the terminal did not answer in time"),
-                command.type,
-            )
+        except (LocalProtocolError, TimeoutError) as exc:
+            await self.lane.intake.refuse(entry, refusal(exc))
             return
         await self.lane.intake.answer(
             entry,

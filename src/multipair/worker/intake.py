@@ -450,6 +450,15 @@ class Intake:
             pos_ref_id=hint.pos_ref_id,
         )
 
+    async def refuse(
+        self, entry: Entry, exc: CommandError, *, pos_ref_id: str | None = None
+    ) -> None:
+        """:meth:`reject` a command read whole (no dead letter: its fields were fine)."""
+        command = entry.command
+        await self.reject(
+            entry.entry_id, command.command_id, exc, command.type, pos_ref_id=pos_ref_id
+        )
+
     async def reject(
         self,
         entry_id: str,

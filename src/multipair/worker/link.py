@@ -27,6 +27,7 @@ from multipair.spi.address import (
     DeviceAddressResponseCode,
     DeviceAddressResult,
     device_address_url,
+    device_service_error,
     interpret_device_address_response,
     websocket_url,
 )
@@ -84,7 +85,7 @@ async def resolve_device_address(
     API key, nor anything of a redirect but its status.
     """
     if not settings.device_api_key or not profile.tenant_code:
-        return _service_error("auto address needs MULTIPAIR_DEVICE_API_KEY and a tenant code")
+        return device_service_error("auto address needs MULTIPAIR_DEVICE_API_KEY and a tenant code")
     try:
         url = device_address_url(
             profile.serial_number,
@@ -96,7 +97,7 @@ async def resolve_device_address(
         )
         allowlist = DeviceAddressAllowlist.parse(settings.device_address_allow)
     except ConfigurationError as exc:
-        return _service_error(f"device-address lookup not possible: {exc}")
+        return device_service_error(f"device-address lookup not possible: {exc}")
     headers = {
         DEVICE_ADDRESS_API_KEY_HEADER: settings.device_api_key,
         "Accept": "application/json",
@@ -117,11 +118,11 @@ async def resolve_device_address(
             if status == 200:
                 body = await _read_at_most(resp, DEVICE_ADDRESS_MAX_BODY)
                 if body is None:
-                    return _service_error(
+                    return device_service_error(
                         f"HTTP 200 with an answer larger than {DEVICE_ADDRESS_MAX_BODY // 1024} KiB"
                     )
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return _service_error(f"device-address service unreachable: {type(exc).__name__}")
+        return device_service_error(f"device-address service unreachable: {type(exc).__name__}")
     return interpret_device_address_response(
         status, body, secure=profile.secure, current_address=current, allowlist=allowlist
     )
@@ -139,15 +140,6 @@ async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | Non
             return bytes(body)
         body += chunk
     return None
-
-
-def _service_error(detail: str) -> DeviceAddressResult:
-    return DeviceAddressResult(
-        code=DeviceAddressResponseCode.DEVICE_SERVICE_ERROR,
-        address=None,
-        last_updated=None,
-        detail=detail,
-    )
 
 
 def client_ssl_context(ca_file: str | None) -> ssl.SSLContext:

@@ -39,6 +39,7 @@ from multipair.worker.admission import (
     expired,
     judge_claim,
     pairing_limit,
+    refusal,
 )
 from multipair.worker.entries import Entry
 from multipair.worker.redis_wait import Stopping, first
@@ -108,26 +109,12 @@ class Runner:
             await self._run_transaction_command(entry)
         except Stopping:
             log.info("stopping with the command unfinished; it stays pending")
-        except TimeoutError:
-            await self.lane.intake.reject(
-                entry.entry_id,
-                command.command_id,
-                CommandError(bs.Reason.TERMINAL_TIMEOUT, "the terminal did not answer in time"),
-                command.type,
-                pos_ref_id=pos_ref_id,
-            )
+        except TimeoutError as exc:
+            await self.lane.intake.refuse(entry, refusal(exc), pos_ref_id=pos_ref_id)
         except CommandError as exc:
-            await self.lane.intake.reject(
-                entry.entry_id, command.command_id, exc, command.type, pos_ref_id=pos_ref_id
-            )
+            await self.lane.intake.refuse(entry, exc, pos_ref_id=pos_ref_id)
         except LocalProtocolError as exc:  # includes InvalidRequest
-            await self.lane.intake.reject(
-                entry.entry_id,
-                command.command_id,
-                CommandError(bs.Reason.NOT_ALLOWED, str(exc)),
-                command.type,
-                pos_ref_id=pos_ref_id,
-            )
+            await self.lane.intake.refuse(entry, refusal(exc), pos_ref_id=pos_ref_id)
         except Exception as exc:
             # Our bug, met by this command (see _dispatch): contained when that
             # is safe, else the lane ends and its successor takes over.

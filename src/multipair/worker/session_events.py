@@ -195,6 +195,37 @@ class EventWrites:
         batch.hset(self.keys.state(self.instance_id), {"status": status_text, "flow": flow_text})
         self.add_event(batch, at, bs.StatusChanged, status=status_text, flow=flow_text)
 
+    def move(
+        self,
+        batch: WriteBatch,
+        effects: list[Effect],
+        pos_ref_id: str,
+        state: TxState,
+        *,
+        request_message_id: str | None = None,
+    ) -> None:
+        """Move the transaction's record to ``state`` in ``batch``, and note it in ``effects``."""
+        batch.tx(
+            self.txs.move_op(
+                self.instance_id, pos_ref_id, state, request_message_id=request_message_id
+            )
+        )
+        effects.append(NoteState(pos_ref_id, state))
+
+    def ask_pos(
+        self,
+        batch: WriteBatch,
+        effects: list[Effect],
+        record: TxRecord | None,
+        state: TxState,
+        event: bs.SignatureRequired | bs.AuthCodeRequired,
+    ) -> None:
+        """The terminal waits for the POS: the record (if any) moves to ``state``, then
+        ``event`` (which asks the POS) is published, in ``batch``."""
+        if record is not None:
+            self.move(batch, effects, record.pos_ref_id, state)
+        self.add(batch, event)
+
     # -- the plan -------------------------------------------------------
 
     def plan(
@@ -247,15 +278,13 @@ class EventWrites:
             case spi.TransactionRequestSent():
                 # Written before the frame leaves (the shell commits, then sends).
                 if record is not None:
-                    batch.tx(
-                        self.txs.move_op(
-                            self.instance_id,
-                            event.pos_ref_id,
-                            TxState.SENT,
-                            request_message_id=event.message_id,
-                        )
+                    self.move(
+                        batch,
+                        effects,
+                        event.pos_ref_id,
+                        TxState.SENT,
+                        request_message_id=event.message_id,
                     )
-                    effects.append(NoteState(event.pos_ref_id, TxState.SENT))
             case spi.TransactionUpdate():
                 self.add_event(
                     batch,
@@ -269,39 +298,35 @@ class EventWrites:
                     else str(event.display_message_code),
                 )
             case spi.SignatureRequired():
-                if record is not None:
-                    batch.tx(
-                        self.txs.move_op(
-                            self.instance_id, event.pos_ref_id, TxState.AWAITING_SIGNATURE
-                        )
-                    )
-                    effects.append(NoteState(event.pos_ref_id, TxState.AWAITING_SIGNATURE))
-                self.add_event(
+                self.ask_pos(
                     batch,
-                    at,
-                    bs.SignatureRequired,
-                    command_id=command_id,
-                    pos_ref_id=event.pos_ref_id,
-                    merchant_receipt=event.merchant_receipt,
+                    effects,
+                    record,
+                    TxState.AWAITING_SIGNATURE,
+                    bs.SignatureRequired(
+                        instance_id=self.instance_id,
+                        at=at,
+                        command_id=command_id,
+                        pos_ref_id=event.pos_ref_id,
+                        merchant_receipt=event.merchant_receipt,
+                    ),
                 )
                 # Dies once the state and the event are stored, as it always did.
                 writes.after.append(lambda: failpoints.hit("lane.awaiting_signature"))
             case spi.AuthCodeRequired():
-                if record is not None:
-                    batch.tx(
-                        self.txs.move_op(
-                            self.instance_id, event.pos_ref_id, TxState.AWAITING_AUTH_CODE
-                        )
-                    )
-                    effects.append(NoteState(event.pos_ref_id, TxState.AWAITING_AUTH_CODE))
-                self.add_event(
+                self.ask_pos(
                     batch,
-                    at,
-                    bs.AuthCodeRequired,
-                    command_id=command_id,
-                    pos_ref_id=event.pos_ref_id,
-                    phone_number=event.auth_centre_phone_number,
-                    merchant_id=event.merchant_id,
+                    effects,
+                    record,
+                    TxState.AWAITING_AUTH_CODE,
+                    bs.AuthCodeRequired(
+                        instance_id=self.instance_id,
+                        at=at,
+                        command_id=command_id,
+                        pos_ref_id=event.pos_ref_id,
+                        phone_number=event.auth_centre_phone_number,
+                        merchant_id=event.merchant_id,
+                    ),
                 )
             case spi.CancelFailed():
                 self.add_event(
