@@ -21,8 +21,9 @@ from multipair.store.meta import record_master_key
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from tests.cli.helpers import Cli
+from tests.poll import poll_until
 from tests.simulator.helpers import KEYS
-from tests.supervisor.helpers import SupervisorProcess, eventually
+from tests.supervisor.helpers import SupervisorProcess
 from tests.worker.helpers import lane_env
 
 
@@ -54,7 +55,7 @@ async def test_a_crash_looping_lane_is_shown_as_crash_loop_with_its_last_exit(
             state = text_map(await redis.hgetall(keys.state(iid)))
             return state if state.get("crash_loop") == "1" and state.get("last_exit") else None
 
-        state = await eventually(crash_looping, "the lane in crash loop")
+        state = await poll_until(crash_looping, "the lane in crash loop")
         assert "exit code 2" == state["last_exit"]
         show, show_human, status, status_human = await asyncio.gather(
             cli.run("lane", "show", iid),

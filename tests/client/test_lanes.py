@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -21,11 +20,6 @@ from tests.poll import poll_until
 from tests.worker.helpers import LaneRig, all_keys
 
 ADDRESS = "ws://127.0.0.1:8080"
-
-
-async def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll a condition that nothing can be awaited for (in-process simulator state)."""
-    await poll_until(check, "condition met", timeout, interval=0.02)
 
 
 async def test_add_list_get_and_lane_info(client: AsyncClient) -> None:
@@ -136,7 +130,9 @@ async def test_remove_lane_unpairs_a_running_lane_first(
     terminal = sim.terminals[0].session
     assert terminal.state.secrets is not None
     await client.remove_lane(lane.instance_id)
-    await _eventually(lambda: terminal.state.secrets is None)  # drop_keys reached it
+    await poll_until(
+        lambda: terminal.state.secrets is None, "drop_keys reached the terminal", 10, interval=0.02
+    )
     assert [] == await client.list_lanes()
 
 

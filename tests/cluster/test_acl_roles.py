@@ -28,7 +28,7 @@ from multipair.redis_conn import connect, is_cluster
 from multipair.store.profiles import LaneProfile, ProfileStore
 from tests.cli.helpers import Cli
 from tests.deploy.redis_acl import PASSWORDS, USERS, password_files, render
-from tests.supervisor.helpers import eventually
+from tests.poll import poll_until
 from tests.worker.helpers import make_rig
 
 ROLES = ("pos", "ops", "service")
@@ -99,7 +99,7 @@ async def test_pos_ops_and_service_work_on_a_cluster_without_a_denial(
     try:
         await rig.process.start()
         await rig.wait_state(status="unpaired")
-        await eventually(
+        await poll_until(
             lambda: redis.hget(keys.state(rig.instance_id), "heartbeat_at"), "a lane heartbeat"
         )
     finally:

@@ -143,7 +143,7 @@ class Browser:
             )
             return enabled
 
-        await until(ready, f"{css} clickable")
+        await poll_until(ready, f"{css} clickable")
         await asyncio.to_thread(click)
 
     async def confirm(self) -> str:
@@ -156,7 +156,7 @@ class Browser:
             )
             return text
 
-        question = await until(open_dialog, "the confirmation dialog")
+        question = await poll_until(open_dialog, "the confirmation dialog")
         await self.click("#confirm-ok")
         return question
 
@@ -172,7 +172,3 @@ class Browser:
             await asyncio.to_thread(self.driver.set_window_size, size["width"], int(height) + 8)
         await asyncio.to_thread(self.driver.save_screenshot, str(path))
         return path
-
-
-until = poll_until
-"""Poll ``check`` until it returns something other than None/False (:mod:`tests.poll`)."""

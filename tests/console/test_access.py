@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.console.helpers import TOKEN, ConsoleProcess, until
+from tests.console.helpers import TOKEN, ConsoleProcess
+from tests.poll import poll_until
 from tests.supervisor.helpers import Fleet, Lane
 
 ANOTHER_TOKEN = "not-the-console-token-0123456789"
@@ -142,14 +143,14 @@ async def test_hosts_can_be_drained_and_accept_lanes_again(
             entry = await fleet.host_entry("console-host")
             return entry is not None and entry["draining"] is True
 
-        await until(draining, "the host draining")
+        await poll_until(draining, "the host draining")
 
         async def hosts() -> list[dict[str, object]] | None:
             async with script.get(f"{console.url}/api/hosts") as response:
                 found: list[dict[str, object]] = (await response.json())["hosts"]
             return found if found and found[0]["state"] == "draining" else None
 
-        (host,) = await until(hosts, "the console showing the drain")
+        (host,) = await poll_until(hosts, "the console showing the drain")
         assert "console-host" == host["host_id"]
         async with script.post(f"{console.url}/api/hosts/console-host/accept") as response:
             assert 200 == response.status

@@ -14,7 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.console.helpers import TOKEN, Browser, ConsoleProcess, until
+from tests.console.helpers import TOKEN, Browser, ConsoleProcess
+from tests.poll import poll_until
 from tests.supervisor.helpers import Fleet, Lane, kill9
 
 APPROVE = 1000
@@ -34,7 +35,7 @@ async def _open(browser: Browser, console: ConsoleProcess, path: str = "/") -> N
     async def live() -> bool:
         return await browser.text("#live") == "live"
 
-    await until(live, "the page's live feed")
+    await poll_until(live, "the page's live feed")
 
 
 async def test_the_lanes_page_lists_every_lane_live(
@@ -53,7 +54,9 @@ async def test_the_lanes_page_lists_every_lane_live(
         )
         return ids if len(ids) == len(lanes) else None
 
-    assert sorted(lane.instance_id for lane in lanes) == sorted(await until(listed, "every lane"))
+    assert sorted(lane.instance_id for lane in lanes) == sorted(
+        await poll_until(listed, "every lane")
+    )
     for lane in lanes:
         assert "paired_connected" == await _row(browser, lane, "status")
         assert "console-host" == await _row(browser, lane, "host")
@@ -70,7 +73,7 @@ async def test_the_lanes_page_lists_every_lane_live(
     async def shown() -> bool:
         return await _row(browser, lanes[2], "tx") == "shop-3"
 
-    await until(shown, "the new purchase in the table")
+    await poll_until(shown, "the new purchase in the table")
     assert await browser.js("return window.notReloaded === true")
     await browser.js(
         "document.querySelectorAll('.flash').forEach(n => n.classList.remove('flash'))"
@@ -91,7 +94,7 @@ async def test_a_killed_lane_shows_restarting_and_connected_again_without_a_relo
     async def connected() -> bool:
         return await _row(browser, victim, "status") == "paired_connected"
 
-    await until(connected, "the victim connected")
+    await poll_until(connected, "the victim connected")
     old_pid = (await victim.state())["pid"]
     # Every status the cell takes, recorded by the page itself (no polling gaps).
     await browser.js(
@@ -117,7 +120,7 @@ async def test_a_killed_lane_shows_restarting_and_connected_again_without_a_relo
             and await _row(browser, victim, "restarts") == "1"
         )
 
-    await until(back, "the victim back, under its new pid, one restart counted")
+    await poll_until(back, "the victim back, under its new pid, one restart counted")
     recorded: list[str] = await browser.js("return window.seen")
     # Repeats (the uptime ticking) say nothing: keep each change once.
     seen = [s for i, s in enumerate(recorded) if i == 0 or recorded[i - 1] != s]
@@ -143,7 +146,7 @@ async def test_the_restart_button_restarts_the_lane(
         status = await browser.text('#state [data-fact="status"]')
         return status if status == "paired_connected" else None
 
-    await until(shown, "the lane's state")
+    await poll_until(shown, "the lane's state")
     old_pid = int((await lane.state())["pid"])
     assert str(old_pid) == await browser.text('#state [data-fact="pid"]')
     mark = await lane.mark()
@@ -160,7 +163,7 @@ async def test_the_restart_button_restarts_the_lane(
             and await browser.text('#state [data-fact="status"]') == "paired_connected"
         )
 
-    await until(updated, "the page showing the new process")
+    await poll_until(updated, "the page showing the new process")
     events = await browser.js(
         "return [...document.querySelectorAll('#events li')].map(li => li.dataset.type)"
     )
@@ -179,10 +182,10 @@ async def test_unpair_then_pair_from_the_page_shows_the_code_and_completes(
     async def status(word: str) -> bool:
         return await browser.text('#state [data-fact="status"]') == word
 
-    await until(lambda: status("paired_connected"), "the lane connected")
+    await poll_until(lambda: status("paired_connected"), "the lane connected")
     await browser.click('[data-action="unpair"]')
     assert "Unpair" in await browser.confirm()
-    await until(lambda: status("unpaired"), "the lane unpaired", timeout=30)
+    await poll_until(lambda: status("unpaired"), "the lane unpaired", timeout=30)
     assert "unpaired" == (await lane.state())["status"]
 
     mark = await lane.mark()
@@ -195,12 +198,14 @@ async def test_unpair_then_pair_from_the_page_shows_the_code_and_completes(
     async def code_shown() -> bool:
         return await browser.text("#pair-code") == code
 
-    await until(code_shown, "the confirmation code on the page")
+    await poll_until(code_shown, "the confirmation code on the page")
     await browser.screenshot(tmp_path / "screenshots" / "pairing.png")
     await browser.click("#pair-confirm")
     assert code in await browser.confirm()
     await lane.next_event("pairing", after=mark, state="succeeded", timeout=30)
-    await until(lambda: status("paired_connected"), "the lane paired and connected", timeout=30)
+    await poll_until(
+        lambda: status("paired_connected"), "the lane paired and connected", timeout=30
+    )
     assert "Paired." == await browser.text("#pair-state")
     done = await lane.purchase("after-pairing", APPROVE)
     assert "success" == done["result"]
@@ -214,7 +219,7 @@ async def test_the_hosts_page_shows_each_supervisor_and_its_lanes(
     async def host_row() -> str | None:
         return await browser.text('tr[data-host="console-host"] td:nth-child(2)')
 
-    assert "live" == await until(host_row, "the host's row")
+    assert "live" == await poll_until(host_row, "the host's row")
     lanes_cell = await browser.text('tr[data-host="console-host"] td:nth-child(5)') or ""
     assert lanes_cell.startswith(f"{len(lanes)}: ")
     for lane in lanes:

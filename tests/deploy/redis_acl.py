@@ -11,19 +11,17 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
+from tests.poll import poll_until_sync
 from tests.redis_server import find_redis_server
-
-T = TypeVar("T")
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 CONF = DEPLOY / "redis.conf"
@@ -39,18 +37,6 @@ USERS = {
 }
 PASSWORDS = {role: f"{role}-test-password-not-for-production-0123456789" for role in ROLES}
 """Printable, no characters a URL would need to escape, 32+ characters as the script wants."""
-
-
-def until(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Poll ``check`` until it returns something other than None/False; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.05)  # the poll interval, not a stand-in for the condition
 
 
 def free_port() -> int:
@@ -160,7 +146,7 @@ def acl_redis(folder: Path) -> Iterator[AclRedis]:
             return False
 
     try:
-        until(up, "redis-server answering PING")
+        poll_until_sync(up, "redis-server answering PING", 30)
         yield server
     finally:
         client.close()

@@ -51,8 +51,9 @@ from tests.deploy.redis_acl import (
     password_files,
     render,
 )
+from tests.poll import poll_until
 from tests.simulator.helpers import KEYS, paired_simulator
-from tests.supervisor.helpers import Fleet, eventually
+from tests.supervisor.helpers import Fleet
 from tests.worker.helpers import make_rig
 
 PREFIX = "mp"
@@ -288,7 +289,7 @@ async def test_ops_cli_administers_lanes_that_a_supervisor_runs_as_service(
     )
     assert 0 == added.code, added
     new_id = added.json()["instance_id"]
-    await eventually(
+    await poll_until(
         lambda: fleet.redis.hget(keys.state(new_id), "heartbeat_at"), "the added lane running"
     )
     status = await cli.run("status")
@@ -327,7 +328,7 @@ async def test_ops_cli_administers_lanes_that_a_supervisor_runs_as_service(
             now = await fleet.redis.hget(keys.state(paired.instance_id), "heartbeat_at")
             return now != beat
 
-        await eventually(beats_again, "a lane heartbeat after ACL LOAD")
+        await poll_until(beats_again, "a lane heartbeat after ACL LOAD")
         assert set() == served & await service_connections(fleet.redis), "all reconnected"
         # The POS client's pooled connections were dropped too: a call on one
         # fails once (RetryLater), the next connects afresh.
@@ -486,6 +487,6 @@ async def test_a_lane_rides_out_acl_load_which_drops_every_connection(
             now: Any = await admin.hget(keys.state(rig.instance_id), "heartbeat_at")
             return now is not None and now.decode() != state["heartbeat_at"]
 
-        await eventually(beats_again, "a lane heartbeat after ACL LOAD")
+        await poll_until(beats_again, "a lane heartbeat after ACL LOAD")
     finally:
         await rig.process.kill()

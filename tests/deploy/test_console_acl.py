@@ -20,8 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from multipair.simulator import Simulator
 from tests.console.helpers import TOKEN, ConsoleProcess
 from tests.deploy.redis_acl import AclRedis, acl_redis
+from tests.poll import poll_until
 from tests.simulator.helpers import paired_simulator
-from tests.supervisor.helpers import Fleet, SupervisorProcess, eventually
+from tests.supervisor.helpers import Fleet, SupervisorProcess
 
 PREFIX = "mp"
 """The prefix the ACL file is written for."""
@@ -97,7 +98,7 @@ async def test_the_console_works_as_ops_and_the_metrics_as_service(
                 async with http.post(f"{console.url}/api/hosts/{HOST}/{action}") as response:
                     assert 200 == response.status, await response.text()
 
-            entry = await eventually(lambda: fleet.host_entry(HOST), "the host's heartbeat")
+            entry = await poll_until(lambda: fleet.host_entry(HOST), "the host's heartbeat")
             async with http.get(f"http://127.0.0.1:{entry['metrics_port']}/metrics") as response:
                 metrics = await response.text()
             counted = [

@@ -26,7 +26,8 @@ import redis
 
 from multipair import broker_schema as bs
 from multipair.store.secrets_box import MasterKey
-from tests.deploy.redis_acl import CONF, AclRedis, acl_redis, until
+from tests.deploy.redis_acl import CONF, AclRedis, acl_redis
+from tests.poll import poll_until_sync
 
 BIN = Path(sys.executable).parent
 
@@ -121,10 +122,11 @@ def test_multipair_runs_as_the_ops_and_service_roles_without_a_denial(
                 stderr=stderr,
             )
         try:
-            until(lambda: admin.hget(keys.hosts(), "acl-host"), "the host heartbeat")
-            until(
+            poll_until_sync(lambda: admin.hget(keys.hosts(), "acl-host"), "the host heartbeat", 30)
+            poll_until_sync(
                 lambda: admin.hget(keys.state(instance_id), "heartbeat_at"),
                 "the lane's own heartbeat",
+                30,
             )
             supervise.send_signal(signal.SIGTERM)
             assert 0 == supervise.wait(timeout=60)

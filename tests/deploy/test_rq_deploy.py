@@ -15,7 +15,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ import redis
 from multipair.config import Settings
 from multipair.jobs.config import JobSettings
 from multipair.jobs.schedule import cron_entries
+from tests.poll import poll_until_sync
 
 pytest.importorskip("supervisor", reason="the 'supervisor' package (supervisord) is not installed")
 pytest.importorskip("rq", reason="the 'rq' extra is not installed")
@@ -154,12 +154,17 @@ def test_the_worker_command_line_takes_a_job_from_the_queue(redis_url: str, tmp_
                 stdout=out,
                 stderr=out,
             )
+
+        def finished() -> bool:  # RQ's job status, in Redis
+            if job.get_status(refresh=True) == JobStatus.FINISHED:
+                return True
+            assert worker.poll() is None, f"the worker exited {worker.returncode}"
+            return False
+
         try:
-            deadline = time.monotonic() + 60
-            while job.get_status(refresh=True) != JobStatus.FINISHED:
-                assert worker.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)  # polling RQ's job status in Redis
+            poll_until_sync(finished, "the job FINISHED", 60)
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}; worker log:\n{log.read_text()}") from None
         finally:
             worker.kill()  # a long-running worker, as shipped: it would wait for more jobs
             worker.wait()

@@ -31,9 +31,9 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
@@ -42,6 +42,7 @@ import redis
 from multipair import broker_schema as bs
 from multipair.store.secrets_box import MasterKey
 from multipair.supervisor.policy import RestartPolicy
+from tests.poll import poll_until_sync
 
 pytest.importorskip("supervisor", reason="the 'supervisor' package (supervisord) is not installed")
 
@@ -49,8 +50,6 @@ from supervisor.datatypes import dict_of_key_value_pairs
 from supervisor.options import ProcessConfig, ServerOptions, UnhosedConfigParser
 from supervisor.process import RestartUnconditionally
 from supervisor.xmlrpc import SupervisorTransport
-
-T = TypeVar("T")
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 CONF = DEPLOY / "supervisord.conf"
@@ -63,18 +62,6 @@ START_TIMEOUT_S = 60.0
 """supervisord start + ``startsecs`` + the supervisor's preload: a few seconds normally."""
 STOP_TIMEOUT_S = 60.0
 """More than ``stopwaitsecs``: a stop that needed supervisord's SIGKILL still ends in time."""
-
-
-def until(check: Callable[[], T | None], what: str, timeout: float) -> T:
-    """Poll ``check`` until it returns something other than None/False; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.05)  # the poll interval, not a stand-in for the condition
 
 
 def shipped_program(log_dir: Path) -> tuple[ProcessConfig, dict[str, str]]:
@@ -316,20 +303,24 @@ def test_supervisord_runs_the_supervisor_and_stops_it_cleanly(
 
     sd = Supervisord(conf, sock, env)
     try:
-        running = until(
+        running = poll_until_sync(
             lambda: (info := sd.info()) is not None and info["statename"] == "RUNNING" and info,
             "the program RUNNING",
             START_TIMEOUT_S,
         )
         assert "RUNNING" in sd.ctl("status", PROGRAM)
 
-        beat: Any = until(lambda: sync_redis.hget(keys.hosts(), host), "the host heartbeat", 30)
+        beat: Any = poll_until_sync(
+            lambda: sync_redis.hget(keys.hosts(), host), "the host heartbeat", 30
+        )
         heartbeat = orjson.loads(beat)
         assert (running["pid"], True) == (heartbeat["pid"], heartbeat["accepting"])
 
-        lease: Any = until(lambda: sync_redis.get(keys.lease(instance_id)), "the lane's lease", 30)
+        lease: Any = poll_until_sync(
+            lambda: sync_redis.get(keys.lease(instance_id)), "the lane's lease", 30
+        )
         assert lease.decode().endswith(f":{host}")
-        until(
+        poll_until_sync(
             lambda: sync_redis.hget(keys.state(instance_id), "heartbeat_at"),
             "the lane process's own heartbeat",
             30,
@@ -339,7 +330,7 @@ def test_supervisord_runs_the_supervisor_and_stops_it_cleanly(
         out = sd.ctl("stop", PROGRAM)
         took = time.monotonic() - started
         assert f"{PROGRAM}: stopped" in out, out
-        stopped = until(
+        stopped = poll_until_sync(
             lambda: (info := sd.info()) is not None and info["statename"] == "STOPPED" and info,
             "the program STOPPED",
             STOP_TIMEOUT_S,

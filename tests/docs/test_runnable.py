@@ -19,6 +19,7 @@ their own; the others share one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -26,7 +27,6 @@ import shutil
 import signal
 import sys
 import textwrap
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from tests.cli.helpers import clean_env, script
+from tests.poll import poll_until
 from tests.stack.test_up_private import read_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,16 +232,19 @@ async def _answered(url: str, lane: str, command_ids: list[str]) -> dict[str, st
     """Each command's answer type: the first event with its id that ends it."""
     client = aioredis.Redis.from_url(url, decode_responses=True)
     found: dict[str, str] = {}
-    deadline = time.monotonic() + 30
+
+    async def all_answered() -> bool:
+        entries: Any = await client.xrange(f"mp:lane:{{{lane}}}:events")
+        for _, fields in entries:
+            event = json.loads(fields["body"])
+            cid = event.get("command_id")
+            if cid in command_ids and cid not in found and _ends(event):
+                found[cid] = event["type"]
+        return not set(command_ids) - set(found)
+
     try:
-        while set(command_ids) - set(found) and time.monotonic() < deadline:
-            entries: Any = await client.xrange(f"mp:lane:{{{lane}}}:events")
-            for _, fields in entries:
-                event = json.loads(fields["body"])
-                cid = event.get("command_id")
-                if cid in command_ids and cid not in found and _ends(event):
-                    found[cid] = event["type"]
-            await asyncio.sleep(0.2)
+        with contextlib.suppress(AssertionError):  # the caller says which went unanswered
+            await poll_until(all_answered, "every command answered", 30, interval=0.2)
     finally:
         await client.aclose()
     return found

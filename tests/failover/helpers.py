@@ -11,7 +11,8 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from multipair.leases import Lease
-from tests.supervisor.helpers import Fleet, Lane, SupervisorProcess, eventually
+from tests.poll import poll_until
+from tests.supervisor.helpers import Fleet, Lane, SupervisorProcess
 
 SLOW_CARD = 1054  # the simulator reads the card for about 3 s
 SIGNATURE = 1052  # the terminal waits for the POS to accept a signature
@@ -39,7 +40,7 @@ async def wait_hosts_live(fleet: Fleet, *sups: SupervisorProcess) -> None:
                 return False
         return True
 
-    await eventually(check, f"heartbeats of {[s.host_id for s in sups]}", 60)
+    await poll_until(check, f"heartbeats of {[s.host_id for s in sups]}", 60)
 
 
 async def wait_spread(
@@ -64,7 +65,7 @@ async def wait_spread(
         return leases
 
     try:
-        return await eventually(check, f"lanes spread as {expected}", timeout)
+        return await poll_until(check, f"lanes spread as {expected}", timeout)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last spread: {dict(last)}") from None
 

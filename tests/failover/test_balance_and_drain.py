@@ -23,7 +23,8 @@ from tests.failover.helpers import (
     wait_hosts_live,
     wait_spread,
 )
-from tests.supervisor.helpers import Fleet, Lane, eventually
+from tests.poll import poll_until
+from tests.supervisor.helpers import Fleet, Lane
 from tests.worker.helpers import Body
 
 PACE_S = 0.4
@@ -133,7 +134,7 @@ async def test_drain_under_load_moves_every_lane_between_transactions(fleet: Fle
         async def reconnected() -> bool:  # the three lanes host-a had, now under host-b
             return len(opened(connections)) >= 3
 
-        await eventually(reconnected, "host-a's lanes connected from host-b")
+        await poll_until(reconnected, "host-a's lanes connected from host-b")
     assert ([], 3) == (replaced(connections), len(opened(connections)))
     assert (0, "") == (code, err.replace("Draining host host-a: 3 lane(s) to move...\n", ""))
     assert {"host_id": "host-a", "action": "drain", "lanes": 0, "lanes_down": 0} == {
@@ -167,7 +168,7 @@ async def test_drain_under_load_moves_every_lane_between_transactions(fleet: Fle
         entry = await fleet.host_entry("host-a")
         return entry if entry is not None and entry["lanes"] == 0 else None
 
-    entry = await eventually(empty, "host-a's heartbeat: no lanes")
+    entry = await poll_until(empty, "host-a's heartbeat: no lanes")
     assert (False, True) == (entry["accepting"], entry["draining"])
     code, out, _ = await cli(fleet, "hosts", "--json")
     shown = {h["host_id"]: h for h in orjson.loads(out)["hosts"]}

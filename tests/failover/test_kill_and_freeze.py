@@ -21,13 +21,8 @@ from tests.failover.helpers import (
     wait_hosts_live,
     wait_spread,
 )
-from tests.supervisor.helpers import (
-    Fleet,
-    Lane,
-    SupervisorProcess,
-    eventually,
-    gone,
-)
+from tests.poll import poll_until
+from tests.supervisor.helpers import Fleet, Lane, SupervisorProcess, gone
 from tests.worker.helpers import Body
 
 
@@ -71,7 +66,7 @@ async def test_three_hosts_share_30_lanes_and_a_kill_9_moves_one_third_with_noth
         async def terminals_free() -> bool:
             return all(terminal_of[lane.serial].stats.active_connections == 0 for lane in doomed)
 
-        await eventually(terminals_free, "the dead host's terminals disconnected", 10)
+        await poll_until(terminals_free, "the dead host's terminals disconnected", 10)
         # ... while the leases still name the dead host: no other host can have connected.
         assert {victim.host_id} == {
             lease.host_id for lease in (await leases_of(doomed)).values() if lease is not None
@@ -156,7 +151,7 @@ async def test_a_frozen_supervisor_loses_its_lanes_and_none_of_its_late_writes_l
         }
         return all(exits.get(pid) == "exit code 4" for pid in old.values())
 
-    await eventually(noticed, "host-a noticed its lanes' leases were lost")
+    await poll_until(noticed, "host-a noticed its lanes' leases were lost")
     refused = {line.get("instance_id") for line in log_events(a, "lease lost: stopping at once")}
     assert set(old) <= refused
     for lane in frozen:
@@ -205,7 +200,7 @@ async def test_a_host_cut_off_from_redis_rides_it_out_and_takes_its_leases_back(
         async def lapsed() -> bool:  # the leases expired in Redis: nobody renewed them
             return all(lease is None for lease in (await leases_of(lanes)).values())
 
-        await eventually(lapsed, "the leases lapsed", 15)
+        await poll_until(lapsed, "the leases lapsed", 15)
         await asyncio.sleep(2)
         assert [1, 1] == [t.stats.active_connections for t in terminals]  # links kept
         assert all(process_state(pid) in "SR" for pid in pids)
@@ -215,7 +210,7 @@ async def test_a_host_cut_off_from_redis_rides_it_out_and_takes_its_leases_back(
         async def taken_back() -> bool:
             return await leases_of(lanes) == tokens
 
-        await eventually(taken_back, "the same leases taken back", 15)
+        await poll_until(taken_back, "the same leases taken back", 15)
         assert "success" == (await lanes[0].purchase("cut-1", APPROVE, 30))["result"]
         assert pids == [int((await lane.state())["pid"]) for lane in lanes]
         assert [1, 1] == [t.stats.connections_total for t in terminals]  # never reconnected

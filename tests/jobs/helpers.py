@@ -92,7 +92,7 @@ class RqWorker:
             return statuses if all(status in ended for status in statuses) else None
 
         try:
-            statuses: list[JobStatus] = await wait_for(done, f"jobs {job_ids} ended", timeout)
+            statuses: list[JobStatus] = await poll_until(done, f"jobs {job_ids} ended", timeout)
         except AssertionError:
             raise AssertionError(f"jobs not done; worker log:\n{self.logs()[-4000:]}") from None
         assert self.proc is not None
@@ -233,12 +233,3 @@ async def running_fleet(
                     await worker.kill()
             await fleet.close()
             jobs.close()
-
-
-async def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
-    """Poll the async ``check`` until it returns something truthy; that value."""
-
-    async def truthy() -> Any:
-        return (await check()) or None  # an empty list is "not yet" here
-
-    return await poll_until(truthy, what, timeout)

@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 
 from multipair import jobs
 from multipair.jobs.settlement import LaneState, Why
-from tests.jobs.helpers import JobsRig, running_fleet, today, wait_for
+from tests.jobs.helpers import JobsRig, running_fleet, today
+from tests.poll import poll_until
 from tests.supervisor.helpers import Lane
 
 FAST: dict[str, Any] = {
@@ -201,14 +202,14 @@ async def test_a_work_horse_killed_from_outside_mid_run_settles_no_lane_twice(
             report = await rig.report(day)
             return sum(e.state is LaneState.SETTLED for e in report.values()) >= 9
 
-        await wait_for(most_settled, "9 lanes settled while one is busy")
+        await poll_until(most_settled, "9 lanes settled while one is busy", 60)
 
-        async def horses() -> set[int]:
-            return worker.horse_pids()
+        async def horses() -> set[int] | None:
+            return worker.horse_pids() or None
 
-        for pid in await wait_for(horses, "the work-horse"):
+        for pid in await poll_until(horses, "the work-horse", 60):
             os.kill(pid, signal.SIGKILL)
-        await wait_for(lambda: _ended(rig, first), "the killed job marked failed", timeout=30)
+        await poll_until(lambda: _ended(rig, first), "the killed job marked failed", 30)
         await worker.kill()
 
         await stuck.send({"type": "cancel", "pos_ref_id": "stuck"})

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 READY_TIMEOUT_S = 60.0
@@ -32,18 +31,14 @@ async def _run_until_ready(data_dir: Path, *, lanes: int) -> tuple[int, str]:
     )
     assert proc.stdout is not None
     output: list[str] = []
-    deadline = time.monotonic() + READY_TIMEOUT_S
     try:
-        while time.monotonic() < deadline:
-            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                line = (await proc.stdout.readline()).decode()
-            if not line:
-                break
-            output.append(line)
-            if "".join(output[-(lanes + 3) :]).count("paired_connected") >= lanes:
-                break
-        else:
-            raise AssertionError("multipair up never showed every lane paired_connected")
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            while line := (await proc.stdout.readline()).decode():  # to the end of stdout
+                output.append(line)
+                if "".join(output[-(lanes + 3) :]).count("paired_connected") >= lanes:
+                    break
+    except TimeoutError:
+        raise AssertionError("multipair up never showed every lane paired_connected") from None
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = await asyncio.wait_for(proc.communicate(), 60)

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.supervisor.helpers import eventually
+from tests.poll import poll_until
 
 READY_TIMEOUT_S = 60.0
 
@@ -78,7 +78,7 @@ async def test_up_prints_the_console_link_and_serves_metrics(tmp_path: Path) -> 
             async with http.get(f"{base}/api/lanes") as response:
                 lanes = (await response.json())["lanes"]
             assert ["SIM-0001"] == [lane["serial_number"] for lane in lanes]
-            await eventually(
+            await poll_until(
                 lambda: _connected_lanes(http, metrics_url), "one lane connected in /metrics", 30
             )
     finally:

@@ -34,10 +34,6 @@ FINAL_EVENTS = frozenset(
 )
 
 
-eventually = poll_until
-"""Poll ``check`` until it returns something other than None/False (:mod:`tests.poll`)."""
-
-
 def process_gone(pid: int) -> bool:
     """True when ``pid`` no longer runs (absent, or a zombie nobody reaped yet)."""
     try:
@@ -53,7 +49,7 @@ async def gone(*pids: int) -> None:
     async def check() -> bool:
         return all(process_gone(pid) for pid in pids)
 
-    await eventually(check, f"processes {pids} gone")
+    await poll_until(check, f"processes {pids} gone")
 
 
 @dataclass
@@ -95,7 +91,7 @@ class Lane:
             return last if all(last.get(k) == v for k, v in expected.items()) else None
 
         try:
-            return await eventually(check, f"lane {self.serial} state {expected}", timeout)
+            return await poll_until(check, f"lane {self.serial} state {expected}", timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; last state: {last}") from None
 

@@ -10,14 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from multipair.store.secrets_box import MasterKey
 from multipair.supervisor.control import ControlAction, owning_host
-from tests.supervisor.helpers import (
-    Fleet,
-    Lane,
-    eventually,
-    gone,
-    kill9,
-    lane_pids_of,
-)
+from tests.poll import poll_until
+from tests.supervisor.helpers import Fleet, Lane, gone, kill9, lane_pids_of
 
 HOST = "host-a"
 SLOW_CARD = 1054  # the simulator reads the card for about 3 s (simulator/rules.py)
@@ -107,7 +101,7 @@ async def test_a_lane_that_crashes_on_every_start_reaches_crash_loop_and_others_
         crashes = broken.events.of_type("lane_crashed")
         return crashes if len(crashes) >= 5 else None  # type: ignore[return-value]
 
-    crashes = (await eventually(five_crashes, "five crashes", 40))[:5]
+    crashes = (await poll_until(five_crashes, "five crashes", 40))[:5]
     assert [(1, False)] * 4 + [(1, True)] == [(c["exit_code"], c["crash_loop"]) for c in crashes]
     assert [0, 1, 2, 3, 4] == [c["restarts"] for c in crashes]
     await broken.wait_state(crash_loop="1")
@@ -139,7 +133,7 @@ async def test_lane_stop_is_remembered_across_a_supervisor_restart(fleet: Fleet)
     async def released() -> bool:
         return await stopped.lease() is None
 
-    await eventually(released, "the stopped lane's lease released")
+    await poll_until(released, "the stopped lane's lease released")
     first.signal(signal.SIGTERM)
     assert 0 == await first.wait_exit(40)
 
@@ -155,7 +149,7 @@ async def test_lane_stop_is_remembered_across_a_supervisor_restart(fleet: Fleet)
             return None
         return entry if str(entry["heartbeat_at"]) > started["at"] else None
 
-    entry = await eventually(heartbeat_after_start, "a host heartbeat after the start")
+    entry = await poll_until(heartbeat_after_start, "a host heartbeat after the start")
     assert 1 == entry["lanes"]  # the stopped lane was not taken
     await stopped.events.poll(0)
     assert [] == [e for e in stopped.events.seen[stopped_mark:] if e["type"] == "lane_started"]
@@ -218,7 +212,7 @@ async def test_lanes_die_with_the_supervisor_when_it_is_killed(fleet: Fleet) -> 
         entry = await fleet.host_entry(HOST)
         return None if entry is None else entry.get("template_pid")
 
-    template_pid = await eventually(template, "the template's pid in mp:hosts")
+    template_pid = await poll_until(template, "the template's pid in mp:hosts")
     assert pids == lane_pids_of(template_pid)  # each lane its own process, under the template
 
     await supervisor.kill()  # SIGKILL: no chance to clean up
@@ -227,7 +221,7 @@ async def test_lanes_die_with_the_supervisor_when_it_is_killed(fleet: Fleet) -> 
     async def disconnected() -> bool:
         return all(t.stats.active_connections == 0 for t in fleet.sim.terminals[:3])
 
-    await eventually(disconnected, "no orphan holds a terminal connection")
+    await poll_until(disconnected, "no orphan holds a terminal connection")
 
 
 async def test_a_lane_whose_lease_another_host_took_is_killed_at_once(fleet: Fleet) -> None:
@@ -280,7 +274,7 @@ async def test_a_second_sigterm_kills_the_lanes_releases_the_leases_and_exits_ze
     await lane.wait_state(flow="transaction")
 
     supervisor.signal(signal.SIGTERM)  # the lane drains: it would wait for its purchase
-    await eventually(_draining(fleet), "the supervisor draining")
+    await poll_until(_draining(fleet), "the supervisor draining")
     supervisor.signal(signal.SIGTERM)
     assert 0 == await supervisor.wait_exit()
     await gone(pid)
@@ -362,7 +356,7 @@ async def test_a_claim_that_lapsed_unclaimed_is_taken_again_and_the_lanes_run_on
     async def taken_again() -> bool:
         return held == await fleet.redis.get(claim)
 
-    await eventually(taken_again, "the claim taken again by the same supervisor")
+    await poll_until(taken_again, "the claim taken again by the same supervisor")
     assert (pid, None) == (await lane.running(), supervisor.proc and supervisor.proc.returncode)
     assert any(
         e.get("event") == "host claim had lapsed; taken again" for e in supervisor.log_events()

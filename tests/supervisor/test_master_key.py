@@ -14,7 +14,8 @@ from pathlib import Path
 from multipair.store.meta import FINGERPRINT_FIELD, check_master_key, record_master_key
 from multipair.store.secrets_box import MasterKey
 from tests.cli.helpers import Cli, clean_env, run, script
-from tests.supervisor.helpers import Fleet, SupervisorProcess, eventually
+from tests.poll import poll_until
+from tests.supervisor.helpers import Fleet, SupervisorProcess
 
 WAIT = 30.0
 
@@ -113,7 +114,7 @@ async def test_reseal_moves_the_recorded_key_so_the_new_key_runs_and_the_old_is_
     async def connected() -> bool:
         return (await lane.state()).get("status") == "paired_connected"
 
-    await eventually(connected, "the lane paired_connected under the new key")
+    await poll_until(connected, "the lane paired_connected under the new key")
 
 
 async def test_multipair_up_refuses_another_folders_key_in_one_line(

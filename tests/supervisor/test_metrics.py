@@ -28,7 +28,8 @@ from multipair.supervisor.metrics import (
     RestartReason,
     lane_status,
 )
-from tests.supervisor.helpers import Fleet, SupervisorProcess, eventually, kill9
+from tests.poll import poll_until
+from tests.supervisor.helpers import Fleet, SupervisorProcess, kill9
 
 HOST = "metrics-host"
 APPROVE = 1000
@@ -193,7 +194,7 @@ async def _until(url: str, what: str, check: Iterable[tuple[str, dict[str, str],
         return last == [expected for _, _, expected in wanted]
 
     try:
-        await eventually(seen, what)
+        await poll_until(seen, what)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last values {last}") from None
 
@@ -206,7 +207,7 @@ async def test_metrics_follow_the_lanes_that_actually_run(fleet: Fleet) -> None:
     fleet.supervisors.append(supervisor)
     await supervisor.start()
     pids = [await lane.running() for lane in lanes]
-    entry = await eventually(lambda: fleet.host_entry(HOST), "the host's heartbeat")
+    entry = await poll_until(lambda: fleet.host_entry(HOST), "the host's heartbeat")
     port = entry["metrics_port"]
     assert isinstance(port, int), entry
     assert port > 0, entry

@@ -14,7 +14,8 @@ import orjson
 
 from multipair import broker_schema as bs
 from tests.cli.helpers import Cli
-from tests.supervisor.helpers import Fleet, eventually
+from tests.poll import poll_until
+from tests.supervisor.helpers import Fleet
 
 HOST = "host-a"
 
@@ -87,7 +88,7 @@ async def test_lane_add_then_pair_waits_for_the_host_to_start_the_lane(fleet: Fl
     # heartbeat is in place before its process starts (in life, the next decision loop).
     supervisor = fleet.supervisor(HOST)
     await supervisor.start()
-    await eventually(lambda: fleet.host_entry(HOST), "the host's heartbeat")
+    await poll_until(lambda: fleet.host_entry(HOST), "the host's heartbeat")
     await supervisor.kill()
     raw: Any = await fleet.redis.hget(fleet.keys.hosts(), HOST)
     entry = orjson.loads(raw)
@@ -128,7 +129,7 @@ async def test_pairing_an_unreachable_terminal_says_each_failed_attempt_as_it_ha
 ) -> None:
     supervisor = fleet.supervisor(HOST)
     await supervisor.start()
-    await eventually(lambda: fleet.host_entry(HOST), "the host's heartbeat")
+    await poll_until(lambda: fleet.host_entry(HOST), "the host's heartbeat")
     cli = _cli(fleet)
     address = f"ws://127.0.0.1:{_closed_port()}"
     added = await cli.run(

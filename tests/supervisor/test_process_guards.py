@@ -9,7 +9,8 @@ from typing import Any
 
 from multipair.config import DEFAULT_LANE_MEMORY_MAX
 from multipair.supervisor.procs import rss_bytes
-from tests.supervisor.helpers import Fleet, SupervisorProcess, eventually
+from tests.poll import poll_until
+from tests.supervisor.helpers import Fleet, SupervisorProcess
 
 HOST = "host-a"
 SECRET_VARIABLES = (
@@ -77,7 +78,7 @@ async def test_lanes_have_no_secret_in_their_environment_no_core_files_and_canno
     async def logged() -> dict[str, Any] | None:
         return guarded_line()
 
-    line = await eventually(logged, "the lane's 'lane process guarded' log line")
+    line = await poll_until(logged, "the lane's 'lane process guarded' log line")
     assert (False, 0) == (line["dumpable"], line["core_limit"])
     assert "success" == (await lane.purchase("g-1", 1000))["result"]  # and it still serves
     rss = rss_bytes(pid)
@@ -105,7 +106,7 @@ async def test_a_lane_over_its_memory_bound_is_restarted_with_reason_memory(
     async def last_exit() -> str | None:
         return (await lane.state()).get("last_exit")
 
-    reason = await eventually(last_exit, "last_exit in the lane's state")
+    reason = await poll_until(last_exit, "last_exit in the lane's state")
     assert reason.startswith("memory: "), reason
     assert crashed["signal"] is not None or crashed["exit_code"] is not None
     over = [

@@ -22,7 +22,8 @@ from multipair.supervisor.procs import (
     settings_from_wire,
     settings_to_wire,
 )
-from tests.supervisor.helpers import Fleet, Lane, eventually, gone, process_gone
+from tests.poll import poll_until
+from tests.supervisor.helpers import Fleet, Lane, gone, process_gone
 
 WAIT = 20.0
 UNKNOWN_LANE = "00000000-0000-4000-8000-000000000000"
@@ -206,4 +207,4 @@ async def another_heartbeat(lane: Lane) -> None:
     async def changed() -> bool:
         return (await lane.state()).get("heartbeat_at") != first
 
-    await eventually(changed, f"another heartbeat of {lane.serial}")
+    await poll_until(changed, f"another heartbeat of {lane.serial}")

@@ -16,9 +16,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from multipair.simulator import Simulator
+from tests.poll import poll_until
 from tests.redis_server import RedisServer
 from tests.simulator.helpers import Control
-from tests.supervisor.helpers import Fleet, Lane, SupervisorProcess, eventually, process_gone
+from tests.supervisor.helpers import Fleet, Lane, SupervisorProcess, process_gone
 from tests.worker.helpers import Body
 
 OUTAGE_S = 10.0
@@ -61,7 +62,7 @@ async def _reachable(redis: aioredis.Redis) -> None:
         except RedisError:
             return False
 
-    await eventually(check, "Redis answers the test again", 30)
+    await poll_until(check, "Redis answers the test again", 30)
 
 
 def _exits(sup: SupervisorProcess) -> list[dict[str, Any]]:
@@ -106,7 +107,7 @@ async def test_a_10_s_redis_outage_stops_no_lane_and_the_purchase_in_flight_is_r
         state = await fleet.redis.hget(busy.keys.tx(busy.instance_id, "o-1"), "state")
         return state == b"sent"
 
-    await eventually(sent, "the purchase in flight went to the terminal")
+    await poll_until(sent, "the purchase in flight went to the terminal")
     async with aiohttp.ClientSession() as http:  # the next purchases read the card at once
         await Control(http, sim.control_url).post(busy.serial, "card-delay", {"seconds": 0})
     connections = {lane.serial: terminals[lane.serial].stats.connections_total for lane in lanes}
@@ -204,7 +205,7 @@ async def test_a_lane_whose_lease_moved_on_while_redis_was_away_stops(
     async def gone_both() -> bool:
         return all(process_gone(pid) for pid in pids[:2])
 
-    await eventually(gone_both, "the lanes whose leases moved on stopped", 30)
+    await poll_until(gone_both, "the lanes whose leases moved on stopped", 30)
     done = await kept.purchase("after-kept", APPROVE, timeout=60)
     assert "success" == done["result"]
     assert pids[2] == int((await kept.state())["pid"])

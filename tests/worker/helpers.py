@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from multipair.spi.crypto import Secrets
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.store.transactions import TxStore
+from tests.poll import poll_until
 
 WAIT = 20.0
 
@@ -112,15 +112,18 @@ class EventReader:
         for body in self.seen[after:]:
             if predicate(body):
                 return body
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for body in await self.poll():
+
+        async def new_match() -> Body | None:
+            for body in await self.poll():  # blocks for the next events: the poll's pace
                 if predicate(body):
                     return body
-        raise AssertionError(
-            f"no matching event within {timeout}s; saw: "
-            + ", ".join(f"{b['type']}:{b.get('command_id')}" for b in self.seen[-30:])
-        )
+            return None
+
+        try:
+            return await poll_until(new_match, "a matching event", timeout, interval=0)
+        except AssertionError as exc:
+            saw = ", ".join(f"{b['type']}:{b.get('command_id')}" for b in self.seen[-30:])
+            raise AssertionError(f"{exc}; saw: {saw}") from None
 
     def of_type(self, type_: str, **where: Any) -> list[Body]:
         return [
@@ -173,14 +176,20 @@ class LaneRig:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def wait_state(self, timeout: float = WAIT, **expected: str) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        state: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            state = await self.state()
-            if all(state.get(k) == v for k, v in expected.items()):
-                return state
-            await self.events.poll(100)
-        raise AssertionError(f"lane state never became {expected}; last: {state}")
+        last: dict[str, str] = {}
+
+        async def check() -> dict[str, str] | None:
+            nonlocal last
+            last = await self.state()
+            if all(last.get(k) == v for k, v in expected.items()):
+                return last
+            await self.events.poll(100)  # the pace: reads the events meanwhile, wakes on one
+            return None
+
+        try:
+            return await poll_until(check, f"lane state {expected}", timeout, interval=0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last state: {last}") from None
 
     async def pending(self) -> int:
         info: Any = await self.redis.xpending(self.keys.commands(self.instance_id), "lane")
@@ -196,14 +205,20 @@ class LaneRig:
 
     async def wait_acknowledged(self, timeout: float = WAIT) -> None:
         """Every command entry in the stream has been read and XACKed."""
-        deadline = time.monotonic() + timeout
-        # In this order: once every entry was delivered, pending can only shrink,
-        # so "all delivered, then none pending" means all acknowledged. (The other
-        # order races: none pending, then the lane reads the rest, then all delivered.)
-        while not await self.consumed_all() or await self.pending():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{await self.pending()} command entries still pending")
-            await self.events.poll(50)
+
+        async def acknowledged() -> bool:
+            # In this order: once every entry was delivered, pending can only shrink,
+            # so "all delivered, then none pending" means all acknowledged. (The other
+            # order races: none pending, then the lane reads the rest, then all delivered.)
+            if await self.consumed_all() and not await self.pending():
+                return True
+            await self.events.poll(50)  # the pace: reads the events meanwhile
+            return False
+
+        try:
+            await poll_until(acknowledged, "every command entry acknowledged", timeout, interval=0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {await self.pending()} still pending") from None
         while await self.events.poll(0):  # read what the last acknowledgements published
             pass
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from multipair.simulator import Simulator
+from tests.poll import poll_until
 from tests.simulator.helpers import KEYS, seed_paired_state
-from tests.worker.helpers import make_rig
+from tests.worker.helpers import WAIT, make_rig
 
 SERIAL = "SIM-0001"
 
@@ -65,10 +66,18 @@ async def test_a_wrong_device_api_key_is_reported_and_the_lane_keeps_running(
         )
         await rig.process.start()
         try:
-            state = await rig.wait_state(status="paired_connecting")
-            while "device address" not in state.get("last_error", ""):
-                await rig.events.poll(100)
+            await rig.wait_state(status="paired_connecting")
+
+            async def address_error() -> dict[str, str] | None:
                 state = await rig.state()
+                if "device address" in state.get("last_error", ""):
+                    return state
+                await rig.events.poll(100)  # the pace: reads the events meanwhile
+                return None
+
+            state = await poll_until(
+                address_error, "a device address error in last_error", WAIT, interval=0
+            )
             assert "DEVICE_SERVICE_ERROR" in state["last_error"]
             assert rig.process.proc is not None
             assert rig.process.proc.returncode is None

@@ -26,6 +26,7 @@ from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.store.transactions import TxStore
 from multipair.worker.lane import Lane, LaneDeps
+from tests.poll import poll_until
 from tests.simulator.helpers import KEYS, paired_simulator
 from tests.worker.helpers import WAIT, EventReader
 
@@ -88,10 +89,11 @@ def _command(command_id: str, ref: str) -> dict[FieldT, EncodableT]:
 
 
 async def _connected(redis: aioredis.Redis, lane: Lane) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while await redis.hget(lane.keys.state(lane.instance_id), "status") != b"paired_connected":
-        assert asyncio.get_running_loop().time() < deadline, "the lane never connected"
-        await asyncio.sleep(0.05)
+    async def connected() -> bool:
+        status = await redis.hget(lane.keys.state(lane.instance_id), "status")
+        return status == b"paired_connected"
+
+    await poll_until(connected, "the lane connected", WAIT)
 
 
 async def test_an_entry_a_lost_read_left_pending_is_taken_back_and_answered_once(
