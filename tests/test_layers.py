@@ -5,6 +5,8 @@ with the rule it broke, before a reviewer has to spot it."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -91,11 +93,13 @@ def _module_of(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> Iterator[tuple[int, str]]:
-    """Every absolute module name ``path`` imports, relative imports resolved."""
+def _imports(path: Path, source: str | None = None) -> Iterator[tuple[int, str]]:
+    """Every absolute module name ``path`` imports (nested and ``TYPE_CHECKING``
+    imports too), relative imports resolved. ``source`` overrides the file's text."""
     module = _module_of(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    text = path.read_text() if source is None else source
+    for node in ast.walk(ast.parse(text, filename=str(path))):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
@@ -163,3 +167,42 @@ def test_pure_rooms_do_no_io_and_read_no_clock(path: Path) -> None:
         ):
             wrong.append(f"line {node.lineno}: reads the clock (.{node.func.attr}())")
     assert not wrong, f"{path.relative_to(SRC)} is meant to be pure:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import asyncio", {"asyncio"}),
+        ("import time as _t", {"time"}),
+        ("from asyncio import sleep", {"asyncio", "asyncio.sleep"}),
+        ("import redis.asyncio", {"redis.asyncio"}),
+        ("def f():\n    import socket\n", {"socket"}),
+        ("if TYPE_CHECKING:\n    from time import monotonic\n", {"time", "time.monotonic"}),
+        ("from . import crypto", {"multipair.spi", "multipair.spi.crypto"}),
+        ("from ..worker import lane", {"multipair.worker", "multipair.worker.lane"}),
+        ("import datetime, hmac", {"datetime", "hmac"}),
+    ],
+)
+def test_the_import_scan_sees_every_form_of_import(source: str, expected: set[str]) -> None:
+    example = SRC / "spi" / "example.py"
+    assert expected == {name for _, name in _imports(example, source)}
+
+
+_RUNTIME_IO: Final = ("asyncio", "websockets", "redis", "socket")
+
+
+@pytest.mark.parametrize(
+    "path", sorted((SRC / "spi").rglob("*.py")), ids=lambda p: str(p.relative_to(SRC))
+)
+def test_importing_an_spi_module_pulls_in_no_io_library(path: Path) -> None:
+    """The source check above cannot see what a module's imports import in turn:
+    a fresh interpreter can. (``time`` is left out: the standard library imports it.)"""
+    module = _module_of(path)
+    program = (
+        f"import sys, {module}\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {_RUNTIME_IO!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert (0, "[]") == (result.returncode, result.stdout.strip()), result.stderr

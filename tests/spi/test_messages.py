@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multipair.exceptions import InvalidRequest, LocalProtocolError, RemoteProtocolError
-from multipair.spi.envelope import Message, dumps
+from multipair.spi.envelope import JsonObject, Message, dumps
 from multipair.spi.messages import (
     MAX_AMOUNT,
     REQUEST_CLASSES_BY_EVENT,
@@ -194,6 +194,13 @@ VECTOR_REQUESTS: dict[str, Request] = {
 ZIP_EVENTS = {Event.PURCHASE_ZIP, Event.REFUND_ZIP}
 
 
+def data_of(request: Request) -> JsonObject:
+    """A request's ``data`` for a request that sends an object (not ``null``)."""
+    data = request.to_data()
+    assert data is not None, f"{type(request).__name__} sends null data"
+    return data
+
+
 def _vector(label: str) -> dict[str, Any]:
     entries = load_vector("request_messages.json")["messages"]
     (entry,) = [e for e in entries if e["label"] == label]
@@ -266,8 +273,8 @@ def test_zip_requests_send_receipt_options_in_the_2_9_order_then_allowed_flags()
         "zip_data",
         "basket",
         *options_and_flags,
-    ] == list(purchase.to_data())
-    assert ["pos_ref_id", "refund_amount", "zip_data", *options_and_flags] == list(refund.to_data())
+    ] == list(data_of(purchase))
+    assert ["pos_ref_id", "refund_amount", "zip_data", *options_and_flags] == list(data_of(refund))
 
 
 def test_settlement_requests_carry_only_the_merchant_copy_flag() -> None:
@@ -275,7 +282,7 @@ def test_settlement_requests_carry_only_the_merchant_copy_flag() -> None:
         SettleRequest(config=ALL_PRINTING),
         SettlementEnquiryRequest(config=ALL_PRINTING),
     ):
-        data = request.to_data()
+        data = data_of(request)
 
         assert True is data["print_merchant_copy"]
         assert "prompt_for_customer_copy" not in data
@@ -283,15 +290,17 @@ def test_settlement_requests_carry_only_the_merchant_copy_flag() -> None:
 
 
 def test_settle_does_not_send_its_pos_ref_id() -> None:
-    assert "pos_ref_id" not in SettleRequest(pos_ref_id="day-1").to_data()
+    assert "pos_ref_id" not in data_of(SettleRequest(pos_ref_id="day-1"))
 
 
 def test_printing_flags_that_are_off_are_left_out() -> None:
-    data = PurchaseRequest(
-        pos_ref_id="p",
-        purchase_amount=1,
-        config=PrintingConfig(print_merchant_copy=True),
-    ).to_data()
+    data = data_of(
+        PurchaseRequest(
+            pos_ref_id="p",
+            purchase_amount=1,
+            config=PrintingConfig(print_merchant_copy=True),
+        )
+    )
 
     assert True is data["print_merchant_copy"]
     assert "prompt_for_customer_copy" not in data
@@ -451,7 +460,7 @@ def test_purchase_with_cashout_and_no_tip_is_allowed() -> None:
         pos_ref_id="p", purchase_amount=1000, cash_amount=500, prompt_for_cashout=True
     )
 
-    assert expected == {k: v for k, v in request.to_data().items() if k in expected}
+    assert expected == {k: v for k, v in data_of(request).items() if k in expected}
 
 
 @pytest.mark.parametrize("code", ["12345", "1234567", ""])
@@ -799,7 +808,7 @@ def _purchases(draw: st.DrawFn) -> PurchaseRequest:
 def test_purchase_round_trips_through_its_data_even_with_amounts_as_strings(
     request: PurchaseRequest,
 ) -> None:
-    data = request.to_data()
+    data = data_of(request)
     as_strings = {k: str(v) if type(v) is int else v for k, v in data.items()}
 
     assert request == PurchaseRequest.from_data(data)
