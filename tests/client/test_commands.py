@@ -160,17 +160,17 @@ async def test_a_repeated_command_is_answered_from_the_record_as_an_outcome(
 
 
 async def test_no_lane_process_means_outcome_timeout_and_the_command_waits(
-    client: AsyncClient, idle_lane: LaneRig
+    client: AsyncClient, rig: LaneRig
 ) -> None:
     with pytest.raises(OutcomeTimeout) as caught:
-        await client.purchase(idle_lane.instance_id, 1000, pos_ref_id="later-1", timeout=0.3)
+        await client.purchase(rig.instance_id, 1000, pos_ref_id="later-1", timeout=0.3)
     assert "timeout" == caught.value.reason
     # The outcome is unknown, not failed: the command waits in the stream and
     # runs once a lane process serves the lane.
-    assert 1 == await idle_lane.redis.xlen(idle_lane.keys.commands(idle_lane.instance_id))
-    await idle_lane.process.start()
+    assert 1 == await rig.redis.xlen(rig.keys.commands(rig.instance_id))
+    await rig.process.start()
     completed: list[bs.TransactionCompleted] = []
-    async with aclosing(client.events(idle_lane.instance_id, since="0")) as follow:
+    async with aclosing(client.events(rig.instance_id, since="0")) as follow:
         async for _, event in follow:
             if isinstance(event, bs.TransactionCompleted):
                 completed.append(event)
@@ -179,15 +179,15 @@ async def test_no_lane_process_means_outcome_timeout_and_the_command_waits(
 
 
 async def test_money_must_be_integer_cents_and_nothing_is_sent_otherwise(
-    client: AsyncClient, idle_lane: LaneRig
+    client: AsyncClient, rig: LaneRig
 ) -> None:
     reasons = []
     for amount in (12.5, 1250.0, True, "1250", 0):
         with pytest.raises(ClientError) as caught:
-            await client.purchase(idle_lane.instance_id, amount)  # type: ignore[arg-type]
+            await client.purchase(rig.instance_id, amount)  # type: ignore[arg-type]
         reasons.append(caught.value.reason)
     assert ["wrong_type"] * 4 + ["invalid_value"] == reasons
-    assert 0 == await idle_lane.redis.xlen(idle_lane.keys.commands(idle_lane.instance_id))
+    assert 0 == await rig.redis.xlen(rig.keys.commands(rig.instance_id))
 
 
 async def test_pair_with_confirm_pairs_an_unpaired_terminal(

@@ -15,9 +15,8 @@ from multipair.client import AsyncClient, Client, ClientError, LaneNotFound
 from multipair.redis_conn import as_text
 from multipair.simulator import Simulator
 from multipair.supervisor.control import default_requester
-from tests.client.conftest import SERIAL
 from tests.poll import poll_until
-from tests.worker.helpers import LaneRig, all_keys
+from tests.worker.helpers import SERIAL, LaneRig, all_keys
 
 ADDRESS = "ws://127.0.0.1:8080"
 

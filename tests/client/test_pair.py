@@ -31,17 +31,17 @@ async def _commands(redis_client: aioredis.Redis, rig: LaneRig) -> list[dict[str
 
 
 async def test_pair_that_times_out_sends_pair_cancel_for_its_pairing(
-    client: AsyncClient, redis: aioredis.Redis, idle_lane: LaneRig
+    client: AsyncClient, redis: aioredis.Redis, rig: LaneRig
 ) -> None:
     before = dt.datetime.now(dt.UTC)
     with pytest.raises(OutcomeTimeout) as caught:
-        await client.pair(idle_lane.instance_id, confirm=True, timeout=0.5)
+        await client.pair(rig.instance_id, confirm=True, timeout=0.5)
     assert (
-        f"pairing of lane {idle_lane.instance_id} did not finish within 0.5s; "
+        f"pairing of lane {rig.instance_id} did not finish within 0.5s; "
         "sent pair_cancel: the lane cancels the pairing"
     ) == caught.value.detail
 
-    pair, cancel = await _commands(redis, idle_lane)
+    pair, cancel = await _commands(redis, rig)
     assert ("pair", "pair_cancel") == (pair["type"], cancel["type"])
     assert pair["command_id"] == cancel["pair_command_id"]
     # The lane's own deadline, should the pair_cancel not reach it: just after ours.
@@ -50,16 +50,16 @@ async def test_pair_that_times_out_sends_pair_cancel_for_its_pairing(
 
 
 async def test_pair_cancelled_while_it_waits_sends_pair_cancel_first(
-    client: AsyncClient, redis: aioredis.Redis, idle_lane: LaneRig
+    client: AsyncClient, redis: aioredis.Redis, rig: LaneRig
 ) -> None:
-    waiting = asyncio.create_task(client.pair(idle_lane.instance_id, timeout=60))
-    stream = idle_lane.keys.commands(idle_lane.instance_id)
+    waiting = asyncio.create_task(client.pair(rig.instance_id, timeout=60))
+    stream = rig.keys.commands(rig.instance_id)
     assert await redis.xread({stream: "0"}, count=1, block=10_000)  # the pair is sent
     waiting.cancel()  # as Ctrl-C does to `multipair lane pair`
     with pytest.raises(asyncio.CancelledError):
         await waiting
 
-    pair, cancel = await _commands(redis, idle_lane)
+    pair, cancel = await _commands(redis, rig)
     assert ("pair_cancel", pair["command_id"]) == (cancel["type"], cancel["pair_command_id"])
 
 

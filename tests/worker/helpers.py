@@ -1,4 +1,10 @@
-"""Run real lane processes against the real Redis of the test session and the simulator."""
+"""Run real lane processes against the real Redis of the test session and the simulator.
+
+The fixtures at the end (``sim``, ``control``, ``rig``, ``lane``) are the one
+home of the one-lane-one-terminal set-up; tests/worker/conftest.py and
+tests/client/conftest.py register them. A module whose terminal and lane
+start unpaired overrides ``paired_at_start``.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +12,30 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
 from multipair import broker_schema as bs
+from multipair.simulator import Simulator
 from multipair.spi.crypto import Secrets
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.secrets_box import MasterKey
 from multipair.store.transactions import TxStore
 from tests.poll import poll_until
+from tests.simulator.helpers import KEYS, Control, seed_paired_state
 
 WAIT = 20.0
+
+SERIAL = "SIM-0001"  # the serial of the fixtures' terminal, and make_rig's default
 
 Body = dict[str, Any]
 
@@ -270,7 +282,7 @@ async def make_rig(
     tmp_path: Path,
     *,
     address: str | None,
-    serial: str = "SIM-0001",
+    serial: str = SERIAL,
     secrets: Secrets | None = None,
     env: dict[str, str] | None = None,
     **profile_fields: Any,
@@ -298,3 +310,65 @@ async def make_rig(
         process=process,
         events=EventReader(redis, keys.events(iid)),
     )
+
+
+# ---------------------------------------------------------------------------
+# Fixtures: one terminal (SIM-0001) and one lane process for it
+
+
+@pytest.fixture
+def paired_at_start() -> bool:
+    """Whether the terminal and the lane start paired (POS1, :data:`KEYS`).
+
+    A module overrides it with ``False`` for an unpaired terminal that
+    confirms a pairing only through the control API, and an unpaired lane.
+    """
+    return True
+
+
+@pytest.fixture
+async def sim(tmp_path: Path, paired_at_start: bool) -> AsyncIterator[Simulator]:
+    """One simulated terminal: already knows POS1 with the test keys, or (unpaired) manual."""
+    state_dir = tmp_path / "sim"
+    if paired_at_start:
+        seed_paired_state(state_dir, SERIAL)
+    pairing = "auto" if paired_at_start else "manual"
+    async with Simulator(1, state_dir=state_dir, pairing=pairing) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def control(sim: Simulator) -> AsyncIterator[Control]:
+    """The simulator's control API."""
+    async with aiohttp.ClientSession() as http:
+        yield Control(http, sim.control_url)
+
+
+@pytest.fixture
+async def rig(
+    redis: aioredis.Redis,
+    redis_url: str,
+    key_prefix: str,
+    tmp_path: Path,
+    sim: Simulator,
+    paired_at_start: bool,
+) -> AsyncIterator[LaneRig]:
+    """The lane of ``sim``'s terminal, not started (tests start it as they need); killed after."""
+    lane = await make_rig(
+        redis,
+        redis_url,
+        key_prefix,
+        tmp_path,
+        address=sim.terminals[0].ws_url,
+        secrets=KEYS if paired_at_start else None,
+    )
+    yield lane
+    await lane.process.kill()
+
+
+@pytest.fixture
+async def lane(rig: LaneRig, paired_at_start: bool) -> LaneRig:
+    """The lane, started and connected to its terminal (``paired_connected`` or ``unpaired``)."""
+    await rig.process.start()
+    await rig.wait_state(status="paired_connected" if paired_at_start else "unpaired")
+    return rig

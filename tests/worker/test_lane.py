@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from multipair.simulator import Simulator
 from tests.poll import poll_until
-from tests.simulator.helpers import KEYS, Control, seed_paired_state
-from tests.worker.helpers import LaneRig, make_rig
-
-SERIAL = "SIM-0001"
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    state_dir = tmp_path / "sim"
-    seed_paired_state(state_dir, SERIAL)  # the terminal already knows POS1 with KEYS
-    async with Simulator(1, state_dir=state_dir) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def control(sim: Simulator) -> AsyncIterator[Control]:
-    async with aiohttp.ClientSession() as http:
-        yield Control(http, sim.control_url)
-
-
-@pytest.fixture
-async def lane(
-    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path, sim: Simulator
-) -> AsyncIterator[LaneRig]:
-    """A paired lane (profile holds KEYS, the terminal too), running."""
-    rig = await make_rig(
-        redis, redis_url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
-    )
-    await rig.process.start()
-    await rig.wait_state(status="paired_connected")
-    yield rig
-    await rig.process.kill()
+from tests.simulator.helpers import KEYS, Control
+from tests.worker.helpers import SERIAL, LaneRig, make_rig
 
 
 async def test_purchase_is_approved_and_published_with_the_terminal_fields(lane: LaneRig) -> None:

@@ -10,40 +10,15 @@ figures are measured and asserted with generous margins (the point is
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
-from multipair.simulator import Simulator
 from multipair.worker.lane import DEAD_LETTER_KEEP_BYTES
-from tests.simulator.helpers import KEYS, paired_simulator
-from tests.worker.helpers import LaneRig, make_rig
+from tests.worker.helpers import LaneRig
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    async with paired_simulator(tmp_path / "sim", 1) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def rig(
-    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path, sim: Simulator
-) -> AsyncIterator[LaneRig]:
-    lane = await make_rig(
-        redis, redis_url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
-    )
-    await lane.process.start()
-    try:
-        await lane.wait_state(status="paired_connected")
-        yield lane
-    finally:
-        await lane.process.kill()
 
 
 def _rss(pid: int) -> int:
@@ -66,24 +41,24 @@ async def _purchase_works(rig: LaneRig, ref: str) -> None:
 
 
 async def test_huge_entries_are_refused_unread_and_leave_a_small_dead_letter(
-    rig: LaneRig, redis: aioredis.Redis
+    lane: LaneRig, redis: aioredis.Redis
 ) -> None:
-    assert rig.process.proc is not None
-    pid = rig.process.proc.pid
-    await _purchase_works(rig, "warm-1")
+    assert lane.process.proc is not None
+    pid = lane.process.proc.pid
+    await _purchase_works(lane, "warm-1")
     rss_before = _rss(pid)
     redis_before = await _used_memory(redis)
-    stream = rig.keys.commands(rig.instance_id)
+    stream = lane.keys.commands(lane.instance_id)
     big = b"x" * (20 * MIB)
     for n in range(3):
         body = b'{"command_id":"huge-%d","type":"purchase","pad":"' % n + big + b'"}'
         await redis.xadd(stream, {"v": "1", "body": body})
-    await rig.wait_acknowledged(60)
-    refused = rig.events.of_type("command_rejected", reason="oversize")
+    await lane.wait_acknowledged(60)
+    refused = lane.events.of_type("command_rejected", reason="oversize")
     # Refused unread: the command_id is not echoed, the entry id is.
     assert 3 == len(refused), refused
     assert [None] * 3 == [r["command_id"] for r in refused]
-    dead: Any = await redis.xrange(rig.keys.dead_letter(rig.instance_id))
+    dead: Any = await redis.xrange(lane.keys.dead_letter(lane.instance_id))
     assert 3 == len(dead)
     for _, fields in dead:
         kept = sum(len(k) + len(v) for k, v in fields.items())
@@ -102,7 +77,7 @@ async def test_huge_entries_are_refused_unread_and_leave_a_small_dead_letter(
         ).encode()
     )
     # The lane goes on, at about its size; Redis holds none of the 60 MB.
-    await _purchase_works(rig, "after-huge")
+    await _purchase_works(lane, "after-huge")
     rss_after = _rss(pid)
     redis_after = await _used_memory(redis)
     print(
@@ -113,7 +88,7 @@ async def test_huge_entries_are_refused_unread_and_leave_a_small_dead_letter(
     # What Redis keeps of them: the stream and the dead letters are small again.
     # (used_memory also counts client buffers, which Redis shrinks lazily.)
     stream_bytes = int(await redis.memory_usage(stream) or 0)
-    dead_bytes = int(await redis.memory_usage(rig.keys.dead_letter(rig.instance_id)) or 0)
+    dead_bytes = int(await redis.memory_usage(lane.keys.dead_letter(lane.instance_id)) or 0)
     print(f"commands stream {stream_bytes} B, dead letters {dead_bytes} B")
     assert stream_bytes < 64 * 1024, stream_bytes
     assert dead_bytes < 64 * 1024, dead_bytes
@@ -130,19 +105,19 @@ def _sha256_of(pairs: list[tuple[bytes, bytes]]) -> str:
 
 
 async def test_a_flood_of_bad_entries_leaves_the_commands_stream_bounded(
-    rig: LaneRig, redis: aioredis.Redis
+    lane: LaneRig, redis: aioredis.Redis
 ) -> None:
-    stream = rig.keys.commands(rig.instance_id)
+    stream = lane.keys.commands(lane.instance_id)
     async with redis.pipeline(transaction=False) as pipe:
         for n in range(10_000):
             pipe.xadd(stream, {"v": "1", "body": b"{not json %d" % n})
         await pipe.execute()
-    await rig.wait_acknowledged(180)
-    await _purchase_works(rig, "after-flood")
+    await lane.wait_acknowledged(180)
+    await _purchase_works(lane, "after-flood")
     length = await redis.xlen(stream)
     print(f"commands stream after 10,000 refused entries: {length} entries")
     assert length < 600, length
-    state = await rig.state()
-    assert rig.process.proc is not None
-    assert rig.process.proc.returncode is None
+    state = await lane.state()
+    assert lane.process.proc is not None
+    assert lane.process.proc.returncode is None
     assert "paired_connected" == state["status"]

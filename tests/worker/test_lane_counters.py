@@ -9,37 +9,12 @@ per refusal.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 import redis.asyncio as aioredis
 
 from multipair.broker_schema import counters
 from multipair.redis_conn import text_map
-from multipair.simulator import Simulator
 from multipair.worker.translate import TX_TYPES
-from tests.simulator.helpers import KEYS, seed_paired_state
-from tests.worker.helpers import LaneRig, make_rig
-
-SERIAL = "SIM-0001"
-
-
-@pytest.fixture
-async def lane(
-    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path
-) -> AsyncIterator[LaneRig]:
-    seed_paired_state(tmp_path / "sim", SERIAL)
-    async with Simulator(1, state_dir=tmp_path / "sim") as sim:
-        rig = await make_rig(
-            redis, redis_url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
-        )
-        await rig.process.start()
-        await rig.wait_state(status="paired_connected")
-        try:
-            yield rig
-        finally:
-            await rig.process.kill()
+from tests.worker.helpers import LaneRig
 
 
 def test_the_counted_outcome_types_are_the_lanes_transaction_types() -> None:

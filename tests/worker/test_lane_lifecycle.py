@@ -5,31 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-import redis.asyncio as aioredis
-
-from multipair.simulator import Simulator
 from multipair.worker.lane import HEARTBEAT_PERIOD_S, READ_BLOCK_MS
-from tests.simulator.helpers import KEYS, seed_paired_state
-from tests.worker.helpers import LaneRig, make_rig
-
-SERIAL = "SIM-0001"
-
-
-@pytest.fixture
-async def rig(
-    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path
-) -> AsyncIterator[LaneRig]:
-    seed_paired_state(tmp_path / "sim", SERIAL)
-    async with Simulator(1, state_dir=tmp_path / "sim") as sim:
-        lane = await make_rig(
-            redis, redis_url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
-        )
-        yield lane
-        await lane.process.kill()
+from tests.worker.helpers import LaneRig
 
 
 async def test_a_lane_whose_lease_moved_on_cannot_write_and_stops(rig: LaneRig) -> None:

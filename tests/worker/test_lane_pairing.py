@@ -9,46 +9,22 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from multipair import broker_schema as bs
-from multipair.simulator import Simulator
 from multipair.worker.lane import PAIRING_TIMEOUT_S, pair_busy, pairing_limit
 from tests.simulator.helpers import Control
-from tests.worker.helpers import Body, LaneRig, make_rig
+from tests.worker.helpers import SERIAL, Body, LaneRig
 
-SERIAL = "SIM-0001"
 NOW = dt.datetime(2025, 1, 31, 9, 30, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    """One unpaired terminal that confirms a pairing only through the control API."""
-    async with Simulator(1, state_dir=tmp_path / "sim", pairing="manual") as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def control(sim: Simulator) -> AsyncIterator[Control]:
-    async with aiohttp.ClientSession() as http:
-        yield Control(http, sim.control_url)
-
-
-@pytest.fixture
-async def lane(
-    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path, sim: Simulator
-) -> AsyncIterator[LaneRig]:
-    """An unpaired lane, running."""
-    rig = await make_rig(redis, redis_url, key_prefix, tmp_path, address=sim.terminals[0].ws_url)
-    await rig.process.start()
-    await rig.wait_state(status="unpaired")
-    yield rig
-    await rig.process.kill()
+def paired_at_start() -> bool:
+    """One unpaired terminal that confirms a pairing only through the control API; the
+    ``lane`` fixture is then an unpaired lane, running."""
+    return False
 
 
 async def _code_shown(lane: LaneRig, pair_id: str) -> Body:

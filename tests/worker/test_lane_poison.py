@@ -9,8 +9,6 @@ it, and still runs a valid purchase queued behind it.
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,39 +27,10 @@ from multipair.store.transactions import TxStore
 from multipair.worker.admission import POISON_DELIVERIES
 from multipair.worker.entries import dead_letter, stream_entries
 from multipair.worker.lane import Lane, LaneDeps, lane_must_end
-from tests.simulator.helpers import KEYS, Control, seed_paired_state
-from tests.worker.helpers import LaneRig, make_rig
+from tests.simulator.helpers import Control
+from tests.worker.helpers import SERIAL, LaneRig
 
-SERIAL = "SIM-0001"
 Pairs = list[tuple[bytes, bytes]]
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    state_dir = tmp_path / "sim"
-    seed_paired_state(state_dir, SERIAL)
-    async with Simulator(1, state_dir=state_dir) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def rig(
-    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path, sim: Simulator
-) -> AsyncIterator[LaneRig]:
-    """A paired lane, not started: each test starts it as it needs."""
-    lane = await make_rig(
-        redis, redis_url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
-    )
-    yield lane
-    await lane.process.kill()
-
-
-@pytest.fixture
-async def lane(rig: LaneRig) -> LaneRig:
-    """The paired lane, started and connected."""
-    await rig.process.start()
-    await rig.wait_state(status="paired_connected")
-    return rig
 
 
 async def xadd_raw(rig: LaneRig, *fields: bytes | str) -> str:

@@ -3,45 +3,11 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
-from multipair.simulator import Simulator
-from tests.simulator.helpers import KEYS, Control, seed_paired_state
-from tests.worker.helpers import LaneRig, make_rig
-
-SERIAL = "SIM-0001"
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    state_dir = tmp_path / "sim"
-    seed_paired_state(state_dir, SERIAL)
-    async with Simulator(1, state_dir=state_dir) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def control(sim: Simulator) -> AsyncIterator[Control]:
-    async with aiohttp.ClientSession() as http:
-        yield Control(http, sim.control_url)
-
-
-@pytest.fixture
-async def rig(
-    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path, sim: Simulator
-) -> AsyncIterator[LaneRig]:
-    """A paired lane, not started: each test starts it as it needs."""
-    lane = await make_rig(
-        redis, redis_url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
-    )
-    yield lane
-    await lane.process.kill()
-
+from tests.simulator.helpers import KEYS, Control
+from tests.worker.helpers import SERIAL, LaneRig
 
 KILL_POINTS = [
     # (failpoint, cents, recovered): where the lane dies, and whether the

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -27,10 +26,8 @@ from websockets.typing import Subprotocol
 
 from multipair.simulator import Simulator
 from multipair.spi.envelope import Message, decode_frame, encode_frame, terminal_inner_json
-from tests.simulator.helpers import KEYS, Control, seed_paired_state
-from tests.worker.helpers import LaneRig, make_rig
-
-SERIAL = "SIM-0001"
+from tests.simulator.helpers import KEYS, Control
+from tests.worker.helpers import SERIAL, LaneRig, make_rig
 
 
 def _message(frame: str | bytes) -> Message | None:
@@ -101,19 +98,6 @@ class MitmProxy:
         async with serve(self._handle, "127.0.0.1", 0, compression=None) as server:
             self.port = server.sockets[0].getsockname()[1]
             yield f"ws://127.0.0.1:{self.port}"
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    seed_paired_state(tmp_path / "sim", SERIAL)
-    async with Simulator(1, state_dir=tmp_path / "sim") as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def control(sim: Simulator) -> AsyncIterator[Control]:
-    async with aiohttp.ClientSession() as http:
-        yield Control(http, sim.control_url)
 
 
 @pytest.fixture
