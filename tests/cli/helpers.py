@@ -7,21 +7,22 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 WAIT = 30.0
 
 _SCRIPT = Path(sys.executable).parent / "multipair"
+MODULE = (sys.executable, "-m", "multipair.cli")  # the CLI as a module of this interpreter
 
 
 def script() -> list[str]:
     """The installed console script; ``python -m multipair.cli`` where there is none."""
     if _SCRIPT.exists():
         return [str(_SCRIPT)]
-    return [sys.executable, "-m", "multipair.cli"]
+    return list(MODULE)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -29,6 +30,27 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIPAIR_")}
     env.update(extra)
     return env
+
+
+async def start(
+    *args: str,
+    stderr: int | IO[bytes],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    command: Sequence[str] | None = None,
+) -> asyncio.subprocess.Process:
+    """``multipair ARGS`` (``command ARGS`` if given) started with its stdout piped.
+
+    It runs in ``cwd`` (default: here) with ``env`` (default: :func:`clean_env`).
+    """
+    return await asyncio.create_subprocess_exec(
+        *(script() if command is None else command),
+        *args,
+        cwd=cwd,
+        env=clean_env() if env is None else env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+    )
 
 
 @dataclass

@@ -36,7 +36,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from tests.cli.helpers import clean_env, script
+from tests.cli.helpers import clean_env, script, start
 from tests.poll import poll_until
 from tests.stack.test_up_private import read_env_file
 
@@ -163,12 +163,9 @@ def _lanes_needed() -> int:
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DocStack]:
     folder = tmp_path_factory.mktemp("docs")
     lanes = _lanes_needed()
-    proc = await asyncio.create_subprocess_exec(
-        *script(),
+    proc = await start(
         *("--json", "up", "--simulate", str(lanes), "--interval", "0.5"),
         cwd=folder,
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
     assert proc.stdout is not None

@@ -18,7 +18,7 @@ import stat
 import sys
 from pathlib import Path
 
-from tests.cli.helpers import clean_env, script
+from tests.cli.helpers import clean_env, script, start
 from tests.stack.test_up_private import read_env_file
 
 READY_TIMEOUT_S = 60.0
@@ -41,12 +41,9 @@ async def _cli(cwd: Path, *args: str) -> tuple[int, str, str]:
 
 async def _up(cwd: Path, lanes: int) -> tuple[asyncio.subprocess.Process, list[str]]:
     """``multipair up --simulate N`` in ``cwd``, read until every lane is paired_connected."""
-    proc = await asyncio.create_subprocess_exec(
-        *script(),
+    proc = await start(
         *("up", "--simulate", str(lanes), "--interval", "0.3"),
         cwd=cwd,
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     assert proc.stdout is not None

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from pathlib import Path
+
+from tests.cli.helpers import MODULE, start
 
 READY_TIMEOUT_S = 60.0
 
 
 async def _run_until_ready(data_dir: Path, *, lanes: int) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIPAIR_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "multipair.cli",
-        "up",
-        "--simulate",
-        str(lanes),
-        "--data-dir",
-        str(data_dir),
-        "--interval",
-        "0.3",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
+    proc = await start(
+        *("up", "--simulate", str(lanes), "--data-dir", str(data_dir), "--interval", "0.3"),
         stderr=asyncio.subprocess.STDOUT,
+        command=MODULE,
     )
     assert proc.stdout is not None
     output: list[str] = []
@@ -62,24 +51,13 @@ async def test_up_pairs_simulated_lanes_and_reuses_them_on_the_next_run(tmp_path
 
 
 async def test_up_json_prints_json_lines_and_no_tables(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIPAIR_")}
     stderr_path = tmp_path / "stderr.log"
     with stderr_path.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "multipair.cli",
-            "--json",
-            "up",
-            "--simulate",
-            "1",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--interval",
-            "0.3",
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
+        proc = await start(
+            *("--json", "up", "--simulate", "1", "--data-dir", str(tmp_path / "data")),
+            *("--interval", "0.3"),
             stderr=stderr,
+            command=MODULE,
         )
     assert proc.stdout is not None
     lines: list[str] = []

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.cli.helpers import MODULE, clean_env, start
 from tests.poll import poll_until
 
 READY_TIMEOUT_S = 60.0
@@ -31,29 +30,15 @@ async def _connected_lanes(http: aiohttp.ClientSession, url: str) -> bool:
 
 
 async def test_up_prints_the_console_link_and_serves_metrics(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIPAIR_")}
-    env["MULTIPAIR_CONSOLE_TOKEN"] = "up-console-token-0123456789"
+    env = clean_env(MULTIPAIR_CONSOLE_TOKEN="up-console-token-0123456789")
     stderr_path = tmp_path / "stderr.log"
     with stderr_path.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "multipair.cli",
-            "--json",
-            "up",
-            "--simulate",
-            "1",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--console-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--interval",
-            "0.3",
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
+        proc = await start(
+            *("--json", "up", "--simulate", "1", "--data-dir", str(tmp_path / "data")),
+            *("--console-port", "0", "--metrics-port", "0", "--interval", "0.3"),
             stderr=stderr,
+            env=env,
+            command=MODULE,
         )
     assert proc.stdout is not None
     try:
