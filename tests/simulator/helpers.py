@@ -23,12 +23,6 @@ from multipair.simulator import Simulator, serial_for
 from multipair.spi.crypto import (
     Secrets,
     confirmation_code,
-    dh_public_key,
-    dh_secret_to_key,
-    dh_shared_secret,
-    generate_private_key,
-    int_to_hex,
-    parse_public_key,
 )
 from multipair.spi.envelope import (
     SUBPROTOCOLS,
@@ -40,13 +34,10 @@ from multipair.spi.envelope import (
     decode_frame,
 )
 from multipair.spi.terminal import TerminalState
+from tests.spi.helpers import KEYS as KEYS  # re-exported: the simulator tests import it here
+from tests.spi.helpers import answer_key_request
 
 TIMEOUT = 10.0
-
-KEYS = Secrets(
-    enc_key="11A1162B984FEF626ECC27C659A8B0EEAD5248CA867A6A87BEA72F8A8706109D",
-    hmac_key="40510175845988F13F6162ED8526F0B09F73384467FA855E1E79B44A56562A58",
-)
 
 
 def seed_paired_state(state_dir: Path, serial: str, pos_id: str = "POS1") -> None:
@@ -160,21 +151,9 @@ class RawPos:
         """§4.2 up to key_check; returns the POS-side confirmation code."""
         await self.send("pair_request", {"padding": True})
         key_request = await self.expect("key_request")
-        data = key_request.data or {}
-        a_enc, a_hmac = parse_public_key(data["enc"]["A"]), parse_public_key(data["hmac"]["A"])
-        b_enc, b_hmac = generate_private_key(), generate_private_key()
-        await self.send(
-            "key_response",
-            {
-                "enc": {"B": int_to_hex(dh_public_key(b_enc))},
-                "hmac": {"B": int_to_hex(dh_public_key(b_hmac))},
-            },
-            msg_id=key_request.id,
-        )
-        self.stamp.secrets = Secrets(
-            enc_key=dh_secret_to_key(dh_shared_secret(a_enc, b_enc)),
-            hmac_key=dh_secret_to_key(dh_shared_secret(a_hmac, b_hmac)),
-        )
+        answer, secrets = answer_key_request(key_request.data or {})
+        await self.send("key_response", answer, msg_id=key_request.id)
+        self.stamp.secrets = secrets
         raw = await self.recv_raw()
         got = decode_frame(raw, self.secrets, strict_hmac_case=True)
         assert isinstance(got, Received)

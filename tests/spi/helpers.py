@@ -1,4 +1,4 @@
-"""Helpers for driving sans-I/O sessions in tests: a fixed clock, terminal frames."""
+"""Helpers for driving sans-I/O sessions in tests: a fixed clock, terminal frames, test keys."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import datetime as dt
 import random
 from typing import Any
 
-from multipair.spi.crypto import Secrets
+from multipair.spi.crypto import (
+    Secrets,
+    dh_public_key,
+    dh_secret_to_key,
+    dh_shared_secret,
+    generate_private_key,
+    int_to_hex,
+    parse_public_key,
+)
 from multipair.spi.envelope import Message, encode_frame, terminal_inner_json
 from multipair.spi.pos import PosInfo
 
@@ -15,6 +23,29 @@ VECTOR_EPOCH = dt.datetime(2021, 6, 8, 5, 3, 32, 123000, tzinfo=dt.UTC).timestam
 TEST_POS_INFO = PosInfo(
     pos_vendor_id="multipair-tests", pos_version="1.0.0", library_version="0.1.0"
 )
+
+
+KEYS = Secrets(
+    enc_key="11A1162B984FEF626ECC27C659A8B0EEAD5248CA867A6A87BEA72F8A8706109D",
+    hmac_key="40510175845988F13F6162ED8526F0B09F73384467FA855E1E79B44A56562A58",
+)
+
+
+def answer_key_request(key_request: dict[str, Any]) -> tuple[dict[str, Any], Secrets]:
+    """The POS side of §4.2: the ``key_response`` data for a ``key_request``'s data, and the
+    keys both sides hold once the terminal has it (fresh private values each call)."""
+    a_enc = parse_public_key(key_request["enc"]["A"])
+    a_hmac = parse_public_key(key_request["hmac"]["A"])
+    b_enc, b_hmac = generate_private_key(), generate_private_key()
+    response = {
+        "enc": {"B": int_to_hex(dh_public_key(b_enc))},
+        "hmac": {"B": int_to_hex(dh_public_key(b_hmac))},
+    }
+    secrets = Secrets(
+        enc_key=dh_secret_to_key(dh_shared_secret(a_enc, b_enc)),
+        hmac_key=dh_secret_to_key(dh_shared_secret(a_hmac, b_hmac)),
+    )
+    return response, secrets
 
 
 class FixedCounter(random.Random):

@@ -16,12 +16,6 @@ from multipair.spi import messages as m
 from multipair.spi.crypto import (
     Secrets,
     confirmation_code,
-    dh_public_key,
-    dh_secret_to_key,
-    dh_shared_secret,
-    generate_private_key,
-    int_to_hex,
-    parse_public_key,
 )
 from multipair.spi.envelope import (
     SUBPROTOCOLS,
@@ -58,6 +52,7 @@ from multipair.spi.terminal import (
     TxState,
     Unpaired,
 )
+from tests.spi.helpers import KEYS, answer_key_request
 from tests.spi_shared import load_fixture, load_vector
 
 T0 = 1623128612.123  # 2021-06-08T05:03:32.123Z, the vectors' frozen clock
@@ -109,21 +104,8 @@ def pair(terminal: Terminal, pos: FakePos, *, confirm: bool = True) -> tuple[str
         terminal.connection_made(T0, subprotocol=SUBPROTOCOLS[pos.stamp.generation])
     [key_request] = exchange(terminal, pos, pos.frame("pair_request", {"padding": True}))
     assert "key_request" == key_request.event
-    a_enc = parse_public_key(key_request.data["enc"]["A"])  # type: ignore[index]
-    a_hmac = parse_public_key(key_request.data["hmac"]["A"])  # type: ignore[index]
-    b_enc, b_hmac = generate_private_key(), generate_private_key()
-    response = pos.frame(
-        "key_response",
-        {
-            "enc": {"B": int_to_hex(dh_public_key(b_enc))},
-            "hmac": {"B": int_to_hex(dh_public_key(b_hmac))},
-        },
-        msg_id=key_request.id,
-    )
-    pos.stamp.secrets = Secrets(
-        enc_key=dh_secret_to_key(dh_shared_secret(a_enc, b_enc)),
-        hmac_key=dh_secret_to_key(dh_shared_secret(a_hmac, b_hmac)),
-    )
+    answer, pos.stamp.secrets = answer_key_request(key_request.data or {})
+    response = pos.frame("key_response", answer, msg_id=key_request.id)
     terminal.receive_text(response, T0)
     [key_check_frame] = terminal.data_to_send()
     [key_check] = pos.read([key_check_frame])
@@ -135,12 +117,6 @@ def pair(terminal: Terminal, pos: FakePos, *, confirm: bool = True) -> tuple[str
     if confirm:
         terminal.confirm_pairing(T0)
     return ready[0].confirmation_code, pos_code
-
-
-KEYS = Secrets(
-    enc_key="11A1162B984FEF626ECC27C659A8B0EEAD5248CA867A6A87BEA72F8A8706109D",
-    hmac_key="40510175845988F13F6162ED8526F0B09F73384467FA855E1E79B44A56562A58",
-)
 
 
 def paired(generation: Generation = Generation.V29, **options: Any) -> tuple[Terminal, FakePos]:
