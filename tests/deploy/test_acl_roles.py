@@ -54,7 +54,7 @@ from tests.deploy.redis_acl import (
 from tests.poll import poll_until
 from tests.simulator.helpers import KEYS, paired_simulator
 from tests.supervisor.helpers import Fleet
-from tests.worker.helpers import make_rig
+from tests.worker.helpers import LaneRig, make_rig
 
 PREFIX = "mp"
 """The prefix the ACL file is written for (the tests' usual per-test prefixes are not)."""
@@ -83,6 +83,25 @@ async def admin(server: AclRedis) -> AsyncIterator[aioredis.Redis]:
 async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
     async with paired_simulator(tmp_path / "sim", 2) as simulator:
         yield simulator
+
+
+@pytest.fixture
+async def rig(
+    server: AclRedis, admin: aioredis.Redis, tmp_path: Path, sim: Simulator
+) -> AsyncIterator[LaneRig]:
+    """The first terminal's lane, set up by the admin and run as ``multipair-service``
+    when a test starts it; killed after the test."""
+    rig = await make_rig(
+        admin,
+        server.url("service"),
+        PREFIX,
+        tmp_path,
+        address=sim.terminals[0].ws_url,
+        serial=sim.terminals[0].serial,
+        secrets=KEYS,
+    )
+    yield rig
+    await rig.process.kill()
 
 
 @pytest.fixture
@@ -229,17 +248,8 @@ async def test_pos_adds_commands_and_reads_events_state_and_records_and_nothing_
 
 
 async def test_the_client_library_as_pos_runs_a_purchase_on_a_lane_run_as_service(
-    server: AclRedis, admin: aioredis.Redis, tmp_path: Path, sim: Simulator
+    server: AclRedis, admin: aioredis.Redis, rig: LaneRig
 ) -> None:
-    rig = await make_rig(
-        admin,
-        server.url("service"),
-        PREFIX,
-        tmp_path,
-        address=sim.terminals[0].ws_url,
-        serial=sim.terminals[0].serial,
-        secrets=KEYS,
-    )
     server.reset_denials()
     pos = await as_role(server, "pos")
     try:
@@ -267,7 +277,6 @@ async def test_the_client_library_as_pos_runs_a_purchase_on_a_lane_run_as_servic
         assert "no permissions" in await refused(lambda: client.get_lane(rig.instance_id))
     finally:
         await pos.aclose()
-        await rig.process.kill()
 
 
 # ---------------------------------------------------------------------- ops and service
@@ -464,29 +473,17 @@ async def test_a_role_rendered_with_two_passwords_takes_both_until_the_old_one_i
 
 
 async def test_a_lane_rides_out_acl_load_which_drops_every_connection(
-    server: AclRedis, admin: aioredis.Redis, tmp_path: Path, sim: Simulator
+    admin: aioredis.Redis, rig: LaneRig
 ) -> None:
-    rig = await make_rig(
-        admin,
-        server.url("service"),
-        PREFIX,
-        tmp_path,
-        address=sim.terminals[0].ws_url,
-        serial=sim.terminals[0].serial,
-        secrets=KEYS,
-    )
-    try:
-        await rig.process.start()
-        state = await rig.wait_state(status="paired_connected")
-        await acl_load(admin)
+    await rig.process.start()
+    state = await rig.wait_state(status="paired_connected")
+    await acl_load(admin)
 
-        async def beats_again() -> bool:
-            assert rig.process.proc is not None
-            exited = rig.process.proc.returncode
-            assert None is exited, f"the lane exited {exited}: {rig.process.logs()[-1500:]}"
-            now: Any = await admin.hget(keys.state(rig.instance_id), "heartbeat_at")
-            return now is not None and now.decode() != state["heartbeat_at"]
+    async def beats_again() -> bool:
+        assert rig.process.proc is not None
+        exited = rig.process.proc.returncode
+        assert None is exited, f"the lane exited {exited}: {rig.process.logs()[-1500:]}"
+        now: Any = await admin.hget(keys.state(rig.instance_id), "heartbeat_at")
+        return now is not None and now.decode() != state["heartbeat_at"]
 
-        await poll_until(beats_again, "a lane heartbeat after ACL LOAD")
-    finally:
-        await rig.process.kill()
+    await poll_until(beats_again, "a lane heartbeat after ACL LOAD")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,16 +26,10 @@ from multipair.store.secrets_box import MasterKey
 from multipair.store.transactions import TxStore
 from multipair.worker.lane import Lane, LaneDeps
 from tests.poll import poll_until
-from tests.simulator.helpers import KEYS, paired_simulator
+from tests.simulator.helpers import KEYS
 from tests.worker.helpers import WAIT, EventReader
 
 APPROVE = 1000
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    async with paired_simulator(tmp_path / "sim", 1) as simulator:
-        yield simulator
 
 
 @pytest.fixture
