@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import orjson
 
 from tests.poll import poll_until
-from tests.worker.helpers import WAIT
+from tests.worker.helpers import WAIT, LoggedProcess
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ def find_chromium() -> tuple[str, str] | None:
 
 
 @dataclass
-class ConsoleProcess:
+class ConsoleProcess(LoggedProcess):
     """``python -m multipair.cli --json console --port 0``, logging to a file."""
 
     env: dict[str, str]
@@ -71,9 +71,6 @@ class ConsoleProcess:
         assert "serving" == serving["event"], serving
         self.url = str(serving["url"]).rstrip("/")
         return self.url
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     async def stop(self) -> int | None:
         if self.proc is None or self.proc.returncode is not None:

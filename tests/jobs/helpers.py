@@ -28,6 +28,7 @@ from multipair.jobs.settlement import LaneRecord, business_day
 from tests.poll import poll_until
 from tests.simulator.helpers import Control, paired_simulator
 from tests.supervisor.helpers import Fleet, Lane
+from tests.worker.helpers import LoggedProcess
 
 pytest.importorskip("rq", reason="the 'rq' extra is not installed")
 
@@ -44,7 +45,7 @@ def today() -> str:
 
 
 @dataclass
-class RqWorker:
+class RqWorker(LoggedProcess):
     """``rq worker --burst QUEUE`` (one process; each job in a forked work-horse)."""
 
     env: dict[str, str]
@@ -111,14 +112,6 @@ class RqWorker:
                 with contextlib.suppress(FileNotFoundError):
                     children |= {int(p) for p in (task / "children").read_text().split()}
         return children
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @dataclass

@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ from multipair.store.secrets_box import MasterKey
 from multipair.supervisor.control import ControlAction, ControlMessage, owning_host, send_control
 from tests.poll import poll_until
 from tests.simulator.helpers import KEYS
-from tests.worker.helpers import WAIT, Body, EventReader, lane_env
+from tests.worker.helpers import WAIT, Body, EventReader, LoggedProcess, lane_env, send_command
 
 T = TypeVar("T")
 
@@ -63,11 +62,7 @@ class Lane:
     events: EventReader
 
     async def send(self, body: Body) -> str:
-        body.setdefault("command_id", f"c-{uuid.uuid4().hex[:12]}")
-        await self.redis.xadd(
-            self.keys.commands(self.instance_id), {"v": "1", "body": orjson.dumps(body)}
-        )
-        return str(body["command_id"])
+        return await send_command(self.redis, self.keys.commands(self.instance_id), body)
 
     async def answer(self, command_id: str, timeout: float = WAIT) -> Body:
         return await self.events.wait_for(
@@ -128,7 +123,7 @@ class Lane:
 
 
 @dataclass
-class SupervisorProcess:
+class SupervisorProcess(LoggedProcess):
     """``python -m multipair.supervisor`` as ops run it, logging to a file."""
 
     env: dict[str, str]
@@ -164,14 +159,6 @@ class SupervisorProcess:
     async def wait_exit(self, timeout: float = WAIT) -> int:
         assert self.proc is not None
         return await asyncio.wait_for(self.proc.wait(), timeout)
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_events(self) -> list[dict[str, Any]]:
         lines = []

@@ -40,8 +40,36 @@ SERIAL = "SIM-0001"  # the serial of the fixtures' terminal, and make_rig's defa
 Body = dict[str, Any]
 
 
+class LoggedProcess:
+    """What every child process a test runs can do: end it at once, read its log file.
+
+    A subclass (a dataclass) has the ``log_path`` and the ``proc`` it started.
+    """
+
+    log_path: Path
+    proc: asyncio.subprocess.Process | None
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+async def send_command(redis: aioredis.Redis, stream: str, body: Body) -> str:
+    """XADD a command exactly as a POS backend would (v + JSON body); its ``command_id``.
+
+    A body without one is given a fresh ``command_id`` (in place).
+    """
+    body.setdefault("command_id", f"c-{uuid.uuid4().hex[:12]}")
+    await redis.xadd(stream, {"v": "1", "body": orjson.dumps(body)})
+    return str(body["command_id"])
+
+
 @dataclass
-class LaneProcess:
+class LaneProcess(LoggedProcess):
     """``python -m multipair.worker`` for one lane, as the supervisor will run it."""
 
     instance_id: str
@@ -75,19 +103,11 @@ class LaneProcess:
         assert self.proc is not None
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
     async def stop(self) -> int:
         assert self.proc is not None
         if self.proc.returncode is None:
             self.proc.terminate()
         return await asyncio.wait_for(self.proc.wait(), WAIT)
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @dataclass
@@ -159,11 +179,7 @@ class LaneRig:
 
     async def send(self, body: Body) -> str:
         """XADD a command exactly as a POS backend would (v + JSON body)."""
-        body.setdefault("command_id", f"c-{uuid.uuid4().hex[:12]}")
-        await self.redis.xadd(
-            self.keys.commands(self.instance_id), {"v": "1", "body": orjson.dumps(body)}
-        )
-        return str(body["command_id"])
+        return await send_command(self.redis, self.keys.commands(self.instance_id), body)
 
     async def send_raw(self, fields: dict[FieldT, EncodableT]) -> None:
         await self.redis.xadd(self.keys.commands(self.instance_id), fields)
