@@ -11,12 +11,20 @@ from collections.abc import Awaitable, Callable
 from multipair.store.secrets_box import MasterKey
 from multipair.supervisor.control import ControlAction, owning_host
 from tests.poll import poll_until
-from tests.supervisor.helpers import Fleet, Lane, gone, kill9, lane_pids_of
+from tests.supervisor.helpers import Fleet, Lane, SupervisorProcess, gone, kill9, lane_pids_of
 
 HOST = "host-a"
 SLOW_CARD = 1054  # the simulator reads the card for about 3 s (simulator/rules.py)
 SIGNATURE = 1052  # the terminal waits for the POS to accept a signature
 APPROVE = 1000
+
+
+async def _lane_0_running(fleet: Fleet) -> tuple[Lane, SupervisorProcess, int]:
+    """Lane 0 run by a supervisor started on HOST: the lane, the supervisor, the lane's pid."""
+    lane = await fleet.add_lane(0)
+    supervisor = fleet.supervisor(HOST)
+    await supervisor.start()
+    return lane, supervisor, await lane.running()
 
 
 async def test_kill_9_of_one_lane_leaves_four_untouched_and_recovers_its_purchase(
@@ -164,10 +172,7 @@ async def test_lane_stop_is_remembered_across_a_supervisor_restart(fleet: Fleet)
 async def test_lane_restart_through_the_control_stream_starts_a_new_process(
     fleet: Fleet,
 ) -> None:
-    lane = await fleet.add_lane(0)
-    supervisor = fleet.supervisor(HOST)
-    await supervisor.start()
-    pid = await lane.running()
+    lane, _, pid = await _lane_0_running(fleet)
     assert HOST == await owning_host(fleet.redis, fleet.keys, lane.instance_id)
 
     mark = await lane.mark()
@@ -225,10 +230,7 @@ async def test_lanes_die_with_the_supervisor_when_it_is_killed(fleet: Fleet) -> 
 
 
 async def test_a_lane_whose_lease_another_host_took_is_killed_at_once(fleet: Fleet) -> None:
-    lane = await fleet.add_lane(0)
-    supervisor = fleet.supervisor(HOST)
-    await supervisor.start()
-    pid = await lane.running()
+    lane, _, pid = await _lane_0_running(fleet)
     mark = await lane.mark()
 
     lease_key = fleet.keys.lease(lane.instance_id)
@@ -248,10 +250,7 @@ async def test_a_lane_whose_lease_another_host_took_is_killed_at_once(fleet: Fle
 
 
 async def test_a_hung_lane_is_killed_and_restarted(fleet: Fleet) -> None:
-    lane = await fleet.add_lane(0)
-    supervisor = fleet.supervisor(HOST)
-    await supervisor.start()
-    pid = await lane.running()
+    lane, _, pid = await _lane_0_running(fleet)
     mark = await lane.mark()
 
     os.kill(pid, signal.SIGSTOP)  # alive, holding its connection, doing nothing
@@ -265,10 +264,7 @@ async def test_a_hung_lane_is_killed_and_restarted(fleet: Fleet) -> None:
 async def test_a_second_sigterm_kills_the_lanes_releases_the_leases_and_exits_zero(
     fleet: Fleet,
 ) -> None:
-    lane = await fleet.add_lane(0)
-    supervisor = fleet.supervisor(HOST)
-    await supervisor.start()
-    pid = await lane.running()
+    lane, supervisor, pid = await _lane_0_running(fleet)
     never = {"type": "purchase", "pos_ref_id": "n-1", "amount_cents": 1055}  # no answer, ever
     await lane.send(never)
     await lane.wait_state(flow="transaction")
@@ -292,10 +288,7 @@ def _draining(fleet: Fleet) -> Callable[[], Awaitable[bool]]:
 
 
 async def test_a_second_supervisor_with_the_same_host_id_refuses_to_run(fleet: Fleet) -> None:
-    lane = await fleet.add_lane(0)
-    first = fleet.supervisor(HOST)
-    await first.start()
-    pid = await lane.running()
+    lane, first, pid = await _lane_0_running(fleet)
     mark = await lane.mark()
 
     second = fleet.supervisor(HOST)
@@ -322,10 +315,7 @@ async def test_a_second_supervisor_with_the_same_host_id_refuses_to_run(fleet: F
 async def test_a_supervisor_whose_host_id_was_claimed_by_another_kills_its_lanes_and_stops(
     fleet: Fleet,
 ) -> None:
-    lane = await fleet.add_lane(0)
-    supervisor = fleet.supervisor(HOST)
-    await supervisor.start()
-    pid = await lane.running()
+    _, supervisor, pid = await _lane_0_running(fleet)
 
     # As if this process had been frozen past the claim's TTL and another
     # supervisor had started with the same id meanwhile.
@@ -345,10 +335,7 @@ async def test_a_claim_that_lapsed_unclaimed_is_taken_again_and_the_lanes_run_on
     fleet: Fleet,
 ) -> None:
     """As after a Redis outage longer than the claim's TTL: nobody else runs as this host."""
-    lane = await fleet.add_lane(0)
-    supervisor = fleet.supervisor(HOST)
-    await supervisor.start()
-    pid = await lane.running()
+    lane, supervisor, pid = await _lane_0_running(fleet)
     claim = fleet.keys.host_claim(HOST)
     held = await fleet.redis.get(claim)
     await fleet.redis.delete(claim)
