@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 import redis.asyncio as aioredis
 
 from multipair.simulator import Simulator
@@ -73,3 +74,12 @@ async def running_lane(
                 await rig.process.kill()
     finally:
         await redis.aclose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SharedLane]:
+    """The paired lane a module shares (its tests run in the module's event loop)."""
+    async with running_lane(redis_url, Path(tmp_path_factory.mktemp("lane"))) as shared:
+        yield shared

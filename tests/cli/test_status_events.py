@@ -9,25 +9,14 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from tests.cli.conftest import SharedLane, running_lane
+from tests.cli.conftest import SharedLane
 from tests.cli.helpers import Cli
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared(
-    redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[SharedLane]:
-    async with running_lane(redis_url, Path(tmp_path_factory.mktemp("lane"))) as shared:
-        yield shared
 
 
 async def _purchase(lane: SharedLane, ref: str) -> None:

@@ -10,28 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from multipair import broker_schema as bs
-from tests.cli.conftest import SERIAL, SharedLane, running_lane
+from tests.cli.conftest import SERIAL, SharedLane
 from tests.cli.helpers import Cli, Running
 from tests.simulator.helpers import Control
 from tests.worker.helpers import LaneRig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared(
-    redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[SharedLane]:
-    async with running_lane(redis_url, Path(tmp_path_factory.mktemp("lane"))) as shared:
-        yield shared
 
 
 @pytest.fixture
