@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import redis
 from multipair.config import Settings
 from multipair.jobs.config import JobSettings
 from multipair.jobs.schedule import cron_entries
+from tests.deploy.helpers import needs_systemd_analyze, systemd_verify
 from tests.poll import poll_until_sync
 
 pytest.importorskip("supervisor", reason="the 'supervisor' package (supervisord) is not installed")
@@ -116,25 +116,13 @@ def test_the_units_read_the_jobs_env_file_and_are_hardened(unit: str) -> None:
         assert lines["ExecStart"].endswith(" /opt/multipair/deploy/rq/cron.py")
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+@needs_systemd_analyze
 @pytest.mark.parametrize("unit", ["multipair-rq-worker.service", "multipair-rq-cron.service"])
 def test_systemd_analyze_verify_finds_nothing_to_say(unit: str, tmp_path: Path) -> None:
-    text = (
-        (UNITS / unit)
-        .read_text(encoding="utf-8")
-        .replace("/opt/multipair/venv/bin/rq", str(BIN / "rq"))
+    code, about, stderr = systemd_verify(
+        UNITS / unit, tmp_path, "/opt/multipair/venv/bin/rq", str(BIN / "rq")
     )
-    copy = tmp_path / unit
-    copy.write_text(text, encoding="utf-8")
-    done = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(copy)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    about = [line for line in done.stderr.splitlines() if unit in line]
-    assert (0, []) == (done.returncode, about), done.stderr
+    assert (0, []) == (code, about), stderr
 
 
 def test_the_worker_command_line_takes_a_job_from_the_queue(redis_url: str, tmp_path: Path) -> None:

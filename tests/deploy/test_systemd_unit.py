@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import configparser
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
 from multipair.config import Settings
 from multipair.store.secrets_box import MasterKey
 from multipair.supervisor.policy import RestartPolicy
+from tests.deploy.helpers import needs_systemd_analyze, systemd_verify
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "multipair-supervise.service"
 ENV_EXAMPLE = UNIT.with_name("multipair.env.example")
@@ -99,20 +96,12 @@ def test_the_example_env_file_it_names_is_settings_multipair_accepts(tmp_path: P
     assert ("json", 30.0) == (settings.log_format, settings.drain_timeout_s)
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+@needs_systemd_analyze
 def test_systemd_analyze_verify_finds_nothing_to_say(tmp_path: Path) -> None:
-    # verify insists the ExecStart binary exists: point it at this virtualenv's.
-    text = UNIT.read_text(encoding="utf-8").replace(
-        "/opt/multipair/venv/bin/multipair", str(Path(sys.executable).parent / "multipair")
+    code, about_the_unit, stderr = systemd_verify(
+        UNIT,
+        tmp_path,
+        "/opt/multipair/venv/bin/multipair",
+        str(Path(sys.executable).parent / "multipair"),
     )
-    copy = tmp_path / UNIT.name
-    copy.write_text(text, encoding="utf-8")
-    done = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(copy)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    about_the_unit = [line for line in done.stderr.splitlines() if UNIT.name in line]
-    assert (0, []) == (done.returncode, about_the_unit), done.stderr
+    assert (0, []) == (code, about_the_unit), stderr
