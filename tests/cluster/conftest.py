@@ -18,8 +18,13 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from multipair.embedded import RedisCluster, RedisServerError, cluster_support_problem
+from multipair.embedded import RedisCluster, cluster_support_problem
 from multipair.redis_conn import connect, is_cluster
+from tests.redis_server import running_for_session
+from tests.worker.helpers import control, lane, paired_at_start, rig, sim
+
+# The worker tests imported here find their one-terminal, one-lane fixtures here.
+__all__ = ["control", "lane", "paired_at_start", "rig", "sim"]
 
 
 @pytest.fixture(scope="session")
@@ -28,13 +33,7 @@ def redis_cluster() -> Iterator[RedisCluster]:
     problem = cluster_support_problem()
     if problem is not None:
         pytest.skip(f"cannot start a Redis Cluster: {problem}")
-    cluster = RedisCluster(masters=3)
-    try:
-        cluster.start()
-    except RedisServerError as exc:
-        pytest.fail(f"could not start a Redis Cluster: {exc}")
-    yield cluster
-    cluster.stop()
+    yield from running_for_session(RedisCluster(masters=3), "a Redis Cluster")
 
 
 @pytest.fixture(scope="session")
