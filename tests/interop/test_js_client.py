@@ -65,7 +65,7 @@ from structlog.testing import capture_logs
 
 from multipair.simulator import SimulatedTerminal, Simulator
 from multipair.spi.crypto import Secrets
-from tests.simulator.helpers import KEYS, Control, seed_paired_state
+from tests.simulator.helpers import KEYS, Control, paired_simulator, seed_paired_state
 
 JS_DIR = Path(__file__).parent / "js"
 HARNESS = JS_DIR / "harness.mjs"
@@ -253,8 +253,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 async def paired_sim(tmp_path: Path) -> AsyncIterator[Simulator]:
     """One terminal that already paired with POS1 (the test keys), as after a restart."""
-    seed_paired_state(tmp_path / "state", "SIM-0001")
-    async with Simulator(1, state_dir=tmp_path / "state") as simulator:
+    async with paired_simulator(tmp_path / "state", 1) as simulator:
         yield simulator
 
 

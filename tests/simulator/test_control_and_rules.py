@@ -13,31 +13,15 @@ import pytest
 from multipair.simulator import Behaviour, Simulator, behaviour_for_amount
 from multipair.spi.crypto import Secrets
 from multipair.spi.envelope import Message
-from tests.simulator.helpers import KEYS, Control, RawPos, seed_paired_state
+from tests.simulator.helpers import KEYS, Control, RawPos
 
 SERIAL = "SIM-0001"
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    seed_paired_state(tmp_path / "state", SERIAL)
-    async with Simulator(1, state_dir=tmp_path / "state") as simulator:
-        # Keep the timed behaviours short; their length is not what these tests check.
-        terminal = simulator.terminals[0]
-        terminal.settings.slow_card_seconds = 0.2
-        terminal.settings.processing_seconds = 0.3
-        yield simulator
-
-
-@pytest.fixture
-def control(sim: Simulator, http: aiohttp.ClientSession) -> Control:
-    return Control(http, sim.control_url)
+def timings() -> tuple[float, float]:
+    """Keep the timed behaviours short; their length is not what these tests check."""
+    return 0.2, 0.3
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -41,7 +40,7 @@ from multipair.spi.pos import (
     TransactionRequestSent,
     TransactionUpdate,
 )
-from tests.simulator.helpers import KEYS, Control, seed_paired_state
+from tests.simulator.helpers import KEYS, Control
 
 SERIAL = "SIM-0001"
 TIMEOUT = 15.0  # any single wait; recoveries include the 1.5 s reconnect pause
@@ -57,20 +56,9 @@ def purchase(ref: str, amount: int, **extra: Any) -> m.PurchaseRequest:
 
 
 @pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    """One terminal already paired with POS1 under the test keys."""
-    seed_paired_state(tmp_path / "state", SERIAL)
-    async with Simulator(1, state_dir=tmp_path / "state") as simulator:
-        # Keep the timed behaviours short; the rules, not their length, are under test.
-        simulator.terminals[0].settings.slow_card_seconds = 1.0
-        simulator.terminals[0].settings.processing_seconds = 1.0
-        yield simulator
-
-
-@pytest.fixture
-async def control(sim: Simulator) -> AsyncIterator[Control]:
-    async with aiohttp.ClientSession() as http:
-        yield Control(http, sim.control_url)
+def timings() -> tuple[float, float]:
+    """Keep the timed behaviours short; the rules, not their length, are under test."""
+    return 1.0, 1.0
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -15,25 +14,6 @@ from websockets.exceptions import InvalidStatus
 from multipair.simulator import Simulator
 from multipair.spi.envelope import Generation
 from tests.simulator.helpers import KEYS, Control, RawPos, seed_paired_state
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    """One terminal already paired with POS1 (seeded state), free ports."""
-    seed_paired_state(tmp_path / "state", "SIM-0001")
-    async with Simulator(1, state_dir=tmp_path / "state") as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def control(sim: Simulator, http: aiohttp.ClientSession) -> Control:
-    return Control(http, sim.control_url)
 
 
 async def connect(sim: Simulator, **kwargs: object) -> RawPos:
