@@ -3,15 +3,44 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from multipair.simulator import Simulator
 from tests.poll import poll_until
 from tests.simulator.helpers import KEYS, seed_paired_state
-from tests.worker.helpers import WAIT, make_rig
+from tests.worker.helpers import WAIT, LaneRig, make_rig
 
 SERIAL = "SIM-0001"
+
+
+async def _auto_address_rig(
+    redis: aioredis.Redis,
+    redis_url: str,
+    key_prefix: str,
+    tmp_path: Path,
+    sim: Simulator,
+    *,
+    api_key: str,
+    **profile_fields: Any,
+) -> LaneRig:
+    """A paired lane that finds its terminal through ``sim``'s device-address service."""
+    return await make_rig(
+        redis,
+        redis_url,
+        key_prefix,
+        tmp_path,
+        address=None,
+        secrets=KEYS,
+        auto_address=True,
+        tenant_code="wbc",  # §13.2: keeps the port the service reports
+        env={
+            "MULTIPAIR_DEVICE_API_KEY": api_key,
+            "MULTIPAIR_DEVICE_ADDRESS_BASE_URL": sim.device_address_url,
+        },
+        **profile_fields,
+    )
 
 
 async def test_auto_address_resolves_the_terminal_through_the_device_address_service(
@@ -19,20 +48,8 @@ async def test_auto_address_resolves_the_terminal_through_the_device_address_ser
 ) -> None:
     seed_paired_state(tmp_path / "sim", SERIAL)
     async with Simulator(1, state_dir=tmp_path / "sim", device_api_key="dev-key") as sim:
-        rig = await make_rig(
-            redis,
-            redis_url,
-            key_prefix,
-            tmp_path,
-            address=None,
-            secrets=KEYS,
-            auto_address=True,
-            tenant_code="wbc",  # §13.2: keeps the port the service reports
-            test_mode=True,
-            env={
-                "MULTIPAIR_DEVICE_API_KEY": "dev-key",
-                "MULTIPAIR_DEVICE_ADDRESS_BASE_URL": sim.device_address_url,
-            },
+        rig = await _auto_address_rig(
+            redis, redis_url, key_prefix, tmp_path, sim, api_key="dev-key", test_mode=True
         )
         await rig.process.start()
         try:
@@ -50,19 +67,8 @@ async def test_a_wrong_device_api_key_is_reported_and_the_lane_keeps_running(
     redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
     async with Simulator(1, device_api_key="dev-key") as sim:
-        rig = await make_rig(
-            redis,
-            redis_url,
-            key_prefix,
-            tmp_path,
-            address=None,
-            secrets=KEYS,
-            auto_address=True,
-            tenant_code="wbc",
-            env={
-                "MULTIPAIR_DEVICE_API_KEY": "wrong-key",
-                "MULTIPAIR_DEVICE_ADDRESS_BASE_URL": sim.device_address_url,
-            },
+        rig = await _auto_address_rig(
+            redis, redis_url, key_prefix, tmp_path, sim, api_key="wrong-key"
         )
         await rig.process.start()
         try:
