@@ -21,10 +21,9 @@ import redis.asyncio as aioredis
 
 from multipair.simulator import Simulator
 from tests.cli.helpers import Cli
-from tests.simulator.helpers import KEYS, seed_paired_state
-from tests.worker.helpers import LaneRig, make_rig
-
-SERIAL = "SIM-0001"
+from tests.simulator.helpers import KEYS
+from tests.worker.helpers import SERIAL as SERIAL  # re-exported: the terminal the CLI tests drive
+from tests.worker.helpers import LaneRig, make_rig, one_terminal
 
 
 @pytest.fixture
@@ -53,11 +52,8 @@ async def running_lane(
     """A simulator and a lane process on a fresh key prefix; paired unless told otherwise."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
     redis = aioredis.Redis.from_url(redis_url)
-    state_dir = tmp_path / "sim"
-    if paired:
-        seed_paired_state(state_dir, SERIAL)  # the terminal already knows POS1 with KEYS
     try:
-        async with Simulator(1, state_dir=state_dir, pairing=pairing) as sim:
+        async with one_terminal(tmp_path / "sim", paired=paired, pairing=pairing) as sim:
             rig = await make_rig(
                 redis,
                 redis_url,

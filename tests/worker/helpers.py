@@ -328,6 +328,16 @@ async def make_rig(
     )
 
 
+def one_terminal(state_dir: Path, *, paired: bool, pairing: str = "auto") -> Simulator:
+    """A simulator of one terminal (:data:`SERIAL`), its state in ``state_dir``.
+
+    ``paired``: it already knows POS1 with the test keys (:data:`KEYS`).
+    """
+    if paired:
+        seed_paired_state(state_dir, SERIAL)
+    return Simulator(1, state_dir=state_dir, pairing=pairing)
+
+
 # ---------------------------------------------------------------------------
 # Fixtures: one terminal (SIM-0001) and one lane process for it
 
@@ -345,11 +355,8 @@ def paired_at_start() -> bool:
 @pytest.fixture
 async def sim(tmp_path: Path, paired_at_start: bool) -> AsyncIterator[Simulator]:
     """One simulated terminal: already knows POS1 with the test keys, or (unpaired) manual."""
-    state_dir = tmp_path / "sim"
-    if paired_at_start:
-        seed_paired_state(state_dir, SERIAL)
     pairing = "auto" if paired_at_start else "manual"
-    async with Simulator(1, state_dir=state_dir, pairing=pairing) as simulator:
+    async with one_terminal(tmp_path / "sim", paired=paired_at_start, pairing=pairing) as simulator:
         yield simulator
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
 from multipair.simulator import Simulator
-from tests.simulator.helpers import KEYS, seed_paired_state
+from tests.simulator.helpers import KEYS
 from tests.worker.helpers import LaneRig, make_rig
 
 SERIAL = "SIM-0001"
@@ -72,22 +70,6 @@ async def test_pairing_works_entirely_through_commands_and_events(
             await rig.process.kill()
 
 
-@pytest.fixture
-async def lane(
-    redis: aioredis.Redis, redis_url: str, key_prefix: str, tmp_path: Path
-) -> AsyncIterator[tuple[LaneRig, Simulator]]:
-    state_dir = tmp_path / "sim"
-    seed_paired_state(state_dir, SERIAL)
-    async with Simulator(1, state_dir=state_dir) as sim:
-        rig = await make_rig(
-            redis, redis_url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
-        )
-        await rig.process.start()
-        await rig.wait_state(status="paired_connected")
-        yield rig, sim
-        await rig.process.kill()
-
-
 def _malformed(rng: random.Random, i: int) -> tuple[dict[FieldT, EncodableT], str]:
     """One bad stream entry and the reason the lane must give for it."""
     good = {
@@ -124,10 +106,8 @@ def _malformed(rng: random.Random, i: int) -> tuple[dict[FieldT, EncodableT], st
     return {"v": "1", "body": orjson.dumps({**good, "amount_cents": True})}, "wrong_type"
 
 
-async def test_a_thousand_malformed_commands_never_stop_the_valid_ones(
-    lane: tuple[LaneRig, Simulator],
-) -> None:
-    await check_malformed_commands(lane[0], 1000)
+async def test_a_thousand_malformed_commands_never_stop_the_valid_ones(lane: LaneRig) -> None:
+    await check_malformed_commands(lane, 1000)
 
 
 async def check_malformed_commands(rig: LaneRig, count: int) -> None:
@@ -163,27 +143,25 @@ async def check_malformed_commands(rig: LaneRig, count: int) -> None:
 
 
 async def test_garbage_from_the_terminal_is_counted_and_the_lane_goes_on(
-    lane: tuple[LaneRig, Simulator],
+    lane: LaneRig, sim: Simulator
 ) -> None:
-    rig, sim = lane
     async with aiohttp.ClientSession() as http:
         for kind in ("garbage", "bad_signature"):
             async with http.post(
                 f"{sim.control_url}/terminals/{SERIAL}/inject", json={"kind": kind}
             ) as response:
                 assert 200 == response.status
-    await rig.wait_state(frames_rejected="2")
-    done = await rig.answer(
-        await rig.send({"type": "purchase", "pos_ref_id": "after-garbage", "amount_cents": 100})
+    await lane.wait_state(frames_rejected="2")
+    done = await lane.answer(
+        await lane.send({"type": "purchase", "pos_ref_id": "after-garbage", "amount_cents": 100})
     )
     assert "success" == done["result"]
-    assert 1 == len(rig.events.of_type("lane_started"))
+    assert 1 == len(lane.events.of_type("lane_started"))
 
 
-async def test_no_key_material_in_logs_or_events(lane: tuple[LaneRig, Simulator]) -> None:
-    rig, sim = lane
-    await rig.answer(
-        await rig.send({"type": "purchase", "pos_ref_id": "sc-1", "amount_cents": 100})
+async def test_no_key_material_in_logs_or_events(lane: LaneRig, sim: Simulator) -> None:
+    await lane.answer(
+        await lane.send({"type": "purchase", "pos_ref_id": "sc-1", "amount_cents": 100})
     )
     async with (  # roll the keys: new key material appears
         aiohttp.ClientSession() as http,
@@ -191,14 +169,14 @@ async def test_no_key_material_in_logs_or_events(lane: tuple[LaneRig, Simulator]
     ):
         assert 200 == r.status
     rolled = KEYS.rolled()
-    await rig.answer(
-        await rig.send({"type": "purchase", "pos_ref_id": "sc-2", "amount_cents": 100})
+    await lane.answer(
+        await lane.send({"type": "purchase", "pos_ref_id": "sc-2", "amount_cents": 100})
     )
-    stored = await rig.profiles.load_secrets(rig.instance_id)
+    stored = await lane.profiles.load_secrets(lane.instance_id)
     assert stored is not None
     assert stored.same_as(rolled)  # persisted after the roll
-    await rig.events.poll(0)
-    haystack = (rig.process.logs() + orjson.dumps(rig.events.seen).decode()).lower()
+    await lane.events.poll(0)
+    haystack = (lane.process.logs() + orjson.dumps(lane.events.seen).decode()).lower()
     assert haystack
     for secrets in (KEYS, rolled):
         for key in (secrets.enc_key, secrets.hmac_key):
