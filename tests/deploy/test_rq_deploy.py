@@ -30,25 +30,12 @@ pytest.importorskip("rq", reason="the 'rq' extra is not installed")
 
 from rq import Queue
 from rq.job import JobStatus
-from supervisor.options import ServerOptions, UnhosedConfigParser
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-CONF = DEPLOY / "supervisord.conf"
+from tests.deploy.supervisord_conf import DEPLOY, shipped_program
+
 UNITS = DEPLOY / "systemd"
 ENV_EXAMPLE = UNITS / "multipair-jobs.env.example"
 BIN = Path(sys.executable).parent
-
-
-def program(name: str, log_dir: Path) -> tuple[object, dict[str, str]]:
-    parser = UnhosedConfigParser()
-    assert [str(CONF)] == parser.read(str(CONF))
-    section = f"program:{name}"
-    raw = dict(parser.items(section))
-    parser.set(section, "stdout_logfile", str(log_dir / Path(raw["stdout_logfile"]).name))
-    options = ServerOptions()
-    options.here = str(DEPLOY)
-    [config] = options.processes_from_section(parser, section, name)
-    return config, raw
 
 
 def env_file(path: Path) -> dict[str, str]:
@@ -61,30 +48,30 @@ def env_file(path: Path) -> dict[str, str]:
 
 
 def test_the_worker_program_runs_rq_worker_on_the_jobs_queue(tmp_path: Path) -> None:
-    config, _ = program("multipair-rq-worker", tmp_path)
-    argv = config.command.split()  # type: ignore[attr-defined]
+    config, _ = shipped_program("multipair-rq-worker", tmp_path)
+    argv = config.command.split()
     assert Path(argv[0]).is_absolute()
     assert ["rq", "worker", "--with-scheduler", JobSettings().queue] == [
         Path(argv[0]).name,
         *argv[1:],
     ]
-    env = config.environment  # type: ignore[attr-defined]
+    env = config.environment
     assert env["RQ_REDIS_URL"].startswith("redis://")
     assert env["MULTIPAIR_REDIS_URL"].startswith("redis://multipair-service:")
     assert not {"MULTIPAIR_MASTER_KEY", "MULTIPAIR_MASTER_KEY_FILE"} & set(env)
-    assert config.autostart  # type: ignore[attr-defined]
+    assert config.autostart
     # SIGTERM is RQ's warm shutdown: the running job may finish first.
-    assert config.stopwaitsecs >= 60  # type: ignore[attr-defined]
+    assert config.stopwaitsecs >= 60
 
 
 def test_the_cron_program_is_off_unless_chosen_and_loads_the_cron_file(tmp_path: Path) -> None:
-    config, _ = program("multipair-rq-cron", tmp_path)
-    argv = config.command.split()  # type: ignore[attr-defined]
+    config, _ = shipped_program("multipair-rq-cron", tmp_path)
+    argv = config.command.split()
     assert ("rq", "cron") == (Path(argv[0]).name, argv[1])
     assert argv[2] == "/opt/multipair/deploy/rq/cron.py"
     assert (DEPLOY / "rq" / "cron.py").is_file()
-    assert not config.autostart  # type: ignore[attr-defined]  # one host only: opt in
-    env = config.environment  # type: ignore[attr-defined]
+    assert not config.autostart  # one host only: opt in
+    env = config.environment
     assert "TZ" in env
     entries = cron_entries(JobSettings.from_env(env))
     assert ["30 23 * * *"] == [e.cron for e in entries]
@@ -127,8 +114,8 @@ def test_systemd_analyze_verify_finds_nothing_to_say(unit: str, tmp_path: Path) 
 
 def test_the_worker_command_line_takes_a_job_from_the_queue(redis_url: str, tmp_path: Path) -> None:
     """The shipped command, against the test Redis, with RQ_REDIS_URL as the env file sets it."""
-    config, _ = program("multipair-rq-worker", tmp_path)
-    argv = config.command.split()  # type: ignore[attr-defined]
+    config, _ = shipped_program("multipair-rq-worker", tmp_path)
+    argv = config.command.split()
     argv[0] = str(BIN / "rq")
     connection = redis.Redis.from_url(redis_url)
     try:

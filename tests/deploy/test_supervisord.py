@@ -51,8 +51,8 @@ from supervisor.options import ProcessConfig, ServerOptions, UnhosedConfigParser
 from supervisor.process import RestartUnconditionally
 from supervisor.xmlrpc import SupervisorTransport
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-CONF = DEPLOY / "supervisord.conf"
+from tests.deploy.supervisord_conf import CONF, shipped_program
+
 PROGRAM = "multipair-supervise"
 SECTION = f"program:{PROGRAM}"
 BIN = Path(sys.executable).parent
@@ -62,22 +62,6 @@ START_TIMEOUT_S = 60.0
 """supervisord start + ``startsecs`` + the supervisor's preload: a few seconds normally."""
 STOP_TIMEOUT_S = 60.0
 """More than ``stopwaitsecs``: a stop that needed supervisord's SIGKILL still ends in time."""
-
-
-def shipped_program(log_dir: Path) -> tuple[ProcessConfig, dict[str, str]]:
-    """The program section as shipped, through supervisor's parser, and its raw options.
-
-    Only the log file moves to ``log_dir``: supervisor refuses a log path whose
-    directory does not exist, and /var/log/multipair does not exist here.
-    """
-    parser = UnhosedConfigParser()
-    assert [str(CONF)] == parser.read(str(CONF))
-    raw = dict(parser.items(SECTION))
-    parser.set(SECTION, "stdout_logfile", str(log_dir / Path(raw["stdout_logfile"]).name))
-    options = ServerOptions()
-    options.here = str(DEPLOY)
-    [program] = options.processes_from_section(parser, SECTION, PROGRAM)
-    return program, raw
 
 
 def drain_bound(program: ProcessConfig) -> RestartPolicy:
@@ -90,7 +74,7 @@ def drain_bound(program: ProcessConfig) -> RestartPolicy:
 
 
 def test_the_program_runs_multipair_supervise_with_this_hosts_name(tmp_path: Path) -> None:
-    program, raw = shipped_program(tmp_path)
+    program, raw = shipped_program(PROGRAM, tmp_path)
     argv = program.command.split()
     assert "%(host_node_name)s" in raw["command"]
     assert Path(argv[0]).is_absolute(), "supervisord's PATH is not the virtualenv's"
@@ -99,7 +83,7 @@ def test_the_program_runs_multipair_supervise_with_this_hosts_name(tmp_path: Pat
 
 
 def test_the_program_is_stopped_the_way_the_drain_needs(tmp_path: Path) -> None:
-    program, _ = shipped_program(tmp_path)
+    program, _ = shipped_program(PROGRAM, tmp_path)
     policy = drain_bound(program)
     assert (True, True, signal.SIGTERM) == (
         program.stopasgroup,
@@ -116,7 +100,7 @@ def test_the_program_is_stopped_the_way_the_drain_needs(tmp_path: Path) -> None:
 
 
 def test_the_program_logs_to_a_rotated_file_with_stderr_folded_in(tmp_path: Path) -> None:
-    program, raw = shipped_program(tmp_path)
+    program, raw = shipped_program(PROGRAM, tmp_path)
     assert program.redirect_stderr
     assert raw["stdout_logfile"].startswith("/var/log/multipair/")
     assert program.stdout_logfile_maxbytes > 0
@@ -124,7 +108,7 @@ def test_the_program_logs_to_a_rotated_file_with_stderr_folded_in(tmp_path: Path
 
 
 def test_the_program_environment_names_redis_and_a_master_key_file(tmp_path: Path) -> None:
-    program, _ = shipped_program(tmp_path)
+    program, _ = shipped_program(PROGRAM, tmp_path)
     env = program.environment
     assert env["MULTIPAIR_REDIS_URL"].startswith(("redis://", "rediss://", "unix://"))
     assert Path(env["MULTIPAIR_MASTER_KEY_FILE"]).is_absolute()
