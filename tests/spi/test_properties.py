@@ -176,6 +176,18 @@ def test_stamped_message_decodes_to_what_was_encoded(
 # --- tampering ------------------------------------------------------------------------
 
 
+def _flip_one_letter(frame: dict[str, Any], field: str, position: int) -> None:
+    """Swap the case of one letter of ``frame[field]``: the ``position``-th (wrapping).
+
+    An example whose text has no letter is rejected (hypothesis ``assume``).
+    """
+    text: str = frame[field]
+    letters = [i for i, char in enumerate(text) if char.isalpha()]
+    assume(letters)
+    index = letters[position % len(letters)]
+    frame[field] = text[:index] + text[index].swapcase() + text[index + 1 :]
+
+
 def _encrypted_frame(
     secrets: Secrets, generation: Generation, event: str, data: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -240,11 +252,7 @@ def test_case_flip_in_enc_is_rejected_because_the_hmac_covers_the_text(
     secrets: Secrets, generation: Generation, event: str, position: int, strict: bool
 ) -> None:
     frame = _encrypted_frame(secrets, generation, event, None)
-    enc: str = frame["enc"]
-    letters = [i for i, char in enumerate(enc) if char.isalpha()]
-    assume(letters)
-    index = letters[position % len(letters)]
-    frame["enc"] = enc[:index] + enc[index].swapcase() + enc[index + 1 :]
+    _flip_one_letter(frame, "enc", position)
 
     actual = decode_frame(orjson.dumps(frame), secrets, strict_hmac_case=strict)
 
@@ -265,10 +273,7 @@ def test_case_flip_in_hmac_is_rejected_only_under_strict_case(
 ) -> None:
     frame = _encrypted_frame(secrets, generation, event, None)
     mac: str = frame["hmac"]
-    letters = [i for i, char in enumerate(mac) if char.isalpha()]
-    assume(letters)
-    index = letters[position % len(letters)]
-    frame["hmac"] = mac[:index] + mac[index].swapcase() + mac[index + 1 :]
+    _flip_one_letter(frame, "hmac", position)
     flipped = orjson.dumps(frame)
 
     strict = decode_frame(flipped, secrets, strict_hmac_case=True)
