@@ -252,6 +252,8 @@ def template_main(argv: Sequence[str] | None = None) -> int:
     preload = opts.get("--preload")
     for name in PRELOAD if preload is None else [p for p in preload.split(",") if p]:
         importlib.import_module(name)
+    if "multipair.worker.__main__" in sys.modules:
+        sys.modules["multipair.worker.__main__"].prepare_for_fork()
     return _Template(sock).serve()
 
 

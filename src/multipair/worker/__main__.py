@@ -28,6 +28,7 @@ from multipair.hardening import forget_secret_env, guard_process, process_guards
 from multipair.leases import LeaseLost
 from multipair.logs import configure_logging, get_logger
 from multipair.redis_conn import connect
+from multipair.spi import messages
 from multipair.store.profiles import ProfileStore
 from multipair.store.transactions import TxStore
 from multipair.worker.lane import READ_BLOCK_MARGIN_MS, READ_BLOCK_MS, Lane, LaneDeps
@@ -43,6 +44,16 @@ LANE_SOCKET_TIMEOUT_S = (READ_BLOCK_MS + READ_BLOCK_MARGIN_MS) / 1000
 """The lane's Redis socket timeout: its blocking command read (10 s) plus a margin."""
 LANE_MAX_CONNECTIONS = 8
 """The lane's Redis pool: a command waits for a free connection past this many."""
+
+
+def prepare_for_fork() -> None:
+    """Work a lane would do on its first transaction, done once in the template.
+
+    The supervisor's template calls this before it forks lanes: whatever is
+    derived here is shared by every lane, copy-on-write, instead of being
+    derived again, privately, in each (the message codecs read type hints).
+    """
+    messages.warm()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,11 +24,14 @@ core (STYLE.md 1).
 
 from __future__ import annotations
 
+import dataclasses
+
 from multipair.spi.messages._wire import (
     MAX_AMOUNT,
     as_bool,
     as_int,
     as_str,
+    specs,
 )
 from multipair.spi.messages.base import (
     Request,
@@ -202,4 +205,17 @@ __all__ = [
     "build_message",
     "parse_request",
     "parse_terminal_message",
+    "warm",
 ]
+
+
+def warm() -> None:
+    """Derive every message class's codec now, instead of at its first use.
+
+    A lane's supervisor forks lanes from a template process: what the
+    template derived before the fork is shared by every lane, what a lane
+    derives itself costs it private memory (``specs`` reads type hints).
+    """
+    for value in list(globals().values()):
+        if isinstance(value, type) and dataclasses.is_dataclass(value):
+            specs(value)
