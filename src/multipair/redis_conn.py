@@ -505,8 +505,21 @@ async def connect(url: str, *, max_connections: int | None = None, **kwargs: Any
     ``ConnectionError`` too), so callers report an unreachable Redis as before. A
     server that refuses ``INFO`` (ACL) is taken as standalone. The cluster
     client has already read the slot map when it is returned.
+
+    A ``redis+sentinel://`` URL gives a ``Redis`` on the primary the Sentinels
+    name (module docstring); the probe is then asking them for its address
+    (``MasterNotFoundError``, a ``ConnectionError``, when none answers or none
+    knows a primary).
     """
     kwargs = _with_driver(kwargs)
+    if is_sentinel_url(url):
+        client = _sentinel_client(url, kwargs, max_connections)
+        try:
+            await cast(_SentinelPool, client.connection_pool).get_master_address()
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
     probe = Redis.from_url(url, **_probe_kwargs(kwargs))
     try:
         try:

@@ -136,7 +136,8 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--redis-url",
         default=absent,
         metavar="URL",
-        help="the lanes' Redis: redis://, rediss:// or unix:// (default: $MULTIPAIR_REDIS_URL)",
+        help="the lanes' Redis: redis://, rediss://, unix:// or redis+sentinel://HOSTS/MASTER "
+        "(default: $MULTIPAIR_REDIS_URL, or $MULTIPAIR_REDIS_SENTINELS)",
     )
     group.add_argument(
         "--prefix", default=absent, help="key prefix (default: $MULTIPAIR_PREFIX or 'mp')"
@@ -366,7 +367,9 @@ async def _with_client(ctx: Context, function: ClientCommand) -> int:
     settings = ctx.settings()
     configure_logging(settings.log_format, level=logging.WARNING)  # on stderr: stdout is data
     if settings.redis_url is None:
-        raise ConfigurationError("no Redis: set MULTIPAIR_REDIS_URL or pass --redis-url URL")
+        raise ConfigurationError(
+            "no Redis: set MULTIPAIR_REDIS_URL (or MULTIPAIR_REDIS_SENTINELS) or pass --redis-url URL"
+        )
     try:  # connect() talks to the server (a single one, or any node of a Redis Cluster)
         redis = await connect(
             settings.redis_url,
