@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 import redis
 
@@ -83,7 +83,7 @@ class SentinelProcess:
                     f"port {port}\nbind 127.0.0.1\ndaemonize no\n"
                     f'dir "{self.folder}"\nlogfile "{self.folder / "sentinel.log"}"\n{config}'
                 )
-            process = subprocess.Popen(  # noqa: S603 - our redis-server, our config
+            process = subprocess.Popen(
                 [executable, str(conf), "--sentinel"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -266,7 +266,7 @@ class SentinelDeployment:
             time.sleep(0.1)
 
     def _master_state(self, sentinel: SentinelProcess) -> dict[str, str]:
-        client = sentinel.client()
+        client: Any = sentinel.client()
         try:
             raw = client.execute_command("SENTINEL", "MASTER", self.master_name)
         except redis.RedisError:
@@ -309,7 +309,7 @@ class SentinelDeployment:
         """The primary most Sentinels name now (``SENTINEL get-master-addr-by-name``)."""
         votes: dict[tuple[str, int], int] = {}
         for sentinel in self.sentinels:
-            client = sentinel.client()
+            client: Any = sentinel.client()
             try:
                 answer = client.execute_command(
                     "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name

@@ -515,7 +515,8 @@ async def connect(url: str, *, max_connections: int | None = None, **kwargs: Any
     if is_sentinel_url(url):
         client = _sentinel_client(url, kwargs, max_connections)
         try:
-            await cast(_SentinelPool, client.connection_pool).get_master_address()
+            pool: Any = client.connection_pool  # a _SentinelPool (redis-py leaves it untyped)
+            await pool.get_master_address()
         except BaseException:
             await client.aclose()
             raise

@@ -15,6 +15,7 @@ import redis
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue
+from rq.job import Job
 
 from multipair.client import AsyncClient, Client
 from multipair.config import Settings
@@ -170,8 +171,8 @@ async def test_rq_queues_behind_sentinels_and_its_worker_runs_the_job(
             check=False,
         )
         assert 0 == worker.returncode, worker.stderr[-2000:]
-        job.refresh()
-        assert ("finished", os.getcwd()) == (job.get_status(), job.return_value())
+        done = Job.fetch(job.id, connection=connection)
+        assert ("finished", os.getcwd()) == (done.get_status(), done.return_value())
     finally:
         connection.close()
     other = RQRedis.from_url(sentinels.primary().url)  # any other URL reads as before

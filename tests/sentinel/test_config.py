@@ -211,5 +211,5 @@ def test_an_error_never_quotes_a_password() -> None:
 def test_rq_may_keep_its_queues_behind_sentinels_too() -> None:
     url = "redis+sentinel://h:1/rq"
     assert url == JobSettings.from_env({"MULTIPAIR_RQ_REDIS_URL": url}).rq_redis_url
-    with pytest.raises(ConfigurationError, match="^MULTIPAIR_RQ_REDIS_URL: a Sentinel URL"):
+    with pytest.raises(ConfigurationError, match=r"^MULTIPAIR_RQ_REDIS_URL: a Sentinel URL"):
         JobSettings.from_env({"MULTIPAIR_RQ_REDIS_URL": "redis+sentinel://h:1/"})

@@ -368,7 +368,8 @@ async def _with_client(ctx: Context, function: ClientCommand) -> int:
     configure_logging(settings.log_format, level=logging.WARNING)  # on stderr: stdout is data
     if settings.redis_url is None:
         raise ConfigurationError(
-            "no Redis: set MULTIPAIR_REDIS_URL (or MULTIPAIR_REDIS_SENTINELS) or pass --redis-url URL"
+            "no Redis: set MULTIPAIR_REDIS_URL (or MULTIPAIR_REDIS_SENTINELS) "
+            "or pass --redis-url URL"
         )
     try:  # connect() talks to the server (a single one, or any node of a Redis Cluster)
         redis = await connect(
