@@ -91,7 +91,7 @@ async def test_a_demoted_primary_answering_readonly_sends_the_client_to_the_new_
         with redis.Redis.from_url(old.url, decode_responses=True) as demoted:
 
             def replica() -> bool:
-                return "slave" == demoted.info("replication")["role"]
+                return "slave" == str(demoted.info("replication")["role"])
 
             deadline = time.monotonic() + 20
             while not replica():
