@@ -367,10 +367,7 @@ async def _with_client(ctx: Context, function: ClientCommand) -> int:
     settings = ctx.settings()
     configure_logging(settings.log_format, level=logging.WARNING)  # on stderr: stdout is data
     if settings.redis_url is None:
-        raise ConfigurationError(
-            "no Redis: set MULTIPAIR_REDIS_URL (or MULTIPAIR_REDIS_SENTINELS) "
-            "or pass --redis-url URL"
-        )
+        raise ConfigurationError("no Redis: set MULTIPAIR_REDIS_URL or pass --redis-url URL")
     try:  # connect() talks to the server (a single one, or any node of a Redis Cluster)
         redis = await connect(
             settings.redis_url,
