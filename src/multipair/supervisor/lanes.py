@@ -10,6 +10,13 @@ about the same event (the lease keeping changes lease fields only).
 A lane is started only under a lease just taken (or still held and
 renewed); a lease left by an earlier run of this host is released and taken
 afresh, so anything still holding the old token is fenced off.
+
+With ``MULTIPAIR_REDIS_MIN_REPLICAS`` above 0 a lease just taken is used
+only once its fencing-counter increment is confirmed on that many replicas
+(:mod:`multipair.store.durable`): a token a failover could lose might be
+drawn again by the next owner, so an unconfirmed one is released unused
+and the lane is tried again on a later tick. Tokens in use therefore stay
+strictly increasing across a failover.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from multipair.exceptions import RetryLater
 from multipair.leases import Lease, LeaseManager
 from multipair.logs import get_logger
 from multipair.redis_conn import text_map
+from multipair.store.durable import Durability, replica_wait
 from multipair.supervisor.decide import (
     Action,
     Kill,
@@ -91,6 +99,10 @@ class LaneKeeper:
         self.runs: dict[str, LaneRun] = {}
         self._pids: dict[int, str] = {}
         self._heartbeat_raw: dict[str, str] = {}
+        self._replicas = replica_wait(
+            redis,
+            Durability(min_replicas=settings.redis_min_replicas, wait_ms=settings.redis_wait_ms),
+        )
 
     async def act(self, action: Action, leases: Mapping[str, Lease | None]) -> None:
         """Carry out one action of the plan."""
@@ -228,7 +240,30 @@ class LaneKeeper:
             lease = await self.leases.acquire(iid)
         if lease is None:
             return None
+        if not await self._confirmed(iid, lease):
+            return None
         return lease, sent_at + self.policy.lease_ttl_s
+
+    async def _confirmed(self, iid: str, lease: Lease) -> bool:
+        """Whether ``lease``'s token is on enough replicas to use; if not, it is released."""
+        replicas = self._replicas
+        if replicas is None:
+            return True
+        async with asyncio.timeout(REDIS_CALL_S + replicas.durability.wait_ms / 1000):
+            acked = await replicas.confirm(self.keys.writes(iid))
+        if acked >= replicas.min_replicas:
+            return True
+        log.warning(
+            "lease not used: its fencing token is not confirmed on the replicas",
+            instance_id=iid,
+            token=lease.token,
+            replicas=acked,
+            wanted=replicas.min_replicas,
+        )
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(REDIS_CALL_S):
+                await self.leases.release(iid, lease)
+        return False
 
     async def kill(self, iid: str, reason: StopReason) -> None:
         lost = self.kill_now(iid, reason)
