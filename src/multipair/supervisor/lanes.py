@@ -37,7 +37,7 @@ from multipair.exceptions import RetryLater
 from multipair.leases import Lease, LeaseManager
 from multipair.logs import get_logger
 from multipair.redis_conn import text_map
-from multipair.store.durable import Durability, replica_wait
+from multipair.store.durable import Durability, ReplicaWait, replica_wait
 from multipair.supervisor.decide import (
     Action,
     Kill,
@@ -56,11 +56,40 @@ from multipair.supervisor.policy import RestartPolicy, after_running, record_exi
 from multipair.supervisor.procs import EXIT_LEASE_LOST, LaneExit, LaneProcesses, rss_bytes
 from multipair.supervisor.reports import LaneReports, iso_now
 
-__all__ = ["LaneKeeper"]
+__all__ = ["LaneKeeper", "lease_confirmed"]
 
 log = get_logger("multipair.supervisor")
 
 _IMMEDIATE_STOP_WAIT_S: Final = 5.0
+
+
+async def lease_confirmed(
+    leases: LeaseManager, replicas: ReplicaWait | None, iid: str, lease: Lease
+) -> bool:
+    """Whether the lease just taken may be used: its fencing token is on enough replicas.
+
+    Without replicas to wait for, always. Otherwise one ``WAIT`` on the lane's
+    slot (:meth:`ReplicaWait.confirm`); too few replicas: the lease is
+    released (best effort: else it expires) and False returned, so the token
+    is never used and the lane is tried again on a later tick with a new one.
+    """
+    if replicas is None:
+        return True
+    async with asyncio.timeout(REDIS_CALL_S + replicas.durability.wait_ms / 1000):
+        acked = await replicas.confirm(leases.keys.writes(iid))
+    if acked >= replicas.min_replicas:
+        return True
+    log.warning(
+        "lease not used: its fencing token is not confirmed on the replicas",
+        instance_id=iid,
+        token=lease.token,
+        replicas=acked,
+        wanted=replicas.min_replicas,
+    )
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        async with asyncio.timeout(REDIS_CALL_S):
+            await leases.release(iid, lease)
+    return False
 
 
 class LaneKeeper:
@@ -245,25 +274,8 @@ class LaneKeeper:
         return lease, sent_at + self.policy.lease_ttl_s
 
     async def _confirmed(self, iid: str, lease: Lease) -> bool:
-        """Whether ``lease``'s token is on enough replicas to use; if not, it is released."""
-        replicas = self._replicas
-        if replicas is None:
-            return True
-        async with asyncio.timeout(REDIS_CALL_S + replicas.durability.wait_ms / 1000):
-            acked = await replicas.confirm(self.keys.writes(iid))
-        if acked >= replicas.min_replicas:
-            return True
-        log.warning(
-            "lease not used: its fencing token is not confirmed on the replicas",
-            instance_id=iid,
-            token=lease.token,
-            replicas=acked,
-            wanted=replicas.min_replicas,
-        )
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(REDIS_CALL_S):
-                await self.leases.release(iid, lease)
-        return False
+        """Whether ``lease``'s token may be used (:func:`lease_confirmed`)."""
+        return await lease_confirmed(self.leases, self._replicas, iid, lease)
 
     async def kill(self, iid: str, reason: StopReason) -> None:
         lost = self.kill_now(iid, reason)
