@@ -72,6 +72,14 @@ Variables, meanings and defaults:
   control stream. Default: the host name.
 - ``MULTIPAIR_LOG_FORMAT``: ``auto`` (JSON unless on a terminal), ``json`` or
   ``console``. Default ``auto``.
+- ``MULTIPAIR_REDIS_MIN_REPLICAS``: how many replicas must confirm (``WAIT``)
+  a write a guarantee rests on (the record before its request leaves, the
+  outcome with its event and acknowledgement, a fencing-token increment)
+  before the lane relies on it. ``0`` sends no ``WAIT``: right for a single
+  server. With replicas (Sentinel, Cluster) ``1`` is recommended
+  (docs/deploy-ha.md, "Durable writes"). Default ``0``.
+- ``MULTIPAIR_REDIS_WAIT_MS``: the timeout of one such ``WAIT``, in
+  milliseconds (1 to 60000). Default ``500``.
 
 Rules this module keeps:
 
@@ -160,6 +168,10 @@ class Settings:
     """Bytes of resident memory one lane may use before the supervisor restarts it; 0: off."""
     host_id: str = field(default_factory=_default_host_id)
     log_format: LogFormat = "auto"
+    redis_min_replicas: int = 0
+    """Replicas that must confirm the writes a guarantee rests on (docs/deploy-ha.md)."""
+    redis_wait_ms: int = 500
+    """The timeout of one replication ``WAIT``, in milliseconds."""
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
@@ -214,6 +226,16 @@ class Settings:
                 "MULTIPAIR_LANE_MEMORY_MAX must be 0 (off) or a number of bytes, "
                 f"got {self.lane_memory_max!r}"
             )
+        # Durable writes (issue 19): from the environment these arrive as text.
+        for name, low, high in (("redis_min_replicas", 0, 16), ("redis_wait_ms", 1, 60_000)):
+            value: object = getattr(self, name)
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value.strip(), 10)
+                object.__setattr__(self, name, value)
+            if type(value) is not int or not low <= value <= high:
+                raise ConfigurationError(
+                    f"{_env(name)} must be a whole number from {low} to {high}, got {value!r}"
+                )
         if self.log_format not in _LOG_FORMATS:
             raise ConfigurationError(
                 f"MULTIPAIR_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}, "

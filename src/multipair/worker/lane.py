@@ -144,6 +144,7 @@ from multipair.exceptions import (
 from multipair.leases import LeaseLost
 from multipair.logs import get_logger
 from multipair.spi import pos as spi
+from multipair.store.durable import Durability, replica_wait
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.transactions import TxRecord, TxState, TxStore
 from multipair.worker.admission import (
@@ -274,7 +275,16 @@ class Lane:
         self.pairing_done: asyncio.Future[spi.PairingFinished] | None = None
         self.pair_entry: Entry | None = None  # the pair queued or running: one at a time
         self.answers: dict[str, Awaited] = {}  # requests waiting for an answer, by message id
-        self.writer = LaneWriter(self.redis, self.keys, self.instance_id, deps.fencing_token)
+        durability = Durability(
+            min_replicas=deps.settings.redis_min_replicas, wait_ms=deps.settings.redis_wait_ms
+        )
+        self.writer = LaneWriter(
+            self.redis,
+            self.keys,
+            self.instance_id,
+            deps.fencing_token,
+            replicas=replica_wait(self.redis, durability),
+        )
         self._draining = asyncio.Event()
         # Set once the lane is to stop; every loop watches it, so a clean stop
         # never depends on cancellation reaching the right await.

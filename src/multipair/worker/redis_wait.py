@@ -7,6 +7,12 @@ out with jittered backoff and the call tried again; a lost lease still stops
 the lane at once. This module also keeps the one record of whether Redis is
 away and when it came back, which decides whether a lapsed lease is waited
 on (:data:`LAPSED_WAIT_S`).
+
+A durable write that landed but was not confirmed on enough replicas
+(:class:`~multipair.store.durable.NotConfirmed`, issue 19) is waited out
+the same way: the same write (same write id) is applied again and
+confirmed again until it is, while the lane keeps it in memory. Redis
+answered, so that is not counted as Redis away.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any, Final, TypeVar, cast
 
 from multipair.leases import LeaseLapsed
 from multipair.logs import get_logger
+from multipair.store.durable import NotConfirmed
 from multipair.worker.clock import Clock
 from multipair.worker.retry import RedisBackoff, is_redis_away, redis_delays
 
@@ -73,6 +80,7 @@ class RedisWait:
         self._away_since: float | None = None  # Redis unreachable since (monotonic)
         self._back_at: float | None = None  # when Redis last came back (monotonic)
         self._away_logged = False
+        self._unconfirmed = False  # a durable write is waiting for the replicas
 
     async def until(
         self, call: Callable[[], Awaitable[_T]], *, until: asyncio.Event | None = None
@@ -108,6 +116,14 @@ class RedisWait:
         other time it means the supervisor stopped renewing (frozen, gone):
         the lane stops, as for any lost lease.
         """
+        if isinstance(exc, NotConfirmed):
+            if not self._unconfirmed:
+                self._unconfirmed = True
+                log.warning(
+                    "a write is not confirmed on the replicas: kept, written again until it is",
+                    error=last_line(exc),
+                )
+            return True
         if isinstance(exc, LeaseLapsed):
             self.answered()  # a refusal is an answer: Redis is here
             back = self._back_at
@@ -140,6 +156,9 @@ class RedisWait:
 
     def answered(self) -> None:
         """Redis answered a call: if it was away, it is back."""
+        if self._unconfirmed:
+            self._unconfirmed = False
+            log.warning("the write is confirmed on the replicas")
         since = self._away_since
         if since is not None:
             self._away_since = None

@@ -8,6 +8,19 @@ record, or refuses it. It waits for the outcome the session's events bring
 (:mod:`multipair.worker.session_events`); pairing, lookups, printing and
 configuration run here too. The lane's module docstring states the
 guarantees (before send, persist before use, one pairing).
+
+**Confirmed before send** (issue 19, docs/deploy-ha.md "Durable writes").
+With ``MULTIPAIR_REDIS_MIN_REPLICAS`` above 0, a new request is sent only
+once its record (and the ``command_id`` claim) is confirmed on that many
+replicas (:meth:`Runner.confirm_before_send`): else a failover could
+promote a replica without it, and the command, delivered again, would be
+sent a second time. Each ``WAIT`` lasts up to ``MULTIPAIR_REDIS_WAIT_MS``;
+the lane asks again for up to :data:`~multipair.store.durable.CONFIRM_BEFORE_SEND_S`
+(a lagging replica catching up), then refuses the command with the
+retryable ``redis_unavailable``: nothing was sent, the record stays
+``requested``, and the same command sent again (same ``command_id``) runs
+it then, once (its claim and record say "the same money command, never
+sent").
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from multipair.exceptions import CommandError, LocalProtocolError
 from multipair.logs import get_logger
 from multipair.spi import messages as m
 from multipair.spi import pos as spi
+from multipair.store.durable import CONFIRM_BEFORE_SEND_S
 from multipair.store.transactions import TxRecord
 from multipair.worker.admission import (
     AnswerFromRecord,
@@ -329,6 +343,8 @@ class Runner:
                 assert record is not None
                 await lane.intake.answer(entry, self._answer_from_record(command, record))
                 return
+        if not isinstance(decision, Resume):
+            await self.confirm_before_send()  # refused here: nothing was sent
         lane.record = record
         lane.tx_done = asyncio.get_running_loop().create_future()
         lane.tx_entry = entry
@@ -346,6 +362,38 @@ class Runner:
             lane.tx_done = None
         if not entry.acked:  # normally acknowledged with the outcome, in one write
             await lane.intake.ack(entry)
+
+    async def confirm_before_send(self) -> None:
+        """Return once the lane's writes so far are on enough replicas; else refuse, retryable.
+
+        One ``WAIT`` per try (on one connection with a write of the lane's
+        slot, :meth:`~multipair.store.durable.ReplicaWait.confirm`), tried
+        for up to :data:`CONFIRM_BEFORE_SEND_S`; Redis away meanwhile is
+        ridden out as usual. Without replicas to wait for, nothing is sent.
+        """
+        lane = self.lane
+        replicas = lane.writer.replicas
+        if replicas is None:
+            return
+        deadline = lane.clock.monotonic() + CONFIRM_BEFORE_SEND_S
+        while True:
+            acked = await lane.until_redis(partial(replicas.confirm, lane.writer.sync_key))
+            if acked >= replicas.min_replicas:
+                return
+            if lane.stopped.is_set():
+                raise Stopping
+            if lane.clock.monotonic() >= deadline:
+                log.warning(
+                    "request not sent: its record is not confirmed on the replicas",
+                    replicas=acked,
+                    wanted=replicas.min_replicas,
+                )
+                raise CommandError(
+                    bs.Reason.REDIS_UNAVAILABLE,
+                    f"the transaction record was confirmed on {acked} of "
+                    f"{replicas.min_replicas} Redis replicas; nothing was sent: send the same "
+                    "command again",
+                )
 
     async def _admit(
         self, command: bs.Command, record: TxRecord | None
