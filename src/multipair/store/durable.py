@@ -31,6 +31,11 @@ back to ``WAIT`` for good).
 
 With ``min_replicas`` 0 (the default, a single server) nothing is sent:
 :func:`replica_wait` returns None and callers skip the step.
+
+:func:`primary_identity` names the server that answers a key's slot (its
+``run_id`` and replication id): a different answer after an outage means a
+new primary (a failover, or a server restarted without its data), whatever
+``MULTIPAIR_REDIS_MIN_REPLICAS`` says (docs/deploy-ha.md "After a failover").
 """
 
 from __future__ import annotations
@@ -51,11 +56,21 @@ __all__ = [
     "Durability",
     "NotConfirmed",
     "ReplicaWait",
+    "primary_identity",
     "replica_wait",
 ]
 
 CONFIRM_BEFORE_SEND_S: Final = 5.0
 """How long a record waits to be confirmed before its request is refused (``redis_unavailable``)."""
+
+# KEYS: any key of the slot asked about. Returns "run_id/master_replid" of the server
+# that runs the script: a new process (run_id) or a promoted replica (a new replid).
+_IDENTITY: Final = """
+local server = redis.call('INFO', 'server')
+local replication = redis.call('INFO', 'replication')
+return (string.match(server, 'run_id:(%w+)') or '?') .. '/' ..
+       (string.match(replication, 'master_replid:(%w+)') or '?')
+"""
 
 SYNC_FIELD: Final = "replication_sync"
 """The field of a lane's ``writes`` hash that :meth:`ReplicaWait.confirm` increments."""
@@ -156,3 +171,16 @@ class ReplicaWait:
 def replica_wait(redis: Redis, durability: Durability) -> ReplicaWait | None:
     """A :class:`ReplicaWait` for ``durability``, or None when it asks for no replica."""
     return ReplicaWait(redis, durability) if durability.min_replicas > 0 else None
+
+
+async def primary_identity(redis: Redis, key: str) -> str:
+    """Who serves ``key``'s slot: ``"run_id/master_replid"`` of that primary (one round trip).
+
+    A script rather than ``INFO``: it runs on the node that owns ``key`` on a
+    Redis Cluster too. The ``run_id`` changes when the server restarts; the
+    replication id changes when a replica is promoted. Either way the writes
+    not yet replicated before the change may be gone.
+    """
+    execute: Any = redis.eval  # untyped in redis-py's async stubs
+    reply = await execute(_IDENTITY, 1, key)
+    return reply.decode() if isinstance(reply, bytes) else str(reply)

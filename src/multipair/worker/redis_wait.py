@@ -13,6 +13,13 @@ A durable write that landed but was not confirmed on enough replicas
 the same way: the same write (same write id) is applied again and
 confirmed again until it is, while the lane keeps it in memory. Redis
 answered, so that is not counted as Redis away.
+
+After an outage, the first call of the lane waits for one check of *which*
+primary answers (:attr:`RedisWait.on_back`, the lane's
+:meth:`~multipair.worker.failover.PrimaryWatch.after_outage`): a new primary
+may lack the lane's latest writes, and the lane re-reads and writes back
+what it needs before anything else goes on (docs/deploy-ha.md "After a
+failover"). Once per outage, not per call.
 """
 
 from __future__ import annotations
@@ -81,6 +88,12 @@ class RedisWait:
         self._back_at: float | None = None  # when Redis last came back (monotonic)
         self._away_logged = False
         self._unconfirmed = False  # a durable write is waiting for the replicas
+        self.on_back: Callable[[], Awaitable[None]] | None = None
+        """Run once after each outage, before any other call goes on (see the module doc)."""
+        self._outages = 0  # outages seen (or silent calls): a check is due when it moves
+        self._checked = 0  # the outage count the last completed check covered
+        self._check_lock = asyncio.Lock()
+        self._checker: asyncio.Task[Any] | None = None
 
     async def until(
         self, call: Callable[[], Awaitable[_T]], *, until: asyncio.Event | None = None
@@ -132,6 +145,7 @@ class RedisWait:
             if self._away_since is None:
                 now = self._clock.monotonic()
                 self._away_since = now
+                self._outages += 1
                 # Each pooled connection that died with the server fails once
                 # more after Redis is back: not a new outage worth a warning.
                 back = self._back_at
@@ -153,6 +167,7 @@ class RedisWait:
         now = self._clock.monotonic()
         if now - started > _SLOW_CALL_S:
             self._back_at = now
+            self._outages += 1
 
     def answered(self) -> None:
         """Redis answered a call: if it was away, it is back."""
@@ -167,7 +182,13 @@ class RedisWait:
                 log.warning("Redis back", away_s=round(self._back_at - since, 3))
 
     async def best_effort(self, call: Callable[[], Awaitable[_T]]) -> tuple[bool, _T | None]:
-        """``call()`` once: (True, result), or (False, None) when Redis is away (not waited)."""
+        """``call()`` once: (True, result), or (False, None) when Redis is away (not waited).
+
+        After an outage the primary check (:attr:`on_back`) runs first; while
+        it cannot complete, nothing else is tried.
+        """
+        if self._outages != self._checked and not await self._check_primary():
+            return False, None
         started = self._clock.monotonic()
         try:
             result = await call()
@@ -178,3 +199,28 @@ class RedisWait:
             return False, None
         self.answered()
         return True, result
+
+    async def _check_primary(self) -> bool:
+        """Run :attr:`on_back` once for the outages seen; False while it cannot complete.
+
+        One task runs it; the others wait for it. Its own calls (through
+        :meth:`until`, nested) do not wait for it.
+        """
+        hook = self.on_back
+        if hook is None or asyncio.current_task() is self._checker:
+            return True
+        async with self._check_lock:
+            outages = self._outages
+            if outages == self._checked:
+                return True
+            self._checker = asyncio.current_task()
+            try:
+                await hook()
+            except Exception as exc:
+                if not self.must_wait(exc):
+                    raise
+                return False
+            finally:
+                self._checker = None
+            self._checked = outages
+            return True

@@ -20,7 +20,9 @@ the lane asks again for up to :data:`~multipair.store.durable.CONFIRM_BEFORE_SEN
 retryable ``redis_unavailable``: nothing was sent, the record stays
 ``requested``, and the same command sent again (same ``command_id``) runs
 it then, once (its claim and record say "the same money command, never
-sent").
+sent"). ``command_accepted`` is published only after that confirmation
+(never in the record's own write), so a command gets ``command_accepted``
+or ``command_rejected``, not both.
 """
 
 from __future__ import annotations
@@ -290,7 +292,9 @@ class Runner:
 
         The common case, a new transaction on a ready, idle lane, takes one
         write before the request goes out (:meth:`TxStore.begin`: the
-        command_id claim, the record and ``command_accepted``). Anything else
+        command_id claim, the record and ``command_accepted``; with replicas to
+        wait for, ``command_accepted`` follows once the record is confirmed, so
+        a command refused for an unconfirmed record was never accepted). Anything else
         (a repeated command_id or pos_ref_id, a redelivery, a terminal not
         ready) takes the step-by-step path, which reads the record first and
         asks :func:`~multipair.worker.admission.admit` what to do.
@@ -310,6 +314,10 @@ class Runner:
             raise
         record: TxRecord | None = None
         begun_created = False
+        # With replicas to wait for, command_accepted is published only once the
+        # record is confirmed (:meth:`confirm_before_send`): a command gets
+        # command_accepted or command_rejected, never both.
+        accept_later = lane.writer.replicas is not None
         if not claimed and can_start_now(Readiness.of(lane.session)):
             assert pos_ref_id is not None
             # One write id for every try: a retry after a lost reply gets the
@@ -321,7 +329,7 @@ class Runner:
                     new_record(command, pos_ref_id),
                     claim=claim_of(command, entry.entry_id),
                     publish_to=lane.keys.events(iid),
-                    publish_fields=bs.encode_event(self.accepted(command)),
+                    publish_fields={} if accept_later else bs.encode_event(self.accepted(command)),
                     maxlen=lane.deps.settings.events_maxlen,
                     ticket=lane.writer.ticket(),
                 )
@@ -353,13 +361,14 @@ class Runner:
             log.info("resuming an in-flight transaction from the terminal")
             await lane.step(lambda now: lane.session.recover(pos_ref_id, tx_type, now))
         else:
-            if not begun_created:
+            if accept_later or not begun_created:
                 await lane.publish_event(self.accepted(command))
             await lane.step(lambda now: lane.session.start_transaction(request, now))
         try:
-            await self.until_stopped(lane.tx_done)
+            done = await self.until_stopped(lane.tx_done)
         finally:
             lane.tx_done = None
+        lane.primary.finish(record or lane.record, done, entry.entry_id)
         if not entry.acked:  # normally acknowledged with the outcome, in one write
             await lane.intake.ack(entry)
 
@@ -502,7 +511,8 @@ class Runner:
         try:
             session = self.lane.session
             await self.lane.step(lambda now: session.recover(record.pos_ref_id, tx_type, now))
-            await self.until_stopped(self.lane.tx_done)
+            done = await self.until_stopped(self.lane.tx_done)
+            self.lane.primary.finish(record, done, None)
         finally:
             self.lane.tx_done = None
             self.lane.record = None  # as after any transaction: never cached past its end
