@@ -16,7 +16,13 @@ only once its fencing-counter increment is confirmed on that many replicas
 (:mod:`multipair.store.durable`): a token a failover could lose might be
 drawn again by the next owner, so an unconfirmed one is released unused
 and the lane is tried again on a later tick. Tokens in use therefore stay
-strictly increasing across a failover.
+strictly increasing across a failover. The same holds on every path a
+token is used: a lease acquired (a start, a hand-over to this host, a lease
+of an earlier run taken afresh) goes through :func:`lease_confirmed`; a
+lease taken back after it lapsed keeps a token confirmed when it was
+acquired, and one taken back on a new primary that had lost it (the fence
+set again, ``LeaseKept.RESTORED``) is confirmed again
+(:meth:`LaneKeeper.restore_confirmed`) or its lane stopped.
 """
 
 from __future__ import annotations
@@ -276,6 +282,18 @@ class LaneKeeper:
     async def _confirmed(self, iid: str, lease: Lease) -> bool:
         """Whether ``lease``'s token may be used (:func:`lease_confirmed`)."""
         return await lease_confirmed(self.leases, self._replicas, iid, lease)
+
+    async def restore_confirmed(self, iid: str, lease: Lease) -> bool:
+        """Whether a token whose fence was set again on a new primary may stay in use.
+
+        Without replicas to wait for, yes. Otherwise the fence's write must be
+        confirmed (:func:`lease_confirmed`; not confirmed: the lease is released
+        and the caller stops the lane as for a lost lease).
+        """
+        try:
+            return await self._confirmed(iid, lease)
+        except (RedisError, OSError, TimeoutError, RetryLater):
+            return False
 
     async def kill(self, iid: str, reason: StopReason) -> None:
         lost = self.kill_now(iid, reason)
