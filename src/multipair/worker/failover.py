@@ -35,7 +35,10 @@ call of the lane goes on, :meth:`PrimaryWatch.reconcile`
 Every step is safe to repeat (a claim kept, a record created only if absent,
 an outcome written only if the record is not completed), so an outage during
 the reconciliation just runs it again. With ``MULTIPAIR_REDIS_MIN_REPLICAS``
-above 0 the writes are confirmed on the replicas before the lane goes on.
+above 0 the check does not wait for the replicas (a new primary may have
+none yet, and the check holds the lane's heartbeat): the lane's next
+confirmed write (the in-flight outcome, kept and written until confirmed,
+or the next record before its request is sent) covers what it wrote back.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from multipair.exceptions import LocalProtocolError
 from multipair.leases import LeaseLapsed, LeaseLost, parse_lease
 from multipair.logs import get_logger
 from multipair.spi import pos as spi
-from multipair.store.durable import primary_identity
+from multipair.store.durable import NotConfirmed, primary_identity
 from multipair.store.transactions import TxRecord, TxState
 from multipair.worker.entries import id_order, text
 from multipair.worker.translate import completed_event
@@ -163,13 +166,30 @@ class PrimaryWatch:
             stream = lane.keys.commands(lane.instance_id)
             for entry_id in self.acked:
                 batch.xack(stream, entry_id)
-            await lane.apply(batch)
+            await self._apply(batch)
         for finished in list(self.finished):
             await self._write_finished(finished)
         running = await self._write_running()
-        if lane.writer.replicas is not None:
-            await lane.until_redis(partial(lane.writer.replicas.ensure, lane.writer.sync_key))
         lane.intake.after_failover(running)
+
+    async def _apply(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` once; not waiting for the replicas (see :meth:`_landed`)."""
+        await self.lane.until_redis(partial(self._landed, batch))
+        self.lane.in_hand.difference_update(batch.acked)
+
+    async def _landed(self, batch: WriteBatch) -> None:
+        """``batch`` applied; a confirmation that does not come in time is not waited for.
+
+        The check holds every other call of the lane (the heartbeat too), so it
+        must not wait on replicas that may be gone with the old primary. What
+        it wrote is on the primary now; the lane's next confirmed write (the
+        in-flight outcome, or the next record before its request is sent)
+        confirms everything written before it on the lane's slot.
+        """
+        try:
+            await self.lane.writer.apply(batch)
+        except NotConfirmed:
+            log.warning("written back on the new primary; not yet confirmed on its replicas")
 
     async def _check_lease(self) -> None:
         lane = self.lane
@@ -248,7 +268,7 @@ class PrimaryWatch:
         )
         if finished.entry_id is not None:
             batch.xack(lane.keys.commands(iid), finished.entry_id)
-        await lane.apply(batch)
+        await self._apply(batch)
 
     async def _write_running(self) -> str | None:
         """Write back the running transaction's record; its pos_ref_id (None: none running)."""
