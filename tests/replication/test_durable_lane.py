@@ -93,6 +93,12 @@ async def test_a_request_whose_record_is_not_confirmed_is_not_sent_and_a_retry_r
         waited = time.monotonic() - started
         assert ("command_rejected", "redis_unavailable") == (refused["type"], refused["reason"])
         assert waited >= 4.0, waited  # it asked the replica again for a while first
+        # command_accepted OR command_rejected: nothing was accepted before the refusal.
+        assert [] == [
+            b
+            for b in lane.events.seen
+            if b.get("command_id") == "c-d2" and b["type"] == "command_accepted"
+        ]
         assert 0 == sim.terminals[0].stats.transaction_requests["d-2"]  # never sent
         record = await lane.txs.get(lane.instance_id, "d-2")
         assert record is not None
@@ -106,6 +112,9 @@ async def test_a_request_whose_record_is_not_confirmed_is_not_sent_and_a_retry_r
     assert "success" == done["result"]
     assert 1 == sim.terminals[0].stats.purchase_requests["d-2"]
     assert 1 == len(lane.events.of_type("transaction_completed", pos_ref_id="d-2"))
+    answers = [b["type"] for b in lane.events.seen if b.get("command_id") == "c-d2"]
+    # The retry: accepted once, after its record was confirmed, then completed.
+    assert ["command_rejected", "command_accepted", "transaction_completed"] == answers
 
 
 async def test_an_outcome_not_confirmed_is_kept_and_written_again_until_it_is(
