@@ -110,7 +110,10 @@ class Intake:
             if self._after_failover:
                 self._after_failover = False
                 taken = await self.reclaim(stream, idle_ms=0)
-                await self.queue_orphans(taken, running=self._running)
+                running = self.lane.record  # the transaction in hand now, not recovered
+                await self.queue_orphans(
+                    taken, running=running.pos_ref_id if running is not None else self._running
+                )
             if self.lane.clock.monotonic() >= reclaim_at:
                 await self.reclaim(stream)
                 reclaim_at = self.lane.clock.monotonic() + self.lane.deps.reclaim_every_s

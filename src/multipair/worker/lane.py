@@ -449,6 +449,8 @@ class Lane:
 
     async def apply(self, batch: WriteBatch, *, until: asyncio.Event | None = None) -> list[Any]:
         """Apply ``batch`` once, waiting out Redis (same batch, same write id, on every try)."""
+        if not batch:
+            return []  # nothing to write: never waits (a round of pings and pongs)
         results = await self.until_redis(partial(self.writer.apply, batch), until=until)
         self.in_hand.difference_update(batch.acked)
         self.primary.acked.extend(batch.acked)

@@ -203,12 +203,15 @@ class RedisWait:
     async def _check_primary(self) -> bool:
         """Run :attr:`on_back` once for the outages seen; False while it cannot complete.
 
-        One task runs it; the others wait for it. Its own calls (through
-        :meth:`until`, nested) do not wait for it.
+        One task runs it; the others do not wait for it (their call counts as
+        not answered yet, as while Redis is away: a pong never waits behind
+        it). Its own calls (through :meth:`until`, nested) go on.
         """
         hook = self.on_back
         if hook is None or asyncio.current_task() is self._checker:
             return True
+        if self._check_lock.locked():
+            return False
         async with self._check_lock:
             outages = self._outages
             if outages == self._checked:

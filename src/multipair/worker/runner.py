@@ -500,8 +500,16 @@ class Runner:
                 async with asyncio.timeout(remaining):
                     await self.lane.flushed.wait()
 
-    async def _recover_orphan(self, record: TxRecord) -> None:
-        structlog.contextvars.bind_contextvars(pos_ref_id=record.pos_ref_id)
+    async def _recover_orphan(self, queued: TxRecord) -> None:
+        structlog.contextvars.bind_contextvars(pos_ref_id=queued.pos_ref_id)
+        # Read again: queued after a failover, it may have finished since (its
+        # command ran meanwhile); only a record still unfinished is recovered.
+        record = await self.lane.until_redis(
+            partial(self.lane.deps.txs.get, self.lane.instance_id, queued.pos_ref_id)
+        )
+        if record is None or record.completed:
+            structlog.contextvars.unbind_contextvars("pos_ref_id")
+            return
         tx_type = TX_TYPES.get(record.tx_type)
         if tx_type is None or self.lane.session.status is spi.SpiStatus.UNPAIRED:
             log.error("cannot recover transaction", tx_type=record.tx_type)
