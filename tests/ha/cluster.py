@@ -40,7 +40,7 @@ class ReplicatedCluster(RedisCluster):
             "1",
             "--cluster-yes",
         ]
-        done = subprocess.run(  # noqa: S603 - our redis-cli, fixed arguments
+        done = subprocess.run(
             args,
             stdin=subprocess.DEVNULL,
             capture_output=True,

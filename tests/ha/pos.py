@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 from multipair import broker_schema as bs
 from multipair.exceptions import RetryLater
 from multipair.simulator import Simulator
+from tests.poll import poll_until
 
 __all__ = [
     "UNCLOSED_TO_A_DEAD_PRIMARY",
@@ -54,13 +55,18 @@ __all__ = [
 
 Body = dict[str, Any]
 
-UNCLOSED_TO_A_DEAD_PRIMARY = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in.*AbstractConnection.__del__"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
+UNCLOSED_TO_A_DEAD_PRIMARY = [
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in.*AbstractConnection.__del__"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+    pytest.mark.filterwarnings("ignore:unclosed Connection:ResourceWarning"),
+    pytest.mark.filterwarnings("ignore:unclosed <StreamWriter:ResourceWarning"),
+]
 """redis-py drops a pooled connection to a primary that was killed without closing it; its
-``__del__`` then warns (``ResourceWarning: unclosed Connection``) whenever the collector runs.
-Only that warning is let through, in the tests that kill primaries on purpose."""
+``__del__`` (or its stream writer's) then warns (``ResourceWarning: unclosed ...``) whenever
+the collector runs. Only those warnings are let through, in the tests that kill primaries
+on purpose."""
 
 RESEND_REASONS = frozenset({"redis_unavailable", "terminal_unavailable"})
 """Refusals after which the same command may be sent again (nothing happened)."""
@@ -125,11 +131,12 @@ class Pos:
     async def stop(self, drain_s: float = 60.0) -> None:
         """No new purchase; wait (bounded) for every answer; stop the readers."""
         self._stopping.set()
-        deadline = time.monotonic() + drain_s
-        while time.monotonic() < deadline and any(
-            p.answered_at is None for p in self.purchases.values()
-        ):
-            await asyncio.sleep(0.1)
+
+        def all_answered() -> bool:
+            return all(p.answered_at is not None for p in self.purchases.values())
+
+        with contextlib.suppress(AssertionError):  # reported as lost by the verdict
+            await poll_until(all_answered, "every purchase answered", drain_s)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -151,7 +158,7 @@ class Pos:
             "amount_cents": purchase.cents,
         }
         entry = {"v": "1", "body": orjson.dumps(body)}
-        await self._call(self.redis.xadd, self.keys.commands(iid), entry)  # type: ignore[arg-type]
+        await self._call(self.redis.xadd, self.keys.commands(iid), entry)
         purchase.sends += 1
         self.sent.set()
 
@@ -164,12 +171,12 @@ class Pos:
             self.purchases[purchase.command_id] = purchase
             self.by_lane[lane].append(purchase)
             answered = self._answered[purchase.command_id] = asyncio.Event()
-            while purchase.answered_at is None:
+            while not answered.is_set():
                 await self._xadd(lane, iid, purchase)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RESEND_AFTER_S):
                         await answered.wait()
-                if purchase.answered_at is None:
+                if not answered.is_set():
                     self.resends["unanswered"] += 1
                 elif not purchase.completed and purchase.rejections[-1] in RESEND_REASONS:
                     self.resends[purchase.rejections[-1]] += 1

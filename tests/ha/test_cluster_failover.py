@@ -44,7 +44,7 @@ BOUND_S = 10.0
 ANSWER_TIMEOUT_S = 60.0
 ROUNDS = (("at_terminal", "kill", 0), ("outcomes", "manual", 1), ("records", "kill", 2))
 
-pytestmark = [pytest.mark.timeout(240), UNCLOSED_TO_A_DEAD_PRIMARY]
+pytestmark = [pytest.mark.timeout(240), *UNCLOSED_TO_A_DEAD_PRIMARY]
 
 
 @pytest.fixture

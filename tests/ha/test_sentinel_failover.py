@@ -42,7 +42,7 @@ BOUND_S = 10.0
 """Promotion -> every lane completed a new purchase (the issue's target)."""
 ANSWER_TIMEOUT_S = 60.0
 
-pytestmark = [pytest.mark.timeout(240), UNCLOSED_TO_A_DEAD_PRIMARY]
+pytestmark = [pytest.mark.timeout(240), *UNCLOSED_TO_A_DEAD_PRIMARY]
 
 
 @pytest.fixture
