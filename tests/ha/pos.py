@@ -243,12 +243,14 @@ async def final_events(
 ) -> list[Body]:
     """Every event of the lanes as the primary that stands has them (retried while away)."""
     bodies: list[Body] = []
+    deadline = time.monotonic() + 60
     for iid in instance_ids:
         while True:
             try:
                 raw: Any = await redis.xrange(keys.events(iid))
                 break
-            except (RedisError, OSError, RetryLater):
+            except (RedisError, OSError, RetryLater) as exc:
+                assert time.monotonic() < deadline, f"events of {iid} unreadable: {exc!r}"
                 await asyncio.sleep(0.2)
         bodies.extend(orjson.loads(fields[b"body"]) for _, fields in raw)
     return bodies
