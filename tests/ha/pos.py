@@ -250,7 +250,8 @@ async def final_events(
                 raw: Any = await redis.xrange(keys.events(iid))
                 break
             except (RedisError, OSError, RetryLater) as exc:
-                assert time.monotonic() < deadline, f"events of {iid} unreadable: {exc!r}"
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"events of {iid} unreadable: {exc!r}") from exc
                 await asyncio.sleep(0.2)
         bodies.extend(orjson.loads(fields[b"body"]) for _, fields in raw)
     return bodies
