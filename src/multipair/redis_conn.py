@@ -86,6 +86,7 @@ from multipair import __version__
 from multipair.exceptions import ConfigurationError, RetryLater
 
 __all__ = [
+    "AWAY_REPLIES",
     "DEFAULT_SENTINEL_PORT",
     "POOL_WAIT_S",
     "RAW_REPLY",
@@ -155,6 +156,14 @@ def text_map(raw: Mapping[Any, Any]) -> dict[str, str]:
     return {as_text(k): as_text(v) for k, v in raw.items()}
 
 
+AWAY_REPLIES: Final = ("LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "UNBLOCKED")
+"""Error replies that mean "this server cannot serve that now", not "your command is wrong":
+loading its data, a replica cut off from its primary, a write to a replica, a
+Cluster slot moving or down, and ``UNBLOCKED`` (a blocking read cut short because
+its server was demoted to a replica by ``CLUSTER FAILOVER`` or ``SENTINEL
+FAILOVER``). Wait, then try again; the primary may have moved."""
+
+
 @contextlib.contextmanager
 def redis_errors() -> Iterator[None]:
     """Turn "cannot reach Redis" (or a primary or cluster mid-failover) into :class:`RetryLater`.
@@ -163,7 +172,8 @@ def redis_errors() -> Iterator[None]:
     failover (a Sentinel client drops that connection and looks the primary
     up again on the next command) or a server an operator demoted; either way
     the write did not happen and another try may land on the new primary.
-    ``MASTERDOWN`` is a replica whose link to its primary is down.
+    The other replies of :data:`AWAY_REPLIES` (``MASTERDOWN``, ``UNBLOCKED``,
+    ``LOADING``, …) say the same: not now, here.
     """
     try:
         yield
@@ -173,6 +183,10 @@ def redis_errors() -> Iterator[None]:
         raise RetryLater(f"Redis answered as a replica (failing over?): {exc}") from exc
     except (ClusterDownError, SlotNotCoveredError, TryAgainError) as exc:
         raise RetryLater(f"the Redis Cluster is not serving that slot now: {exc}") from exc
+    except ResponseError as exc:
+        if str(exc).startswith(AWAY_REPLIES):
+            raise RetryLater(f"Redis cannot serve now: {exc}") from exc
+        raise
 
 
 def is_cluster(client: object) -> bool:
