@@ -33,10 +33,12 @@ bench: $(STAMP)
 		for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done; \
 	else echo "no benchmarks yet"; fi
 
-# Not part of `make test`: bounded (about 5 minutes), seeded; replay with
-# `$(BIN)/python bench/chaos.py --seed N`. docs/reliability.md has the figures.
+# Not part of `make test`: bounded (about 5 + 2 minutes), seeded; replay with
+# `$(BIN)/python bench/chaos.py --seed N` and `$(BIN)/python bench/chaos_ha.py --seed N`
+# (Sentinel failovers under load). docs/reliability.md has the figures.
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
+	$(BIN)/python bench/chaos_ha.py $(CHAOS_HA_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m multipair.demo

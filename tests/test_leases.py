@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -110,3 +111,35 @@ async def test_keep_many_takes_back_a_lapsed_lease_only_while_the_fence_holds_ou
     assert other == await ours.read(taken)
     assert None is await ours.read(taken_back)
     assert [] == await ours.keep_many([])
+
+
+async def test_keep_many_on_a_new_primary_that_lost_the_fence_sets_it_to_our_token_again(
+    redis: aioredis.Redis, key_prefix: str
+) -> None:
+    """Issue 19: a promoted replica lacks the fence's latest increments (and the lease). The
+    lease is taken back and the fence set to our token again, so the next owner draws a
+    larger token than every one in use."""
+    keys = bs.Keys(key_prefix)
+    ours = LeaseManager(redis, keys, "host-a", ttl_ms=2_000)
+    lost_fence, no_fence = _lanes(2)
+    held = []
+    for iid in (lost_fence, no_fence):
+        await redis.set(keys.fence(iid), 2)  # tokens 1 and 2 came and went; 3 is ours
+        lease = await ours.acquire(iid)
+        assert lease is not None
+        held.append((iid, lease))
+    # What the new primary holds: the fence as it was before our increment, no lease.
+    for iid, lease in held:
+        await redis.delete(keys.lease(iid))
+        await redis.set(keys.fence(iid), lease.token - 1)
+    await redis.delete(keys.fence(no_fence))
+
+    assert [LeaseKept.RESTORED, LeaseKept.RESTORED] == await ours.keep_many(held)
+    for iid, lease in held:
+        assert lease == await ours.read(iid)
+        fence: Any = await redis.get(keys.fence(iid))
+        assert lease.token == int(fence)
+        await ours.release(iid, lease)
+        following = await LeaseManager(redis, keys, "host-b").acquire(iid)
+        assert following is not None
+        assert following.token == lease.token + 1

@@ -7,8 +7,25 @@ the lane's profile, not here.
 Variables, meanings and defaults:
 
 - ``MULTIPAIR_REDIS_URL``: ``redis://``, ``rediss://`` or ``unix://`` URL,
-  ACL user and password in it. Default unset: the caller starts an embedded
-  redis-server.
+  ACL user and password in it; or a Sentinel deployment,
+  ``redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]``
+  (``rediss+sentinel://`` for TLS), where ``HOST:PORT`` are the Sentinels and
+  the user and password the data nodes' (:mod:`multipair.redis_conn`). Default
+  unset: the caller starts an embedded redis-server.
+- ``MULTIPAIR_REDIS_SENTINELS``: instead of a URL, the Sentinels as
+  ``HOST:PORT,HOST:PORT`` (port 26379 when left out), with
+  ``MULTIPAIR_REDIS_MASTER_NAME`` (required with it: the name the Sentinels
+  monitor the primary under) and optionally ``MULTIPAIR_REDIS_USERNAME`` /
+  ``MULTIPAIR_REDIS_PASSWORD`` (the data nodes' ACL user and password; only
+  with ``MULTIPAIR_REDIS_SENTINELS``: a URL carries its own). They are turned
+  into the ``redis+sentinel://`` URL, which is all the rest of multipair
+  sees (:attr:`Settings.redis_url`). Setting it and ``MULTIPAIR_REDIS_URL``
+  both is an error. Default unset.
+- ``MULTIPAIR_REDIS_SENTINEL_PASSWORD``, ``MULTIPAIR_REDIS_SENTINEL_USERNAME``:
+  the Sentinels' own password (their ``requirepass``) and ACL user, for a
+  Sentinel URL of either form; they travel in the URL as its
+  ``sentinel_password``/``sentinel_username`` options (giving one both ways
+  is an error). Default unset.
 - ``MULTIPAIR_PREFIX``: prefix of every Redis key. Default ``mp``.
 - ``MULTIPAIR_MASTER_KEY``: base64 of the 32-byte master key that seals the
   lanes' secrets (``multipair keygen`` makes one). Default unset.
@@ -55,6 +72,14 @@ Variables, meanings and defaults:
   control stream. Default: the host name.
 - ``MULTIPAIR_LOG_FORMAT``: ``auto`` (JSON unless on a terminal), ``json`` or
   ``console``. Default ``auto``.
+- ``MULTIPAIR_REDIS_MIN_REPLICAS``: how many replicas must confirm (``WAIT``)
+  a write a guarantee rests on (the record before its request leaves, the
+  outcome with its event and acknowledgement, a fencing-token increment)
+  before the lane relies on it. ``0`` sends no ``WAIT``: right for a single
+  server. With replicas (Sentinel, Cluster) ``1`` is recommended
+  (docs/deploy-ha.md, "Durable writes"). Default ``0``.
+- ``MULTIPAIR_REDIS_WAIT_MS``: the timeout of one such ``WAIT``, in
+  milliseconds (1 to 60000). Default ``500``.
 
 Rules this module keeps:
 
@@ -67,7 +92,7 @@ Rules this module keeps:
   ``MULTIPAIR_MASTER_KEY``; both variables set at once is an error, since a
   silent choice could seal with one key and open with another.
 - Neither the master key, the device API key nor a password in the Redis URL
-  appears in ``repr``.
+  (the data nodes' or the Sentinels') appears in ``repr``.
 """
 
 from __future__ import annotations
@@ -84,6 +109,14 @@ from typing import Any, Final, Literal, TypeVar, cast
 from multipair import __version__
 from multipair.broker_schema.keys import validate_host_id, validate_prefix
 from multipair.exceptions import ConfigurationError, MultipairError
+from multipair.redis_conn import (
+    SENTINEL_SCHEMES,
+    is_sentinel_url,
+    parse_sentinel_url,
+    parse_sentinels,
+    sentinel_url,
+    url_for_logs,
+)
 from multipair.spi.address import DeviceAddressAllowlist, validate_device_address_base_url
 from multipair.store.secrets_box import MasterKey
 
@@ -99,9 +132,8 @@ LogFormat = Literal["auto", "json", "console"]
 T = TypeVar("T")
 
 _LOG_FORMATS: Final = ("auto", "json", "console")
-_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
 _ENV_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}")
-_PASSWORD_IN_URL = re.compile(r"^([a-z]+://[^:/@]*:)[^@]*@")
 _PRINTABLE_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,63}")
 _BYTES = re.compile(r"\s*(\d+)\s*([KMG]?)\s*", re.IGNORECASE)
 _BYTE_UNITS: Final = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -136,12 +168,19 @@ class Settings:
     """Bytes of resident memory one lane may use before the supervisor restarts it; 0: off."""
     host_id: str = field(default_factory=_default_host_id)
     log_format: LogFormat = "auto"
+    redis_min_replicas: int = 0
+    """Replicas that must confirm the writes a guarantee rests on (docs/deploy-ha.md)."""
+    redis_wait_ms: int = 500
+    """The timeout of one replication ``WAIT``, in milliseconds."""
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
             raise ConfigurationError(
-                "MULTIPAIR_REDIS_URL must start with redis://, rediss:// or unix://"
+                "MULTIPAIR_REDIS_URL must start with redis://, rediss://, unix://, "
+                "redis+sentinel:// or rediss+sentinel://"
             )
+        if self.redis_url is not None and is_sentinel_url(self.redis_url):
+            _named("MULTIPAIR_REDIS_URL", parse_sentinel_url, self.redis_url)
         _named("MULTIPAIR_PREFIX", validate_prefix, self.prefix)
         _named("MULTIPAIR_HOST_ID", validate_host_id, self.host_id)
         for name in ("pos_vendor_id", "pos_version"):
@@ -187,6 +226,16 @@ class Settings:
                 "MULTIPAIR_LANE_MEMORY_MAX must be 0 (off) or a number of bytes, "
                 f"got {self.lane_memory_max!r}"
             )
+        # Durable writes (issue 19): from the environment these arrive as text.
+        for name, low, high in (("redis_min_replicas", 0, 16), ("redis_wait_ms", 1, 60_000)):
+            value: object = getattr(self, name)
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value.strip(), 10)
+                object.__setattr__(self, name, value)
+            if type(value) is not int or not low <= value <= high:
+                raise ConfigurationError(
+                    f"{_env(name)} must be a whole number from {low} to {high}, got {value!r}"
+                )
         if self.log_format not in _LOG_FORMATS:
             raise ConfigurationError(
                 f"MULTIPAIR_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}, "
@@ -241,6 +290,9 @@ class Settings:
         values.update(
             {k: v for k, v in given.items() if k not in ("master_key", "master_key_file")}
         )
+        redis_url = _sentinel_env(env, values.get("redis_url"), "redis_url" in given)
+        if redis_url is not None:
+            values["redis_url"] = redis_url
         values["master_key"], values["master_key_file"] = _master_key(env, given)
         return cls(**values)
 
@@ -256,10 +308,10 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     def redis_url_for_logs(self) -> str | None:
-        """The Redis URL with any password replaced by ``***``."""
+        """The Redis URL with any password (the data nodes', the Sentinels') as ``***``."""
         if self.redis_url is None:
             return None
-        return _PASSWORD_IN_URL.sub(r"\1***@", self.redis_url)
+        return url_for_logs(self.redis_url)
 
     def require_master_key(self) -> MasterKey:
         """The master key, or :class:`ConfigurationError` saying how to provide one."""
@@ -295,6 +347,78 @@ def _allow_entries(value: object) -> tuple[str, ...]:
     if items and not entries:
         raise ConfigurationError("MULTIPAIR_DEVICE_ADDRESS_ALLOW lists no entry")
     return entries
+
+
+def _sentinel_env(env: Mapping[str, str], url: str | None, overridden: bool) -> str | None:
+    """The Redis URL once the ``MULTIPAIR_REDIS_SENTINEL*`` variables are folded into it.
+
+    ``MULTIPAIR_REDIS_SENTINELS`` (with ``MULTIPAIR_REDIS_MASTER_NAME`` and
+    the data nodes' ``MULTIPAIR_REDIS_USERNAME``/``PASSWORD``) becomes a
+    ``redis+sentinel://`` URL, unless a caller's override (``--redis-url``)
+    gave the URL; the Sentinels' credentials become its options. None: no URL.
+    """
+    sentinels = (env.get("MULTIPAIR_REDIS_SENTINELS") or "").strip()
+    master_name = env.get("MULTIPAIR_REDIS_MASTER_NAME")
+    username = env.get("MULTIPAIR_REDIS_USERNAME") or None
+    password = env.get("MULTIPAIR_REDIS_PASSWORD") or None
+    s_username = env.get("MULTIPAIR_REDIS_SENTINEL_USERNAME") or None
+    s_password = env.get("MULTIPAIR_REDIS_SENTINEL_PASSWORD") or None
+    if sentinels and not overridden:
+        if url is not None:
+            raise ConfigurationError(
+                "both MULTIPAIR_REDIS_URL and MULTIPAIR_REDIS_SENTINELS are set; keep one"
+            )
+        if master_name is None or not master_name.strip():
+            raise ConfigurationError(
+                "MULTIPAIR_REDIS_SENTINELS is set but MULTIPAIR_REDIS_MASTER_NAME is empty: "
+                "give the name the Sentinels monitor the primary under"
+            )
+        hosts = _named("MULTIPAIR_REDIS_SENTINELS", parse_sentinels, sentinels)
+        url = sentinel_url(
+            hosts,
+            master_name.strip(),
+            username=username,
+            password=password,
+            sentinel_username=s_username,
+            sentinel_password=s_password,
+        )
+        # Check the name here, so the error names the variable that holds it.
+        _named("MULTIPAIR_REDIS_MASTER_NAME", parse_sentinel_url, url)
+        return url
+    if master_name is not None and master_name.strip() and not overridden:
+        raise ConfigurationError(
+            "MULTIPAIR_REDIS_MASTER_NAME is set without MULTIPAIR_REDIS_SENTINELS"
+        )
+    if (username or password) and not overridden:
+        raise ConfigurationError(
+            "MULTIPAIR_REDIS_USERNAME/MULTIPAIR_REDIS_PASSWORD go with "
+            "MULTIPAIR_REDIS_SENTINELS; with MULTIPAIR_REDIS_URL put them in the URL"
+        )
+    if s_username is None and s_password is None:
+        return url
+    if url is None or not is_sentinel_url(url):
+        raise ConfigurationError(
+            "MULTIPAIR_REDIS_SENTINEL_PASSWORD/USERNAME are set but the Redis URL is not "
+            "a redis+sentinel:// one"
+        )
+    parsed = _named("MULTIPAIR_REDIS_URL", parse_sentinel_url, url)
+    if (s_password is not None and parsed.sentinel_password is not None) or (
+        s_username is not None and parsed.sentinel_username is not None
+    ):
+        raise ConfigurationError(
+            "the Sentinel credentials are both in MULTIPAIR_REDIS_SENTINEL_* and in the "
+            "Redis URL's options; keep one"
+        )
+    return sentinel_url(
+        parsed.sentinels,
+        parsed.master_name,
+        username=parsed.username,
+        password=parsed.password,
+        sentinel_username=s_username or parsed.sentinel_username,
+        sentinel_password=s_password or parsed.sentinel_password,
+        db=parsed.db,
+        ssl=parsed.ssl,
+    )
 
 
 def _named(variable: str, check: Callable[[Any], T], value: object) -> T:

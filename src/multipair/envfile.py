@@ -100,11 +100,12 @@ def load_local_env(
     """Put ``./.multipair/env`` into ``environ`` (default ``os.environ``) when it applies.
 
     It applies when the file exists in ``cwd`` (default: the working folder)
-    and ``MULTIPAIR_REDIS_URL`` is not set. Returns the file's path when it
+    and neither ``MULTIPAIR_REDIS_URL`` nor ``MULTIPAIR_REDIS_SENTINELS`` is
+    set. Returns the file's path when it
     was read, ``None`` otherwise; variables already set are kept.
     """
     env = os.environ if environ is None else environ
-    if env.get("MULTIPAIR_REDIS_URL"):
+    if env.get("MULTIPAIR_REDIS_URL") or env.get("MULTIPAIR_REDIS_SENTINELS"):
         return None
     path = (cwd if cwd is not None else Path.cwd()) / LOCAL_DATA_DIR / ENV_FILE_NAME
     if not path.is_file():

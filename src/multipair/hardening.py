@@ -49,9 +49,12 @@ SECRET_ENV: Final = (
     "MULTIPAIR_MASTER_KEY_FILE",
     "MULTIPAIR_DEVICE_API_KEY",
     "MULTIPAIR_REDIS_URL",
+    "MULTIPAIR_REDIS_PASSWORD",
+    "MULTIPAIR_REDIS_SENTINEL_PASSWORD",
 )
 """Variables that hold a secret, or point at one: the master key, its file, the
-device-address API key, and the Redis URL (which may carry a password). A process
+device-address API key, the Redis URL (which may carry a password) and the Redis
+passwords of a Sentinel deployment (the data nodes', the Sentinels'). A process
 that has read its settings needs none of them again, and no child gets them."""
 
 _PR_SET_DUMPABLE: Final = 4

@@ -28,6 +28,11 @@ Rules:
   (:meth:`LeaseManager.keep_many`) as long as nobody took the lane since: the
   fence counter still equals the owner's token. A lane that just rode out a
   Redis outage waits a moment for that; any other caller treats it as lost.
+- After a failover the new primary may have lost the fence's latest
+  increments (asynchronous replication): its counter is below the token in
+  use. Taking the lease back then sets the counter to that token again
+  (:attr:`LeaseKept.RESTORED`), so the next owner draws a larger one: tokens
+  stay strictly increasing across the failover.
 """
 
 from __future__ import annotations
@@ -141,15 +146,25 @@ return 0
 
 # KEYS: lease, fence. ARGV: our lease value, our token, TTL ms. 1 renewed; 2 taken
 # back: it had lapsed and the fence still holds our token, so nobody took the lane
-# since (the same value is set again, so our lane's fenced writes pass again); 0 lost.
+# since (the same value is set again, so our lane's fenced writes pass again); 3 taken
+# back on a new primary that lost the fence's latest increments (the fence is below
+# our token: nobody can hold a token >= ours there): the fence is set to our token
+# again, so tokens stay strictly increasing; 0 lost.
 KEEP_LUA: Final = """
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
 end
-if current or redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+if current then return 0 end
+local fence = tonumber(redis.call('GET', KEYS[2]) or '0')
+local token = tonumber(ARGV[2])
+if fence > token then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+if fence < token then
+  redis.call('SET', KEYS[2], ARGV[2])
+  return 3
+end
 return 2
 """
 
@@ -194,6 +209,12 @@ class LeaseKept(IntEnum):
     """Still ours: extended to the full TTL."""
     RETAKEN = 2
     """It had lapsed and nobody took the lane since: set again, same token."""
+    RESTORED = 3
+    """Taken back on a new primary whose fence had lost our token: fence and lease set again.
+
+    The fence's write must be confirmed on the replicas before the lane
+    goes on under that token (``supervisor.lanes.lease_confirmed``).
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +280,9 @@ class LeaseManager:
         key expired (Redis away longer than the TTL, restarted from its AOF
         without it) is set again to the *same* ``token:host`` only when the
         lane's fence counter still equals our token: no other host acquired
-        the lane meanwhile, so fencing holds. One result per lease, in order:
+        the lane meanwhile, so fencing holds. A counter below our token (a new
+        primary lost its increments) is set to our token again
+        (:attr:`LeaseKept.RESTORED`). One result per lease, in order:
         a :class:`LeaseKept`, or the exception that call met.
         """
         if not held:

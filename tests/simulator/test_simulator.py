@@ -13,6 +13,7 @@ from websockets.exceptions import InvalidStatus
 
 from multipair.simulator import Simulator
 from multipair.spi.envelope import Generation
+from tests.poll import poll_until
 from tests.simulator.helpers import KEYS, Control, RawPos, seed_paired_state
 
 
@@ -125,6 +126,31 @@ async def test_a_second_connection_replaces_the_first_never_two_at_once(
             counters["max_concurrent_connections"],
             counters["active_connections"],
         )
+        # ...but the terminal saw two POS connected at once, and says so.
+        assert (1, 2) == (counters["replaced_connections"], counters["max_open_sockets"])
+
+
+async def test_a_hand_over_closes_the_old_connection_first_and_counts_no_overlap(
+    sim: Simulator, control: Control
+) -> None:
+    """What fencing must give: the old POS gone before the new one connects."""
+    async with await connect(sim) as first:
+        await first.ping()
+    terminal = sim.terminals[0]
+
+    async def closed() -> bool:
+        return terminal.stats.open_sockets == 0
+
+    await poll_until(closed, "the first socket closed at the terminal")
+    async with await connect(sim) as second:
+        await second.ping()
+    counters = (await control.get("SIM-0001"))["counters"]
+    assert (2, 0, 1, 1) == (
+        counters["connections_total"],
+        counters["replaced_connections"],
+        counters["max_open_sockets"],
+        counters["max_concurrent_connections"],
+    )
 
 
 async def test_many_simultaneous_connections_still_leave_one(
@@ -142,6 +168,7 @@ async def test_many_simultaneous_connections_still_leave_one(
     assert 1 <= len(survivors)
     counters = (await control.get("SIM-0001"))["counters"]
     assert (5, 1) == (counters["connections_total"], counters["max_concurrent_connections"])
+    assert counters["replaced_connections"] >= 1
 
 
 async def test_tampered_frame_is_dropped_and_counted(sim: Simulator, control: Control) -> None:

@@ -58,6 +58,9 @@ class Reason(StrEnum):
     """The terminal did not answer in time; the command did not take effect."""
     TERMINAL_UNAVAILABLE = "terminal_unavailable"
     """The terminal was not connected when the command's turn came; nothing was sent."""
+    REDIS_UNAVAILABLE = "redis_unavailable"
+    """Redis could not keep the transaction's record safe (replicas did not confirm it in
+    time); nothing was sent, and the same command (same ``command_id``) may be sent again."""
     DUPLICATE_COMMAND_ID = "duplicate_command_id"
     """This command_id was already used by another command of the lane."""
     BUSY = "busy"

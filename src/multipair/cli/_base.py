@@ -136,7 +136,8 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--redis-url",
         default=absent,
         metavar="URL",
-        help="the lanes' Redis: redis://, rediss:// or unix:// (default: $MULTIPAIR_REDIS_URL)",
+        help="the lanes' Redis: redis://, rediss://, unix:// or redis+sentinel://HOSTS/MASTER "
+        "(default: $MULTIPAIR_REDIS_URL, or $MULTIPAIR_REDIS_SENTINELS)",
     )
     group.add_argument(
         "--prefix", default=absent, help="key prefix (default: $MULTIPAIR_PREFIX or 'mp')"

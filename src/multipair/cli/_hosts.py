@@ -14,7 +14,8 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from typing import Any, Final
+from collections.abc import Awaitable
+from typing import Any, Final, TypeVar
 
 from multipair import broker_schema as bs
 from multipair.cli._base import (
@@ -30,9 +31,9 @@ from multipair.cli._base import (
     seconds,
 )
 from multipair.client import AsyncClient
-from multipair.exceptions import ConfigurationError
+from multipair.exceptions import ConfigurationError, RetryLater
 from multipair.leases import parse_lease
-from multipair.redis_conn import as_text
+from multipair.redis_conn import as_text, redis_errors
 from multipair.supervisor.control import (
     ControlAction,
     ControlMessage,
@@ -47,6 +48,8 @@ __all__ = ["add_hosts_parser", "host_fields", "host_state", "hosts_table", "room
 LIVE_WITHIN_S: Final = RestartPolicy().host_live_s
 """A heartbeat older than this: the host is not live (it gets no share of the lanes)."""
 _POLL_S: Final = 0.25
+
+T = TypeVar("T")
 _HANDOFF_GRACE_S: Final = 10.0
 """How long a drained lane may take to be picked up by another host before it counts as down."""
 
@@ -253,25 +256,29 @@ async def _drain(ctx: Context, client: AsyncClient) -> int:
         return ExitCode.OK
     ctx.note(f"Draining host {host_id}: {held} lane(s) to move...")
     deadline = time.monotonic() + ctx.args.timeout
+    away = _AwayNotes(ctx)
     while True:
-        held = (await _lease_counts(client)).get(host_id, 0)
-        if held == 0:
+        counts = await away.read(_lease_counts(client))
+        held = held if counts is None else counts.get(host_id, 0)
+        if counts is not None and held == 0:
             break
         if time.monotonic() >= deadline:
             raise Fail(
                 f"host {host_id} still holds {held} lane(s) after {ctx.args.timeout:g} s "
-                "(lanes in long transactions, or no room on the other hosts?)",
+                "(lanes in long transactions, no room on the other hosts, or Redis away?)",
                 ExitCode.UNKNOWN,
             )
         # Nothing to block on: leases are plain keys; poll them.
         await asyncio.sleep(_POLL_S)
     # A lane just released is unowned until another host takes it (a tick or
     # two): only lanes still unowned after a short grace are down.
-    down = await _unowned(client)
     grace = time.monotonic() + _HANDOFF_GRACE_S
-    while down and time.monotonic() < grace:
+    while (down := await away.read(_unowned(client))) is None or down:
+        if time.monotonic() >= grace and down is not None:
+            break
+        if time.monotonic() >= deadline:
+            raise Fail(f"Redis stayed away for {ctx.args.timeout:g} s", ExitCode.UNKNOWN)
         await asyncio.sleep(_POLL_S)
-        down = await _unowned(client)
     if ctx.json:
         ctx.emit(
             {
@@ -290,6 +297,33 @@ async def _drain(ctx: Context, client: AsyncClient) -> int:
     else:
         ctx.say(f"Host {host_id} holds no lanes: it can be stopped now.")
     return ExitCode.OK
+
+
+class _AwayNotes:
+    """Reads for a long wait that ride out Redis being away (a restart, a failover).
+
+    The drain goes on meanwhile; the wait only stops looking for a moment. One
+    note when Redis goes away and one when it is back, not one per poll.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._away = False
+
+    async def read(self, call: Awaitable[T]) -> T | None:
+        """``call``'s result, or None while Redis is away."""
+        try:
+            with redis_errors():
+                result = await call
+        except RetryLater as exc:
+            if not self._away:
+                self._ctx.note(f"Redis is away ({exc}); still waiting...")
+            self._away = True
+            return None
+        if self._away:
+            self._ctx.note("Redis is back.")
+        self._away = False
+        return result
 
 
 def room_elsewhere(entries: list[HostEntry], host_id: str) -> int:

@@ -11,7 +11,9 @@ variable):
 - ``MULTIPAIR_RQ_REDIS_URL``: the Redis RQ keeps its queues in. Default: the
   lanes' ``MULTIPAIR_REDIS_URL``. RQ needs a single Redis server: with the
   lanes on a Redis Cluster, give RQ a server of its own here (the ``rq``
-  command reads ``RQ_REDIS_URL``; set both to the same URL).
+  command reads ``RQ_REDIS_URL``; set both to the same URL). A Sentinel URL
+  (``redis+sentinel://``, :mod:`multipair.redis_conn`) works for both; the
+  ``rq`` command then needs ``RQ_CONNECTION_CLASS=multipair.jobs.queueing.RQRedis``.
 - ``MULTIPAIR_SETTLE_AT``: the local time (``HH:MM``, 24 h, the time zone of
   the ``rq cron`` process: ``TZ``) at which the end-of-day settlement runs.
   Default ``23:30``.
@@ -33,13 +35,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from multipair.exceptions import ConfigurationError
+from multipair.redis_conn import SENTINEL_SCHEMES, is_sentinel_url, parse_sentinel_url
 
 __all__ = ["JobSettings", "parse_clock"]
 
 _QUEUE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _CLOCK: Final = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
 _TENANT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
 
 
 def parse_clock(text: str) -> tuple[int, int]:
@@ -70,8 +73,14 @@ class JobSettings:
             )
         if self.rq_redis_url is not None and not self.rq_redis_url.startswith(_REDIS_SCHEMES):
             raise ConfigurationError(
-                "MULTIPAIR_RQ_REDIS_URL must start with redis://, rediss:// or unix://"
+                "MULTIPAIR_RQ_REDIS_URL must start with redis://, rediss://, unix:// "
+                "or redis+sentinel://"
             )
+        if self.rq_redis_url is not None and is_sentinel_url(self.rq_redis_url):
+            try:
+                parse_sentinel_url(self.rq_redis_url)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"MULTIPAIR_RQ_REDIS_URL: {exc}") from None
         _named("MULTIPAIR_SETTLE_AT", self.settle_at)
         seen: set[str] = set()
         for tenant, at in self.settle_tenants:

@@ -17,8 +17,9 @@ from rq.job import Job, JobStatus
 from multipair.config import Settings
 from multipair.exceptions import ConfigurationError
 from multipair.jobs.config import JobSettings
+from multipair.redis_conn import connect_sync, is_sentinel_url
 
-__all__ = ["JobState", "enqueue_settle_fleet", "job_state", "rq_connection"]
+__all__ = ["JobState", "RQRedis", "enqueue_settle_fleet", "job_state", "rq_connection"]
 
 RESULT_TTL: Final = int(_dt.timedelta(days=7).total_seconds())
 """How long RQ keeps a fleet settlement's result (the report itself lives much longer)."""
@@ -31,7 +32,27 @@ def rq_connection(settings: Settings, job_settings: JobSettings) -> redis.Redis:
         raise ConfigurationError(
             "no Redis for RQ: set MULTIPAIR_RQ_REDIS_URL or MULTIPAIR_REDIS_URL (or --redis-url)"
         )
-    return redis.Redis.from_url(url)
+    return connect_sync(url)  # a single server, or the primary of a Sentinel URL
+
+
+class RQRedis(redis.Redis):
+    """The ``rq`` command's connection class for a Sentinel-watched Redis.
+
+    ``rq worker`` and ``rq cron`` build their client with
+    ``connection_class.from_url(RQ_REDIS_URL)``; redis-py's own ``from_url``
+    knows no ``redis+sentinel://``. With ``RQ_CONNECTION_CLASS`` (or
+    ``--connection-class``) set to ``multipair.jobs.queueing.RQRedis``, such a
+    URL gives a client on the primary the Sentinels name, following it when
+    they move it (:func:`multipair.redis_conn.connect_sync`); any other URL
+    is read as before.
+    """
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> redis.Redis:
+        if is_sentinel_url(url):
+            return connect_sync(url, **kwargs)
+        client: redis.Redis = redis.Redis.from_url(url, **kwargs)
+        return client
 
 
 def enqueue_settle_fleet(connection: redis.Redis, job_settings: JobSettings, **kwargs: Any) -> str:

@@ -9,6 +9,12 @@ protocol decision stays in the session.
 Connections: one POS at a time. A new connection closes the old one (code
 1001) and waits until it is gone before the session sees the new one, so
 ``max_concurrent_connections`` stays 1; the counter exists to prove it.
+What it cannot show is that two POS processes fought over the terminal:
+``replaced_connections`` counts the connections that arrived while another
+was still open (each one closed an open link), and ``max_open_sockets`` is
+the most websockets open at once, handshake done, including one waiting for
+the old one to go. A correct hand-over between two lane processes (the old
+one gone before the new one connects) leaves them at 0 and 1.
 """
 
 from __future__ import annotations
@@ -136,6 +142,9 @@ class _Stats:
     active_connections: int = 0
     max_concurrent_connections: int = 0
     refused_connections: int = 0
+    replaced_connections: int = 0
+    open_sockets: int = 0
+    max_open_sockets: int = 0
     transaction_requests: Counter[str] = field(default_factory=Counter)
     purchase_requests: Counter[str] = field(default_factory=Counter)
 
@@ -247,11 +256,20 @@ class SimulatedTerminal:
         return None
 
     async def _handler(self, ws: ServerConnection) -> None:
+        self.stats.open_sockets += 1
+        self.stats.max_open_sockets = max(self.stats.max_open_sockets, self.stats.open_sockets)
+        try:
+            await self._serve(ws)
+        finally:
+            self.stats.open_sockets -= 1
+
+    async def _serve(self, ws: ServerConnection) -> None:
         query = parse_qs(urlsplit(ws.request.path if ws.request else "/").query)
         query_pos_id = query.get("posId", [None])[0]
         async with self._handover:
             old, old_done = self._conn, self._conn_done
             if old is not None and old_done is not None:
+                self.stats.replaced_connections += 1
                 self.log.info("connection.replace", old=self.session.conn_id)
                 await old.close(1001, "replaced by a new POS connection")
                 await old_done.wait()
@@ -588,6 +606,8 @@ class SimulatedTerminal:
                 "active_connections": self.stats.active_connections,
                 "max_concurrent_connections": self.stats.max_concurrent_connections,
                 "refused_connections": self.stats.refused_connections,
+                "replaced_connections": self.stats.replaced_connections,
+                "max_open_sockets": self.stats.max_open_sockets,
             },
             "transaction_requests": dict(self.stats.transaction_requests),
             "purchase_requests": dict(self.stats.purchase_requests),

@@ -367,7 +367,8 @@ class TxStore:
           ``created=False`` and nothing more is written.
         - A created record is in flight (``txs_open``), indexed in ``txs``,
           and the event (``publish_fields``, normally ``command_accepted``) is
-          appended to ``publish_to``, a stream of the same lane.
+          appended to ``publish_to``, a stream of the same lane (no event
+          when ``publish_fields`` is empty: the caller publishes it later).
         """
         iid = validate_instance_id(instance_id)
         if record.completed:

@@ -148,7 +148,7 @@ return claim(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 #       the event's n field/value args, then the record's field/value pairs.
 # Returns {0, prior claim} when the command_id holds a live claim (nothing written),
 # {1, HGETALL} when the record already existed (claimed; no record, no event written),
-# {2} when the record was created and the event published.
+# {2} when the record was created and the event published (n = 0: no event).
 BEGIN: Final = (
     TX_LUA
     + """
@@ -162,7 +162,7 @@ redis.call('HSET', KEYS[3], unpack(ARGV, 10 + n))
 redis.call('SADD', KEYS[4], ARGV[5])
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])
-tx_publish(KEYS[6], ARGV[8], unpack(ARGV, 10, 9 + n))
+if n > 0 then tx_publish(KEYS[6], ARGV[8], unpack(ARGV, 10, 9 + n)) end
 return {2}
 """
 )

@@ -97,6 +97,7 @@ from multipair.exceptions import ConfigurationError, MultipairError, RetryLater
 from multipair.leases import LeaseKept, LeaseManager
 from multipair.logs import get_logger
 from multipair.redis_conn import connect_blocking
+from multipair.store.durable import primary_identity
 from multipair.store.meta import check_master_key
 from multipair.store.profiles import ProfileStore
 from multipair.supervisor.control import ControlAction, ControlMessage
@@ -360,6 +361,10 @@ class Host:
         now = self.clock()
         try:
             async with asyncio.timeout(REDIS_CALL_S):
+                if self.outage.away_since is not None or self.outage.primary is None:
+                    # Which primary answers (once per outage): a new one may lack
+                    # the latest writes (docs/deploy-ha.md "After a failover").
+                    self.outage.note_primary(await primary_identity(self.redis, self.keys.hosts()))
                 if self.outage.away_since is not None:
                     # Back from an outage? Leases that lapsed meanwhile are taken
                     # back first, or lost for good, before anything looks at them.
@@ -547,6 +552,7 @@ class Host:
             self.metrics.lease_renewal(self.clock() - sent_at)
         failed: dict[str, Exception] = {}
         retaken: list[str] = []
+        restored: list[str] = []
         for (iid, lease), result in zip(held, results, strict=True):
             run = self.runs.get(iid)
             if run is None or run.lease != lease:
@@ -555,7 +561,13 @@ class Host:
                 failed[iid] = result
             elif result is LeaseKept.LOST:
                 await self._lease_lost(iid)
+            elif result is LeaseKept.RESTORED and not await self.lanes.restore_confirmed(
+                iid, lease
+            ):
+                await self._lease_lost(iid)  # its token could be drawn again: not used
             else:
+                if result is LeaseKept.RESTORED:
+                    restored.append(iid)
                 if result is LeaseKept.RETAKEN:
                     retaken.append(iid)
                 self.runs[iid] = dataclasses.replace(
@@ -563,6 +575,11 @@ class Host:
                 )
         if retaken:
             log.warning("leases had lapsed while Redis was away: taken back", lanes=sorted(retaken))
+        if restored:
+            log.warning(
+                "the new Redis primary had lost fencing tokens in use: set again",
+                lanes=sorted(restored),
+            )
         if failed:
             first = next(iter(failed.values()))
             if len(failed) == len(held) and is_away(first):

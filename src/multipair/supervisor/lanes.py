@@ -10,6 +10,19 @@ about the same event (the lease keeping changes lease fields only).
 A lane is started only under a lease just taken (or still held and
 renewed); a lease left by an earlier run of this host is released and taken
 afresh, so anything still holding the old token is fenced off.
+
+With ``MULTIPAIR_REDIS_MIN_REPLICAS`` above 0 a lease just taken is used
+only once its fencing-counter increment is confirmed on that many replicas
+(:mod:`multipair.store.durable`): a token a failover could lose might be
+drawn again by the next owner, so an unconfirmed one is released unused
+and the lane is tried again on a later tick. Tokens in use therefore stay
+strictly increasing across a failover. The same holds on every path a
+token is used: a lease acquired (a start, a hand-over to this host, a lease
+of an earlier run taken afresh) goes through :func:`lease_confirmed`; a
+lease taken back after it lapsed keeps a token confirmed when it was
+acquired, and one taken back on a new primary that had lost it (the fence
+set again, ``LeaseKept.RESTORED``) is confirmed again
+(:meth:`LaneKeeper.restore_confirmed`) or its lane stopped.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from multipair.exceptions import RetryLater
 from multipair.leases import Lease, LeaseManager
 from multipair.logs import get_logger
 from multipair.redis_conn import text_map
+from multipair.store.durable import Durability, ReplicaWait, replica_wait
 from multipair.supervisor.decide import (
     Action,
     Kill,
@@ -48,11 +62,40 @@ from multipair.supervisor.policy import RestartPolicy, after_running, record_exi
 from multipair.supervisor.procs import EXIT_LEASE_LOST, LaneExit, LaneProcesses, rss_bytes
 from multipair.supervisor.reports import LaneReports, iso_now
 
-__all__ = ["LaneKeeper"]
+__all__ = ["LaneKeeper", "lease_confirmed"]
 
 log = get_logger("multipair.supervisor")
 
 _IMMEDIATE_STOP_WAIT_S: Final = 5.0
+
+
+async def lease_confirmed(
+    leases: LeaseManager, replicas: ReplicaWait | None, iid: str, lease: Lease
+) -> bool:
+    """Whether the lease just taken may be used: its fencing token is on enough replicas.
+
+    Without replicas to wait for, always. Otherwise one ``WAIT`` on the lane's
+    slot (:meth:`ReplicaWait.confirm`); too few replicas: the lease is
+    released (best effort: else it expires) and False returned, so the token
+    is never used and the lane is tried again on a later tick with a new one.
+    """
+    if replicas is None:
+        return True
+    async with asyncio.timeout(REDIS_CALL_S + replicas.durability.wait_ms / 1000):
+        acked = await replicas.confirm(leases.keys.writes(iid))
+    if acked >= replicas.min_replicas:
+        return True
+    log.warning(
+        "lease not used: its fencing token is not confirmed on the replicas",
+        instance_id=iid,
+        token=lease.token,
+        replicas=acked,
+        wanted=replicas.min_replicas,
+    )
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        async with asyncio.timeout(REDIS_CALL_S):
+            await leases.release(iid, lease)
+    return False
 
 
 class LaneKeeper:
@@ -91,6 +134,10 @@ class LaneKeeper:
         self.runs: dict[str, LaneRun] = {}
         self._pids: dict[int, str] = {}
         self._heartbeat_raw: dict[str, str] = {}
+        self._replicas = replica_wait(
+            redis,
+            Durability(min_replicas=settings.redis_min_replicas, wait_ms=settings.redis_wait_ms),
+        )
 
     async def act(self, action: Action, leases: Mapping[str, Lease | None]) -> None:
         """Carry out one action of the plan."""
@@ -228,7 +275,25 @@ class LaneKeeper:
             lease = await self.leases.acquire(iid)
         if lease is None:
             return None
+        if not await self._confirmed(iid, lease):
+            return None
         return lease, sent_at + self.policy.lease_ttl_s
+
+    async def _confirmed(self, iid: str, lease: Lease) -> bool:
+        """Whether ``lease``'s token may be used (:func:`lease_confirmed`)."""
+        return await lease_confirmed(self.leases, self._replicas, iid, lease)
+
+    async def restore_confirmed(self, iid: str, lease: Lease) -> bool:
+        """Whether a token whose fence was set again on a new primary may stay in use.
+
+        Without replicas to wait for, yes. Otherwise the fence's write must be
+        confirmed (:func:`lease_confirmed`; not confirmed: the lease is released
+        and the caller stops the lane as for a lost lease).
+        """
+        try:
+            return await self._confirmed(iid, lease)
+        except (RedisError, OSError, TimeoutError, RetryLater):
+            return False
 
     async def kill(self, iid: str, reason: StopReason) -> None:
         lost = self.kill_now(iid, reason)

@@ -63,6 +63,25 @@ class RedisOutage:
         """When this host's Redis calls started failing (Redis away); None while it answers."""
         self.back_at: float | None = None
         """When Redis last answered again after being away."""
+        self.primary: str | None = None
+        """The identity of the Redis primary last seen (``store.durable.primary_identity``)."""
+        self.failovers = 0
+        """How often the primary was found changed after an outage."""
+
+    def note_primary(self, identity: str) -> bool:
+        """The primary answering after an outage; True (and logged) when it is a new one.
+
+        A new primary may have lost the latest writes: the host has just
+        taken back its leases (restoring a fence that lost its token, see
+        ``LeaseManager.keep_many``); each lane re-reads its own records
+        (``worker.failover``).
+        """
+        before, self.primary = self.primary, identity
+        if before is None or before == identity:
+            return False
+        self.failovers += 1
+        log.warning("a new Redis primary: leases re-checked", before=before, now=identity)
+        return True
 
     def away(self, now: float, lanes: int) -> None:
         """A call found Redis away: the outage starts now unless it already had."""

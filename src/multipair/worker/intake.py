@@ -76,6 +76,8 @@ class Intake:
     def __init__(self, lane: Lane) -> None:
         self.lane = lane
         self._taken = 0  # entries taken, to trim the commands stream every so many
+        self._after_failover = False  # take back every pending entry, recover orphans
+        self._running: str | None = None  # the pos_ref_id running when the primary changed
 
     async def ensure_group(self) -> None:
         """Create the lane's consumer group (and stream) unless it exists."""
@@ -105,6 +107,13 @@ class Intake:
         reclaim_at = self.lane.clock.monotonic() + self.lane.deps.reclaim_every_s
         delays: Iterator[float] | None = None
         while not self.lane.draining.is_set():
+            if self._after_failover:
+                self._after_failover = False
+                taken = await self.reclaim(stream, idle_ms=0)
+                running = self.lane.record  # the transaction in hand now, not recovered
+                await self.queue_orphans(
+                    taken, running=running.pos_ref_id if running is not None else self._running
+                )
             if self.lane.clock.monotonic() >= reclaim_at:
                 await self.reclaim(stream)
                 reclaim_at = self.lane.clock.monotonic() + self.lane.deps.reclaim_every_s
@@ -202,7 +211,18 @@ class Intake:
             "JUSTID",
         )
 
-    async def reclaim(self, stream: str) -> None:
+    def after_failover(self, running: str | None) -> None:
+        """A new primary: take back every pending entry and recover its unfinished records.
+
+        Done by the consume loop, next round (it alone dispatches entries);
+        ``running``: the pos_ref_id of the transaction the lane is running
+        (not recovered: the session has it in hand).
+        """
+        self._after_failover = True
+        self._running = running
+        self.lane.wake.set()
+
+    async def reclaim(self, stream: str, *, idle_ms: int | None = None) -> set[str]:
         """Run this lane's pending entries that no read of it ever returned.
 
         A read of new entries whose reply was lost (Redis went away during
@@ -214,14 +234,15 @@ class Intake:
         and dispatch them in stream order. An entry of a lost read was
         delivered once without being tried: it is dispatched with one
         delivery less than the group counts, so the poison rule counts only
-        real tries.
+        real tries. ``idle_ms`` (after a failover: 0) replaces
+        ``reclaim_idle_ms``. Returns the command ids dispatched.
         """
+        seen: set[str] = set()
+        min_idle = self.lane.deps.reclaim_idle_ms if idle_ms is None else idle_ms
         found: list[str] = []
         cursor = "0-0"
         while True:
-            reply = await self.lane.until_redis(
-                partial(self._autoclaim, stream, self.lane.deps.reclaim_idle_ms, cursor)
-            )
+            reply = await self.lane.until_redis(partial(self._autoclaim, stream, min_idle, cursor))
             cursor = text(reply[0])
             found += [i for i in map(text, reply[1] or ()) if i not in self.lane.in_hand]
             if cursor == "0-0":
@@ -241,7 +262,11 @@ class Intake:
                 delivered=delivered,
             )
             for _, fields in entries:
+                hint = bs.peek_command(fields)
+                if hint.command_id:
+                    seen.add(hint.command_id)
                 await self.dispatch(entry_id, fields, delivered=delivered)
+        return seen
 
     async def trim_commands(self) -> None:
         """Drop the commands the group is done with, so the stream stays bounded.
@@ -318,12 +343,19 @@ class Intake:
         reply = await self._raw("XREADGROUP", "GROUP", *args, "STREAMS", stream, cursor)
         return stream_entries(reply)
 
-    async def queue_orphans(self, backlog_commands: set[str]) -> None:
-        """In-flight records with no pending command (trimmed stream): recover them too."""
+    async def queue_orphans(
+        self, backlog_commands: set[str], *, running: str | None = None
+    ) -> None:
+        """In-flight records with no pending command (trimmed stream): recover them too.
+
+        ``running``: the pos_ref_id of a transaction the lane has in hand (not recovered).
+        """
         in_flight = await self.lane.until_redis(
             partial(self.lane.deps.txs.in_flight, self.lane.instance_id)
         )
         for record in in_flight:
+            if record.pos_ref_id == running:
+                continue
             if record.command_id not in backlog_commands:
                 log.warning(
                     "recovering a transaction whose command entry is gone",
@@ -346,6 +378,7 @@ class Intake:
             log.info("command entry already in hand: not taken twice", entry_id=entry_id)
             return
         self.lane.in_hand.add(entry_id)  # until its acknowledgement lands (_apply)
+        self.lane.primary.took(entry_id)
         try:
             await self._take(entry_id, fields, delivered)
         except Exception as exc:

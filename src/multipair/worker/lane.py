@@ -111,6 +111,8 @@ Bounded input (docs/security.md "Bounded input"):
 - :mod:`~multipair.worker.link_loop`: the terminal link, the session pump
   and its timer; :mod:`~multipair.worker.heartbeat`.
 - :mod:`~multipair.worker.redis_wait`: riding out a Redis outage;
+  :mod:`~multipair.worker.failover`: re-reading and writing back what a new
+  primary lacks after a failover;
   :mod:`~multipair.worker.clock`: the one clock every part reads.
 """
 
@@ -144,6 +146,7 @@ from multipair.exceptions import (
 from multipair.leases import LeaseLost
 from multipair.logs import get_logger
 from multipair.spi import pos as spi
+from multipair.store.durable import Durability, replica_wait
 from multipair.store.profiles import LaneProfile, ProfileStore
 from multipair.store.transactions import TxRecord, TxState, TxStore
 from multipair.worker.admission import (
@@ -162,6 +165,7 @@ from multipair.worker.entries import (
     Entry,
     read_block_ms,
 )
+from multipair.worker.failover import PrimaryWatch
 from multipair.worker.heartbeat import HEARTBEAT_PERIOD_S, heartbeat_loop
 from multipair.worker.intake import (
     DEAD_LETTER_MAXLEN,
@@ -274,7 +278,16 @@ class Lane:
         self.pairing_done: asyncio.Future[spi.PairingFinished] | None = None
         self.pair_entry: Entry | None = None  # the pair queued or running: one at a time
         self.answers: dict[str, Awaited] = {}  # requests waiting for an answer, by message id
-        self.writer = LaneWriter(self.redis, self.keys, self.instance_id, deps.fencing_token)
+        durability = Durability(
+            min_replicas=deps.settings.redis_min_replicas, wait_ms=deps.settings.redis_wait_ms
+        )
+        self.writer = LaneWriter(
+            self.redis,
+            self.keys,
+            self.instance_id,
+            deps.fencing_token,
+            replicas=replica_wait(self.redis, durability),
+        )
         self._draining = asyncio.Event()
         # Set once the lane is to stop; every loop watches it, so a clean stop
         # never depends on cancellation reaching the right await.
@@ -287,6 +300,7 @@ class Lane:
         self.in_hand: set[str] = set()
         self.redis_wait = RedisWait(self.clock, deps.redis_backoff, self.stopped)
         self.until_redis = self.redis_wait.until
+        self.primary = PrimaryWatch(self)  # after a failover: re-read, write back (issue 19)
         self.event_writes = EventWrites(
             self.instance_id,
             self.keys,
@@ -337,9 +351,11 @@ class Lane:
         )
         try:
             await self.until_redis(self.intake.ensure_group, until=self._draining)
+            await self.primary.learn()
         except Stopping:
             log.info("lane stopped before it started: Redis was away")
             return
+        self.redis_wait.on_back = self.primary.after_outage
         if deps.fencing_token is None:  # supervised lanes: the supervisor reports starts
             await self.publish(
                 bs.LaneStarted, host=deps.settings.host_id, pid=os.getpid(), restarts=0
@@ -433,8 +449,11 @@ class Lane:
 
     async def apply(self, batch: WriteBatch, *, until: asyncio.Event | None = None) -> list[Any]:
         """Apply ``batch`` once, waiting out Redis (same batch, same write id, on every try)."""
+        if not batch:
+            return []  # nothing to write: never waits (a round of pings and pongs)
         results = await self.until_redis(partial(self.writer.apply, batch), until=until)
         self.in_hand.difference_update(batch.acked)
+        self.primary.acked.extend(batch.acked)
         return results
 
     # ------------------------------------------------------------------

@@ -36,6 +36,8 @@ import orjson
 from redis import Redis, RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
+from multipair.redis_conn import connect_sync, is_sentinel_url
+
 __all__ = [
     "FLUSH_EVERY_S",
     "LINE_MAX",
@@ -152,6 +154,8 @@ def shipper_client(url: str) -> Callable[[], Redis]:
             "socket_timeout": _CALL_TIMEOUT_S,
             "socket_connect_timeout": _CALL_TIMEOUT_S,
         }
+        if is_sentinel_url(url):  # the primary the Sentinels name, followed as it moves
+            return connect_sync(url, max_connections=1, **options)
         probe = Redis.from_url(url, **options)
         try:
             try:

@@ -7,6 +7,19 @@ out with jittered backoff and the call tried again; a lost lease still stops
 the lane at once. This module also keeps the one record of whether Redis is
 away and when it came back, which decides whether a lapsed lease is waited
 on (:data:`LAPSED_WAIT_S`).
+
+A durable write that landed but was not confirmed on enough replicas
+(:class:`~multipair.store.durable.NotConfirmed`, issue 19) is waited out
+the same way: the same write (same write id) is applied again and
+confirmed again until it is, while the lane keeps it in memory. Redis
+answered, so that is not counted as Redis away.
+
+After an outage, the first call of the lane waits for one check of *which*
+primary answers (:attr:`RedisWait.on_back`, the lane's
+:meth:`~multipair.worker.failover.PrimaryWatch.after_outage`): a new primary
+may lack the lane's latest writes, and the lane re-reads and writes back
+what it needs before anything else goes on (docs/deploy-ha.md "After a
+failover"). Once per outage, not per call.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from typing import Any, Final, TypeVar, cast
 
 from multipair.leases import LeaseLapsed
 from multipair.logs import get_logger
+from multipair.store.durable import NotConfirmed
 from multipair.worker.clock import Clock
 from multipair.worker.retry import RedisBackoff, is_redis_away, redis_delays
 
@@ -73,6 +87,13 @@ class RedisWait:
         self._away_since: float | None = None  # Redis unreachable since (monotonic)
         self._back_at: float | None = None  # when Redis last came back (monotonic)
         self._away_logged = False
+        self._unconfirmed = False  # a durable write is waiting for the replicas
+        self.on_back: Callable[[], Awaitable[None]] | None = None
+        """Run once after each outage, before any other call goes on (see the module doc)."""
+        self._outages = 0  # outages seen (or silent calls): a check is due when it moves
+        self._checked = 0  # the outage count the last completed check covered
+        self._check_lock = asyncio.Lock()
+        self._checker: asyncio.Task[Any] | None = None
 
     async def until(
         self, call: Callable[[], Awaitable[_T]], *, until: asyncio.Event | None = None
@@ -108,6 +129,14 @@ class RedisWait:
         other time it means the supervisor stopped renewing (frozen, gone):
         the lane stops, as for any lost lease.
         """
+        if isinstance(exc, NotConfirmed):
+            if not self._unconfirmed:
+                self._unconfirmed = True
+                log.warning(
+                    "a write is not confirmed on the replicas: kept, written again until it is",
+                    error=last_line(exc),
+                )
+            return True
         if isinstance(exc, LeaseLapsed):
             self.answered()  # a refusal is an answer: Redis is here
             back = self._back_at
@@ -116,6 +145,7 @@ class RedisWait:
             if self._away_since is None:
                 now = self._clock.monotonic()
                 self._away_since = now
+                self._outages += 1
                 # Each pooled connection that died with the server fails once
                 # more after Redis is back: not a new outage worth a warning.
                 back = self._back_at
@@ -137,9 +167,13 @@ class RedisWait:
         now = self._clock.monotonic()
         if now - started > _SLOW_CALL_S:
             self._back_at = now
+            self._outages += 1
 
     def answered(self) -> None:
         """Redis answered a call: if it was away, it is back."""
+        if self._unconfirmed:
+            self._unconfirmed = False
+            log.warning("the write is confirmed on the replicas")
         since = self._away_since
         if since is not None:
             self._away_since = None
@@ -148,7 +182,13 @@ class RedisWait:
                 log.warning("Redis back", away_s=round(self._back_at - since, 3))
 
     async def best_effort(self, call: Callable[[], Awaitable[_T]]) -> tuple[bool, _T | None]:
-        """``call()`` once: (True, result), or (False, None) when Redis is away (not waited)."""
+        """``call()`` once: (True, result), or (False, None) when Redis is away (not waited).
+
+        After an outage the primary check (:attr:`on_back`) runs first; while
+        it cannot complete, nothing else is tried.
+        """
+        if self._outages != self._checked and not await self._check_primary():
+            return False, None
         started = self._clock.monotonic()
         try:
             result = await call()
@@ -159,3 +199,31 @@ class RedisWait:
             return False, None
         self.answered()
         return True, result
+
+    async def _check_primary(self) -> bool:
+        """Run :attr:`on_back` once for the outages seen; False while it cannot complete.
+
+        One task runs it; the others do not wait for it (their call counts as
+        not answered yet, as while Redis is away: a pong never waits behind
+        it). Its own calls (through :meth:`until`, nested) go on.
+        """
+        hook = self.on_back
+        if hook is None or asyncio.current_task() is self._checker:
+            return True
+        if self._check_lock.locked():
+            return False
+        async with self._check_lock:
+            outages = self._outages
+            if outages == self._checked:
+                return True
+            self._checker = asyncio.current_task()
+            try:
+                await hook()
+            except Exception as exc:
+                if not self.must_wait(exc):
+                    raise
+                return False
+            finally:
+                self._checker = None
+            self._checked = outages
+            return True

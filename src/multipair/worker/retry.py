@@ -45,6 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
 from multipair.exceptions import ConfigurationError, RetryLater
+from multipair.redis_conn import AWAY_REPLIES
 
 __all__ = [
     "ReconnectPolicy",
@@ -75,7 +76,6 @@ def redis_delays(policy: RedisBackoff, rng: random.Random | None = None) -> Iter
 
 # Error replies that mean "not now" rather than "no": redis-py raises most of them as
 # their own classes (BusyLoadingError is a ConnectionError), the rest as ResponseError.
-_AWAY_REPLIES = ("LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN")
 
 
 def is_redis_away(exc: BaseException) -> bool:
@@ -83,7 +83,7 @@ def is_redis_away(exc: BaseException) -> bool:
 
     Covers connection errors and timeouts of redis-py (``BusyLoadingError``,
     "LOADING", included), ``MASTERDOWN``/``READONLY``/``TRYAGAIN``/
-    ``CLUSTERDOWN`` replies, and the stores' :class:`RetryLater` (their
+    ``CLUSTERDOWN``/``UNBLOCKED`` replies, and the stores' :class:`RetryLater` (their
     wrapping of the same). Never a lost lease, never asyncio's own timeout
     (that one is a terminal that did not answer).
     """
@@ -91,7 +91,7 @@ def is_redis_away(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ClusterDownError | TryAgainError | SlotNotCoveredError | ReadOnlyError):
         return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(_AWAY_REPLIES)
+    return isinstance(exc, ResponseError) and str(exc).startswith(AWAY_REPLIES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

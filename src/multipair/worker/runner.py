@@ -8,6 +8,21 @@ record, or refuses it. It waits for the outcome the session's events bring
 (:mod:`multipair.worker.session_events`); pairing, lookups, printing and
 configuration run here too. The lane's module docstring states the
 guarantees (before send, persist before use, one pairing).
+
+**Confirmed before send** (issue 19, docs/deploy-ha.md "Durable writes").
+With ``MULTIPAIR_REDIS_MIN_REPLICAS`` above 0, a new request is sent only
+once its record (and the ``command_id`` claim) is confirmed on that many
+replicas (:meth:`Runner.confirm_before_send`): else a failover could
+promote a replica without it, and the command, delivered again, would be
+sent a second time. Each ``WAIT`` lasts up to ``MULTIPAIR_REDIS_WAIT_MS``;
+the lane asks again for up to :data:`~multipair.store.durable.CONFIRM_BEFORE_SEND_S`
+(a lagging replica catching up), then refuses the command with the
+retryable ``redis_unavailable``: nothing was sent, the record stays
+``requested``, and the same command sent again (same ``command_id``) runs
+it then, once (its claim and record say "the same money command, never
+sent"). ``command_accepted`` is published only after that confirmation
+(never in the record's own write), so a command gets ``command_accepted``
+or ``command_rejected``, not both.
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ from multipair.exceptions import CommandError, LocalProtocolError
 from multipair.logs import get_logger
 from multipair.spi import messages as m
 from multipair.spi import pos as spi
+from multipair.store.durable import CONFIRM_BEFORE_SEND_S
 from multipair.store.transactions import TxRecord
 from multipair.worker.admission import (
     AnswerFromRecord,
@@ -276,7 +292,9 @@ class Runner:
 
         The common case, a new transaction on a ready, idle lane, takes one
         write before the request goes out (:meth:`TxStore.begin`: the
-        command_id claim, the record and ``command_accepted``). Anything else
+        command_id claim, the record and ``command_accepted``; with replicas to
+        wait for, ``command_accepted`` follows once the record is confirmed, so
+        a command refused for an unconfirmed record was never accepted). Anything else
         (a repeated command_id or pos_ref_id, a redelivery, a terminal not
         ready) takes the step-by-step path, which reads the record first and
         asks :func:`~multipair.worker.admission.admit` what to do.
@@ -296,6 +314,10 @@ class Runner:
             raise
         record: TxRecord | None = None
         begun_created = False
+        # With replicas to wait for, command_accepted is published only once the
+        # record is confirmed (:meth:`confirm_before_send`): a command gets
+        # command_accepted or command_rejected, never both.
+        accept_later = lane.writer.replicas is not None
         if not claimed and can_start_now(Readiness.of(lane.session)):
             assert pos_ref_id is not None
             # One write id for every try: a retry after a lost reply gets the
@@ -307,7 +329,7 @@ class Runner:
                     new_record(command, pos_ref_id),
                     claim=claim_of(command, entry.entry_id),
                     publish_to=lane.keys.events(iid),
-                    publish_fields=bs.encode_event(self.accepted(command)),
+                    publish_fields={} if accept_later else bs.encode_event(self.accepted(command)),
                     maxlen=lane.deps.settings.events_maxlen,
                     ticket=lane.writer.ticket(),
                 )
@@ -329,6 +351,8 @@ class Runner:
                 assert record is not None
                 await lane.intake.answer(entry, self._answer_from_record(command, record))
                 return
+        if not isinstance(decision, Resume):
+            await self.confirm_before_send()  # refused here: nothing was sent
         lane.record = record
         lane.tx_done = asyncio.get_running_loop().create_future()
         lane.tx_entry = entry
@@ -337,15 +361,48 @@ class Runner:
             log.info("resuming an in-flight transaction from the terminal")
             await lane.step(lambda now: lane.session.recover(pos_ref_id, tx_type, now))
         else:
-            if not begun_created:
+            if accept_later or not begun_created:
                 await lane.publish_event(self.accepted(command))
             await lane.step(lambda now: lane.session.start_transaction(request, now))
         try:
-            await self.until_stopped(lane.tx_done)
+            done = await self.until_stopped(lane.tx_done)
         finally:
             lane.tx_done = None
+        lane.primary.finish(record or lane.record, done, entry.entry_id)
         if not entry.acked:  # normally acknowledged with the outcome, in one write
             await lane.intake.ack(entry)
+
+    async def confirm_before_send(self) -> None:
+        """Return once the lane's writes so far are on enough replicas; else refuse, retryable.
+
+        One ``WAIT`` per try (on one connection with a write of the lane's
+        slot, :meth:`~multipair.store.durable.ReplicaWait.confirm`), tried
+        for up to :data:`CONFIRM_BEFORE_SEND_S`; Redis away meanwhile is
+        ridden out as usual. Without replicas to wait for, nothing is sent.
+        """
+        lane = self.lane
+        replicas = lane.writer.replicas
+        if replicas is None:
+            return
+        deadline = lane.clock.monotonic() + CONFIRM_BEFORE_SEND_S
+        while True:
+            acked = await lane.until_redis(partial(replicas.confirm, lane.writer.sync_key))
+            if acked >= replicas.min_replicas:
+                return
+            if lane.stopped.is_set():
+                raise Stopping
+            if lane.clock.monotonic() >= deadline:
+                log.warning(
+                    "request not sent: its record is not confirmed on the replicas",
+                    replicas=acked,
+                    wanted=replicas.min_replicas,
+                )
+                raise CommandError(
+                    bs.Reason.REDIS_UNAVAILABLE,
+                    f"the transaction record was confirmed on {acked} of "
+                    f"{replicas.min_replicas} Redis replicas; nothing was sent: send the same "
+                    "command again",
+                )
 
     async def _admit(
         self, command: bs.Command, record: TxRecord | None
@@ -443,8 +500,16 @@ class Runner:
                 async with asyncio.timeout(remaining):
                     await self.lane.flushed.wait()
 
-    async def _recover_orphan(self, record: TxRecord) -> None:
-        structlog.contextvars.bind_contextvars(pos_ref_id=record.pos_ref_id)
+    async def _recover_orphan(self, queued: TxRecord) -> None:
+        structlog.contextvars.bind_contextvars(pos_ref_id=queued.pos_ref_id)
+        # Read again: queued after a failover, it may have finished since (its
+        # command ran meanwhile); only a record still unfinished is recovered.
+        record = await self.lane.until_redis(
+            partial(self.lane.deps.txs.get, self.lane.instance_id, queued.pos_ref_id)
+        )
+        if record is None or record.completed:
+            structlog.contextvars.unbind_contextvars("pos_ref_id")
+            return
         tx_type = TX_TYPES.get(record.tx_type)
         if tx_type is None or self.lane.session.status is spi.SpiStatus.UNPAIRED:
             log.error("cannot recover transaction", tx_type=record.tx_type)
@@ -454,7 +519,8 @@ class Runner:
         try:
             session = self.lane.session
             await self.lane.step(lambda now: session.recover(record.pos_ref_id, tx_type, now))
-            await self.until_stopped(self.lane.tx_done)
+            done = await self.until_stopped(self.lane.tx_done)
+            self.lane.primary.finish(record, done, None)
         finally:
             self.lane.tx_done = None
             self.lane.record = None  # as after any transaction: never cached past its end

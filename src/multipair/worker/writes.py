@@ -37,6 +37,19 @@ owner) or its subclass :class:`~multipair.leases.LeaseLapsed` (no lease at
 all: it expired while Redis was away and its owner has not taken it back
 yet).
 
+**Confirmed on replicas** (issue 19, :mod:`multipair.store.durable`). With
+a :class:`~multipair.store.durable.ReplicaWait` (``MULTIPAIR_REDIS_MIN_REPLICAS``
+above 0), a batch that carries a record op (the ``sent`` move before the
+request's frame leaves, the outcome with its event and acknowledgement) or
+is marked ``durable`` is confirmed on the replicas after it is applied: a
+batch not confirmed in time raises
+:class:`~multipair.store.durable.NotConfirmed`, a ``RetryLater``, so the
+lane's Redis wait applies the *same* batch again (a replay if it is still
+on the primary, written afresh if a failover lost it) and confirms again,
+until it is confirmed. Meanwhile the batch, outcome and all, is kept in
+memory, and the round's frames do not leave. Without one, nothing extra is
+sent.
+
 The heartbeat has a script of its own (:meth:`LaneWriter.heartbeat`): one
 round trip checks the profile still exists and, fenced, writes
 ``heartbeat_at``. Setting a time again is harmless: it needs no write id.
@@ -55,6 +68,7 @@ from multipair.broker_schema import CONSUMER_GROUP, Keys
 from multipair.exceptions import InternalError, LocalProtocolError
 from multipair.leases import FENCE_CHECK_LUA, fenced, fenced_error, is_fenced_error
 from multipair.redis_conn import as_text
+from multipair.store.durable import ReplicaWait
 from multipair.store.once import WriteLog, WriteTicket, once
 from multipair.store.transactions import TX_LUA, TxOp
 
@@ -134,6 +148,8 @@ class WriteBatch:
     """The batch's write id, set by its first :meth:`LaneWriter.apply` and kept for retries."""
     acked: list[str] = field(default_factory=list)
     """The command entries the batch acknowledges (``XACK``)."""
+    durable: bool = False
+    """Confirm it on the replicas once applied (set by every record op, :meth:`tx`)."""
 
     def __bool__(self) -> bool:
         return bool(self.ops)
@@ -181,13 +197,22 @@ class WriteBatch:
 
     def tx(self, op: TxOp) -> int:
         """Add a record op; returns its index in the results of :meth:`LaneWriter.apply`."""
+        self.durable = True  # a record op is what a guarantee rests on
         return self._op(op.name, op.keys, op.args, op.what)
 
 
 class LaneWriter:
     """Applies :class:`WriteBatch` es for one lane, fenced by its lease token."""
 
-    def __init__(self, redis: Redis, keys: Keys, instance_id: str, token: int | None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        instance_id: str,
+        token: int | None,
+        *,
+        replicas: ReplicaWait | None = None,
+    ) -> None:
         body = once(_RUN_OPS)
         self._script = redis.register_script(fenced(body) if token is not None else body)
         self.log = WriteLog(keys.writes(instance_id))
@@ -200,6 +225,10 @@ class LaneWriter:
         self._state = keys.state(instance_id)
         self._base = keys.lane_base(instance_id)
         self._token = token
+        self.replicas = replicas
+        """Confirms durable batches on the replicas; None: nothing is confirmed (no ``WAIT``)."""
+        self.sync_key = keys.writes(instance_id)
+        """The key :meth:`ReplicaWait.confirm` writes to move its connection's offset."""
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         if self._token is None:
@@ -222,7 +251,10 @@ class LaneWriter:
         returns the first application's results if it landed, and applies
         it now if it did not. Raises :class:`LocalProtocolError` when a record
         op was refused (the ops after it were not applied), :class:`LeaseLost`
-        when fenced out (:class:`LeaseLapsed` when the lease lapsed).
+        when fenced out (:class:`LeaseLapsed` when the lease lapsed), and
+        :class:`~multipair.store.durable.NotConfirmed` when a durable batch
+        landed but too few replicas confirmed it (call again with the same
+        batch).
         """
         if not batch.args:
             return []
@@ -244,6 +276,8 @@ class LaneWriter:
             if int(code) == 1:
                 raise LocalProtocolError(f"cannot {what}: the record is {as_text(detail)}")
             raise LocalProtocolError(f"cannot {what}: there is no such record")
+        if batch.durable and self.replicas is not None:
+            await self.replicas.ensure(self.sync_key)
         return results
 
     async def heartbeat(self, at: str) -> bool:
