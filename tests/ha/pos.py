@@ -72,6 +72,11 @@ RESEND_REASONS = frozenset({"redis_unavailable", "terminal_unavailable"})
 """Refusals after which the same command may be sent again (nothing happened)."""
 RESEND_AFTER_S = 15.0
 """No final answer this long after a send: send the same command again."""
+CALL_TIMEOUT_S = 5.0
+"""One Redis call of the driver at most; then it is tried again."""
+
+RUNNING: list[Pos] = []
+"""Drivers started by the current test: tests/ha/conftest.py stops any a failing test left."""
 FINAL = frozenset({"transaction_completed", "command_rejected"})
 
 
@@ -120,10 +125,14 @@ class Pos:
         self._answered: dict[str, asyncio.Event] = {}
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        """Set by :meth:`stop`: every loop ends at its next turn, even one whose
+        cancellation an ``asyncio.timeout`` expiring at the same moment swallowed."""
 
     # -- running ---------------------------------------------------------------------
 
     def start(self) -> None:
+        RUNNING.append(self)
         for lane, iid in enumerate(self.instance_ids):
             self._tasks.append(asyncio.create_task(self._read(lane, iid)))
             self._tasks.append(asyncio.create_task(self._shop(lane, iid)))
@@ -137,18 +146,23 @@ class Pos:
 
         with contextlib.suppress(AssertionError):  # reported as lost by the verdict
             await poll_until(all_answered, "every purchase answered", drain_s)
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A Redis call retried until it succeeds (the primary may be failing over)."""
-        while True:
+        while not self._closed:
             try:
-                return await fn(*args, **kwargs)
-            except (RedisError, OSError, RetryLater):
+                # A call stuck on a connection to a dead node is tried again
+                # (on loopback a kill is usually refused at once, not always).
+                async with asyncio.timeout(CALL_TIMEOUT_S):
+                    return await fn(*args, **kwargs)
+            except (RedisError, OSError, RetryLater, TimeoutError):
                 self.redis_errors += 1
                 await asyncio.sleep(0.1)
+        raise asyncio.CancelledError
 
     async def _xadd(self, lane: int, iid: str, purchase: Purchase) -> None:
         body = {
@@ -164,14 +178,14 @@ class Pos:
 
     async def _shop(self, lane: int, iid: str) -> None:
         n = 0
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self._closed:
             n += 1
             ref = f"{self.tag}-{lane}-{n}"
             purchase = Purchase(lane, f"c-{ref}", ref, self.amount(lane, n), time.monotonic())
             self.purchases[purchase.command_id] = purchase
             self.by_lane[lane].append(purchase)
             answered = self._answered[purchase.command_id] = asyncio.Event()
-            while not answered.is_set():
+            while not answered.is_set() and not self._closed:
                 await self._xadd(lane, iid, purchase)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RESEND_AFTER_S):
@@ -190,10 +204,11 @@ class Pos:
     async def _read(self, lane: int, iid: str) -> None:
         stream = self.keys.events(iid)
         last = "0"
-        while True:
+        while not self._closed:
             try:
-                reply: Any = await self.redis.xread({stream: last}, count=200, block=500)
-            except (RedisError, OSError, RetryLater):
+                async with asyncio.timeout(CALL_TIMEOUT_S):
+                    reply: Any = await self.redis.xread({stream: last}, count=200, block=500)
+            except (RedisError, OSError, RetryLater, TimeoutError):
                 self.redis_errors += 1
                 await asyncio.sleep(0.1)
                 continue
