@@ -143,7 +143,7 @@ class Pair:
     def completed(self) -> list[TransactionCompleted]:
         return [e for e in self.pos_events if isinstance(e, TransactionCompleted)]
 
-    def requested(self) -> list[t.TransactionRequest]:
+    def requested(self) -> list[t.ReceivedTransaction]:
         return [e.tx for e in self.terminal_events if isinstance(e, t.TransactionRequested)]
 
 

@@ -79,9 +79,6 @@ from multipair.spi.terminal.transactions import (
     ResponderFactory,
 )
 
-TransactionRequest = ReceivedTransaction
-"""The old name of :class:`ReceivedTransaction`, kept for importers."""
-
 __all__ = [
     "BUSY_DETAIL",
     "HISTORY_LIMIT",
@@ -120,7 +117,6 @@ __all__ = [
     "TransactionFinished",
     "TransactionRecord",
     "TransactionRefused",
-    "TransactionRequest",
     "TransactionRequested",
     "TxState",
     "UnexpectedMessage",
