@@ -28,17 +28,27 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+import pytest
 import redis
 
 from multipair.redis_conn import sentinel_url
+from tests.poll import poll_until_sync
 from tests.redis_server import RedisServer, RedisServerError, find_redis_server
 
-__all__ = ["SentinelDeployment", "SentinelProcess"]
+__all__ = [
+    "DATA_PASSWORD",
+    "SENTINEL_PASSWORD",
+    "SentinelDeployment",
+    "SentinelProcess",
+    "start_deployment",
+]
+
+DATA_PASSWORD: Final = "data-pw-1"
+SENTINEL_PASSWORD: Final = "sentinel-pw-1"
 
 _START_TIMEOUT_S: Final = 10.0
 _PORT_ATTEMPTS: Final = 5
@@ -89,12 +99,21 @@ class SentinelProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            deadline = time.monotonic() + _START_TIMEOUT_S
-            while time.monotonic() < deadline and process.poll() is None:
-                if self._answers(port):
-                    self._process, self.port = process, port
-                    return
-                time.sleep(0.02)
+
+            def started(port: int = port, process: subprocess.Popen[bytes] = process) -> str | None:
+                if process.poll() is not None:
+                    return "exited"
+                return "answers" if self._answers(port) else None
+
+            try:
+                state = poll_until_sync(
+                    started, "a Sentinel answering PING", _START_TIMEOUT_S, interval=0.02
+                )
+            except AssertionError:
+                state = "timed out"
+            if state == "answers":
+                self._process, self.port = process, port
+                return
             process.kill()
             process.wait()
             log = self.folder / "sentinel.log"
@@ -234,36 +253,44 @@ class SentinelDeployment:
 
     def _wait_replicas_in_sync(self, primary: RedisServer, timeout: float = 20.0) -> None:
         client = redis.Redis.from_url(primary.url, decode_responses=True, socket_timeout=1.0)
+        seen: dict[str, Any] = {}
+
+        def in_sync() -> bool:
+            seen.clear()
+            seen.update(client.info("replication"))
+            online = [v for k, v in seen.items() if k.startswith("slave") and isinstance(v, dict)]
+            return len([v for v in online if v.get("state") == "online"]) >= self.replicas
+
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                info = client.info("replication")
-                online = [
-                    v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
-                ]
-                if len([v for v in online if v.get("state") == "online"]) >= self.replicas:
-                    return
-                if time.monotonic() > deadline:
-                    raise RedisServerError(f"replicas never came online: {info}")
-                time.sleep(0.05)
+            poll_until_sync(
+                in_sync,
+                lambda: f"replicas never came online: {seen}",
+                timeout,
+                error=RedisServerError,
+            )
         finally:
             client.close()
 
     def _wait_sentinels_ready(self, timeout: float = 20.0) -> None:
         """Until every Sentinel sees the others and every replica (a failover needs them)."""
-        deadline = time.monotonic() + timeout
         others = len(self.sentinels) - 1
-        while True:
-            states = [self._master_state(s) for s in self.sentinels]
-            if all(
+        states: list[dict[str, str]] = []
+
+        def ready() -> bool:
+            states[:] = [self._master_state(s) for s in self.sentinels]
+            return all(
                 int(st.get("num-other-sentinels", -1)) >= others
                 and int(st.get("num-slaves", -1)) >= self.replicas
                 for st in states
-            ):
-                return
-            if time.monotonic() > deadline:
-                raise RedisServerError(f"the Sentinels never saw each other: {states}")
-            time.sleep(0.1)
+            )
+
+        poll_until_sync(
+            ready,
+            lambda: f"the Sentinels never saw each other: {states}",
+            timeout,
+            interval=0.1,
+            error=RedisServerError,
+        )
 
     def _master_state(self, sentinel: SentinelProcess) -> dict[str, str]:
         client: Any = sentinel.client()
@@ -339,19 +366,25 @@ class SentinelDeployment:
         client = redis.Redis.from_url(self.primary().url, decode_responses=True, socket_timeout=1.0)
         try:
             target = int(client.info("replication")["master_repl_offset"])
-            deadline = time.monotonic() + timeout
-            while True:
-                info = client.info("replication")
+            seen: dict[str, Any] = {}
+
+            def caught_up() -> bool:
+                seen.clear()
+                seen.update(client.info("replication"))
                 offsets = [
                     int(v["offset"])
-                    for k, v in info.items()
+                    for k, v in seen.items()
                     if k.startswith("slave") and isinstance(v, dict)
                 ]
-                if len(offsets) >= self.replicas and all(o >= target for o in offsets):
-                    return
-                if time.monotonic() > deadline:
-                    raise RedisServerError(f"replicas stayed behind offset {target}: {info}")
-                time.sleep(0.02)
+                return len(offsets) >= self.replicas and all(o >= target for o in offsets)
+
+            poll_until_sync(
+                caught_up,
+                lambda: f"replicas stayed behind offset {target}: {seen}",
+                timeout,
+                interval=0.02,
+                error=RedisServerError,
+            )
         finally:
             client.close()
 
@@ -367,14 +400,16 @@ class SentinelDeployment:
     def wait_for_failover(self, old_port: int, timeout: float = 30.0) -> int:
         """Until a majority of Sentinels names a primary other than ``old_port`` that
         answers as a master; its port."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def promoted() -> int | None:
             address = self.primary_address()
             if address is not None and address[1] != old_port and self._is_master(address[1]):
                 return address[1]
-            if time.monotonic() > deadline:
-                raise RedisServerError(f"no failover away from port {old_port} in {timeout} s")
-            time.sleep(0.05)
+            return None
+
+        return poll_until_sync(
+            promoted, f"a failover away from port {old_port}", timeout, error=RedisServerError
+        )
 
     def _is_master(self, port: int) -> bool:
         node = self.node_on(port)
@@ -396,3 +431,18 @@ class SentinelDeployment:
         node.extra_args = (*auth, "--replicaof", primary[0], str(primary[1]))
         node.start()
         return node
+
+
+def start_deployment(**options: Any) -> SentinelDeployment:
+    """A running deployment with both passwords, for a test (skips without a redis-server,
+    fails when it cannot start)."""
+    if find_redis_server() is None:
+        pytest.skip("no redis-server: cannot start Sentinels")
+    deployment = SentinelDeployment(
+        password=DATA_PASSWORD, sentinel_password=SENTINEL_PASSWORD, **options
+    )
+    try:
+        deployment.start()
+    except RedisServerError as exc:
+        pytest.fail(f"could not start a Sentinel deployment: {exc}")
+    return deployment

@@ -13,17 +13,31 @@ wants with a ``terminals`` fixture::
     @pytest.fixture
     def terminals() -> int:
         return 5
+
+``sentinel_deployment`` and ``sentinel_fleet`` are the same on a Sentinel
+deployment of the test's own (one it may kill the primary of), both
+passwords set; a module takes them under the names its tests ask for::
+
+    deployment = supervisor_rig.sentinel_deployment  # the name sentinel_fleet asks for
+    fleet = supervisor_rig.sentinel_fleet
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import gc
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from multipair.redis_conn import connect
 from multipair.simulator import Simulator
+from tests.sentinel_servers import SentinelDeployment, start_deployment
 from tests.simulator.helpers import paired_simulator
 from tests.supervisor.helpers import Fleet
 
@@ -45,3 +59,31 @@ async def fleet(
         yield fleet
     finally:
         await fleet.close()
+
+
+@pytest.fixture
+def sentinel_deployment() -> Iterator[SentinelDeployment]:
+    """A Sentinel deployment of the test's own (a primary, a replica, three Sentinels);
+    a node a test left frozen (SIGSTOP) is resumed first: stop() would wait for it."""
+    started = start_deployment()
+    yield started
+    for node in started.nodes:
+        if node.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node.pid, signal.SIGCONT)
+    started.stop()
+
+
+@pytest.fixture
+async def sentinel_fleet(
+    deployment: SentinelDeployment, tmp_path: Path, sim: Simulator
+) -> AsyncIterator[Fleet]:
+    """:func:`fleet` on ``deployment`` (a key prefix of its own)."""
+    client = await connect(deployment.url)
+    fleet = Fleet(client, deployment.url, f"t{uuid.uuid4().hex[:12]}", tmp_path, sim)
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
+        await client.aclose()
+        gc.collect()  # the dropped connections' warnings land here, under the test's filters

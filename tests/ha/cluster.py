@@ -11,11 +11,11 @@ replica of the one promoted in its place.
 from __future__ import annotations
 
 import subprocess
-import time
 
 import redis
 
 from multipair.embedded import RedisCluster, RedisServer, RedisServerError, find_redis_cli
+from tests.poll import poll_until_sync
 
 __all__ = ["ReplicatedCluster"]
 
@@ -102,11 +102,12 @@ class ReplicatedCluster(RedisCluster):
 
     def wait_master(self, port: int, timeout: float = 30.0) -> None:
         """Until the node on ``port`` is a master and every live node serves every slot."""
-        deadline = time.monotonic() + timeout
-        while self.role(port) != "master" or not self._all_ok():
-            if time.monotonic() > deadline:
-                raise RedisServerError(f"node {port} never became a serving master")
-            time.sleep(0.05)
+        poll_until_sync(
+            lambda: self.role(port) == "master" and self._all_ok(),
+            f"node {port} a serving master",
+            timeout,
+            error=RedisServerError,
+        )
 
     def _all_ok(self) -> bool:
         for port in self.ports:
@@ -121,8 +122,9 @@ class ReplicatedCluster(RedisCluster):
 
     def wait_replicas_linked(self, timeout: float = 30.0) -> None:
         """Until every master has a replica whose link is up (a failover can promote it)."""
-        deadline = time.monotonic() + timeout
-        while True:
+        counts = {"masters": 0, "linked": 0}
+
+        def all_linked() -> bool:
             masters = linked = 0
             for port in self.ports:
                 with self._client(port) as client:
@@ -134,11 +136,16 @@ class ReplicatedCluster(RedisCluster):
                     masters += 1
                 elif info.get("master_link_status") == "up":
                     linked += 1
-            if masters == 3 and linked == 3 and self._all_ok():
-                return
-            if time.monotonic() > deadline:
-                raise RedisServerError(f"{linked} of 3 replicas linked, {masters} masters")
-            time.sleep(0.1)
+            counts.update(masters=masters, linked=linked)
+            return masters == 3 and linked == 3 and self._all_ok()
+
+        poll_until_sync(
+            all_linked,
+            lambda: f"{counts['linked']} of 3 replicas linked, {counts['masters']} masters",
+            timeout,
+            interval=0.1,
+            error=RedisServerError,
+        )
 
     def kill(self, port: int) -> RedisServer:
         node = self.node_on(port)

@@ -240,36 +240,45 @@ class Pos:
 
     async def wait_answered_again(self, since: float, timeout: float) -> list[float]:
         """Until every lane completed a purchase sent after ``since``; the times (see above)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            times = [self.answered_again(lane, since) for lane in range(len(self.by_lane))]
+        times: list[float | None] = []
+
+        def all_answered() -> list[float] | None:
+            times[:] = [self.answered_again(lane, since) for lane in range(len(self.by_lane))]
             if all(t is not None for t in times):
                 return [round(t, 3) for t in times if t is not None]
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"lanes not answering {timeout} s after the promotion: "
-                    f"{[i for i, t in enumerate(times) if t is None]}"
-                )
-            await asyncio.sleep(0.05)
+            return None
+
+        return await poll_until(
+            all_answered,
+            lambda: (
+                "every lane answering after the promotion; not answering: "
+                f"{[i for i, t in enumerate(times) if t is None]}"
+            ),
+            timeout,
+        )
 
 
 async def final_events(
     redis: aioredis.Redis, keys: bs.Keys, instance_ids: Iterable[str]
 ) -> list[Body]:
     """Every event of the lanes as the primary that stands has them (retried while away)."""
-    bodies: list[Body] = []
-    deadline = time.monotonic() + 60
-    for iid in instance_ids:
-        while True:
+    ids = list(instance_ids)
+    unreadable: list[str] = []
+
+    async def read_all() -> list[Body] | None:
+        bodies: list[Body] = []
+        for iid in ids:
             try:
                 raw: Any = await redis.xrange(keys.events(iid))
-                break
             except (RedisError, OSError, RetryLater) as exc:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"events of {iid} unreadable: {exc!r}") from exc
-                await asyncio.sleep(0.2)
-        bodies.extend(orjson.loads(fields[b"body"]) for _, fields in raw)
-    return bodies
+                unreadable[:] = [f"events of {iid} unreadable: {exc!r}"]
+                return None
+            bodies.extend(orjson.loads(fields[b"body"]) for _, fields in raw)
+        return bodies
+
+    return await poll_until(
+        read_all, lambda: "; ".join(unreadable) or "the events", 60, interval=0.2
+    )
 
 
 def terminal_truth(logs: Iterable[MutableMapping[str, Any]]) -> dict[str, bool]:

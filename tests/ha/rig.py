@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from multipair.simulator import Simulator
 from tests.ha.pos import Pos
+from tests.poll import poll_until
 from tests.supervisor.helpers import Fleet, Lane, SupervisorProcess
 
 __all__ = ["STEPS", "Round", "amount_mix", "arm", "release", "start_supervised"]
@@ -43,21 +43,26 @@ def amount_mix(seed: int) -> Any:
 
 
 async def arm(step: str, pos: Pos, sim: Simulator, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
     if step == "records":
         pos.sent.clear()
         await asyncio.wait_for(pos.sent.wait(), timeout)
     elif step == "at_terminal":
         for terminal in sim.terminals:
             terminal.settings.card_delay = HOLD_S
-        while not all(t.session.current_tx is not None for t in sim.terminals):
-            assert time.monotonic() < deadline, "the terminals never all held a request"
-            await asyncio.sleep(0.01)
+        await poll_until(
+            lambda: all(t.session.current_tx is not None for t in sim.terminals),
+            "every terminal holding a request",
+            timeout,
+            interval=0.01,
+        )
     elif step == "outcomes":
         before = [t.session.state.last_tx for t in sim.terminals]
-        while [t.session.state.last_tx for t in sim.terminals] == before:
-            assert time.monotonic() < deadline, "no transaction finished"
-            await asyncio.sleep(0.001)
+        await poll_until(
+            lambda: [t.session.state.last_tx for t in sim.terminals] != before,
+            "a transaction finished",
+            timeout,
+            interval=0.001,
+        )
     else:
         raise ValueError(step)
 

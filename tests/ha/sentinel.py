@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis
 
+from tests.poll import poll_until_sync
 from tests.redis_server import RedisServerError
 from tests.sentinel_servers import SentinelDeployment
 
@@ -29,9 +29,9 @@ def _replicas_seen(deployment: SentinelDeployment) -> list[list[dict[str, Any]]]
 def wait_healthy(deployment: SentinelDeployment, timeout: float = 30.0) -> None:
     """Until the primary has every replica online and in sync, and every Sentinel sees each
     of them up (not ``s_down``, not disconnected): a failover can then promote one."""
-    deadline = time.monotonic() + timeout
     deployment.wait_replicated(timeout)
-    while True:
+
+    def all_see_them_up() -> bool:
         ok = 0
         for replicas in _replicas_seen(deployment):
             up = [
@@ -42,10 +42,12 @@ def wait_healthy(deployment: SentinelDeployment, timeout: float = 30.0) -> None:
                 and r.get("master-link-status", "ok") == "ok"
             ]
             ok += len(up) >= deployment.replicas
-        if ok == len(deployment.sentinels):
-            return
-        if time.monotonic() > deadline:
-            raise RedisServerError(
-                f"Sentinels never saw the replicas up: {_replicas_seen(deployment)}"
-            )
-        time.sleep(0.1)
+        return ok == len(deployment.sentinels)
+
+    poll_until_sync(
+        all_see_them_up,
+        lambda: f"Sentinels never saw the replicas up: {_replicas_seen(deployment)}",
+        timeout,
+        interval=0.1,
+        error=RedisServerError,
+    )

@@ -14,10 +14,6 @@ processes connected to one terminal at once, even for a moment, shows there.
 from __future__ import annotations
 
 import asyncio
-import gc
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -25,13 +21,13 @@ from structlog.testing import capture_logs
 
 from multipair.redis_conn import connect
 from multipair.simulator import Simulator
+from tests import supervisor_rig
 from tests.failover.helpers import wait_hosts_live, wait_spread
 from tests.failover.test_balance_and_drain import cli
 from tests.ha.pos import UNCLOSED_TO_A_DEAD_PRIMARY, Pos, final_events, terminal_truth, verdict
 from tests.ha.rig import amount_mix
 from tests.ha.sentinel import wait_healthy
 from tests.poll import poll_until
-from tests.sentinel.conftest import start_deployment
 from tests.sentinel_servers import SentinelDeployment
 from tests.supervisor.helpers import Fleet, SupervisorProcess
 
@@ -41,25 +37,8 @@ DURABLE = {"MULTIPAIR_REDIS_MIN_REPLICAS": "1"}
 pytestmark = [pytest.mark.timeout(240), *UNCLOSED_TO_A_DEAD_PRIMARY]
 
 
-@pytest.fixture
-def deployment() -> Iterator[SentinelDeployment]:
-    started = start_deployment()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-async def fleet(
-    deployment: SentinelDeployment, tmp_path: Path, sim: Simulator
-) -> AsyncIterator[Fleet]:
-    client = await connect(deployment.url)
-    fleet = Fleet(client, deployment.url, f"t{uuid.uuid4().hex[:12]}", tmp_path, sim)
-    try:
-        yield fleet
-    finally:
-        await fleet.close()
-        await client.aclose()
-        gc.collect()
+deployment = supervisor_rig.sentinel_deployment
+fleet = supervisor_rig.sentinel_fleet  # gc.collect() at its end, under this module's filters
 
 
 def _supervisor(fleet: Fleet, host_id: str) -> SupervisorProcess:

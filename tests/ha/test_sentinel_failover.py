@@ -18,11 +18,7 @@ published again; and every lane completes a new purchase within
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -30,10 +26,10 @@ from structlog.testing import capture_logs
 
 from multipair.redis_conn import connect
 from multipair.simulator import Simulator
+from tests import supervisor_rig
 from tests.ha.pos import UNCLOSED_TO_A_DEAD_PRIMARY, Pos, final_events, terminal_truth, verdict
 from tests.ha.rig import STEPS, Round, amount_mix, arm, release, start_supervised
 from tests.ha.sentinel import wait_healthy
-from tests.sentinel.conftest import start_deployment
 from tests.sentinel_servers import SentinelDeployment
 from tests.supervisor.helpers import Fleet
 
@@ -45,25 +41,8 @@ ANSWER_TIMEOUT_S = 60.0
 pytestmark = [pytest.mark.timeout(240), *UNCLOSED_TO_A_DEAD_PRIMARY]
 
 
-@pytest.fixture
-def deployment() -> Iterator[SentinelDeployment]:
-    started = start_deployment()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-async def fleet(
-    deployment: SentinelDeployment, tmp_path: Path, sim: Simulator
-) -> AsyncIterator[Fleet]:
-    client = await connect(deployment.url)
-    fleet = Fleet(client, deployment.url, f"t{uuid.uuid4().hex[:12]}", tmp_path, sim)
-    try:
-        yield fleet
-    finally:
-        await fleet.close()
-        await client.aclose()
-        gc.collect()  # the dropped connections' warnings land here, under the filter
+deployment = supervisor_rig.sentinel_deployment
+fleet = supervisor_rig.sentinel_fleet  # gc.collect() at its end, under this module's filters
 
 
 async def test_kill_9_of_the_primary_at_three_steps_of_the_load_loses_and_doubles_nothing(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis as redis_sync
 
+from tests.poll import poll_until_sync
 from tests.redis_server import RedisServer
 
 __all__ = ["ReplicatedPair", "replicated_pair"]
@@ -36,15 +37,15 @@ class ReplicatedPair:
     def wait_linked(self) -> None:
         """Return once the replica is in sync with the primary (``master_link_status:up``)."""
         client = redis_sync.Redis.from_url(self.replica_url)
-        deadline = time.monotonic() + _LINK_UP_S
+        seen: dict[str, Any] = {}
+
+        def linked() -> bool:
+            seen.clear()
+            seen.update(client.info("replication"))
+            return seen.get("master_link_status") == "up"
+
         try:
-            while True:
-                info = client.info("replication")
-                if info.get("master_link_status") == "up":
-                    return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"replica never linked: {info}")
-                time.sleep(0.05)
+            poll_until_sync(linked, lambda: f"replica never linked: {seen}", _LINK_UP_S)
         finally:
             client.close()
 

@@ -11,13 +11,9 @@ terminal's outcome; the terminal saw the pos_ref_id once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,7 +26,7 @@ from multipair.redis_conn import connect, redis_errors
 from multipair.simulator import Simulator
 from tests import supervisor_rig
 from tests.poll import poll_until
-from tests.redis_server import RedisServer, RedisServerError, find_redis_server
+from tests.redis_server import RedisServer
 from tests.sentinel_servers import SentinelDeployment
 from tests.supervisor.helpers import Fleet, Lane
 from tests.worker.helpers import Body
@@ -45,50 +41,25 @@ def terminals() -> int:
     return 1
 
 
-@pytest.fixture
-def deployment() -> Iterator[SentinelDeployment]:
-    if find_redis_server() is None:
-        pytest.skip("no redis-server: cannot start Sentinels")
-    started = SentinelDeployment(replicas=1)
-    try:
-        started.start()
-    except RedisServerError as exc:
-        pytest.fail(f"could not start a Sentinel deployment: {exc}")
-    yield started
-    for node in started.nodes:  # never leave one frozen: stop() would wait for it
-        if node.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(node.pid, signal.SIGCONT)
-    started.stop()
-
-
-@pytest.fixture
-async def fleet(
-    deployment: SentinelDeployment, tmp_path: Path, sim: Simulator
-) -> AsyncIterator[Fleet]:
-    client = await connect(deployment.url)
-    fleet = Fleet(client, deployment.url, f"t{uuid.uuid4().hex[:12]}", tmp_path, sim)
-    try:
-        yield fleet
-    finally:
-        await fleet.close()
-        await client.aclose()
+deployment = supervisor_rig.sentinel_deployment  # resumes a node left frozen
+fleet = supervisor_rig.sentinel_fleet
 
 
 async def _events(url: str, lane: Lane) -> list[Body]:
     """Every event of the lane on the primary that stands (riding out the failover)."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    async def read() -> list[Body] | None:
         client = await connect(url)
         try:
             with redis_errors():
                 raw: Any = await client.xrange(lane.keys.events(lane.instance_id))
             return [orjson.loads(fields[b"body"]) for _, fields in raw]
         except RetryLater:
-            assert time.monotonic() < deadline, "no primary answered"
-            await asyncio.sleep(0.2)
+            return None
         finally:
             await client.aclose()
+
+    return await poll_until(read, "a primary answering", 30, interval=0.2)
 
 
 def _cut_off(deployment: SentinelDeployment, replica: RedisServer) -> None:
@@ -104,14 +75,14 @@ def _cut_off(deployment: SentinelDeployment, replica: RedisServer) -> None:
 
 
 async def _purchase_across(lane: Lane, ref: str) -> Body:
-    deadline = time.monotonic() + 40
-    while True:
+    async def purchase() -> Body | None:
         try:
             with redis_errors():
                 return await lane.purchase(ref, APPROVE, timeout=40)
         except RetryLater:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.2)
+            return None
+
+    return await poll_until(purchase, f"the purchase {ref} answered", 40, interval=0.2)
 
 
 @pytest.mark.parametrize("min_replicas", [0, 1])

@@ -10,27 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.redis_server import RedisServerError, find_redis_server
-from tests.sentinel_servers import SentinelDeployment
+from tests.sentinel_servers import (
+    DATA_PASSWORD,
+    SENTINEL_PASSWORD,
+    SentinelDeployment,
+    start_deployment,
+)
 
-DATA_PASSWORD = "data-pw-1"
-SENTINEL_PASSWORD = "sentinel-pw-1"
-
-
-def start_deployment(**options: object) -> SentinelDeployment:
-    """A running deployment with both passwords (skips without a redis-server)."""
-    if find_redis_server() is None:
-        pytest.skip("no redis-server: cannot start Sentinels")
-    deployment = SentinelDeployment(
-        password=DATA_PASSWORD,
-        sentinel_password=SENTINEL_PASSWORD,
-        **options,  # type: ignore[arg-type]
-    )
-    try:
-        deployment.start()
-    except RedisServerError as exc:
-        pytest.fail(f"could not start a Sentinel deployment: {exc}")
-    return deployment
+__all__ = ["DATA_PASSWORD", "SENTINEL_PASSWORD", "sentinels", "start_deployment"]
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,7 @@ client to a lane under a real supervisor (each test starts a deployment of its o
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,9 +14,8 @@ from redis.exceptions import ReadOnlyError
 
 from multipair.exceptions import RetryLater
 from multipair.redis_conn import connect, redis_errors
-from multipair.simulator import Simulator
 from tests import supervisor_rig
-from tests.sentinel.conftest import start_deployment
+from tests.poll import poll_until
 from tests.sentinel_servers import SentinelDeployment
 from tests.supervisor.helpers import Fleet, Lane
 from tests.worker.helpers import Body
@@ -34,26 +29,26 @@ def terminals() -> int:
     return 1
 
 
-@pytest.fixture
-def deployment() -> Iterator[SentinelDeployment]:
-    started = start_deployment()
-    yield started
-    started.stop()
+deployment = supervisor_rig.sentinel_deployment
+sentinel_fleet = supervisor_rig.sentinel_fleet
 
 
 async def _write_until_it_lands(client: aioredis.Redis, key: str, timeout: float = 30) -> int:
     """SET until it succeeds; every failure on the way must be RetryLater. The failures."""
     failures = 0
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def landed() -> bool:
+        nonlocal failures
         try:
             with redis_errors():
                 await client.set(key, "after")
-            return failures
         except RetryLater:
             failures += 1
-            assert time.monotonic() < deadline, "the client never reached the new primary"
-            await asyncio.sleep(0.1)
+            return False
+        return True
+
+    await poll_until(landed, "the client reaching the new primary", timeout, interval=0.1)
+    return failures
 
 
 async def test_a_client_rides_out_a_kill_9_of_the_primary_and_writes_to_the_new_one(
@@ -93,10 +88,7 @@ async def test_a_demoted_primary_answering_readonly_sends_the_client_to_the_new_
             def replica() -> bool:
                 return "slave" == str(demoted.info("replication")["role"])
 
-            deadline = time.monotonic() + 20
-            while not replica():
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await poll_until(replica, "the old primary a replica", 20)
         failures = await _write_until_it_lands(client, "k")
         assert failures <= 1  # at most the READONLY of the kept connection
         with redis.Redis.from_url(deployment.node_on(new).url) as primary:
@@ -116,19 +108,6 @@ async def test_readonly_from_a_plain_replica_is_retry_later(
         with pytest.raises(RetryLater, match="answered as a replica"), redis_errors():
             await client.set("x", "1")
     finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def sentinel_fleet(
-    deployment: SentinelDeployment, tmp_path: Path, sim: Simulator
-) -> AsyncIterator[Fleet]:
-    client = await connect(deployment.url)
-    fleet = Fleet(client, deployment.url, f"t{uuid.uuid4().hex[:12]}", tmp_path, sim)
-    try:
-        yield fleet
-    finally:
-        await fleet.close()
         await client.aclose()
 
 
@@ -153,17 +132,14 @@ async def test_a_lane_under_a_supervisor_serves_purchases_across_a_failover(
     killed_at = time.monotonic()
     deployment.wait_for_failover(old)
 
-    async def purchase_after() -> Body:
-        deadline = time.monotonic() + 60
-        while True:  # the test's own client rides the failover like any POS backend
-            try:
-                with redis_errors():
-                    return await lane.purchase("s-2", APPROVE, timeout=60)
-            except RetryLater:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.2)
+    async def purchase_after() -> Body | None:
+        try:  # the test's own client rides the failover like any POS backend
+            with redis_errors():
+                return await lane.purchase("s-2", APPROVE, timeout=60)
+        except RetryLater:
+            return None
 
-    answered = await purchase_after()
+    answered = await poll_until(purchase_after, "the purchase after the failover", 60, interval=0.2)
     print(f"purchase answered {time.monotonic() - killed_at:.2f} s after the kill -9")
     assert "success" == answered["result"]
     assert ["s-1", "s-2"] == await _completed(fleet, lane)  # each exactly once
