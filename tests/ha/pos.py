@@ -319,6 +319,19 @@ class Verdict:
             or self.mismatched
         )
 
+    def assert_money_held(self, *, at_least: int) -> None:
+        """The money checks every failover test makes: nothing lost, completed twice,
+        answered differently live, sent twice or unlike the terminal's outcome; and
+        enough purchases ran for that to mean something."""
+        assert ([], [], [], {}, []) == (
+            self.lost,
+            self.completed_twice,
+            self.live_conflicts,
+            self.double_sent,
+            self.mismatched,
+        )
+        assert self.purchases >= at_least
+
     def as_json(self) -> dict[str, Any]:
         return {
             "purchases": self.purchases,

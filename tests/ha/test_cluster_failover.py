@@ -119,14 +119,7 @@ async def test_a_killed_master_and_a_manual_failover_lose_and_double_nothing(
             option=orjson.OPT_INDENT_2,
         ).decode(),
     )
-    assert ([], [], [], {}, []) == (
-        found.lost,
-        found.completed_twice,
-        found.live_conflicts,
-        found.double_sent,
-        found.mismatched,
-    )
-    assert found.purchases >= 20
+    found.assert_money_held(at_least=20)
     # No lane exits: a lane blocked on XREADGROUP at a master that CLUSTER FAILOVER
     # demotes gets UNBLOCKED and reads again at the new master.
     crashed = [e for e in events if e.get("type") == "lane_crashed"]

@@ -103,14 +103,7 @@ async def test_a_failover_in_the_middle_of_a_drain_never_connects_two_lanes_to_a
         ).decode(),
     )
     assert {t.serial: (0, 1) for t in sim.terminals} == overlap
-    assert ([], [], [], {}, []) == (
-        found.lost,
-        found.completed_twice,
-        found.live_conflicts,
-        found.double_sent,
-        found.mismatched,
-    )
-    assert found.purchases >= 10
+    found.assert_money_held(at_least=10)
     # The drain rode the failover out: it waited for Redis and finished.
     assert 0 == code, err
     assert 0 == orjson.loads(out)["lanes"]

@@ -86,14 +86,7 @@ async def test_kill_9_of_the_primary_at_three_steps_of_the_load_loses_and_double
             option=orjson.OPT_INDENT_2,
         ).decode(),
     )
-    assert ([], [], [], {}, []) == (
-        found.lost,
-        found.completed_twice,
-        found.live_conflicts,
-        found.double_sent,
-        found.mismatched,
-    )
-    assert found.purchases >= 20
+    found.assert_money_held(at_least=20)
     assert [] == crashed
     assert pids == [(await lane.state())["pid"] for lane in lanes]  # ridden out, no restart
     for done in rounds:
