@@ -28,6 +28,21 @@
 //                 "cancel": "now"          CancelTransaction() right after initiating
 //                 "cancel": "on_update"    CancelTransaction() at the first txn_update
 //                 "then_exit": true        return at once (with a following step)
+//   {"do": "tx", "kind": K, "ref": R, ...}
+//                                       one of the other transactions, through the
+//                                       library's own method; wait until finished; ack.
+//       K = account_verify                    SpiPreauth.InitiateAccountVerifyTx(R)
+//           preauth_open "cents"               SpiPreauth.InitiateOpenTx
+//           preauth_topup "cents"              SpiPreauth.InitiateTopupTx
+//           preauth_partial_cancel "cents"     SpiPreauth.InitiatePartialCancellationTx
+//           preauth_extend                     SpiPreauth.InitiateExtendTx
+//           preauth_cancel                     SpiPreauth.InitiateCancelTx
+//           preauth_complete "cents" ["surcharge_cents"]  SpiPreauth.InitiateCompletionTx
+//             (the preauth ones: "preauth_id": ID, or "preauth_of": an earlier ref
+//             whose response's preauth_id is used)
+//           zip_purchase "cents" "store_code" ["description"]  Spi.InitiateZipPurchaseTx
+//           zip_refund "cents" and "original_receipt_number", or "receipt_of": an
+//             earlier Zip purchase's ref (its zip_data.receipt_number)   Spi.InitiateZipRefundTx
 //   {"do": "recover", "ref": R, "tx_type": "Purchase"}
 //                                       InitiateRecovery; wait until finished; ack.
 //   {"do": "exit"}                      skip the rest and exit at once, with the
@@ -164,6 +179,8 @@ const libPackage = require("@mx51/spi-client-js/package.json");
 const {
   Spi,
   Secrets,
+  AccountVerifyResponse,
+  PreauthResponse,
   SpiStatus,
   SpiFlow,
   SuccessState,
@@ -246,6 +263,23 @@ function waitFor(what, predicate) {
   });
 }
 
+/** The purchase-like fields of a response, through the library's PurchaseResponse getters. */
+function purchaseLike(r) {
+  return {
+    pos_ref_id: r.PosRefId,
+    success: r.Success,
+    host_response_code: r.GetResponseCode(),
+    host_response_text: r.GetResponseText(),
+    error_reason: r.GetResponseValue("error_reason") ?? null,
+    purchase_amount: r.GetPurchaseAmount() ?? null,
+    rrn: r.GetRRN(),
+    auth_code: r.GetAuthCode(),
+    terminal_ref_id: r.GetTerminalReferenceId() ?? null,
+    has_customer_receipt: Boolean(r.GetCustomerReceipt()),
+    has_merchant_receipt: Boolean(r.GetMerchantReceipt()),
+  };
+}
+
 function describeTx(state) {
   const out = {
     pos_ref_id: state.PosRefId,
@@ -275,6 +309,44 @@ function describeTx(state) {
         scheme_name: r.SchemeName,
         has_customer_receipt: Boolean(r.GetCustomerReceipt()),
         has_merchant_receipt: Boolean(r.GetMerchantReceipt()),
+      };
+    } else if (state.Type === TransactionType.Preauth && typeof m.Data.pos_ref_id !== "undefined") {
+      // What a POS reads from a preauth response (PreauthResponse), balances included.
+      const r = new PreauthResponse(m);
+      out.response = {
+        ...purchaseLike(r.Details),
+        preauth_id: r.PreauthId ?? null,
+        transaction_type: m.Data.transaction_type ?? null,
+        balance_amount: r.GetBalanceAmount() ?? null,
+        previous_balance_amount: r.GetPreviousBalanceAmount() ?? null,
+        completion_amount: r.GetCompletionAmount() ?? null,
+        surcharge_amount: r.GetSurchargeAmount() ?? null,
+      };
+    } else if (state.Type === TransactionType.AccountVerify && typeof m.Data.pos_ref_id !== "undefined") {
+      const r = new AccountVerifyResponse(m);
+      out.response = {
+        ...purchaseLike(r.Details),
+        transaction_type: m.Data.transaction_type ?? null,
+      };
+    } else if (
+      (state.Type === TransactionType.ZipPurchase || state.Type === TransactionType.ZipRefund) &&
+      typeof m.Data.pos_ref_id !== "undefined"
+    ) {
+      // The library keeps ZipPurchaseResponse / ZipRefundResponse out of its
+      // exports: a POS reads the message data, as those classes' getters do.
+      out.response = {
+        pos_ref_id: m.Data.pos_ref_id,
+        success: m.GetSuccessState() === SuccessState.Success,
+        host_response_code: m.Data.host_response_code ?? null,
+        host_response_text: m.Data.host_response_text ?? null,
+        purchase_amount: m.Data.purchase_amount ?? null,
+        refund_amount: m.Data.refund_amount ?? null,
+        bank_date: m.Data.bank_date ?? null,
+        bank_time: m.Data.bank_time ?? null,
+        zip_data: m.Data.zip_data ?? null,
+        has_customer_receipt: Boolean(m.Data.customer_receipt),
+        has_merchant_receipt: Boolean(m.Data.merchant_receipt),
+        error_reason: m.Data.error_reason ?? null,
       };
     } else {
       out.response = {
@@ -363,6 +435,8 @@ async function pair() {
 
 async function finishTx(ref) {
   await waitFor(`the end of transaction ${ref}`, () => spi.CurrentTxFlowState.Finished);
+  const response = spi.CurrentTxFlowState.Response;
+  if (response && response.Data) finishedResponses.set(ref, response.Data);
   emit("tx_finished", describeTx(spi.CurrentTxFlowState));
   emit("ack", { idle: spi.AckFlowEndedAndBackToIdle() });
 }
@@ -409,6 +483,59 @@ async function purchase(step) {
   }
 }
 
+// What earlier steps of the plan produced, for later steps to use: the
+// preauth id a preauth response carried, the receipt number of a Zip purchase.
+const finishedResponses = new Map(); // pos_ref_id -> response Message data
+let preauthApi = null; // spi.EnablePreauth(), made before Start()
+
+function fromEarlier(ref, what, pick) {
+  const data = finishedResponses.get(ref);
+  if (!data) throw new Error(`no finished transaction ${ref} to take the ${what} from`);
+  const value = pick(data);
+  if (value === undefined || value === null || value === "") throw new Error(`transaction ${ref} has no ${what}`);
+  return value;
+}
+
+/** Starts the transaction of a "tx" step through the library's own Initiate* method. */
+function initiate(step) {
+  const preauthId = () =>
+    step.preauth_of ? fromEarlier(step.preauth_of, "preauth_id", (d) => d.preauth_id) : step.preauth_id;
+  switch (step.kind) {
+    case "account_verify":
+      return preauthApi.InitiateAccountVerifyTx(step.ref);
+    case "preauth_open":
+      return preauthApi.InitiateOpenTx(step.ref, step.cents);
+    case "preauth_topup":
+      return preauthApi.InitiateTopupTx(step.ref, preauthId(), step.cents);
+    case "preauth_partial_cancel":
+      return preauthApi.InitiatePartialCancellationTx(step.ref, preauthId(), step.cents);
+    case "preauth_extend":
+      return preauthApi.InitiateExtendTx(step.ref, preauthId());
+    case "preauth_cancel":
+      return preauthApi.InitiateCancelTx(step.ref, preauthId());
+    case "preauth_complete":
+      return preauthApi.InitiateCompletionTx(step.ref, preauthId(), step.cents, step.surcharge_cents ?? 0);
+    case "zip_purchase":
+      return spi.InitiateZipPurchaseTx(step.ref, step.cents, step.description ?? "", step.store_code);
+    case "zip_refund": {
+      const receipt = step.receipt_of
+        ? fromEarlier(step.receipt_of, "zip receipt_number", (d) => d.zip_data && d.zip_data.receipt_number)
+        : step.original_receipt_number;
+      return spi.InitiateZipRefundTx(step.ref, step.cents, receipt);
+    }
+    default:
+      throw new Error(`unknown transaction kind ${step.kind}`);
+  }
+}
+
+async function transaction(step) {
+  await waitFor("PairedConnected and idle", () => spi.CurrentStatus === SpiStatus.PairedConnected && spi.CurrentFlow === SpiFlow.Idle);
+  const result = initiate(step);
+  emit("initiated", { pos_ref_id: step.ref, kind: step.kind, initiated: result.Initiated, message: result.Message });
+  if (!result.Initiated) throw new Error(`${step.kind} refused: ${result.Message}`);
+  await finishTx(step.ref);
+}
+
 async function recover(step) {
   await waitFor("PairedConnected and idle", () => spi.CurrentStatus === SpiStatus.PairedConnected && spi.CurrentFlow === SpiFlow.Idle);
   const result = spi.InitiateRecovery(step.ref, TransactionType[step.tx_type ?? "Purchase"]);
@@ -430,6 +557,7 @@ try {
     spi.SetDeviceApiKey(args["device-api-key"]);
     spi.SetAutoAddressResolution(true); // looks the serial number up now
   }
+  preauthApi = spi.EnablePreauth(); // before Start(), as the library's samples do
   spi.Start();
   emit("started", { status: spi.CurrentStatus });
   for (const step of plan) {
@@ -441,6 +569,7 @@ try {
       await waitFor(`${count} ${step.type} event(s)`, () => (emitted.get(step.type) ?? 0) >= count);
     }
     else if (step.do === "purchase") await purchase(step);
+    else if (step.do === "tx") await transaction(step);
     else if (step.do === "recover") await recover(step);
     else if (step.do === "exit") break;
     else throw new Error(`unknown step ${JSON.stringify(step)}`);
