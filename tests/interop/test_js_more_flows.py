@@ -8,16 +8,20 @@ cancellation) and through ``Spi.InitiateZipPurchaseTx`` /
 ``InitiateZipRefundTx``, and the tests check what the JS side reports
 (outcome, ``PreauthResponse`` balances, the preauth id carried from the open
 to the top-up to the completion, Zip data) against what the simulated
-terminal and its bank recorded (PROTOCOL.md §7.16, §7.17).
+terminal and its bank recorded (PROTOCOL.md §7.16, §7.17), including a
+preauth the simulator's control API opened "elsewhere" (``POST
+/terminals/<serial>/preauths``) that the JS POS tops up and completes by id.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+
 from multipair.simulator import Simulator
 from tests.interop.js_harness import HarnessRun, finished_tx, run_harness
-from tests.simulator.helpers import KEYS
+from tests.simulator.helpers import KEYS, Control
 
 READY: dict[str, Any] = {"do": "wait_status", "status": "PairedConnected"}
 
@@ -211,3 +215,37 @@ async def test_js_client_makes_a_zip_purchase_and_refunds_it(
         (r["pos_ref_id"], r["success"]) for r in snapshot["history"]
     ]
     assert 0 == snapshot["counters"]["frames_rejected"]
+
+
+async def test_js_client_completes_a_preauth_opened_elsewhere(
+    node: str, paired_sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    # The preauth was opened earlier (another POS, yesterday's shift): the
+    # acquirer knows it, the POS only has its id.
+    terminal = paired_sim.terminals[0]
+    control = Control(http, paired_sim.control_url)
+    opened = await control.post(terminal.serial, "preauths", {"amount_cents": 20000})
+    preauth_id = opened["preauth_id"]
+    assert {preauth_id: {"balance": 20000, "open": True}} == opened["preauths"]
+    plan: list[dict[str, Any]] = [
+        READY,
+        tx("preauth_topup", "late-topup", cents=5000, preauth_id=preauth_id),
+        tx("preauth_complete", "late-complete", cents=24000, preauth_id=preauth_id),
+    ]
+    run = await run_harness(node, terminal, plan, keys=KEYS)
+    run.assert_clean()
+
+    topped = approved(run, "late-topup", "preauth_topup_response")
+    assert (preauth_id, 25000, 20000) == (
+        topped["preauth_id"],
+        topped["balance_amount"],
+        topped["previous_balance_amount"],
+    )
+    completed = approved(run, "late-complete", "completion_response")
+    assert (preauth_id, 0, 24000) == (
+        completed["preauth_id"],
+        completed["balance_amount"],
+        completed["completion_amount"],
+    )
+    state = await control.get(terminal.serial)
+    assert {preauth_id: {"balance": 0, "open": False}} == state["preauths"]

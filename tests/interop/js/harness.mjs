@@ -7,6 +7,7 @@
 //   node harness.mjs --address 127.0.0.1:PORT --pos-id POS1 --serial SIM-0001 \
 //       [--tenant wbc] [--enc-key HEX --hmac-key HEX] --plan '[{"do": "pair"}, ...]'
 //       [--device-address-url http://127.0.0.1:PORT --device-api-key KEY]
+//       [--pay-at-table '{"config": {...}, "bills": {...}}']
 //
 // With --device-address-url the library's device-address lookups (https to
 // device-address-api[-env].<tenant>.mspenv.io) go to that base URL instead,
@@ -45,6 +46,7 @@
 //             earlier Zip purchase's ref (its zip_data.receipt_number)   Spi.InitiateZipRefundTx
 //   {"do": "recover", "ref": R, "tx_type": "Purchase"}
 //                                       InitiateRecovery; wait until finished; ack.
+//   {"do": "bills"}                     print the POS's bills (with --pay-at-table).
 //   {"do": "exit"}                      skip the rest and exit at once, with the
 //                                       library mid-flow (a POS that crashes).
 //
@@ -89,6 +91,7 @@ const { values: args } = parseArgs({
     "step-timeout": { type: "string", default: "20" },
     "device-address-url": { type: "string" },
     "device-api-key": { type: "string", default: "multipair-interop" },
+    "pay-at-table": { type: "string" },
   },
 });
 if (!args.address) {
@@ -181,6 +184,10 @@ const {
   Secrets,
   AccountVerifyResponse,
   PreauthResponse,
+  BillStatusResponse,
+  BillRetrievalResult,
+  GetOpenTablesResponse,
+  OpenTablesEntry,
   SpiStatus,
   SpiFlow,
   SuccessState,
@@ -414,6 +421,100 @@ documentShim.addEventListener("SpiPong", (e) => {
   poke();
 });
 
+// ---------------------------------------------------------------- pay at table
+
+// With --pay-at-table, the POS enables pay at table before Start() and
+// answers the terminal from its own bills (a dict, as a POS's database):
+//   {"config": {"PayAtTableEnabled": true, "OperatorIdEnabled": true, ...,
+//               "AllowedOperatorIds": ["7"], "LabelPayButton": "PAY"},
+//    "bills": {"<table id>": {"bill_id": "B12", "total_cents": N,
+//              "outstanding_cents": N, "label": "Table 12"}}}
+// Config keys are PayAtTableConfig's own property names. A payment lowers the
+// bill's outstanding amount by its purchase amount (tips are the customer's
+// extra); the library's "bill data" (the payment history it keeps through
+// the POS) is stored with the bill and handed back, as the library asks.
+let payAtTable = null;
+
+function billOf(billId, tableId) {
+  const bills = payAtTable.bills;
+  if (billId) return Object.values(bills).find((b) => b.bill_id === billId) ?? null;
+  return bills[tableId] ?? null;
+}
+
+function billStatus(bill, tableId, operatorId) {
+  if (!bill) return new BillStatusResponse({ Result: BillRetrievalResult.INVALID_TABLE_ID, TableId: tableId });
+  return new BillStatusResponse({
+    Result: BillRetrievalResult.SUCCESS,
+    BillId: bill.bill_id,
+    TableId: tableId,
+    OperatorId: operatorId,
+    TotalAmount: bill.total_cents,
+    OutstandingAmount: bill.outstanding_cents,
+    BillData: bill.bill_data ?? "",
+  });
+}
+
+function enablePayAtTable(setup) {
+  payAtTable = { bills: setup.bills ?? {} };
+  const pat = spi.EnablePayAtTable();
+  Object.assign(pat.Config, setup.config ?? {});
+  pat.GetBillStatus = (billId, tableId, operatorId, paymentFlowStarted) => {
+    const bill = billOf(billId, tableId);
+    emit("pat_get_bill", {
+      bill_id: billId,
+      table_id: tableId,
+      operator_id: operatorId,
+      payment_flow_started: paymentFlowStarted ?? null,
+      found: Boolean(bill),
+    });
+    setImmediate(poke);
+    return billStatus(bill, tableId, operatorId);
+  };
+  pat.BillPaymentReceived = (billPayment, updatedBillData) => {
+    const bill = billOf(billPayment.BillId, billPayment.TableId);
+    emit("pat_payment", {
+      bill_id: billPayment.BillId,
+      table_id: billPayment.TableId,
+      operator_id: billPayment.OperatorId,
+      payment_type: billPayment.PaymentType,
+      purchase_amount: billPayment.PurchaseAmount,
+      tip_amount: billPayment.TipAmount,
+      surcharge_amount: billPayment.SurchargeAmount,
+      terminal_ref_id: billPayment.PurchaseResponse.GetTerminalReferenceId() ?? null,
+      history_entries: updatedBillData ? JSON.parse(updatedBillData).length : 0,
+      found: Boolean(bill),
+    });
+    setImmediate(poke);
+    if (!bill) return billStatus(null, billPayment.TableId, billPayment.OperatorId);
+    bill.outstanding_cents -= billPayment.PurchaseAmount;
+    bill.bill_data = updatedBillData;
+    return billStatus(bill, billPayment.TableId, billPayment.OperatorId);
+  };
+  // 2.9: may answer asynchronously (§13.14); this POS looks it up "in its database".
+  pat.GetOpenTables = async (operatorId) => {
+    const open = Object.entries(payAtTable.bills).filter(([, b]) => b.outstanding_cents > 0);
+    emit("pat_get_open_tables", { operator_id: operatorId, tables: open.map(([id]) => id) });
+    setImmediate(poke);
+    return new GetOpenTablesResponse(
+      open.map(([id, b]) => new OpenTablesEntry({ TableId: id, Label: b.label ?? id, BillOutstandingAmount: b.outstanding_cents })),
+    );
+  };
+  pat.BillPaymentFlowEnded = async (ended) => {
+    emit("pat_flow_ended", {
+      bill_id: ended.BillId,
+      table_id: ended.TableId,
+      operator_id: ended.OperatorId,
+      bill_total_amount: ended.BillTotalAmount,
+      bill_outstanding_amount: ended.BillOutstandingAmount,
+      card_total_count: ended.CardTotalCount,
+      card_total_amount: ended.CardTotalAmount,
+      cash_total_count: ended.CashTotalCount,
+      cash_total_amount: ended.CashTotalAmount,
+    });
+    setImmediate(poke);
+  };
+}
+
 // ---------------------------------------------------------------- the plan
 
 async function pair() {
@@ -558,6 +659,7 @@ try {
     spi.SetAutoAddressResolution(true); // looks the serial number up now
   }
   preauthApi = spi.EnablePreauth(); // before Start(), as the library's samples do
+  if (args["pay-at-table"]) enablePayAtTable(JSON.parse(args["pay-at-table"]));
   spi.Start();
   emit("started", { status: spi.CurrentStatus });
   for (const step of plan) {
@@ -571,6 +673,7 @@ try {
     else if (step.do === "purchase") await purchase(step);
     else if (step.do === "tx") await transaction(step);
     else if (step.do === "recover") await recover(step);
+    else if (step.do === "bills") emit("bills", { bills: payAtTable ? payAtTable.bills : null });
     else if (step.do === "exit") break;
     else throw new Error(`unknown step ${JSON.stringify(step)}`);
   }
