@@ -12,6 +12,11 @@ test plays the waiter on the simulated terminal through its control API
 ``/pat/session``; CONTRACT17.md) and checks both sides: what the terminal got
 back (PROTOCOL.md §7.23, §13.14) and what the POS was told.
 
+Also the library's two known pay-at-table quirks against the terminal: the
+double ``bill_details`` after a payment for a bill the POS cannot find
+(§11), and 2.9.13 leaving ``get_table_config`` unanswered when the
+application never set pay at table up (§13.14).
+
 The harness ends when the test is done driving: its last plan step waits
 for a battery advice, which the test asks the terminal for at the end.
 """
@@ -23,9 +28,11 @@ import json
 from typing import Any
 
 import aiohttp
+from structlog.testing import capture_logs
 
 from multipair.simulator import Simulator
-from tests.interop.js_harness import Event, HarnessRun, run_harness
+from tests.interop.js_harness import Event, HarnessRun, finished_tx, run_harness
+from tests.poll import poll_until
 from tests.simulator.helpers import KEYS, Control
 
 OPERATOR = "7"
@@ -317,3 +324,122 @@ def check_bill_14(seen: dict[str, dict[str, Any]], run: HarnessRun) -> None:
     assert ["CARD", "CASH"] == [
         e["payment_type"].upper() for e in run.of("pat_payment") if e["bill_id"] == "B14"
     ]
+
+
+async def test_js_client_answers_a_payment_for_a_bill_it_cannot_find_twice(
+    node: str, paired_sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    # PROTOCOL.md §11 (unchanged in 2.9.13, §13.14): when the POS cannot find
+    # the bill of a bill_payment, the library sends the error bill_details and
+    # carries on anyway: the POS is told of the payment and a second error
+    # bill_details goes out under the same id. The terminal takes the first,
+    # ignores the second (nothing is pending under that id any more), and
+    # carries on.
+    terminal = paired_sim.terminals[0]
+    control = Control(http, paired_sim.control_url)
+    waiter = Waiter(control, terminal.serial)
+    driving: list[asyncio.Task[None]] = []
+
+    async def drive() -> None:
+        try:
+            pay = {"bill_id": "GONE", "table_id": "99", "operator_id": OPERATOR}
+            await waiter.do("lost bill", "pat/pay", {**pay, "amount_cents": 1500})
+            request_id = waiter.seen["lost bill"]["request_id"]
+            await poll_until(
+                lambda: (
+                    [
+                        line
+                        for line in logs
+                        if line["event"] == "unexpected_message"
+                        and line["message_id"] == request_id
+                    ]
+                    or None
+                ),
+                "the terminal's note of the second bill_details",
+            )
+            await waiter.do("bill", "pat/bill", {"table_id": "12", "operator_id": OPERATOR})
+        finally:
+            await control.post(terminal.serial, "battery", {"level": 80})
+
+    async def on_event(event: Event) -> None:
+        if event["type"] == "first_pong" and not driving:
+            driving.append(asyncio.create_task(drive()))
+
+    plan: list[dict[str, Any]] = [
+        {"do": "wait_status", "status": "PairedConnected"},
+        {"do": "wait_event", "type": "battery"},
+    ]
+    setup = json.dumps({"config": CONFIG, "bills": BILLS})
+    with capture_logs() as logs:
+        run = await run_harness(
+            node, terminal, plan, keys=KEYS, on_event=on_event, extra=("--pay-at-table", setup)
+        )
+        assert 1 == len(driving), run.explain("the POS never became ready")
+        await driving[0]
+    run.assert_clean()
+
+    lost = waiter.seen["lost bill"]
+    assert {
+        "success": False,
+        "table_id": "99",
+        "error_reason": "INVALID_TABLE_ID",
+        "error_detail": "INVALID_TABLE_ID",
+    } == reply_of(lost, "bill_details")
+    assert lost["payment_details"]["success"] is True  # the card was charged all the same
+    second = [
+        line
+        for line in logs
+        if line["event"] == "unexpected_message" and line["message_id"] == lost["request_id"]
+    ]
+    assert [("bill_details", "answers no pending pay-at-table request")] == [
+        (line["spi_event"], line["reason"]) for line in second
+    ]
+    # The POS was told of the payment (found: false), and booked nothing.
+    told = run.one("pat_payment")
+    assert ("GONE", 1500, False) == (told["bill_id"], told["purchase_amount"], told["found"])
+    # The terminal carries on with the next table.
+    assert (True, "B12", "12", 10000, 10000, []) == bill(
+        reply_of(waiter.seen["bill"], "bill_details")
+    )
+
+
+async def test_js_client_without_pay_at_table_leaves_get_table_config_unanswered(
+    node: str, paired_sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    # The 2.9.13 regression (PROTOCOL.md §13.14): a POS application that never
+    # called EnablePayAtTable/DisablePayAtTable throws on get_table_config and
+    # sends nothing. The terminal's wait ends by its own timeout (504) and it
+    # goes on; so does the POS.
+    terminal = paired_sim.terminals[0]
+    control = Control(http, paired_sim.control_url)
+    driving: list[asyncio.Task[dict[str, Any]]] = []
+
+    async def drive() -> dict[str, Any]:
+        try:
+            return await control.post(terminal.serial, "pat/config", {"timeout": 1.5}, status=504)
+        finally:
+            await control.post(terminal.serial, "battery", {"level": 80})
+
+    async def on_event(event: Event) -> None:
+        if event["type"] == "first_pong" and not driving:
+            driving.append(asyncio.create_task(drive()))
+
+    plan: list[dict[str, Any]] = [
+        {"do": "wait_status", "status": "PairedConnected"},
+        {"do": "wait_event", "type": "battery"},
+        {"do": "purchase", "ref": "after-table-config", "cents": 1000},
+    ]
+    run = await run_harness(node, terminal, plan, keys=KEYS, on_event=on_event)
+    assert 1 == len(driving), run.explain("the POS never became ready")
+    unanswered = await driving[0]
+
+    assert "get_table_config" == unanswered["request"]["event"]
+    assert "set_table_config" in unanswered["error"]
+    thrown = run.of("uncaught")
+    assert 1 == len(thrown), run.explain("expected the library to throw once")
+    assert "_handleGetTableConfig" in thrown[0]["error"]
+    assert (0, "done") == (run.returncode, run.events[-1]["type"]), run.explain("unfinished")
+    tx = finished_tx(run, "after-table-config")
+    assert ("Success", "000") == (tx["success"], tx["response"]["host_response_code"])
+    state = await control.get(terminal.serial)
+    assert state["table_config"] is None
