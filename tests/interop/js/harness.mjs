@@ -7,6 +7,7 @@
 //   node harness.mjs --address 127.0.0.1:PORT --pos-id POS1 --serial SIM-0001 \
 //       [--tenant wbc] [--enc-key HEX --hmac-key HEX] --plan '[{"do": "pair"}, ...]'
 //       [--device-address-url http://127.0.0.1:PORT --device-api-key KEY]
+//       [--pay-at-table '{"config": {...}, "bills": {...}}']
 //
 // With --device-address-url the library's device-address lookups (https to
 // device-address-api[-env].<tenant>.mspenv.io) go to that base URL instead,
@@ -28,8 +29,24 @@
 //                 "cancel": "now"          CancelTransaction() right after initiating
 //                 "cancel": "on_update"    CancelTransaction() at the first txn_update
 //                 "then_exit": true        return at once (with a following step)
+//   {"do": "tx", "kind": K, "ref": R, ...}
+//                                       one of the other transactions, through the
+//                                       library's own method; wait until finished; ack.
+//       K = account_verify                    SpiPreauth.InitiateAccountVerifyTx(R)
+//           preauth_open "cents"               SpiPreauth.InitiateOpenTx
+//           preauth_topup "cents"              SpiPreauth.InitiateTopupTx
+//           preauth_partial_cancel "cents"     SpiPreauth.InitiatePartialCancellationTx
+//           preauth_extend                     SpiPreauth.InitiateExtendTx
+//           preauth_cancel                     SpiPreauth.InitiateCancelTx
+//           preauth_complete "cents" ["surcharge_cents"]  SpiPreauth.InitiateCompletionTx
+//             (the preauth ones: "preauth_id": ID, or "preauth_of": an earlier ref
+//             whose response's preauth_id is used)
+//           zip_purchase "cents" "store_code" ["description"]  Spi.InitiateZipPurchaseTx
+//           zip_refund "cents" and "original_receipt_number", or "receipt_of": an
+//             earlier Zip purchase's ref (its zip_data.receipt_number)   Spi.InitiateZipRefundTx
 //   {"do": "recover", "ref": R, "tx_type": "Purchase"}
 //                                       InitiateRecovery; wait until finished; ack.
+//   {"do": "bills"}                     print the POS's bills (with --pay-at-table).
 //   {"do": "exit"}                      skip the rest and exit at once, with the
 //                                       library mid-flow (a POS that crashes).
 //
@@ -74,6 +91,7 @@ const { values: args } = parseArgs({
     "step-timeout": { type: "string", default: "20" },
     "device-address-url": { type: "string" },
     "device-api-key": { type: "string", default: "multipair-interop" },
+    "pay-at-table": { type: "string" },
   },
 });
 if (!args.address) {
@@ -164,6 +182,12 @@ const libPackage = require("@mx51/spi-client-js/package.json");
 const {
   Spi,
   Secrets,
+  AccountVerifyResponse,
+  PreauthResponse,
+  BillStatusResponse,
+  BillRetrievalResult,
+  GetOpenTablesResponse,
+  OpenTablesEntry,
   SpiStatus,
   SpiFlow,
   SuccessState,
@@ -246,6 +270,23 @@ function waitFor(what, predicate) {
   });
 }
 
+/** The purchase-like fields of a response, through the library's PurchaseResponse getters. */
+function purchaseLike(r) {
+  return {
+    pos_ref_id: r.PosRefId,
+    success: r.Success,
+    host_response_code: r.GetResponseCode(),
+    host_response_text: r.GetResponseText(),
+    error_reason: r.GetResponseValue("error_reason") ?? null,
+    purchase_amount: r.GetPurchaseAmount() ?? null,
+    rrn: r.GetRRN(),
+    auth_code: r.GetAuthCode(),
+    terminal_ref_id: r.GetTerminalReferenceId() ?? null,
+    has_customer_receipt: Boolean(r.GetCustomerReceipt()),
+    has_merchant_receipt: Boolean(r.GetMerchantReceipt()),
+  };
+}
+
 function describeTx(state) {
   const out = {
     pos_ref_id: state.PosRefId,
@@ -275,6 +316,44 @@ function describeTx(state) {
         scheme_name: r.SchemeName,
         has_customer_receipt: Boolean(r.GetCustomerReceipt()),
         has_merchant_receipt: Boolean(r.GetMerchantReceipt()),
+      };
+    } else if (state.Type === TransactionType.Preauth && typeof m.Data.pos_ref_id !== "undefined") {
+      // What a POS reads from a preauth response (PreauthResponse), balances included.
+      const r = new PreauthResponse(m);
+      out.response = {
+        ...purchaseLike(r.Details),
+        preauth_id: r.PreauthId ?? null,
+        transaction_type: m.Data.transaction_type ?? null,
+        balance_amount: r.GetBalanceAmount() ?? null,
+        previous_balance_amount: r.GetPreviousBalanceAmount() ?? null,
+        completion_amount: r.GetCompletionAmount() ?? null,
+        surcharge_amount: r.GetSurchargeAmount() ?? null,
+      };
+    } else if (state.Type === TransactionType.AccountVerify && typeof m.Data.pos_ref_id !== "undefined") {
+      const r = new AccountVerifyResponse(m);
+      out.response = {
+        ...purchaseLike(r.Details),
+        transaction_type: m.Data.transaction_type ?? null,
+      };
+    } else if (
+      (state.Type === TransactionType.ZipPurchase || state.Type === TransactionType.ZipRefund) &&
+      typeof m.Data.pos_ref_id !== "undefined"
+    ) {
+      // The library keeps ZipPurchaseResponse / ZipRefundResponse out of its
+      // exports: a POS reads the message data, as those classes' getters do.
+      out.response = {
+        pos_ref_id: m.Data.pos_ref_id,
+        success: m.GetSuccessState() === SuccessState.Success,
+        host_response_code: m.Data.host_response_code ?? null,
+        host_response_text: m.Data.host_response_text ?? null,
+        purchase_amount: m.Data.purchase_amount ?? null,
+        refund_amount: m.Data.refund_amount ?? null,
+        bank_date: m.Data.bank_date ?? null,
+        bank_time: m.Data.bank_time ?? null,
+        zip_data: m.Data.zip_data ?? null,
+        has_customer_receipt: Boolean(m.Data.customer_receipt),
+        has_merchant_receipt: Boolean(m.Data.merchant_receipt),
+        error_reason: m.Data.error_reason ?? null,
       };
     } else {
       out.response = {
@@ -342,6 +421,100 @@ documentShim.addEventListener("SpiPong", (e) => {
   poke();
 });
 
+// ---------------------------------------------------------------- pay at table
+
+// With --pay-at-table, the POS enables pay at table before Start() and
+// answers the terminal from its own bills (a dict, as a POS's database):
+//   {"config": {"PayAtTableEnabled": true, "OperatorIdEnabled": true, ...,
+//               "AllowedOperatorIds": ["7"], "LabelPayButton": "PAY"},
+//    "bills": {"<table id>": {"bill_id": "B12", "total_cents": N,
+//              "outstanding_cents": N, "label": "Table 12"}}}
+// Config keys are PayAtTableConfig's own property names. A payment lowers the
+// bill's outstanding amount by its purchase amount (tips are the customer's
+// extra); the library's "bill data" (the payment history it keeps through
+// the POS) is stored with the bill and handed back, as the library asks.
+let payAtTable = null;
+
+function billOf(billId, tableId) {
+  const bills = payAtTable.bills;
+  if (billId) return Object.values(bills).find((b) => b.bill_id === billId) ?? null;
+  return bills[tableId] ?? null;
+}
+
+function billStatus(bill, tableId, operatorId) {
+  if (!bill) return new BillStatusResponse({ Result: BillRetrievalResult.INVALID_TABLE_ID, TableId: tableId });
+  return new BillStatusResponse({
+    Result: BillRetrievalResult.SUCCESS,
+    BillId: bill.bill_id,
+    TableId: tableId,
+    OperatorId: operatorId,
+    TotalAmount: bill.total_cents,
+    OutstandingAmount: bill.outstanding_cents,
+    BillData: bill.bill_data ?? "",
+  });
+}
+
+function enablePayAtTable(setup) {
+  payAtTable = { bills: setup.bills ?? {} };
+  const pat = spi.EnablePayAtTable();
+  Object.assign(pat.Config, setup.config ?? {});
+  pat.GetBillStatus = (billId, tableId, operatorId, paymentFlowStarted) => {
+    const bill = billOf(billId, tableId);
+    emit("pat_get_bill", {
+      bill_id: billId,
+      table_id: tableId,
+      operator_id: operatorId,
+      payment_flow_started: paymentFlowStarted ?? null,
+      found: Boolean(bill),
+    });
+    setImmediate(poke);
+    return billStatus(bill, tableId, operatorId);
+  };
+  pat.BillPaymentReceived = (billPayment, updatedBillData) => {
+    const bill = billOf(billPayment.BillId, billPayment.TableId);
+    emit("pat_payment", {
+      bill_id: billPayment.BillId,
+      table_id: billPayment.TableId,
+      operator_id: billPayment.OperatorId,
+      payment_type: billPayment.PaymentType,
+      purchase_amount: billPayment.PurchaseAmount,
+      tip_amount: billPayment.TipAmount,
+      surcharge_amount: billPayment.SurchargeAmount,
+      terminal_ref_id: billPayment.PurchaseResponse.GetTerminalReferenceId() ?? null,
+      history_entries: updatedBillData ? JSON.parse(updatedBillData).length : 0,
+      found: Boolean(bill),
+    });
+    setImmediate(poke);
+    if (!bill) return billStatus(null, billPayment.TableId, billPayment.OperatorId);
+    bill.outstanding_cents -= billPayment.PurchaseAmount;
+    bill.bill_data = updatedBillData;
+    return billStatus(bill, billPayment.TableId, billPayment.OperatorId);
+  };
+  // 2.9: may answer asynchronously (§13.14); this POS looks it up "in its database".
+  pat.GetOpenTables = async (operatorId) => {
+    const open = Object.entries(payAtTable.bills).filter(([, b]) => b.outstanding_cents > 0);
+    emit("pat_get_open_tables", { operator_id: operatorId, tables: open.map(([id]) => id) });
+    setImmediate(poke);
+    return new GetOpenTablesResponse(
+      open.map(([id, b]) => new OpenTablesEntry({ TableId: id, Label: b.label ?? id, BillOutstandingAmount: b.outstanding_cents })),
+    );
+  };
+  pat.BillPaymentFlowEnded = async (ended) => {
+    emit("pat_flow_ended", {
+      bill_id: ended.BillId,
+      table_id: ended.TableId,
+      operator_id: ended.OperatorId,
+      bill_total_amount: ended.BillTotalAmount,
+      bill_outstanding_amount: ended.BillOutstandingAmount,
+      card_total_count: ended.CardTotalCount,
+      card_total_amount: ended.CardTotalAmount,
+      cash_total_count: ended.CashTotalCount,
+      cash_total_amount: ended.CashTotalAmount,
+    });
+    setImmediate(poke);
+  };
+}
+
 // ---------------------------------------------------------------- the plan
 
 async function pair() {
@@ -363,6 +536,8 @@ async function pair() {
 
 async function finishTx(ref) {
   await waitFor(`the end of transaction ${ref}`, () => spi.CurrentTxFlowState.Finished);
+  const response = spi.CurrentTxFlowState.Response;
+  if (response && response.Data) finishedResponses.set(ref, response.Data);
   emit("tx_finished", describeTx(spi.CurrentTxFlowState));
   emit("ack", { idle: spi.AckFlowEndedAndBackToIdle() });
 }
@@ -409,6 +584,59 @@ async function purchase(step) {
   }
 }
 
+// What earlier steps of the plan produced, for later steps to use: the
+// preauth id a preauth response carried, the receipt number of a Zip purchase.
+const finishedResponses = new Map(); // pos_ref_id -> response Message data
+let preauthApi = null; // spi.EnablePreauth(), made before Start()
+
+function fromEarlier(ref, what, pick) {
+  const data = finishedResponses.get(ref);
+  if (!data) throw new Error(`no finished transaction ${ref} to take the ${what} from`);
+  const value = pick(data);
+  if (value === undefined || value === null || value === "") throw new Error(`transaction ${ref} has no ${what}`);
+  return value;
+}
+
+/** Starts the transaction of a "tx" step through the library's own Initiate* method. */
+function initiate(step) {
+  const preauthId = () =>
+    step.preauth_of ? fromEarlier(step.preauth_of, "preauth_id", (d) => d.preauth_id) : step.preauth_id;
+  switch (step.kind) {
+    case "account_verify":
+      return preauthApi.InitiateAccountVerifyTx(step.ref);
+    case "preauth_open":
+      return preauthApi.InitiateOpenTx(step.ref, step.cents);
+    case "preauth_topup":
+      return preauthApi.InitiateTopupTx(step.ref, preauthId(), step.cents);
+    case "preauth_partial_cancel":
+      return preauthApi.InitiatePartialCancellationTx(step.ref, preauthId(), step.cents);
+    case "preauth_extend":
+      return preauthApi.InitiateExtendTx(step.ref, preauthId());
+    case "preauth_cancel":
+      return preauthApi.InitiateCancelTx(step.ref, preauthId());
+    case "preauth_complete":
+      return preauthApi.InitiateCompletionTx(step.ref, preauthId(), step.cents, step.surcharge_cents ?? 0);
+    case "zip_purchase":
+      return spi.InitiateZipPurchaseTx(step.ref, step.cents, step.description ?? "", step.store_code);
+    case "zip_refund": {
+      const receipt = step.receipt_of
+        ? fromEarlier(step.receipt_of, "zip receipt_number", (d) => d.zip_data && d.zip_data.receipt_number)
+        : step.original_receipt_number;
+      return spi.InitiateZipRefundTx(step.ref, step.cents, receipt);
+    }
+    default:
+      throw new Error(`unknown transaction kind ${step.kind}`);
+  }
+}
+
+async function transaction(step) {
+  await waitFor("PairedConnected and idle", () => spi.CurrentStatus === SpiStatus.PairedConnected && spi.CurrentFlow === SpiFlow.Idle);
+  const result = initiate(step);
+  emit("initiated", { pos_ref_id: step.ref, kind: step.kind, initiated: result.Initiated, message: result.Message });
+  if (!result.Initiated) throw new Error(`${step.kind} refused: ${result.Message}`);
+  await finishTx(step.ref);
+}
+
 async function recover(step) {
   await waitFor("PairedConnected and idle", () => spi.CurrentStatus === SpiStatus.PairedConnected && spi.CurrentFlow === SpiFlow.Idle);
   const result = spi.InitiateRecovery(step.ref, TransactionType[step.tx_type ?? "Purchase"]);
@@ -430,6 +658,8 @@ try {
     spi.SetDeviceApiKey(args["device-api-key"]);
     spi.SetAutoAddressResolution(true); // looks the serial number up now
   }
+  preauthApi = spi.EnablePreauth(); // before Start(), as the library's samples do
+  if (args["pay-at-table"]) enablePayAtTable(JSON.parse(args["pay-at-table"]));
   spi.Start();
   emit("started", { status: spi.CurrentStatus });
   for (const step of plan) {
@@ -441,7 +671,9 @@ try {
       await waitFor(`${count} ${step.type} event(s)`, () => (emitted.get(step.type) ?? 0) >= count);
     }
     else if (step.do === "purchase") await purchase(step);
+    else if (step.do === "tx") await transaction(step);
     else if (step.do === "recover") await recover(step);
+    else if (step.do === "bills") emit("bills", { bills: payAtTable ? payAtTable.bills : null });
     else if (step.do === "exit") break;
     else throw new Error(`unknown step ${JSON.stringify(step)}`);
   }
