@@ -468,6 +468,30 @@ GOOD_BODIES: dict[str, dict[str, Any]] = {
     "terminal_configuration": {},
     "print": {"key": "receipt-17", "payload": "Thank you\r\nCome again"},
     "set_config": {"print_merchant_copy": True, "signature_flow_on_eftpos": False},
+    # preauthorisation and zip
+    "account_verify": {"pos_ref_id": "verify-1"},
+    "preauth_open": {"pos_ref_id": "pa-open-1", "amount_cents": 10000},
+    "preauth_topup": {"pos_ref_id": "pa-top-1", "preauth_id": "15272418", "amount_cents": 500},
+    "preauth_partial_cancel": {
+        "pos_ref_id": "pa-pc-1",
+        "preauth_id": "15272418",
+        "amount_cents": 250,
+    },
+    "preauth_extend": {"pos_ref_id": "pa-ext-1", "preauth_id": "15272418"},
+    "preauth_cancel": {"pos_ref_id": "pa-cxl-1", "preauth_id": "15272418"},
+    "preauth_complete": {
+        "pos_ref_id": "pa-comp-1",
+        "preauth_id": "15272418",
+        "amount_cents": 9000,
+        "surcharge_cents": 90,
+    },
+    "zip_purchase": {
+        "pos_ref_id": "zip-1",
+        "amount_cents": 4500,
+        "store_code": "store-7",
+        "description": "2 x coffee",
+    },
+    "zip_refund": {"pos_ref_id": "zipr-1", "amount_cents": 4500, "original_receipt_number": "R42"},
 }
 
 
@@ -545,9 +569,21 @@ def test_control_commands_are_exactly_those_that_act_at_once() -> None:
 
 
 def test_money_moving_commands_write_a_transaction_record() -> None:
-    assert {"purchase", "refund", "cashout", "moto_purchase"} == {
-        t for t, c in COMMAND_TYPES.items() if c.records_tx
-    }
+    assert {
+        "purchase",
+        "refund",
+        "cashout",
+        "moto_purchase",
+        "account_verify",
+        "preauth_open",
+        "preauth_topup",
+        "preauth_partial_cancel",
+        "preauth_extend",
+        "preauth_cancel",
+        "preauth_complete",
+        "zip_purchase",
+        "zip_refund",
+    } == {t for t, c in COMMAND_TYPES.items() if c.records_tx}
 
 
 def test_every_command_that_writes_a_record_requires_a_pos_ref_id() -> None:

@@ -43,6 +43,7 @@ from multipair.exceptions import CommandError, InternalError
 __all__ = [
     "COMMAND_TYPES",
     "MAX_CENTS",
+    "AccountVerify",
     "AuthCode",
     "Cancel",
     "Cashout",
@@ -54,6 +55,12 @@ __all__ = [
     "Pair",
     "PairCancel",
     "PairConfirm",
+    "PreauthCancel",
+    "PreauthComplete",
+    "PreauthExtend",
+    "PreauthOpen",
+    "PreauthPartialCancel",
+    "PreauthTopup",
     "Print",
     "Purchase",
     "Refund",
@@ -66,6 +73,8 @@ __all__ = [
     "TerminalConfiguration",
     "TerminalStatus",
     "Unpair",
+    "ZipPurchase",
+    "ZipRefund",
     "is_valid_pos_ref_id",
 ]
 
@@ -76,6 +85,8 @@ _MAX_COMMAND_ID_CHARS: Final = 128
 _MAX_PRINT_KEY_CHARS: Final = 128
 _AUTH_CODE = re.compile(r"[A-Za-z0-9]{6}")
 _CONFIRMATION_CODE = re.compile(r"[0-9A-Fa-f]{6}")
+_PREAUTH_ID = re.compile(r"[!-~]{1,32}")
+"""1-32 printable ASCII characters, no spaces: the id the terminal gave when it opened."""
 
 
 class CommandKind(StrEnum):
@@ -134,6 +145,21 @@ def _print_key(name: str, value: str) -> str | None:
     return None
 
 
+def _preauth_id(name: str, value: str) -> str | None:
+    if not _PREAUTH_ID.fullmatch(value):
+        return f"{name} must be 1-32 printable ASCII characters without spaces, got {value[:40]!r}"
+    return None
+
+
+def _printable(low: int, high: int) -> _Check:
+    def check(name: str, value: str) -> str | None:
+        if not low <= len(value) <= high or not value.isprintable():
+            return f"{name} must be {low}-{high} printable characters, got {value[:40]!r}"
+        return None
+
+    return check
+
+
 def _non_empty(name: str, value: str) -> str | None:
     return f"{name} must not be empty" if not value else None
 
@@ -157,6 +183,11 @@ _RULES: Final[dict[str, tuple[str | None, _Check | None]]] = {
     "print_merchant_copy": (None, None),
     "prompt_for_customer_copy": (None, None),
     "signature_flow_on_eftpos": (None, None),
+    # preauthorisation and zip
+    "preauth_id": (None, _preauth_id),
+    "store_code": (None, _printable(1, 64)),
+    "description": (None, _printable(0, 256)),
+    "original_receipt_number": (None, _printable(1, 64)),
 }
 
 
@@ -474,6 +505,150 @@ class Reversal(Command):
 
     pos_ref_id: str
     """The pos_ref_id of the transaction to reverse."""
+
+
+# --- preauthorisation, account verification and zip (PROTOCOL.md §7.16, §7.17) ------------
+#
+# Each is a transaction with purchase-like guarantees: the record is written
+# before the request is sent, a repeat is answered from it, and an outcome lost
+# to a crash or a drop is recovered with get_transaction, never re-sent.
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountVerify(Command):
+    """Check that a card is valid without moving money (PROTOCOL.md §7.16)."""
+
+    type: ClassVar[str] = "account_verify"
+    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
+    records_tx: ClassVar[bool] = True
+
+    pos_ref_id: str
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreauthOpen(Command):
+    """Open a preauthorisation; the terminal names it (``preauth_id``) in the outcome (§7.16)."""
+
+    type: ClassVar[str] = "preauth_open"
+    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
+    records_tx: ClassVar[bool] = True
+
+    pos_ref_id: str
+    amount_cents: int
+    """The amount to hold, > 0 (``preauth_amount``)."""
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreauthTopup(Command):
+    """Raise an open preauthorisation (PROTOCOL.md §7.16)."""
+
+    type: ClassVar[str] = "preauth_topup"
+    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
+    records_tx: ClassVar[bool] = True
+
+    pos_ref_id: str
+    preauth_id: str
+    """The id the terminal gave when the preauthorisation was opened."""
+    amount_cents: int
+    """The amount to add, > 0 (``topup_amount``)."""
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreauthPartialCancel(Command):
+    """Lower an open preauthorisation (PROTOCOL.md §7.16)."""
+
+    type: ClassVar[str] = "preauth_partial_cancel"
+    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
+    records_tx: ClassVar[bool] = True
+
+    pos_ref_id: str
+    preauth_id: str
+    """The id the terminal gave when the preauthorisation was opened."""
+    amount_cents: int
+    """The amount to release, > 0 (``preauth_cancel_amount``)."""
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreauthExtend(Command):
+    """Extend the life of an open preauthorisation (PROTOCOL.md §7.16)."""
+
+    type: ClassVar[str] = "preauth_extend"
+    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
+    records_tx: ClassVar[bool] = True
+
+    pos_ref_id: str
+    preauth_id: str
+    """The id the terminal gave when the preauthorisation was opened."""
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreauthCancel(Command):
+    """Release an open preauthorisation entirely (PROTOCOL.md §7.16)."""
+
+    type: ClassVar[str] = "preauth_cancel"
+    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
+    records_tx: ClassVar[bool] = True
+
+    pos_ref_id: str
+    preauth_id: str
+    """The id the terminal gave when the preauthorisation was opened."""
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreauthComplete(Command):
+    """Capture an amount of an open preauthorisation, closing it (PROTOCOL.md §7.16)."""
+
+    type: ClassVar[str] = "preauth_complete"
+    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
+    records_tx: ClassVar[bool] = True
+
+    pos_ref_id: str
+    preauth_id: str
+    """The id the terminal gave when the preauthorisation was opened."""
+    amount_cents: int
+    """The amount to capture, > 0 (``completion_amount``)."""
+    surcharge_cents: int = 0
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZipPurchase(Command):
+    """A Zip (buy now, pay later) purchase (PROTOCOL.md §7.17)."""
+
+    type: ClassVar[str] = "zip_purchase"
+    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
+    records_tx: ClassVar[bool] = True
+
+    pos_ref_id: str
+    amount_cents: int
+    """The purchase amount, > 0."""
+    store_code: str
+    """The merchant's Zip store code, 1-64 printable characters."""
+    description: str = ""
+    """What was bought (the request's ``basket``), 0-256 printable characters."""
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZipRefund(Command):
+    """Refund a Zip purchase (PROTOCOL.md §7.17)."""
+
+    type: ClassVar[str] = "zip_refund"
+    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
+    records_tx: ClassVar[bool] = True
+
+    pos_ref_id: str
+    amount_cents: int
+    """The refund amount, > 0."""
+    original_receipt_number: str
+    """The Zip receipt number of the purchase (its outcome's ``zip_data.receipt_number``)."""
 
 
 @_register

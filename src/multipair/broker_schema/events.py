@@ -250,6 +250,17 @@ class _Outcome(Event):
     merchant_receipt_printed: bool | None = None
     error_reason: str | None = None
     error_detail: str | None = None
+    preauth_id: str | None = None
+    """The preauthorisation a ``preauth_*`` transaction opened or acted on (PROTOCOL.md §7.16)."""
+    transaction_type: str | None = None
+    """The terminal's own name for the transaction: ``PRE-AUTH``, ``TOPUP``, ``PCOMP``..."""
+    balance_before_cents: int | None = None
+    """The preauthorisation's balance before this transaction (§7.16 table), when it has one."""
+    balance_after_cents: int | None = None
+    """The preauthorisation's balance after this transaction (§7.16 table), when it has one."""
+    zip_data: JsonObject | None = None
+    """Zip's own fields (§7.17): ``location_id``, ``receipt_number``, and ``store_code``
+    (purchase) or ``original_receipt_number`` (refund)."""
 
 
 @_register
