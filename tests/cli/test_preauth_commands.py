@@ -1,4 +1,4 @@
-"""``multipair tx preauth ...``, ``tx account-verify``, ``tx zip-*`` against a real lane and simulator.
+"""``multipair tx preauth ...``, ``account-verify``, ``zip-*`` against a real lane and simulator.
 
 The simulated bank keeps the preauthorisations it opened and decides by the
 cents of the main amount (multipair.simulator.rules): .51 declined, .55
@@ -255,7 +255,7 @@ async def test_the_completion_script_knows_the_new_actions() -> None:
     assert 0 == shown.code, shown
     actions, steps, complete, zip_refund = shown.out.splitlines()
     assert {"preauth", "account-verify", "zip-purchase", "zip-refund"} <= set(actions.split())
-    assert {"open", "topup", "partial-cancel", "extend", "cancel", "complete"} == set(steps.split())
+    assert {"open", "topup", "partial-cancel", "extend", "cancel", "complete"} <= set(steps.split())
     assert "--surcharge" == complete
     assert "--original-receipt-number" == zip_refund
 

@@ -1,4 +1,4 @@
-"""Preauthorisation, account verify and Zip through the client against a real lane and the simulator.
+"""Preauthorisation, account verify and Zip through the client against a lane and the simulator.
 
 The simulated bank keeps the preauthorisations it opened (their balances)
 and decides by the cents of the main amount (multipair.simulator.rules):

@@ -36,7 +36,7 @@ class MoneyParser(Protocol):
     ``--pos-ref-id``, ``--timeout``, ``--receipt``, and the handler that runs ``build``."""
 
     def __call__(
-        self, actions: Subparsers, name: str, text: str, build: Build, *, amount: bool = True
+        self, actions: Subparsers, name: str, text: str, build: Build, /, *, amount: bool = True
     ) -> Parser: ...
 
 

@@ -346,8 +346,9 @@ async def _money(ctx: Context, client: AsyncClient) -> int:
     requested: int | None = fields.get("amount_cents")
     ref: str = args.pos_ref_id or new_pos_ref_id()
     expires = _dt.datetime.now(_dt.UTC) + _dt.timedelta(seconds=args.timeout)
+    sent = {"pos_ref_id": ref, "expires_at": expires, **fields}
     try:
-        command = cls(command_id=new_command_id(), pos_ref_id=ref, expires_at=expires, **fields)
+        command = cls(command_id=new_command_id(), **sent)
     except CommandError as exc:
         raise Fail(exc.detail) from None
     iid = await resolve_lane(client, args.id)

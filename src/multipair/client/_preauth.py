@@ -1,4 +1,4 @@
-"""The asyncio client's preauthorisation, account verify and Zip methods (PROTOCOL.md §7.16, §7.17).
+"""The asyncio client's preauthorisation, account verify and Zip methods (PROTOCOL.md §7.16-17).
 
 Each is a money command with a purchase's guarantees (docs/broker-schema.md):
 it is sent, and its outcome awaited by ``command_id``, exactly as
@@ -195,7 +195,7 @@ class PreauthCommands:
         timeout: float = 120.0,
         on_event: EventCallback | None = None,
     ) -> Outcome:
-        """A Zip (buy now, pay later) purchase; the outcome's ``zip_data`` has its receipt number."""
+        """A Zip (buy now, pay later) purchase; its outcome's ``zip_data`` has the receipt."""
         return await self._money(
             instance_id,
             bs.ZipPurchase,
