@@ -11,7 +11,8 @@ Fields (values are whole numbers, growing for the life of the lane's keys):
 
 - ``m:tx:<type>:<result>``: transactions whose outcome the lane recorded,
   by command type (``purchase``, ``refund``, ``cashout``, ``moto_purchase``,
-  ``reversal``, ``settle``, ``settlement_enquiry``) and result (``success``,
+  ``reversal``, ``settle``, ``settlement_enquiry``, ``account_verify``, the
+  ``preauth_*`` commands, ``zip_purchase``, ``zip_refund``) and result (``success``,
   ``failed``, ``unknown``).
 - ``m:txb:<type>:<i>``: of those, the ones whose command was read by the
   same lane process, by time from the command's read to its outcome's
@@ -59,6 +60,16 @@ OUTCOME_TYPES: Final = (
     "reversal",
     "settle",
     "settlement_enquiry",
+    # preauthorisation and zip
+    "account_verify",
+    "preauth_open",
+    "preauth_topup",
+    "preauth_partial_cancel",
+    "preauth_extend",
+    "preauth_cancel",
+    "preauth_complete",
+    "zip_purchase",
+    "zip_refund",
 )
 """The command types whose outcome a lane records and counts (``m:tx:<type>:...``)."""
 

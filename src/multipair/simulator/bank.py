@@ -60,6 +60,27 @@ _PREAUTH_EVENTS: Final = frozenset(
         "completion",
     }
 )
+_ZIP_FIELDS: Final = frozenset(
+    {
+        "success",
+        "pos_ref_id",
+        "bank_date",
+        "bank_time",
+        "host_response_code",
+        "host_response_text",
+        "purchase_amount",
+        "refund_amount",
+        "customer_receipt",
+        "customer_receipt_printed",
+        "merchant_receipt",
+        "merchant_receipt_printed",
+        "zip_data",
+        "error_reason",
+        "error_detail",
+    }
+)
+"""What a Zip response carries (§7.17, fixtures ZipPurchaseResponse.json / ZipRefundResponse.json):
+no card, scheme or bank-amount fields; Zip is not a card transaction."""
 _SETTLE_SCHEMES: Final = ("Debit", "MasterCard", "Visa", "Amex", "Diners", "JCB", "UnionPay")
 
 
@@ -275,6 +296,8 @@ class Bank:
             data["error_detail"] = outcome.error_detail or HOST_DETAIL
         if outcome.approved:
             self._apply_to_batch(tx, amount)
+        if tx.event in ("purchase_zip", "refund_zip"):
+            data = {k: v for k, v in data.items() if k in _ZIP_FIELDS}
         return data
 
     def _amount_fields(self, tx: ReceivedTransaction, amount: int, approved: bool) -> JsonObject:

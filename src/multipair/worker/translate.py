@@ -48,8 +48,28 @@ TX_TYPES: Final[dict[str, m.TxType]] = {
     "settle": m.TxType.SETTLE,
     "settlement_enquiry": m.TxType.SETTLEMENT_ENQUIRY,
     "reversal": m.TxType.REVERSAL,
+    # preauthorisation and zip (PROTOCOL.md §7.16, §7.17)
+    "account_verify": m.TxType.ACCOUNT_VERIFY,
+    "preauth_open": m.TxType.PREAUTH,
+    "preauth_topup": m.TxType.PREAUTH_TOPUP,
+    "preauth_partial_cancel": m.TxType.PREAUTH_PARTIAL_CANCELLATION,
+    "preauth_extend": m.TxType.PREAUTH_EXTEND,
+    "preauth_cancel": m.TxType.PREAUTH_CANCELLATION,
+    "preauth_complete": m.TxType.COMPLETION,
+    "zip_purchase": m.TxType.ZIP_PURCHASE,
+    "zip_refund": m.TxType.ZIP_REFUND,
 }
 """Command type -> how the session learns of a transaction of that type."""
+
+_PREAUTH_KINDS: Final[dict[str, str]] = {
+    "preauth_open": "PRE-AUTH",
+    "preauth_topup": "TOPUP",
+    "preauth_partial_cancel": "CANCEL",
+    "preauth_extend": "PRE-AUTH EXT",
+    "preauth_cancel": "PRE-AUTH CANCEL",
+    "preauth_complete": "PCOMP",
+}
+"""Command type -> the terminal's ``transaction_type`` of its answer (PROTOCOL.md §7.16)."""
 
 
 def tx_kind(tx_type: m.TxType) -> str:
@@ -160,6 +180,57 @@ def spi_request(command: bs.Command, profile: LaneProfile | None) -> m.Transacti
             )
         case bs.Reversal():
             return m.ReversalRequest(pos_ref_id=command.pos_ref_id)
+        case bs.AccountVerify():
+            return m.AccountVerifyRequest(pos_ref_id=command.pos_ref_id)  # no options (§7.16)
+        case bs.PreauthOpen():
+            return m.PreauthOpenRequest(
+                pos_ref_id=command.pos_ref_id, preauth_amount=command.amount_cents, **opts
+            )
+        case bs.PreauthTopup():
+            return m.PreauthTopupRequest(
+                pos_ref_id=command.pos_ref_id,
+                preauth_id=command.preauth_id,
+                topup_amount=command.amount_cents,
+                **opts,
+            )
+        case bs.PreauthPartialCancel():
+            return m.PreauthPartialCancellationRequest(
+                pos_ref_id=command.pos_ref_id,
+                preauth_id=command.preauth_id,
+                preauth_cancel_amount=command.amount_cents,
+                **opts,
+            )
+        case bs.PreauthExtend():
+            return m.PreauthExtendRequest(
+                pos_ref_id=command.pos_ref_id, preauth_id=command.preauth_id, **opts
+            )
+        case bs.PreauthCancel():
+            return m.PreauthCancellationRequest(
+                pos_ref_id=command.pos_ref_id, preauth_id=command.preauth_id, **opts
+            )
+        case bs.PreauthComplete():
+            return m.PreauthCompletionRequest(
+                pos_ref_id=command.pos_ref_id,
+                preauth_id=command.preauth_id,
+                completion_amount=command.amount_cents,
+                surcharge_amount=command.surcharge_cents,
+                **opts,
+            )
+        case bs.ZipPurchase():
+            return m.ZipPurchaseRequest(
+                pos_ref_id=command.pos_ref_id,
+                purchase_amount=command.amount_cents,
+                store_code=command.store_code,
+                description=command.description,
+                **opts,
+            )
+        case bs.ZipRefund():
+            return m.ZipRefundRequest(
+                pos_ref_id=command.pos_ref_id,
+                refund_amount=command.amount_cents,
+                original_receipt_number=command.original_receipt_number,
+                **opts,
+            )
     raise LocalProtocolError(f"{command.type} has no SPI transaction request")
 
 
@@ -169,10 +240,15 @@ def _settle_opts(profile: LaneProfile | None) -> dict[str, Any]:
     return {"config": m.PrintingConfig(print_merchant_copy=True)}
 
 
-def tx_fields(response: m.TransactionResponse | None) -> dict[str, Any]:
-    """The ``transaction_completed`` / ``transaction_lookup`` fields of a terminal response."""
+def tx_fields(response: m.TransactionResponse | None, tx_type: str | None = None) -> dict[str, Any]:
+    """The ``transaction_completed`` / ``transaction_lookup`` fields of a terminal response.
+
+    ``tx_type`` is the command type when the lane knows it (its record);
+    otherwise a preauthorisation is known by the terminal's ``transaction_type``.
+    """
     if response is None:
         return {}
+    zip_data = response.zip_data
     return {
         "host_response_code": response.host_response_code,
         "host_response_text": response.host_response_text,
@@ -194,11 +270,75 @@ def tx_fields(response: m.TransactionResponse | None) -> dict[str, Any]:
         "merchant_receipt_printed": response.merchant_receipt_printed,
         "error_reason": response.error_reason,
         "error_detail": response.error_detail,
+        "preauth_id": response.preauth_id,
+        "transaction_type": response.transaction_type,
+        "zip_data": (
+            None
+            if zip_data is None
+            else {k: v for k, v in dataclasses.asdict(zip_data).items() if v is not None}
+        ),
+        **_balances(response, _preauth_kind(response, tx_type)),
     }
 
 
-def amounts(response: m.TransactionResponse | None, record: TxRecord | None) -> dict[str, Any]:
-    """The amounts of a transaction: the record's, overridden by what the terminal reports."""
+def _preauth_kind(response: m.TransactionResponse, tx_type: str | None) -> str | None:
+    """Which row of the §7.16 table the response is: by command type, else by the terminal's."""
+    if tx_type is not None:
+        return _PREAUTH_KINDS.get(tx_type)
+    if response.preauth_id and response.transaction_type in _PREAUTH_KINDS.values():
+        return response.transaction_type
+    return None
+
+
+def _balances(response: m.TransactionResponse, kind: str | None) -> dict[str, int | None]:
+    """The preauthorisation's balance before and after (PROTOCOL.md §7.16 table).
+
+    Only for an approved preauthorisation transaction: a declined one moved
+    nothing, and its amount fields say what was asked, not what is held.
+    """
+    if kind is None or response.success is not True:
+        return {}
+    before: int | None
+    after: int | None
+    match kind:
+        case "PRE-AUTH":
+            before, after = 0, response.preauth_amount
+        case "TOPUP" | "CANCEL" | "PRE-AUTH EXT":
+            before, after = response.existing_preauth_amount, response.balance_amount
+        case "PCOMP":
+            # No better field: the terminal reports what was captured (§7.16).
+            before, after = response.completion_amount, 0
+        case _:  # "PRE-AUTH CANCEL"
+            before, after = response.preauth_amount, 0
+    return {"balance_before_cents": before, "balance_after_cents": after}
+
+
+def _main_amount(response: m.TransactionResponse, tx_type: str | None) -> int | None:
+    """The response's main amount: the field the request's amount went into (§7.16)."""
+    kind = _preauth_kind(response, tx_type)
+    match kind:
+        case None:
+            return response.purchase_amount or response.refund_amount
+        case "PRE-AUTH" | "PRE-AUTH CANCEL":
+            return response.preauth_amount  # cancel: the amount released
+        case "TOPUP":
+            return response.topup_amount
+        case "CANCEL":
+            return response.preauth_cancel_amount
+        case "PCOMP":
+            return response.completion_amount
+    return None  # "PRE-AUTH EXT" moves no money
+
+
+def amounts(
+    response: m.TransactionResponse | None,
+    record: TxRecord | None,
+    tx_type: str | None = None,
+) -> dict[str, Any]:
+    """The amounts of a transaction: the record's, overridden by what the terminal reports.
+
+    ``tx_type`` (default: the record's) picks the response's main amount field.
+    """
     fields: dict[str, Any] = {}
     if record is not None:
         fields = {
@@ -207,9 +347,11 @@ def amounts(response: m.TransactionResponse | None, record: TxRecord | None) -> 
             "cashout_cents": record.cashout_cents,
             "surcharge_cents": record.surcharge_cents,
         }
+        if tx_type is None:
+            tx_type = record.tx_type
     if response is not None:
         for name, value in (
-            ("amount_cents", response.purchase_amount or response.refund_amount),
+            ("amount_cents", _main_amount(response, tx_type)),
             ("tip_cents", response.tip_amount),
             ("cashout_cents", response.cash_amount),
             ("surcharge_cents", response.surcharge_amount),
@@ -226,9 +368,14 @@ def completed_event(
     record: TxRecord | None,
     at: _dt.datetime,
 ) -> bs.Event:
-    """The ``transaction_completed`` event of a purchase, refund, cashout, MOTO or reversal."""
+    """The ``transaction_completed`` event of any transaction but a settlement.
+
+    Purchase, refund, cashout, MOTO, reversal, the preauthorisation family,
+    account verify and Zip.
+    """
     response = done.response if isinstance(done.response, m.TransactionResponse) else None
-    fields = {**amounts(response, record), **tx_fields(response)}
+    tx_type = record.tx_type if record is not None else None
+    fields = {**amounts(response, record), **tx_fields(response, tx_type)}
     if response is None:
         fields["error_detail"] = done.message
     return bs.TransactionCompleted(

@@ -123,6 +123,7 @@ from multipair.spi.messages.transactions import (
     SignatureRequired,
     TransactionResponse,
     TxnUpdate,
+    ZipData,
     ZipPurchaseRequest,
     ZipRefundRequest,
 )
@@ -197,6 +198,7 @@ __all__ = [
     "TxType",
     "TxnUpdate",
     "UnknownMessage",
+    "ZipData",
     "ZipPurchaseRequest",
     "ZipRefundRequest",
     "as_bool",

@@ -43,6 +43,7 @@ __all__ = [
     "SignatureRequired",
     "TransactionResponse",
     "TxnUpdate",
+    "ZipData",
     "ZipPurchaseRequest",
     "ZipRefundRequest",
 ]
@@ -260,6 +261,19 @@ class AuthCodeAdviceRequest(Request):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ZipData:
+    """``zip_data`` of a ``purchase_zip_response`` / ``refund_zip_response`` (§7.17)."""
+
+    location_id: str | None = None
+    receipt_number: str | None = None
+    """Zip's receipt number; a ``refund_zip`` names it as ``original_receipt_number``."""
+    store_code: str | None = None
+    """Purchase only: the store code the request named."""
+    original_receipt_number: str | None = None
+    """Refund only: the receipt number of the purchase refunded."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TransactionResponse(FromTerminal):
     """A purchase-like transaction response (§7.1 "Response fields").
 
@@ -303,6 +317,8 @@ class TransactionResponse(FromTerminal):
     completion_amount: int | None = None
     balance_amount: int | None = None
     existing_preauth_amount: int | None = None
+    zip_data: ZipData | None = None
+    """Zip transactions only (§7.17)."""
     customer_receipt: str | None = field(default=None, repr=False)
     merchant_receipt: str | None = field(default=None, repr=False)
     customer_receipt_printed: bool | None = None
