@@ -71,7 +71,7 @@ async def test_a_preauth_opened_topped_up_reduced_extended_and_completed_exits_0
     assert [
         (0, "success", "preauth_topup", "TOPUP", 5000, 10000, 15000),
         (0, "success", "preauth_partial_cancel", "CANCEL", 2000, 15000, 13000),
-        (0, "success", "preauth_extend", "PRE-AUTH EXT", None, 13000, 13000),
+        (0, "success", "preauth_extend", "PRE-AUTH EXT", 0, 13000, 13000),
         (0, "success", "preauth_complete", "PCOMP", 12000, 12000, 0),
     ] == [_facts(r) for r in (topup, reduced, extended, completed)]
     assert {pid} == {r.json()["preauth_id"] for r in (topup, reduced, extended, completed)}
@@ -140,7 +140,7 @@ async def test_account_verify_exits_0_with_no_amount(cli: Cli, lane: LaneRig) ->
         cli.run("tx", "account-verify", iid, "--pos-ref-id", "av-1"),
         cli.run("tx", "account-verify", iid, "--pos-ref-id", "av-2", json=False),
     )
-    assert (0, "success", "account_verify", "VERIFY", None, None, None) == _facts(machine)
+    assert (0, "success", "account_verify", "VERIFY", 0, None, None) == _facts(machine)
     assert 0 == human.code, human
     lines = human.out.splitlines()
     assert f"account verify on lane {iid}, pos_ref_id av-2" == lines[0]

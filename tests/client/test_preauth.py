@@ -47,7 +47,7 @@ async def test_a_preauth_is_opened_changed_and_completed_with_its_balances(
     assert [
         ("success", "preauth_topup", "TOPUP", 5000, 10000, 15000),
         ("success", "preauth_partial_cancel", "CANCEL", 2000, 15000, 13000),
-        ("success", "preauth_extend", "PRE-AUTH EXT", None, 13000, 13000),
+        ("success", "preauth_extend", "PRE-AUTH EXT", 0, 13000, 13000),
         ("success", "preauth_complete", "PCOMP", 12000, 12000, 0),
     ] == [_preauth(o) for o in (topup, reduced, extended, completed)]
     assert {pid} == {o.preauth_id for o in (topup, reduced, extended, completed)}
@@ -94,11 +94,12 @@ async def test_an_unknown_preauth_id_is_declined_by_the_terminal(
 
 async def test_account_verify_moves_no_money(client: AsyncClient, lane: LaneRig) -> None:
     outcome = await client.account_verify(lane.instance_id, pos_ref_id="verify-1")
-    assert ("success", "account_verify", "VERIFY", "verify-1") == (
+    assert ("success", "account_verify", "VERIFY", "verify-1", 0) == (
         outcome.result,
         outcome.event.tx_type,
         outcome.transaction_type,
         outcome.pos_ref_id,
+        outcome.amount_cents,
     )
     assert (None, None, None) == (
         outcome.preauth_id,
@@ -190,6 +191,6 @@ async def test_the_sync_client_opens_and_completes_a_preauth(
         ("success", "preauth_open", "PRE-AUTH", 20000, 0, 20000),
         ("success", "preauth_topup", "TOPUP", 1000, 20000, 21000),
         ("success", "preauth_complete", "PCOMP", 18000, 18000, 0),
-        ("success", "account_verify", "VERIFY", None, None, None),
-        ("success", "zip_purchase", "PURCHASE", 500, None, None),
+        ("success", "account_verify", "VERIFY", 0, None, None),
+        ("success", "zip_purchase", None, 500, None, None),
     ] == await asyncio.to_thread(hotel_desk)

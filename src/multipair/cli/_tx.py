@@ -461,7 +461,8 @@ def _print_outcome(
 ) -> None:
     heading, meaning = outcome_heading(event, requested_cents)
     what = (event.tx_type or "transaction").replace("_", " ")
-    amount = f" {format_cents(event.amount_cents)}" if event.amount_cents is not None else ""
+    # No amount for what moves no money (account verify, preauth extend: amount_cents 0).
+    amount = f" {format_cents(event.amount_cents)}" if event.amount_cents else ""
     ctx.say(f"{heading}  {what}{amount}  pos_ref_id {event.pos_ref_id or '-'}")
     if meaning is not None:
         ctx.say(f"  {meaning}")
