@@ -247,6 +247,25 @@ def test_our_totals_count_approved_transactions_as_the_terminal_does() -> None:
     assert (1, 1) == (totals.open, totals.unknown)
 
 
+def test_a_preauth_counts_once_completed_and_zip_not_at_all() -> None:
+    records = [
+        record("p1", "preauth_open", 5000, "success"),
+        record("p2", "preauth_topup", 1000, "success"),
+        record("p3", "preauth_complete", 6000, "success", surcharge_cents=60),
+        record("p4", "preauth_complete", 100, "failed"),
+        record("z1", "zip_purchase", 4500, "success"),
+        record("z2", "zip_refund", 4500, "success"),
+        record("v1", "account_verify", 0, "success"),
+    ]
+    totals = our_totals(records, window_start=NOW, window_end=NOW)
+    assert (1, 6060, 1, 6060) == (
+        totals.count,
+        totals.value_cents,
+        totals.purchase_count,
+        totals.purchase_value_cents,
+    )
+
+
 def test_a_difference_in_count_or_value_is_a_mismatch() -> None:
     terminal = TerminalTotals(count=2, value_cents=2000)
     assert not mismatch(terminal, OurTotals(count=2, value_cents=2000))

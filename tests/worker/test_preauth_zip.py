@@ -350,3 +350,27 @@ async def test_get_transaction_of_a_preauth_reports_its_preauth_fields(lane: Lan
         "balance_before_cents",
         "balance_after_cents",
     )
+
+
+async def test_the_terminals_batch_counts_a_preauth_once_completed_and_no_zip(
+    lane: LaneRig,
+) -> None:
+    """What jobs.settlement.our_totals counts from the records is what the terminal counts."""
+    preauth_id = await open_preauth(lane, "sb-1", 1000)
+    await run(
+        lane,
+        {
+            "type": "preauth_complete",
+            "pos_ref_id": "sb-2",
+            "preauth_id": preauth_id,
+            "amount_cents": 1000,
+            "surcharge_cents": 10,
+        },
+    )
+    await run(
+        lane, {"type": "zip_purchase", "pos_ref_id": "sb-3", "amount_cents": 500, "store_code": "s"}
+    )
+    totals = await run(lane, {"type": "settlement_enquiry"})
+    assert ("settlement", "success", 1, 1010) == pick(
+        totals, "type", "result", "accumulated_total_count", "accumulated_total_value_cents"
+    )

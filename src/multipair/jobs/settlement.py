@@ -31,8 +31,10 @@ Rules this module keeps:
   settlement) is never settled again unless the caller asks: the terminal
   may have closed the day.
 - The terminal's totals are compared with the lane's own transaction records
-  of the settlement period (:func:`our_totals`): approved purchases and MOTO
-  purchases add amount + tip + surcharge, refunds subtract their amount,
+  of the settlement period (:func:`our_totals`): approved purchases, MOTO
+  purchases and preauthorisation completions add amount + tip + surcharge
+  (preauthorisations count only when completed; Zip is not in the terminal's
+  batch), refunds subtract their amount,
   cash-outs add theirs, as the terminal counts them (PROTOCOL.md §7.14). A
   difference in count or value flags the lane (``mismatch``).
 """
@@ -281,7 +283,10 @@ class OurTotals:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-_PURCHASES: Final = frozenset({"purchase", "moto_purchase"})
+_PURCHASES: Final = frozenset({"purchase", "moto_purchase", "preauth_complete"})
+"""Counted as purchases by the terminal: a preauthorisation settles when it is completed
+(its capture, amount + surcharge), never when opened, topped up or extended (§7.16).
+Zip transactions are not card transactions and are not in the terminal's batch (§7.17)."""
 
 
 def our_totals(

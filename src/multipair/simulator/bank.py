@@ -392,10 +392,11 @@ class Bank:
 
     def _apply_to_batch(self, tx: ReceivedTransaction, amount: int) -> None:
         batch = self.state.batch
-        if tx.event in ("purchase", "moto_purchase", "completion", "purchase_zip"):
+        # Zip is paid by Zip, not the card acquirer: not in the batch (§7.17).
+        if tx.event in ("purchase", "moto_purchase", "completion"):
             batch.purchase_count += 1
             batch.purchase_value += amount + _tip(tx.request) + _surcharge(tx.request)
-        elif tx.event in ("refund", "refund_zip"):
+        elif tx.event == "refund":
             batch.refund_count += 1
             batch.refund_value -= amount
         elif tx.event == "cash":
