@@ -1,7 +1,8 @@
 """``multipair tx ...``: run a transaction on a lane and report its outcome.
 
-Each money command (``purchase``, ``refund``, ``cashout``, ``moto``) checks
-that the lane can take it, sends it, shows the terminal's progress, and
+Each money command (``purchase``, ``refund``, ``cashout``, ``moto``, and the
+preauthorisation, account verify and Zip ones of :mod:`multipair.cli._preauth`)
+checks that the lane can take it, sends it, shows the terminal's progress, and
 prints the outcome; the exit code is the outcome (0 approved, 1 declined or
 failed, 3 unknown). Rules:
 
@@ -44,6 +45,7 @@ from multipair.cli._base import (
     read_answer,
     seconds,
 )
+from multipair.cli._preauth import Build, add_preauth_actions, describe, outcome_rows
 from multipair.cli._views import ready_lane, resolve_lane
 from multipair.cli.amounts import AmountError, format_cents, parse_amount
 from multipair.client import AsyncClient, OutcomeTimeout, new_command_id, new_pos_ref_id
@@ -74,7 +76,7 @@ def add_tx_parser(subparsers: Subparsers) -> None:
     """Register ``multipair tx`` and its actions."""
     tx = subparsers.add_parser(
         "tx",
-        help="purchase, refund, cashout, MOTO, cancel, look up and settle",
+        help="purchase, refund, cashout, MOTO, preauth, Zip, cancel, look up and settle",
         description=(
             "Run transactions on a lane. Amounts are dollars (12.50). Exit codes: 0 approved, "
             "1 declined or failed (tx status: or not found), 2 usage error or refused, 3 outcome "
@@ -85,14 +87,24 @@ def add_tx_parser(subparsers: Subparsers) -> None:
     common = Parser(add_help=False)
     add_global_options(common, top=False)
 
-    def money(name: str, text: str, *, tip: bool = False, surcharge: bool = True) -> None:
-        parser = actions.add_parser(
+    def money(
+        within: Subparsers,
+        name: str,
+        text: str,
+        build: Build,
+        *,
+        amount: bool = True,
+        tip: bool = False,
+        surcharge: bool = False,
+    ) -> Parser:
+        parser = within.add_parser(
             name, parents=[common], help=text, description=text + "; waits for the outcome."
         )
         add_lane_argument(parser)
-        parser.add_argument(
-            "--amount", type=_amount, required=True, metavar="DOLLARS", help="e.g. 12.50"
-        )
+        if amount:
+            parser.add_argument(
+                "--amount", type=_amount, required=True, metavar="DOLLARS", help="e.g. 12.50"
+            )
         if tip:
             parser.add_argument("--tip", type=_amount_or_zero, default=0, metavar="DOLLARS")
             parser.add_argument(
@@ -110,12 +122,42 @@ def add_tx_parser(subparsers: Subparsers) -> None:
         )
         parser.add_argument("--timeout", type=seconds, default=120.0, metavar="S", help="(120)")
         parser.add_argument("--receipt", action="store_true", help="print the receipts too")
-        parser.set_defaults(handler=client_command(_money), money=name)
+        parser.set_defaults(handler=client_command(_money), build=build)
+        return parser
 
-    money("purchase", "card purchase", tip=True)
-    money("refund", "refund to a card", surcharge=False)
-    money("cashout", "cash out only")
-    money("moto", "mail or telephone order purchase (card keyed on the terminal)")
+    money(
+        actions,
+        "purchase",
+        "card purchase",
+        lambda a: (
+            bs.Purchase,
+            {
+                "amount_cents": a.amount,
+                "tip_cents": a.tip,
+                "cashout_cents": a.cashout,
+                "surcharge_cents": a.surcharge,
+                "prompt_for_cashout": a.prompt_for_cashout,
+            },
+        ),
+        tip=True,
+        surcharge=True,
+    )
+    money(actions, "refund", "refund to a card", lambda a: (bs.Refund, {"amount_cents": a.amount}))
+    money(
+        actions,
+        "cashout",
+        "cash out only",
+        lambda a: (bs.Cashout, {"amount_cents": a.amount, "surcharge_cents": a.surcharge}),
+        surcharge=True,
+    )
+    money(
+        actions,
+        "moto",
+        "mail or telephone order purchase (card keyed on the terminal)",
+        lambda a: (bs.MotoPurchase, {"amount_cents": a.amount, "surcharge_cents": a.surcharge}),
+        surcharge=True,
+    )
+    add_preauth_actions(actions, money)
 
     cancel = actions.add_parser(
         "cancel",
@@ -296,35 +338,22 @@ def _progress(
 
 
 async def _money(ctx: Context, client: AsyncClient) -> int:
+    """Every money action: send what the action's ``build`` says, show progress, print the
+    outcome; 0 approved, 1 declined, 3 unknown."""
     args = ctx.args
-    kind: str = args.money
+    build: Build = args.build
+    cls, fields = build(args)
+    requested: int | None = fields.get("amount_cents")
     ref: str = args.pos_ref_id or new_pos_ref_id()
     expires = _dt.datetime.now(_dt.UTC) + _dt.timedelta(seconds=args.timeout)
-    fields: dict[str, Any] = {"amount_cents": args.amount}
-    cls: type[bs.Command]
-    if kind == "purchase":
-        cls = bs.Purchase
-        fields.update(
-            tip_cents=args.tip,
-            cashout_cents=args.cashout,
-            surcharge_cents=args.surcharge,
-            prompt_for_cashout=args.prompt_for_cashout,
-        )
-    elif kind == "refund":
-        cls = bs.Refund
-    elif kind == "cashout":
-        cls = bs.Cashout
-        fields.update(surcharge_cents=args.surcharge)
-    else:
-        cls = bs.MotoPurchase
-        fields.update(surcharge_cents=args.surcharge)
+    sent = {"pos_ref_id": ref, "expires_at": expires, **fields}
     try:
-        command = cls(command_id=new_command_id(), pos_ref_id=ref, expires_at=expires, **fields)
+        command = cls(command_id=new_command_id(), **sent)
     except CommandError as exc:
         raise Fail(exc.detail) from None
     iid = await resolve_lane(client, args.id)
     await ready_lane(ctx, client, iid)
-    ctx.note(f"{cls.type.replace('_', ' ')} {_amounts(fields)} on lane {iid}, pos_ref_id {ref}")
+    ctx.note(f"{cls.type.replace('_', ' ')}{describe(fields)} on lane {iid}, pos_ref_id {ref}")
     ctx.stake = Stake(cls.type.replace("_", " "), iid, ref)
     progress = _Progress(ctx, iid, client)
     try:
@@ -354,7 +383,7 @@ async def _money(ctx: Context, client: AsyncClient) -> int:
     outcome = Outcome.from_event(event, command_id=command.command_id, pos_ref_id=ref)
     ctx.stake = None
     if ctx.json:
-        heading, _ = outcome_heading(outcome.event, args.amount)
+        heading, _ = outcome_heading(outcome.event, requested)
         ctx.emit(
             {
                 **_body(outcome.event, receipts=args.receipt),
@@ -365,24 +394,10 @@ async def _money(ctx: Context, client: AsyncClient) -> int:
             }
         )
     else:
-        _print_outcome(ctx, outcome.event, iid, receipts=args.receipt, requested_cents=args.amount)
+        _print_outcome(ctx, outcome.event, iid, receipts=args.receipt, requested_cents=requested)
         if outcome.repeated:
             ctx.say("  (answered from the lane's record: this command was sent before)")
     return _exit_for(outcome.result)
-
-
-def _amounts(fields: dict[str, Any]) -> str:
-    text = format_cents(fields["amount_cents"])
-    extras = [
-        f"{label} {format_cents(fields[name])}"
-        for name, label in (
-            ("tip_cents", "tip"),
-            ("cashout_cents", "cash out"),
-            ("surcharge_cents", "surcharge"),
-        )
-        if fields.get(name)
-    ]
-    return text + (f" ({', '.join(extras)})" if extras else "")
 
 
 def _exit_for(result: str) -> ExitCode:
@@ -446,7 +461,8 @@ def _print_outcome(
 ) -> None:
     heading, meaning = outcome_heading(event, requested_cents)
     what = (event.tx_type or "transaction").replace("_", " ")
-    amount = f" {format_cents(event.amount_cents)}" if event.amount_cents is not None else ""
+    # No amount for what moves no money (account verify, preauth extend: amount_cents 0).
+    amount = f" {format_cents(event.amount_cents)}" if event.amount_cents else ""
     ctx.say(f"{heading}  {what}{amount}  pos_ref_id {event.pos_ref_id or '-'}")
     if meaning is not None:
         ctx.say(f"  {meaning}")
@@ -463,6 +479,7 @@ def _print_outcome(
     host = " ".join(x for x in (event.host_response_code, event.host_response_text) if x)
     rows: list[tuple[str, str | None]] = [
         ("also", ", ".join(extras) or None),
+        *outcome_rows(event),
         ("host response", host or None),
         ("RRN", event.rrn),
         ("auth code", event.auth_code),

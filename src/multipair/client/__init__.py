@@ -22,6 +22,12 @@ Sync (a private event loop on a background thread)::
         outcome = mp.purchase("8a5e2dcc-bfa0-469f-95d7-eec778b08453", 1250)
         print(outcome.result, outcome.pos_ref_id)
 
+Every money command has its method, answering an :class:`Outcome`:
+``purchase``, ``refund``, ``cashout``, ``moto_purchase``, ``account_verify``,
+``preauth_open`` (keep its ``preauth_id``), ``preauth_topup``,
+``preauth_partial_cancel``, ``preauth_extend``, ``preauth_cancel``,
+``preauth_complete``, ``zip_purchase`` and ``zip_refund`` (docs/integration.md).
+
 ``Client(url)``, ``Client.from_settings`` and ``AsyncClient.connect(settings)``
 work with a single Redis or a Redis Cluster alike: the URL may name any
 node of a cluster (:func:`multipair.redis_conn.connect` asks which it is).

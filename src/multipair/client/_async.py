@@ -51,6 +51,7 @@ from multipair.client._commands import (
 )
 from multipair.client._events import EventCallback, EventReader
 from multipair.client._pairing import ConfirmPolicy, follow_pairing, give_up_pairing
+from multipair.client._preauth import PreauthCommands
 from multipair.client.errors import ClientError, CommandRejected, LaneNotFound, OutcomeTimeout
 from multipair.client.outcome import LaneInfo, Outcome
 from multipair.config import Settings
@@ -86,7 +87,7 @@ def require_url(settings: Settings) -> str:
     return settings.redis_url
 
 
-class AsyncClient:
+class AsyncClient(PreauthCommands):
     """Drive multipair lanes from an asyncio POS backend.
 
     ``redis`` is any ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``
@@ -94,6 +95,8 @@ class AsyncClient:
     makes the right one from a URL); ``prefix`` is the key prefix the lanes use.
     ``master_key`` is needed only to read or write pairing secrets, which
     this client never does; it is passed on to the profile store.
+    Preauthorisation, account verify and Zip come from
+    :class:`~multipair.client._preauth.PreauthCommands`.
     Redis being unreachable raises :class:`~multipair.exceptions.RetryLater`.
     """
 
@@ -390,6 +393,7 @@ class AsyncClient:
         on_event: EventCallback | None,
         **fields: Any,
     ) -> Outcome:
+        """Send the money command ``cls(**fields)`` and await its outcome (every money method)."""
         ref = pos_ref_id if pos_ref_id is not None else new_pos_ref_id()
         command = build(cls, pos_ref_id=ref, **fields)
         event = await self.send_and_wait(instance_id, command, timeout=timeout, on_event=on_event)

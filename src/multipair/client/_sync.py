@@ -260,6 +260,183 @@ class Client:
             )
         )
 
+    def account_verify(
+        self,
+        instance_id: str,
+        *,
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.account_verify`."""
+        return self._run(
+            self._client.account_verify(
+                instance_id, pos_ref_id=pos_ref_id, timeout=timeout, on_event=on_event
+            )
+        )
+
+    def preauth_open(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.preauth_open`."""
+        return self._run(
+            self._client.preauth_open(
+                instance_id, amount_cents, pos_ref_id=pos_ref_id, timeout=timeout, on_event=on_event
+            )
+        )
+
+    def preauth_topup(
+        self,
+        instance_id: str,
+        preauth_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.preauth_topup`."""
+        return self._run(
+            self._client.preauth_topup(
+                instance_id,
+                preauth_id,
+                amount_cents,
+                pos_ref_id=pos_ref_id,
+                timeout=timeout,
+                on_event=on_event,
+            )
+        )
+
+    def preauth_partial_cancel(
+        self,
+        instance_id: str,
+        preauth_id: str,
+        amount_cents: int,
+        *,
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.preauth_partial_cancel`."""
+        return self._run(
+            self._client.preauth_partial_cancel(
+                instance_id,
+                preauth_id,
+                amount_cents,
+                pos_ref_id=pos_ref_id,
+                timeout=timeout,
+                on_event=on_event,
+            )
+        )
+
+    def preauth_extend(
+        self,
+        instance_id: str,
+        preauth_id: str,
+        *,
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.preauth_extend`."""
+        return self._run(
+            self._client.preauth_extend(
+                instance_id, preauth_id, pos_ref_id=pos_ref_id, timeout=timeout, on_event=on_event
+            )
+        )
+
+    def preauth_cancel(
+        self,
+        instance_id: str,
+        preauth_id: str,
+        *,
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.preauth_cancel`."""
+        return self._run(
+            self._client.preauth_cancel(
+                instance_id, preauth_id, pos_ref_id=pos_ref_id, timeout=timeout, on_event=on_event
+            )
+        )
+
+    def preauth_complete(
+        self,
+        instance_id: str,
+        preauth_id: str,
+        amount_cents: int,
+        *,
+        surcharge_cents: int = 0,
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.preauth_complete`."""
+        return self._run(
+            self._client.preauth_complete(
+                instance_id,
+                preauth_id,
+                amount_cents,
+                surcharge_cents=surcharge_cents,
+                pos_ref_id=pos_ref_id,
+                timeout=timeout,
+                on_event=on_event,
+            )
+        )
+
+    def zip_purchase(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        store_code: str,
+        description: str = "",
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.zip_purchase`."""
+        return self._run(
+            self._client.zip_purchase(
+                instance_id,
+                amount_cents,
+                store_code=store_code,
+                description=description,
+                pos_ref_id=pos_ref_id,
+                timeout=timeout,
+                on_event=on_event,
+            )
+        )
+
+    def zip_refund(
+        self,
+        instance_id: str,
+        amount_cents: int,
+        *,
+        original_receipt_number: str,
+        pos_ref_id: str | None = None,
+        timeout: float = 120.0,
+        on_event: EventCallback | None = None,
+    ) -> Outcome:
+        """See :meth:`AsyncClient.zip_refund`."""
+        return self._run(
+            self._client.zip_refund(
+                instance_id,
+                amount_cents,
+                original_receipt_number=original_receipt_number,
+                pos_ref_id=pos_ref_id,
+                timeout=timeout,
+                on_event=on_event,
+            )
+        )
+
     def cancel(
         self, instance_id: str, *, pos_ref_id: str | None = None, timeout: float = 30.0
     ) -> bs.CommandAccepted:

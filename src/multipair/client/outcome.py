@@ -7,7 +7,7 @@ import datetime as _dt
 from dataclasses import dataclass
 from typing import Final
 
-from multipair.broker_schema import TransactionCompleted, TransactionLookup, TxResult
+from multipair.broker_schema import JsonObject, TransactionCompleted, TransactionLookup, TxResult
 from multipair.store.profiles import LaneProfile
 
 __all__ = ["LaneInfo", "Outcome"]
@@ -21,7 +21,7 @@ _COPIED: Final = tuple(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
-    """The outcome of a purchase, refund, cashout or MOTO purchase.
+    """The outcome of a money command: purchase, refund, cashout, MOTO, preauth, Zip ...
 
     ``result`` is ``success``, ``failed`` or ``unknown``; ``unknown`` means no
     outcome could be learned from the terminal: check it (``get_transaction``)
@@ -97,6 +97,32 @@ class Outcome:
     @property
     def error_detail(self) -> str | None:
         return self.event.error_detail
+
+    @property
+    def preauth_id(self) -> str | None:
+        """The preauthorisation opened (``preauth_open``) or acted on; keep it for the next step."""
+        return self.event.preauth_id
+
+    @property
+    def transaction_type(self) -> str | None:
+        """The terminal's name for it: ``PRE-AUTH``, ``TOPUP``, ``PCOMP``, ``VERIFY`` ..."""
+        return self.event.transaction_type
+
+    @property
+    def balance_before_cents(self) -> int | None:
+        """The preauthorisation's balance before this step (PROTOCOL.md §7.16 table)."""
+        return self.event.balance_before_cents
+
+    @property
+    def balance_after_cents(self) -> int | None:
+        """The preauthorisation's balance after this step (0 once completed or cancelled)."""
+        return self.event.balance_after_cents
+
+    @property
+    def zip_data(self) -> JsonObject | None:
+        """A Zip outcome's ``location_id``, ``receipt_number`` and ``store_code`` (purchase)
+        or ``original_receipt_number`` (refund)."""
+        return self.event.zip_data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
