@@ -14,6 +14,7 @@ import pytest
 from multipair.spi import messages as m
 from multipair.spi import terminal as t
 from multipair.spi.envelope import RejectReason, decode_frame
+from multipair.spi.messages.pay_at_table import ReadPayAtTableRequest
 from multipair.spi.pos import (
     FrameRejected,
     IgnoredMessage,
@@ -190,11 +191,11 @@ def test_open_tables_and_flow_end_are_handed_on() -> None:
     assert [
         PayAtTableRequest(
             message_id="C1.7",
-            read=m.ReadPayAtTableRequest(request=m.GetOpenTablesRequest(operator_id="7")),
+            read=ReadPayAtTableRequest(request=m.GetOpenTablesRequest(operator_id="7")),
         ),
         PayAtTableRequest(
             message_id="C1.8",
-            read=m.ReadPayAtTableRequest(
+            read=ReadPayAtTableRequest(
                 request=m.BillPaymentFlowEndedRequest(
                     bill_id="b1",
                     table_id="12",
@@ -336,3 +337,8 @@ def test_a_visit_between_the_two_sessions_in_memory() -> None:
         ("bill_details", bill.to_data()),
         ("bill_payment_flow_ended_ack", {"bill_id": "b1"}),
     ] == [(e.reply_event, e.data) for e in answered]
+
+
+def test_the_catalogue_still_warms() -> None:
+    """The lane template derives every exported message's codec at start (worker/__main__)."""
+    m.warm()
