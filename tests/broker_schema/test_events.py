@@ -33,6 +33,7 @@ _SAMPLE_BY_KIND: dict[Kind, Any] = {
     Kind.TIME: AT,
     Kind.OBJECT: {"a": "1"},
     Kind.OBJECT_LIST: ({"scheme_name": "VISA", "total_value": "1250"},),
+    Kind.STR_LIST: ("a", "b"),
 }
 
 
@@ -179,6 +180,38 @@ def test_events_grow_only_by_fields_with_defaults() -> None:
         "transaction_completed": ["at", "instance_id", "result"],
         "transaction_lookup": ["at", "instance_id", "result"],
         "transaction_update": ["at", "instance_id"],
+        # pay at table: required from their first release on
+        "bill_requested": [
+            "answer_by",
+            "at",
+            "instance_id",
+            "operator_id",
+            "request_id",
+            "table_id",
+        ],
+        "open_tables_requested": ["answer_by", "at", "instance_id", "operator_id", "request_id"],
+        "bill_payment_reported": [
+            "amount_cents",
+            "answer_by",
+            "at",
+            "bill_id",
+            "instance_id",
+            "operator_id",
+            "payment_type",
+            "request_id",
+            "table_id",
+        ],
+        "bill_flow_ended": [
+            "at",
+            "bill_id",
+            "bill_outstanding_cents",
+            "bill_total_cents",
+            "instance_id",
+            "operator_id",
+            "request_id",
+            "table_id",
+        ],
+        "bill_request_expired": ["at", "error_sent", "instance_id", "request", "request_id"],
     } == required
 
 

@@ -24,6 +24,7 @@ LANE_KEY_METHODS = [
     "dead_letter",
     "writes",
     "logs",
+    "pat_payments",
 ]
 
 

@@ -30,6 +30,7 @@ PROFILE_FIELDS = {
     "signature_flow_on_eftpos",
     "enabled",
     "created_at",
+    "pat",
 }
 
 INFO_FIELDS = {

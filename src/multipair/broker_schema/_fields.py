@@ -4,7 +4,8 @@ Rules this module keeps:
 
 - A field's JSON kind comes from its annotation, once, when its class is
   registered: ``str``, ``int``, ``bool``, ``datetime``, a JSON object
-  (``JsonObject``) or a tuple of JSON objects, each optionally ``| None``.
+  (``JsonObject``), a tuple of JSON objects or a tuple of strings, each
+  optionally ``| None``.
   Nothing else may appear in the contract, so a field cannot quietly take a
   shape the codec does not check.
 - JSON booleans are not integers here (``True`` is not 1 cent), and a JSON
@@ -67,6 +68,7 @@ class Kind(Enum):
     TIME = "an ISO-8601 time with a UTC offset"
     OBJECT = "a JSON object"
     OBJECT_LIST = "a list of JSON objects"
+    STR_LIST = "a list of strings"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,8 @@ def _kind_of(annotation: object, where: str) -> tuple[Kind, bool]:
         items = typing.get_args(annotation)
         if len(items) == 2 and items[1] is Ellipsis and typing.get_origin(items[0]) is dict:
             return Kind.OBJECT_LIST, nullable
+        if len(items) == 2 and items[1] is Ellipsis and items[0] is str:
+            return Kind.STR_LIST, nullable
     raise InternalError(f"{where}: annotation {annotation!r} has no JSON kind")
 
 
@@ -149,6 +153,8 @@ def check_kind(spec: FieldSpec, value: object, wanted: str | None = None) -> Non
         ok = isinstance(value, _dt.datetime) and value.tzinfo is not None
     elif spec.kind is Kind.OBJECT:
         ok = type(value) is dict
+    elif spec.kind is Kind.STR_LIST:
+        ok = type(value) is tuple and all(type(item) is str for item in value)
     else:
         ok = type(value) is tuple and all(type(item) is dict for item in value)
     if not ok:
@@ -162,7 +168,7 @@ def from_json(spec: FieldSpec, value: object) -> object:
     """Turn a decoded JSON value into the field's Python shape (times, tuples)."""
     if spec.kind is Kind.TIME and type(value) is str:
         return parse_time(value, spec.name)
-    if spec.kind is Kind.OBJECT_LIST and type(value) is list:
+    if spec.kind in (Kind.OBJECT_LIST, Kind.STR_LIST) and type(value) is list:
         return tuple(value)
     if spec.kind is Kind.TIME and value is not None:
         raise CommandError(
@@ -175,7 +181,7 @@ def to_json(spec: FieldSpec, value: object) -> object:
     """The JSON shape of a field value."""
     if spec.kind is Kind.TIME and isinstance(value, _dt.datetime):
         return format_time(value)
-    if spec.kind is Kind.OBJECT_LIST and isinstance(value, tuple):
+    if spec.kind in (Kind.OBJECT_LIST, Kind.STR_LIST) and isinstance(value, tuple):
         return list(value)
     return value
 

@@ -19,7 +19,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Final, TypeVar
 
@@ -44,6 +44,10 @@ __all__ = [
     "EVENT_TYPES",
     "AuthCodeRequired",
     "Battery",
+    "BillFlowEnded",
+    "BillPaymentReported",
+    "BillRequestExpired",
+    "BillRequested",
     "CommandAccepted",
     "CommandRejected",
     "Error",
@@ -52,6 +56,7 @@ __all__ = [
     "LaneCrashed",
     "LaneStarted",
     "LaneStopped",
+    "OpenTablesRequested",
     "Pairing",
     "PairingState",
     "Printing",
@@ -422,3 +427,101 @@ class Error(Event):
     detail: str
     source: str | None = None
     """Where: ``terminal``, ``redis``, ``lane``..."""
+
+
+# --- pay at table (PROTOCOL.md §7.23) --------------------------------------------------------
+#
+# The terminal asks, the POS answers with ``bill_details`` / ``open_tables``
+# naming the event's ``request_id`` before ``answer_by``; after it the lane
+# sends the terminal the protocol's error reply and publishes
+# ``bill_request_expired``.
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BillRequested(Event):
+    """The terminal asks for a table's bill (``get_bill_details``); answer with ``bill_details``."""
+
+    type: ClassVar[str] = "bill_requested"
+    request_id: str
+    """Opaque, chosen by the lane; the answer's ``request_id``."""
+    answer_by: _dt.datetime
+    """When the lane stops waiting and tells the terminal ``INVALID_TABLE_ID``."""
+    table_id: str
+    operator_id: str
+    bill_id: str = ""
+    """The bill the terminal already knows of, if any (``""`` when none)."""
+    payment_flow_started: bool = False
+    """True once the customer has started paying this bill on the terminal."""
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenTablesRequested(Event):
+    """The terminal asks for the open tables (``get_open_tables``); answer with ``open_tables``."""
+
+    type: ClassVar[str] = "open_tables_requested"
+    request_id: str
+    answer_by: _dt.datetime
+    """When the lane stops waiting and tells the terminal there are no open tables."""
+    operator_id: str
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BillPaymentReported(Event):
+    """The terminal took a payment on a bill (``bill_payment``); answer with ``bill_details``.
+
+    ``duplicate`` is true when the lane already reported a payment with this
+    ``terminal_ref_id``: book nothing, answer with the current bill.
+    """
+
+    type: ClassVar[str] = "bill_payment_reported"
+    request_id: str
+    answer_by: _dt.datetime
+    """When the lane stops waiting and tells the terminal ``INVALID_TABLE_ID``."""
+    bill_id: str
+    table_id: str
+    operator_id: str
+    payment_type: str
+    """``card`` or ``cash``."""
+    amount_cents: int
+    """The purchase amount paid on the bill (tip and surcharge apart)."""
+    tip_cents: int = 0
+    surcharge_cents: int = 0
+    terminal_ref_id: str = ""
+    duplicate: bool = False
+    payment_summary: JsonObject = field(default_factory=dict)
+    """The terminal's payment summary (PROTOCOL.md §7.1 fields: account_type, auth_code,
+    card_entry, masked_pan, rrn, scheme_name, terminal_ref_id, amounts...)."""
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BillFlowEnded(Event):
+    """The terminal finished a pay-at-table session (``bill_payment_flow_ended``); no answer."""
+
+    type: ClassVar[str] = "bill_flow_ended"
+    request_id: str
+    bill_id: str
+    table_id: str
+    operator_id: str
+    bill_total_cents: int
+    bill_outstanding_cents: int
+    card_total_count: int = 0
+    card_total_cents: int = 0
+    cash_total_count: int = 0
+    cash_total_cents: int = 0
+
+
+@_register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BillRequestExpired(Event):
+    """No answer came before ``answer_by``: the terminal got the protocol's error reply."""
+
+    type: ClassVar[str] = "bill_request_expired"
+    request_id: str
+    request: str
+    """The terminal's request: ``get_bill_details``, ``get_open_tables`` or ``bill_payment``."""
+    error_sent: str
+    """``INVALID_TABLE_ID`` (bills), ``""`` for open tables (answered with an empty list)."""

@@ -198,6 +198,10 @@ class Keys:
         """Stream of the lane's recent log lines (``multipair logs``), trimmed ``MAXLEN ~``."""
         return self.lane_base(instance_id) + "logs"
 
+    def pat_payments(self, instance_id: str) -> str:
+        """Hash: terminal_ref_id -> JSON of the first pay-at-table payment reported with it."""
+        return self.lane_base(instance_id) + "pat:payments"
+
     def lane_fixed_keys(self, instance_id: str) -> tuple[str, ...]:
         """Every key of the lane whose name does not depend on data (all but ``tx:*``)."""
         return (
@@ -214,4 +218,5 @@ class Keys:
             self.dead_letter(instance_id),
             self.writes(instance_id),
             self.logs(instance_id),
+            self.pat_payments(instance_id),
         )

@@ -69,3 +69,6 @@ class Reason(StrEnum):
     """Handling the entry failed on our side (a bug): refused, dead-lettered; the lane goes on."""
     POISON_ENTRY = "poison_entry"
     """The lane took this entry several times and never answered it; dead-lettered, not run."""
+    UNKNOWN_REQUEST = "unknown_request"
+    """A ``bill_details`` / ``open_tables`` names a ``request_id`` the lane is not waiting on:
+    never asked, already answered, or expired (the terminal got the error reply)."""

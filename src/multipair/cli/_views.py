@@ -18,7 +18,7 @@ from multipair.cli._base import Context, Fail
 from multipair.client import AsyncClient, LaneInfo
 from multipair.exceptions import CommandError
 from multipair.redis_conn import as_text, redis_errors
-from multipair.store.profiles import LaneProfile
+from multipair.store.profiles import LaneProfile, PayAtTableConfig
 
 __all__ = [
     "LANE_ALIVE_S",
@@ -185,7 +185,11 @@ def profile_json(profile: LaneProfile) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(profile):
         value = getattr(profile, f.name)
-        out[f.name] = format_time(value) if isinstance(value, _dt.datetime) else value
+        if isinstance(value, _dt.datetime):
+            value = format_time(value)
+        elif isinstance(value, PayAtTableConfig):
+            value = dataclasses.asdict(value)
+        out[f.name] = value
     return out
 
 

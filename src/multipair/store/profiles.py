@@ -37,6 +37,7 @@ from redis.exceptions import ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
 from multipair.broker_schema import CONSUMER_GROUP, Keys, Reason, format_time, parse_time
+from multipair.broker_schema.commands import SetTableConfig, check_table_config_value
 from multipair.broker_schema.keys import validate_instance_id
 from multipair.exceptions import CommandError, ConfigurationError, CryptoError, InternalError
 from multipair.leases import FencedScript, parse_lease
@@ -45,9 +46,11 @@ from multipair.spi.crypto import Secrets
 from multipair.store.secrets_box import MasterKey, lane_aad
 
 __all__ = [
+    "DEFAULT_ANSWER_TIMEOUT_MS",
     "PROFILE_FIELDS",
     "SEALED_FIELDS",
     "LaneProfile",
+    "PayAtTableConfig",
     "ProfileStore",
     "ResealResult",
     "ensure_command_group",
@@ -76,6 +79,70 @@ def _now_ms() -> _dt.datetime:
 
 def _new_id() -> str:
     return str(uuid.uuid4())
+
+
+DEFAULT_ANSWER_TIMEOUT_MS: Final = 10_000
+"""How long a lane waits for the POS's answer to a pay-at-table request, unless configured."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PayAtTableConfig:
+    """The lane's pay-at-table set-up (PROTOCOL.md §7.23), as ``set_table_config`` left it.
+
+    The fields are those of the ``set_table_config`` command, with the same
+    rules; stored as JSON in the profile's ``pat`` field. Building one
+    validates it (``CommandError`` naming the field).
+    """
+
+    enabled: bool = False
+    operator_id_enabled: bool = False
+    split_by_amount_enabled: bool = False
+    equal_split_enabled: bool = False
+    tipping_enabled: bool = False
+    summary_report_enabled: bool = False
+    table_retrieval_enabled: bool = False
+    pay_button_label: str = ""
+    operator_id_label: str = ""
+    table_id_label: str = ""
+    operator_ids: tuple[str, ...] = ()
+    """Operator ids the terminal accepts; empty = any."""
+    answer_timeout_ms: int = DEFAULT_ANSWER_TIMEOUT_MS
+    """How long the lane waits for the POS's answer to a terminal request."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check_table_config_value(f.name, getattr(self, f.name))
+
+    def updated(self, command: SetTableConfig) -> PayAtTableConfig:
+        """This config with the options ``command`` sets (the others unchanged)."""
+        changes = {
+            f.name: getattr(command, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(command, f.name) is not None
+        }
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        """The profile hash's ``pat`` field."""
+        return orjson.dumps(dataclasses.asdict(self)).decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> PayAtTableConfig:
+        """Read the ``pat`` field; keys this version does not know are ignored.
+
+        Raises ``CommandError`` (``invalid_value``, ``wrong_type``) for damaged text.
+        """
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise CommandError(Reason.INVALID_VALUE, "pat is not JSON") from None
+        if type(data) is not dict:
+            raise CommandError(Reason.WRONG_TYPE, "pat must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if type(values.get("operator_ids")) is list:
+            values["operator_ids"] = tuple(values["operator_ids"])
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +174,8 @@ class LaneProfile:
     enabled: bool = True
     """False after ``lane stop``: no host runs the lane until it is started again."""
     created_at: _dt.datetime = field(default_factory=_now_ms)
+    pat: PayAtTableConfig | None = None
+    """Pay at table (``set_table_config``); ``None``: never set up, the terminal is told off."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "instance_id", validate_instance_id(self.instance_id))
@@ -138,6 +207,8 @@ class LaneProfile:
         if not isinstance(self.created_at, _dt.datetime) or self.created_at.tzinfo is None:
             raise CommandError(Reason.WRONG_TYPE, "created_at must be an aware datetime")
         object.__setattr__(self, "created_at", self.created_at.astimezone(_dt.UTC))
+        if self.pat is not None and not isinstance(self.pat, PayAtTableConfig):
+            raise CommandError(Reason.WRONG_TYPE, "pat must be a PayAtTableConfig or None")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,6 +261,8 @@ def _to_hash(profile: LaneProfile) -> tuple[dict[str, str], list[str]]:
             values[name] = "1" if value else "0"
         elif isinstance(value, _dt.datetime):
             values[name] = format_time(value)
+        elif isinstance(value, PayAtTableConfig):
+            values[name] = value.to_json()
         else:
             values[name] = str(value)
     return values, absent
@@ -208,6 +281,8 @@ def _from_hash(instance_id: str, raw: Mapping[str, str]) -> LaneProfile:
                 values[name] = text == "1"
             elif name == "created_at":
                 values[name] = parse_time(text, name)
+            elif name == "pat":
+                values[name] = PayAtTableConfig.from_json(text)
             else:
                 values[name] = text
         values["instance_id"] = instance_id

@@ -68,13 +68,17 @@ from multipair.spi.messages.pairing import (
     RequestUseNextKeys,
 )
 from multipair.spi.messages.pay_at_table import (
+    PAYMENT_SUMMARY_KEYS,
     BillDetailsReply,
+    BillPaymentDetails,
     BillPaymentFlowEndedAck,
     OpenTable,
     OpenTablesReply,
     PayAtTableMessage,
+    PayAtTableRequestMessage,
     PaymentHistoryEntry,
     SetTableConfigRequest,
+    read_pay_at_table_request,
 )
 from multipair.spi.messages.pay_at_table_terminal import (
     PAYMENT_TYPES,
@@ -140,6 +144,7 @@ from multipair.spi.messages.transactions import (
 
 __all__ = [
     "MAX_AMOUNT",
+    "PAYMENT_SUMMARY_KEYS",
     "PAYMENT_TYPES",
     "REQUEST_CLASSES_BY_EVENT",
     "TRANSACTION_REQUESTS",
@@ -148,6 +153,7 @@ __all__ = [
     "AuthCodeRequired",
     "BatteryLevelChanged",
     "BillDetailsReply",
+    "BillPaymentDetails",
     "BillPaymentFlowEndedAck",
     "BillPaymentFlowEndedRequest",
     "BillPaymentRequest",
@@ -174,6 +180,7 @@ __all__ = [
     "PairRequest",
     "PairResponse",
     "PayAtTableMessage",
+    "PayAtTableRequestMessage",
     "PaymentHistoryEntry",
     "Ping",
     "PingRequest",
@@ -224,6 +231,7 @@ __all__ = [
     "build_message",
     "parse_request",
     "parse_terminal_message",
+    "read_pay_at_table_request",
     "warm",
 ]
 
