@@ -9,13 +9,9 @@ import orjson
 import pytest
 
 from multipair.broker_schema import Keys, Reason, decode_command, decode_event, encode_event
-from multipair.broker_schema.commands import (
-    BillDetails,
-    CommandKind,
-    OpenTables,
-    SetTableConfig,
-)
+from multipair.broker_schema.commands import CommandKind
 from multipair.broker_schema.events import BillPaymentReported, BillRequested
+from multipair.broker_schema.pat_commands import BillDetails, OpenTables, SetTableConfig
 from multipair.exceptions import CommandError
 from tests.broker_schema.helpers import LANE, NOW, entry
 

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from multipair.broker_schema import Keys
-from multipair.broker_schema.commands import SetTableConfig
+from multipair.broker_schema.pat_commands import SetTableConfig
 from multipair.exceptions import CommandError, ConfigurationError
 from multipair.store import LaneProfile, ProfileStore
 from multipair.store.profiles import PayAtTableConfig

@@ -25,9 +25,7 @@ from multipair.broker_schema.codec import (
 from multipair.broker_schema.commands import (
     COMMAND_TYPES,
     MAX_CENTS,
-    AccountVerify,
     AuthCode,
-    BillDetails,
     Cancel,
     Cashout,
     Command,
@@ -35,22 +33,14 @@ from multipair.broker_schema.commands import (
     GetLastTransaction,
     GetTransaction,
     MotoPurchase,
-    OpenTables,
     Pair,
     PairCancel,
     PairConfirm,
-    PreauthCancel,
-    PreauthComplete,
-    PreauthExtend,
-    PreauthOpen,
-    PreauthPartialCancel,
-    PreauthTopup,
     Print,
     Purchase,
     Refund,
     Reversal,
     SetConfig,
-    SetTableConfig,
     Settle,
     SettlementEnquiry,
     SignatureAccept,
@@ -58,8 +48,6 @@ from multipair.broker_schema.commands import (
     TerminalConfiguration,
     TerminalStatus,
     Unpair,
-    ZipPurchase,
-    ZipRefund,
     is_valid_pos_ref_id,
 )
 from multipair.broker_schema.events import (
@@ -100,6 +88,18 @@ from multipair.broker_schema.keys import (
     validate_host_id,
     validate_instance_id,
     validate_prefix,
+)
+from multipair.broker_schema.pat_commands import BillDetails, OpenTables, SetTableConfig
+from multipair.broker_schema.preauth_commands import (
+    AccountVerify,
+    PreauthCancel,
+    PreauthComplete,
+    PreauthExtend,
+    PreauthOpen,
+    PreauthPartialCancel,
+    PreauthTopup,
+    ZipPurchase,
+    ZipRefund,
 )
 from multipair.broker_schema.reasons import Reason
 

@@ -22,7 +22,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import re
 from collections.abc import Callable
@@ -32,7 +31,6 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from multipair.broker_schema._fields import (
     FieldSpec,
-    JsonObject,
     check_kind,
     field_specs,
     format_time,
@@ -43,12 +41,9 @@ from multipair.broker_schema.reasons import Reason
 from multipair.exceptions import CommandError, InternalError
 
 __all__ = [
-    "BILL_ERRORS",
     "COMMAND_TYPES",
     "MAX_CENTS",
-    "AccountVerify",
     "AuthCode",
-    "BillDetails",
     "Cancel",
     "Cashout",
     "Command",
@@ -56,22 +51,15 @@ __all__ = [
     "GetLastTransaction",
     "GetTransaction",
     "MotoPurchase",
-    "OpenTables",
     "Pair",
     "PairCancel",
     "PairConfirm",
-    "PreauthCancel",
-    "PreauthComplete",
-    "PreauthExtend",
-    "PreauthOpen",
-    "PreauthPartialCancel",
-    "PreauthTopup",
     "Print",
     "Purchase",
     "Refund",
     "Reversal",
+    "Rule",
     "SetConfig",
-    "SetTableConfig",
     "Settle",
     "SettlementEnquiry",
     "SignatureAccept",
@@ -79,10 +67,11 @@ __all__ = [
     "TerminalConfiguration",
     "TerminalStatus",
     "Unpair",
-    "ZipPurchase",
-    "ZipRefund",
-    "check_table_config_value",
+    "add_rules",
     "is_valid_pos_ref_id",
+    "printable",
+    "register",
+    "rule_of",
 ]
 
 MAX_CENTS: Final = 999_999_999
@@ -92,17 +81,6 @@ _MAX_COMMAND_ID_CHARS: Final = 128
 _MAX_PRINT_KEY_CHARS: Final = 128
 _AUTH_CODE = re.compile(r"[A-Za-z0-9]{6}")
 _CONFIRMATION_CODE = re.compile(r"[0-9A-Fa-f]{6}")
-_PREAUTH_ID = re.compile(r"[!-~]{1,32}")
-"""1-32 printable ASCII characters, no spaces: the id the terminal gave when it opened."""
-_MAX_PAT_TEXT: Final = 64
-_MAX_OPERATOR_IDS: Final = 100
-_MAX_OPERATOR_ID_CHARS: Final = 32
-_MIN_ANSWER_MS: Final = 1_000
-_MAX_ANSWER_MS: Final = 60_000
-_MAX_TABLES: Final = 1_000
-
-BILL_ERRORS: Final = ("INVALID_TABLE_ID", "INVALID_BILL_ID", "INVALID_OPERATOR_ID")
-"""The errors a ``bill_details`` command may send instead of a bill (PROTOCOL.md §7.23)."""
 
 
 class CommandKind(StrEnum):
@@ -161,13 +139,9 @@ def _print_key(name: str, value: str) -> str | None:
     return None
 
 
-def _preauth_id(name: str, value: str) -> str | None:
-    if not _PREAUTH_ID.fullmatch(value):
-        return f"{name} must be 1-32 printable ASCII characters without spaces, got {value[:40]!r}"
-    return None
+def printable(low: int, high: int) -> _Check:
+    """A rule: ``low``-``high`` printable characters."""
 
-
-def _printable(low: int, high: int) -> _Check:
     def check(name: str, value: str) -> str | None:
         if not low <= len(value) <= high or not value.isprintable():
             return f"{name} must be {low}-{high} printable characters, got {value[:40]!r}"
@@ -180,66 +154,11 @@ def _non_empty(name: str, value: str) -> str | None:
     return f"{name} must not be empty" if not value else None
 
 
-def _text(low: int, high: int) -> _Check:
-    def check(name: str, value: str) -> str | None:
-        if not low <= len(value) <= high or not value.isprintable():
-            return f"{name} must be {low}-{high} printable characters, got {value[:40]!r}"
-        return None
-
-    return check
-
-
-def _operator_ids(name: str, value: tuple[str, ...]) -> str | None:
-    if len(value) > _MAX_OPERATOR_IDS:
-        return f"{name} may hold at most {_MAX_OPERATOR_IDS} operator ids, got {len(value)}"
-    for item in value:
-        if not 1 <= len(item) <= _MAX_OPERATOR_ID_CHARS or not item.isprintable():
-            return (
-                f"{name} must hold 1-{_MAX_OPERATOR_ID_CHARS} printable characters each, "
-                f"got {item[:40]!r}"
-            )
-    return None
-
-
-def _answer_timeout(name: str, value: int) -> str | None:
-    if not _MIN_ANSWER_MS <= value <= _MAX_ANSWER_MS:
-        return f"{name} must be from {_MIN_ANSWER_MS} to {_MAX_ANSWER_MS} ms, got {value}"
-    return None
-
-
-def _bill_error(name: str, value: str) -> str | None:
-    if value not in BILL_ERRORS:
-        return f"{name} must be one of {', '.join(BILL_ERRORS)}, got {value[:40]!r}"
-    return None
-
-
-_TABLE_KEYS: Final = ("table_id", "label", "outstanding_cents")
-
-
-def _tables(name: str, value: tuple[dict[str, Any], ...]) -> str | None:
-    if len(value) > _MAX_TABLES:
-        return f"{name} may hold at most {_MAX_TABLES} tables, got {len(value)}"
-    for index, table in enumerate(value):
-        where = f"{name}[{index}]"
-        unknown = sorted(key for key in table if key not in _TABLE_KEYS)
-        if unknown:
-            return f"{where} has no field {unknown[0][:40]!r} (only {', '.join(_TABLE_KEYS)})"
-        table_id = table.get("table_id")
-        if type(table_id) is not str or not 1 <= len(table_id) <= _MAX_PAT_TEXT:
-            return f"{where}.table_id must be 1-{_MAX_PAT_TEXT} printable characters"
-        label = table.get("label", "")
-        if type(label) is not str or len(label) > _MAX_PAT_TEXT:
-            return f"{where}.label must be 0-{_MAX_PAT_TEXT} printable characters"
-        if not (table_id + label).isprintable():
-            return f"{where}.table_id and label must be printable characters"
-        cents = table.get("outstanding_cents", 0)
-        if type(cents) is not int or not 0 <= cents <= MAX_CENTS:
-            return f"{where}.outstanding_cents must be an integer from 0 to {MAX_CENTS} cents"
-    return None
-
-
 _CENTS = "an integer number of cents"
-_RULES: Final[dict[str, tuple[str | None, _Check | None]]] = {
+Rule = tuple[str | None, _Check | None]
+"""A field rule: what a wrong type is told the field must be, and the value check."""
+
+_RULES: Final[dict[str, Rule]] = {
     "command_id": (None, _command_id),
     "expires_at": ('an ISO-8601 time with a UTC offset such as "2025-01-31T09:30:00Z"', None),
     "pos_ref_id": (None, _pos_ref_id),
@@ -257,32 +176,35 @@ _RULES: Final[dict[str, tuple[str | None, _Check | None]]] = {
     "print_merchant_copy": (None, None),
     "prompt_for_customer_copy": (None, None),
     "signature_flow_on_eftpos": (None, None),
-    # preauthorisation and zip
-    "preauth_id": (None, _preauth_id),
-    "store_code": (None, _printable(1, 64)),
-    "description": (None, _printable(0, 256)),
-    "original_receipt_number": (None, _printable(1, 64)),
-    # pay at table
-    "enabled": (None, None),
-    "operator_id_enabled": (None, None),
-    "split_by_amount_enabled": (None, None),
-    "equal_split_enabled": (None, None),
-    "tipping_enabled": (None, None),
-    "summary_report_enabled": (None, None),
-    "table_retrieval_enabled": (None, None),
-    "pay_button_label": (None, _text(0, _MAX_PAT_TEXT)),
-    "operator_id_label": (None, _text(0, _MAX_PAT_TEXT)),
-    "table_id_label": (None, _text(0, _MAX_PAT_TEXT)),
-    "operator_ids": (None, _operator_ids),
-    "answer_timeout_ms": ("an integer number of milliseconds", _answer_timeout),
-    "request_id": (None, _command_id),
-    "bill_id": (None, _text(1, _MAX_PAT_TEXT)),
-    "table_id": (None, _text(1, _MAX_PAT_TEXT)),
-    "total_cents": (_CENTS, _extra_cents),
-    "outstanding_cents": (_CENTS, _extra_cents),
-    "error": (None, _bill_error),
-    "tables": ("a list of {table_id, label, outstanding_cents} objects", _tables),
 }
+
+
+def add_rules(rules: dict[str, Rule]) -> None:
+    """Add the field rules of a family of commands kept in its own module.
+
+    Call it before the family's classes are registered; a field name keeps
+    one meaning, so a second rule for a name fails at import.
+    """
+    for name, rule in rules.items():
+        if name in _RULES:
+            raise InternalError(f"two rules for the command field {name!r}")
+        _RULES[name] = rule
+
+
+def rule_of(name: str) -> Rule:
+    """The rule of an existing field, for a new field that means the same kind of value."""
+    return _RULES[name]
+
+
+def check_field(spec: FieldSpec, value: object) -> None:
+    """Validate one value of a registered field by its rule; ``None`` passes when nullable."""
+    wanted, check = _RULES[spec.name]
+    check_kind(spec, value, wanted)
+    if value is None or check is None:
+        return
+    problem = check(spec.name, value)
+    if problem is not None:
+        raise CommandError(Reason.INVALID_VALUE, problem)
 
 
 # --- the base class and the registry ------------------------------------------------------
@@ -344,19 +266,17 @@ def _register(cls: _C) -> _C:
     return cls
 
 
+def register(cls: _C) -> _C:
+    """Register a command class of a family module (see :func:`add_rules`)."""
+    return _register(cls)
+
+
 def _validate(command: Command) -> None:
     for spec in type(command).wire_fields:
         value = getattr(command, spec.name)
-        wanted, check = _RULES[spec.name]
-        check_kind(spec, value, wanted)
-        if value is None:
-            continue
+        check_field(spec, value)
         if isinstance(value, _dt.datetime):
             object.__setattr__(command, spec.name, to_utc(value, spec.name))
-        if check is not None:
-            problem = check(spec.name, value)
-            if problem is not None:
-                raise CommandError(Reason.INVALID_VALUE, problem)
     command.check_together()
 
 
@@ -601,150 +521,6 @@ class Reversal(Command):
     """The pos_ref_id of the transaction to reverse."""
 
 
-# --- preauthorisation, account verification and zip (PROTOCOL.md §7.16, §7.17) ------------
-#
-# Each is a transaction with purchase-like guarantees: the record is written
-# before the request is sent, a repeat is answered from it, and an outcome lost
-# to a crash or a drop is recovered with get_transaction, never re-sent.
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AccountVerify(Command):
-    """Check that a card is valid without moving money (PROTOCOL.md §7.16)."""
-
-    type: ClassVar[str] = "account_verify"
-    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
-    records_tx: ClassVar[bool] = True
-
-    pos_ref_id: str
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PreauthOpen(Command):
-    """Open a preauthorisation; the terminal names it (``preauth_id``) in the outcome (§7.16)."""
-
-    type: ClassVar[str] = "preauth_open"
-    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
-    records_tx: ClassVar[bool] = True
-
-    pos_ref_id: str
-    amount_cents: int
-    """The amount to hold, > 0 (``preauth_amount``)."""
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PreauthTopup(Command):
-    """Raise an open preauthorisation (PROTOCOL.md §7.16)."""
-
-    type: ClassVar[str] = "preauth_topup"
-    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
-    records_tx: ClassVar[bool] = True
-
-    pos_ref_id: str
-    preauth_id: str
-    """The id the terminal gave when the preauthorisation was opened."""
-    amount_cents: int
-    """The amount to add, > 0 (``topup_amount``)."""
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PreauthPartialCancel(Command):
-    """Lower an open preauthorisation (PROTOCOL.md §7.16)."""
-
-    type: ClassVar[str] = "preauth_partial_cancel"
-    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
-    records_tx: ClassVar[bool] = True
-
-    pos_ref_id: str
-    preauth_id: str
-    """The id the terminal gave when the preauthorisation was opened."""
-    amount_cents: int
-    """The amount to release, > 0 (``preauth_cancel_amount``)."""
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PreauthExtend(Command):
-    """Extend the life of an open preauthorisation (PROTOCOL.md §7.16)."""
-
-    type: ClassVar[str] = "preauth_extend"
-    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
-    records_tx: ClassVar[bool] = True
-
-    pos_ref_id: str
-    preauth_id: str
-    """The id the terminal gave when the preauthorisation was opened."""
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PreauthCancel(Command):
-    """Release an open preauthorisation entirely (PROTOCOL.md §7.16)."""
-
-    type: ClassVar[str] = "preauth_cancel"
-    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
-    records_tx: ClassVar[bool] = True
-
-    pos_ref_id: str
-    preauth_id: str
-    """The id the terminal gave when the preauthorisation was opened."""
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PreauthComplete(Command):
-    """Capture an amount of an open preauthorisation, closing it (PROTOCOL.md §7.16)."""
-
-    type: ClassVar[str] = "preauth_complete"
-    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
-    records_tx: ClassVar[bool] = True
-
-    pos_ref_id: str
-    preauth_id: str
-    """The id the terminal gave when the preauthorisation was opened."""
-    amount_cents: int
-    """The amount to capture, > 0 (``completion_amount``)."""
-    surcharge_cents: int = 0
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ZipPurchase(Command):
-    """A Zip (buy now, pay later) purchase (PROTOCOL.md §7.17)."""
-
-    type: ClassVar[str] = "zip_purchase"
-    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
-    records_tx: ClassVar[bool] = True
-
-    pos_ref_id: str
-    amount_cents: int
-    """The purchase amount, > 0."""
-    store_code: str
-    """The merchant's Zip store code, 1-64 printable characters."""
-    description: str = ""
-    """What was bought (the request's ``basket``), 0-256 printable characters."""
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ZipRefund(Command):
-    """Refund a Zip purchase (PROTOCOL.md §7.17)."""
-
-    type: ClassVar[str] = "zip_refund"
-    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
-    records_tx: ClassVar[bool] = True
-
-    pos_ref_id: str
-    amount_cents: int
-    """The refund amount, > 0."""
-    original_receipt_number: str
-    """The Zip receipt number of the purchase (its outcome's ``zip_data.receipt_number``)."""
-
-
 @_register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TerminalStatus(Command):
@@ -800,124 +576,3 @@ class SetConfig(Command):
             and self.signature_flow_on_eftpos is None
         ):
             raise CommandError(Reason.INVALID_VALUE, "set_config must set at least one option")
-
-
-# --- pay at table (PROTOCOL.md §7.23) --------------------------------------------------------
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SetTableConfig(Command):
-    """Change the lane's pay-at-table configuration; absent = unchanged (PROTOCOL.md §7.23).
-
-    The lane stores it in its profile and pushes it to the terminal at once
-    when connected, and again at every ready-to-transact while enabled. A
-    lane never set up answers the terminal's ``get_table_config`` with pay at
-    table off; unset options start false or empty, ``answer_timeout_ms`` at
-    10 000. A transaction, so it applies from the next command in stream order.
-    """
-
-    type: ClassVar[str] = "set_table_config"
-    kind: ClassVar[CommandKind] = CommandKind.TRANSACTION
-
-    enabled: bool | None = None
-    operator_id_enabled: bool | None = None
-    split_by_amount_enabled: bool | None = None
-    equal_split_enabled: bool | None = None
-    tipping_enabled: bool | None = None
-    summary_report_enabled: bool | None = None
-    table_retrieval_enabled: bool | None = None
-    pay_button_label: str | None = None
-    operator_id_label: str | None = None
-    table_id_label: str | None = None
-    operator_ids: tuple[str, ...] | None = None
-    """The operator ids the terminal accepts; empty = any."""
-    answer_timeout_ms: int | None = None
-    """How long the lane waits for the POS's answer to a terminal request (1 000-60 000)."""
-
-    def check_together(self) -> None:
-        if all(getattr(self, spec.name) is None for spec in type(self).wire_fields[2:]):
-            raise CommandError(
-                Reason.INVALID_VALUE, "set_table_config must set at least one option"
-            )
-
-
-def check_table_config_value(name: str, value: object) -> None:
-    """Raise ``CommandError`` unless ``value`` is valid for ``set_table_config``'s ``name``.
-
-    The lane profile's stored pay-at-table config keeps the same rules.
-    """
-    specs = {spec.name: spec for spec in SetTableConfig.wire_fields[2:]}
-    if name not in specs:
-        raise InternalError(f"set_table_config has no field {name!r}")
-    wanted, check = _RULES[name]
-    check_kind(dataclasses.replace(specs[name], nullable=False), value, wanted)
-    if check is not None:
-        problem = check(name, value)
-        if problem is not None:
-            raise CommandError(Reason.INVALID_VALUE, problem)
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BillDetails(Command):
-    """The POS's answer to ``bill_requested`` or ``bill_payment_reported`` (PROTOCOL.md §7.23).
-
-    Control: acts at once, also while a transaction runs. Either ``error`` or
-    the bill (``bill_id``, ``total_cents``, ``outstanding_cents``), not both.
-    ``table_id`` (and ``bill_id`` with an error) default to the request's.
-    """
-
-    type: ClassVar[str] = "bill_details"
-    kind: ClassVar[CommandKind] = CommandKind.CONTROL
-
-    request_id: str
-    """The ``request_id`` of the event answered."""
-    bill_id: str | None = None
-    table_id: str | None = None
-    total_cents: int | None = None
-    outstanding_cents: int | None = None
-    error: str | None = None
-    """``INVALID_TABLE_ID``, ``INVALID_BILL_ID`` or ``INVALID_OPERATOR_ID``: no such bill."""
-
-    def check_together(self) -> None:
-        totals = (self.total_cents, self.outstanding_cents)
-        if self.error is not None:
-            if any(value is not None for value in totals):
-                raise CommandError(
-                    Reason.INVALID_VALUE,
-                    "bill_details with an error cannot carry total_cents or outstanding_cents",
-                )
-            return
-        missing = [
-            name
-            for name, value in zip(
-                ("bill_id", "total_cents", "outstanding_cents"),
-                (self.bill_id, *totals),
-                strict=True,
-            )
-            if value is None
-        ]
-        if missing:
-            raise CommandError(
-                Reason.INVALID_VALUE,
-                f"bill_details needs either error or bill_id, total_cents and "
-                f"outstanding_cents; {missing[0]} is missing",
-            )
-
-
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OpenTables(Command):
-    """The POS's answer to ``open_tables_requested`` (PROTOCOL.md §7.23); control.
-
-    ``tables`` holds ``{"table_id": str, "label": str, "outstanding_cents": int}``
-    objects (``label`` defaults to ``""``, ``outstanding_cents`` to 0).
-    """
-
-    type: ClassVar[str] = "open_tables"
-    kind: ClassVar[CommandKind] = CommandKind.CONTROL
-
-    request_id: str
-    """The ``request_id`` of the event answered."""
-    tables: tuple[JsonObject, ...]

@@ -37,8 +37,8 @@ from redis.exceptions import ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
 from multipair.broker_schema import CONSUMER_GROUP, Keys, Reason, format_time, parse_time
-from multipair.broker_schema.commands import SetTableConfig, check_table_config_value
 from multipair.broker_schema.keys import validate_instance_id
+from multipair.broker_schema.pat_commands import SetTableConfig, check_table_config_value
 from multipair.exceptions import CommandError, ConfigurationError, CryptoError, InternalError
 from multipair.leases import FencedScript, parse_lease
 from multipair.redis_conn import as_text, redis_errors, text_map
