@@ -342,3 +342,21 @@ def test_a_visit_between_the_two_sessions_in_memory() -> None:
 def test_the_catalogue_still_warms() -> None:
     """The lane template derives every exported message's codec at start (worker/__main__)."""
     m.warm()
+
+
+def test_a_bill_payment_while_pay_at_table_is_off_names_the_payment_it_refused() -> None:
+    session = _connected(None)
+    data = {
+        "bill_id": "b1",
+        "table_id": "12",
+        "operator_id": "7",
+        "payment_type": "card",
+        "payment_details": {"terminal_ref_id": "T-77", "purchase_amount": 1500, "rrn": "x"},
+    }
+    (event,) = _receive(session, "bill_payment", "C1.4", data)
+    assert isinstance(event, IgnoredMessage)
+    assert "bill_id='b1'" in event.reason
+    assert "terminal_ref_id='T-77'" in event.reason
+    assert "purchase_amount=1500" in event.reason
+    (msg,) = _messages(session)
+    assert ("C1.4", False) == (msg["id"], msg["data"]["success"])

@@ -408,3 +408,31 @@ async def test_a_payment_during_a_redis_outage_is_reported_once_redis_is_back(
         await rig.process.kill()
         await rig.redis.aclose()
         server.stop()
+
+
+async def test_a_card_payment_while_pay_at_table_is_off_is_refused_and_reported(
+    lane: LaneRig, control: Control
+) -> None:
+    """Money may have moved on the terminal: the POS and the logs hear of it, not only the terminal."""
+    paid = await control.post(
+        SERIAL,
+        "pat/pay",
+        {
+            "bill_id": "b9",
+            "table_id": "9",
+            "operator_id": "7",
+            "payment_type": "card",
+            "amount_cents": 2500,
+            "timeout": TIMEOUT_S,
+        },
+    )
+    error = await lane.events.wait_for(lambda b: b["type"] == "error")
+    terminal_ref_id = paid["payment_details"]["terminal_ref_id"]
+    assert (False, "INVALID_TABLE_ID", "bill_payment_refused", "terminal") == (
+        paid["reply"]["data"]["success"],
+        paid["reply"]["data"]["error_reason"],
+        error["reason"],
+        error["source"],
+    )
+    assert f"terminal_ref_id={terminal_ref_id!r}" in error["detail"]
+    assert "purchase_amount=2500" in error["detail"]

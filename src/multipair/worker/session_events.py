@@ -367,6 +367,19 @@ class EventWrites:
                 effects.append(AskPos(event))
             case spi.FrameRejected():
                 self._frame_rejected(event, running, batch)
+            case spi.IgnoredMessage() if event.event == "bill_payment":
+                # Pay at table is off, yet the terminal reports a payment it
+                # took: refused (the terminal was told), and people must know.
+                log.warning("bill payment refused", why=event.reason)
+                self.add_event(
+                    batch,
+                    at,
+                    bs.Error,
+                    command_id=command_id,
+                    reason="bill_payment_refused",
+                    detail=event.reason,
+                    source="terminal",
+                )
             case spi.IgnoredMessage():
                 log.info("terminal message ignored", terminal_event=event.event, why=event.reason)
             case spi.CloseConnection():

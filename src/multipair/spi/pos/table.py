@@ -119,7 +119,12 @@ class PayAtTableLink(PosLink):
             return
         if not self._enabled():
             self._say_no(parsed, now)
-            self._events.append(IgnoredMessage(event=event, reason="pay at table is not enabled"))
+            reason = "pay at table is not enabled"
+            if event == str(m.Event.BILL_PAYMENT):
+                # Money may have moved on the terminal: say so loudly, with
+                # what identifies the payment, so that someone books it.
+                reason += f"; a bill payment was refused and not booked ({_payment_of(parsed)})"
+            self._events.append(IgnoredMessage(event=event, reason=reason))
             return
         try:
             read = m.read_pay_at_table_request(parsed)
@@ -143,3 +148,22 @@ class PayAtTableLink(PosLink):
             )
         elif parsed.event == str(m.Event.GET_OPEN_TABLES):
             self._queue(parsed.id, m.OpenTablesReply(), now)
+
+
+def _payment_of(parsed: m.PayAtTableMessage) -> str:
+    """Who and how much, from an unread ``bill_payment``, for people (no card data)."""
+    data = parsed.data
+    details = data.get("payment_details")
+    details = details if isinstance(details, dict) else {}
+    parts = [
+        f"{name}={value!r}"
+        for name, value in (
+            ("bill_id", data.get("bill_id")),
+            ("table_id", data.get("table_id")),
+            ("payment_type", data.get("payment_type")),
+            ("terminal_ref_id", details.get("terminal_ref_id")),
+            ("purchase_amount", details.get("purchase_amount")),
+        )
+        if isinstance(value, (str, int)) and not isinstance(value, bool)
+    ]
+    return ", ".join(parts) or "no details"
