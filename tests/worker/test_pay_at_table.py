@@ -413,7 +413,7 @@ async def test_a_payment_during_a_redis_outage_is_reported_once_redis_is_back(
 async def test_a_card_payment_while_pay_at_table_is_off_is_refused_and_reported(
     lane: LaneRig, control: Control
 ) -> None:
-    """Money may have moved on the terminal: the POS and the logs hear of it, not only the terminal."""
+    """Money may have moved on the terminal: the POS and the logs must hear of it too."""
     paid = await control.post(
         SERIAL,
         "pat/pay",
