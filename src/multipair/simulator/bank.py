@@ -333,9 +333,7 @@ class Bank:
         if event == "preauth":
             if not approved:
                 return {"preauth_amount": amount}
-            pid = f"{15765000 + self._next_sequence()}"
-            self.state.preauths[pid] = PreauthBalance(balance=amount)
-            return {"preauth_id": pid, "preauth_amount": amount}
+            return {"preauth_id": self.open_preauth(amount), "preauth_amount": amount}
         pid = _preauth_id(tx.request) or ""
         found = self.state.preauths.get(pid)
         before = found.balance if found is not None else 0
@@ -366,6 +364,49 @@ class Bank:
             if event in ("preauth_cancellation", "completion"):
                 found.open = False
         return fields
+
+    def open_preauth(self, amount: int) -> str:
+        """Open a preauthorisation of ``amount`` cents at the acquirer; its new ``preauth_id``.
+
+        Also what the control API uses to stand for a preauth opened earlier
+        elsewhere (another terminal, another day), which a POS then tops up,
+        extends or completes by id (§7.16).
+        """
+        pid = f"{15765000 + self._next_sequence()}"
+        self.state.preauths[pid] = PreauthBalance(balance=amount)
+        return pid
+
+    def bill_payment_details(
+        self, payment_type: str, amount: int, tip: int, outcome: Outcome, now: float
+    ) -> JsonObject:
+        """The ``payment_details`` of a pay-at-table ``bill_payment`` (§7.23).
+
+        A card payment is a purchase through this bank (STAN, RRN, auth code,
+        ``terminal_ref_id``, receipts, the settlement batch), its data the
+        purchase response's without ``pos_ref_id`` (no POS started it), as in
+        fixture BillPaymentWithCard.json. A cash payment only has the fields
+        a cash entry of the fixtures' payment history shows.
+        """
+        if payment_type == "cash":
+            moment = _dt.datetime.fromtimestamp(now, tz=_dt.UTC)
+            stan = f"{self._next_sequence() % 1_000_000:06d}"
+            return {
+                "bank_date": moment.strftime("%d%m%Y"),
+                "bank_time": moment.strftime("%H%M%S"),
+                "purchase_amount": amount,
+                "terminal_id": self.profile.terminal_id,
+                "terminal_ref_id": f"{self.profile.merchant_id}_{moment:%Y%m%d%H%M%S}{stan}C",
+                "tip_amount": tip,
+            }
+        request = m.PurchaseRequest(
+            pos_ref_id=f"bill-payment-{self.state.sequence + 1}",
+            purchase_amount=amount,
+            tip_amount=tip,
+        )
+        tx = ReceivedTransaction(request=request, message_id="", received_at=now)
+        data = self.response_data(tx, outcome, now)
+        del data["pos_ref_id"]
+        return data
 
     def _apply_to_batch(self, tx: ReceivedTransaction, amount: int) -> None:
         batch = self.state.batch

@@ -34,6 +34,20 @@ POST     /terminals/<serial>/options                  any of ``terminal_model``,
 POST     /terminals/<serial>/device-address           ``{"ip": "h:p", "fqdn": "h:p",
                                                       "fault": "none"|"error"|"hang"|"not_found",
                                                       "hang_seconds": 10}``
+POST     /terminals/<serial>/preauths                 ``{"amount_cents": 5000}``
+POST     /terminals/<serial>/pat/config               ``{}`` (get_table_config)
+POST     /terminals/<serial>/pat/tables               ``{"operator_id": "7"}``
+POST     /terminals/<serial>/pat/bill                 ``{"table_id": "12", "operator_id": "7",
+                                                      "bill_id": "",
+                                                      "payment_flow_started": false}``
+POST     /terminals/<serial>/pat/pay                  ``{"bill_id", "table_id", "operator_id",
+                                                      "payment_type": "card"|"cash",
+                                                      "amount_cents", "tip_cents": 0,
+                                                      "repeat": false}``
+POST     /terminals/<serial>/pat/end                  ``{"bill_id", "table_id", "operator_id"}``
+POST     /terminals/<serial>/pat/session              ``{"table_id", "operator_id", "payments":
+                                                      [{"payment_type", "amount_cents",
+                                                      "tip_cents"}, ...]}``
 =======  ===========================================  =========================================
 
 Steps for ``drop``: ``after_request_received``, ``after_result_before_send``,
@@ -51,8 +65,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from multipair.exceptions import LocalProtocolError
+from multipair.simulator.pay_at_table import Exchange, NoReply
 from multipair.simulator.rules import Behaviour, DropStep, parse_pairing_mode
 from multipair.simulator.virtual import SimulatedTerminal
+from multipair.spi import messages as m
 from multipair.spi.envelope import JsonObject
 
 __all__ = ["build_control_app"]
@@ -64,6 +80,8 @@ _FLOAT_OPTIONS: Final = ("pong_delay", "pong_timeout")
 _OPTIONAL_FLOAT_OPTIONS: Final = ("ping_interval", "cancel_completion_delay")
 _BOOL_OPTIONS: Final = ("answer_pings", "answer_cancel", "charging")
 _OPTIONAL_STR_OPTIONS: Final = ("get_transaction_error", "pos_spi_token")
+_DEFAULT_PAT_WAIT: Final = 30.0
+_MAX_CENTS: Final = m.MAX_AMOUNT
 
 
 class _BadRequest(Exception):
@@ -86,6 +104,48 @@ def _flag(body: JsonObject, key: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise _BadRequest(f"{key!r} must be true or false")
     return value
+
+
+def _cents(body: JsonObject, key: str, *, minimum: int = 1, default: int | None = None) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _MAX_CENTS:
+        raise _BadRequest(f"{key!r} must be an integer of cents >= {minimum}")
+    return value
+
+
+def _text(body: JsonObject, key: str, *, default: str | None = None) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str):
+        raise _BadRequest(f"{key!r} must be a string")
+    return value
+
+
+def _patience(body: JsonObject) -> float:
+    if "timeout" not in body:
+        return _DEFAULT_PAT_WAIT
+    value = _number(body, "timeout")
+    if value <= 0:
+        raise _BadRequest("'timeout' must be a number > 0")
+    return value
+
+
+def _payments(body: JsonObject) -> list[JsonObject]:
+    items = body.get("payments")
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise _BadRequest("'payments' must be a list of objects")
+    checked: list[JsonObject] = []
+    for item in items:
+        kind = item.get("payment_type", "card")
+        if kind not in m.PAYMENT_TYPES:
+            raise _BadRequest("'payment_type' must be 'card' or 'cash'")
+        checked.append(
+            {
+                "payment_type": kind,
+                "amount_cents": _cents(item, "amount_cents"),
+                "tip_cents": _cents(item, "tip_cents", minimum=0, default=0),
+            }
+        )
+    return checked
 
 
 def build_control_app(
@@ -113,6 +173,16 @@ def build_control_app(
                 return _error(400, str(exc))
             except LocalProtocolError as exc:
                 return _error(409, str(exc))
+            except NoReply as exc:
+                return web.json_response(
+                    {
+                        "error": str(exc),
+                        "request_id": exc.request_id,
+                        "request": {"event": str(exc.request.event), "data": exc.request.to_data()},
+                        "replies": exc.done,
+                    },
+                    status=504,
+                )
             return web.json_response(result)
 
         return wrapped
@@ -276,6 +346,82 @@ def build_control_app(
             "hang_seconds": t.device_address.hang_seconds,
         }
 
+    async def preauths(request: web.Request, t: SimulatedTerminal, body: JsonObject) -> JsonObject:
+        pid = t.open_preauth(_cents(body, "amount_cents"))
+        return {"preauth_id": pid, **t.snapshot()}
+
+    def answer(done: Exchange, t: SimulatedTerminal) -> JsonObject:
+        return {**done.to_json(), **t.snapshot()}
+
+    async def pat_config(
+        request: web.Request, t: SimulatedTerminal, body: JsonObject
+    ) -> JsonObject:
+        return answer(await t.pat.exchange(m.GetTableConfigRequest(), _patience(body)), t)
+
+    async def pat_tables(
+        request: web.Request, t: SimulatedTerminal, body: JsonObject
+    ) -> JsonObject:
+        ask = m.GetOpenTablesRequest(operator_id=_text(body, "operator_id", default=""))
+        return answer(await t.pat.exchange(ask, _patience(body)), t)
+
+    async def pat_bill(request: web.Request, t: SimulatedTerminal, body: JsonObject) -> JsonObject:
+        ask = m.GetBillDetailsRequest(
+            table_id=_text(body, "table_id"),
+            operator_id=_text(body, "operator_id", default=""),
+            bill_id=_text(body, "bill_id", default=""),
+            payment_flow_started=_flag(body, "payment_flow_started", False),
+        )
+        return answer(await t.pat.exchange(ask, _patience(body)), t)
+
+    async def pat_pay(request: web.Request, t: SimulatedTerminal, body: JsonObject) -> JsonObject:
+        patience = _patience(body)
+        if _flag(body, "repeat", False):
+            payment = await t.pat.pay(
+                bill_id="",
+                table_id="",
+                operator_id="",
+                payment_type="card",
+                amount=0,
+                tip=0,
+                repeat=True,
+                patience=patience,
+            )
+        else:
+            kind = body.get("payment_type", "card")
+            if kind not in m.PAYMENT_TYPES:
+                raise _BadRequest("'payment_type' must be 'card' or 'cash'")
+            payment = await t.pat.pay(
+                bill_id=_text(body, "bill_id"),
+                table_id=_text(body, "table_id"),
+                operator_id=_text(body, "operator_id", default=""),
+                payment_type=kind,
+                amount=_cents(body, "amount_cents"),
+                tip=_cents(body, "tip_cents", minimum=0, default=0),
+                repeat=False,
+                patience=patience,
+            )
+        return {**payment.to_json(), **t.snapshot()}
+
+    async def pat_end(request: web.Request, t: SimulatedTerminal, body: JsonObject) -> JsonObject:
+        done = await t.pat.end(
+            bill_id=_text(body, "bill_id"),
+            table_id=_text(body, "table_id", default=""),
+            operator_id=_text(body, "operator_id", default=""),
+            patience=_patience(body),
+        )
+        return answer(done, t)
+
+    async def pat_session(
+        request: web.Request, t: SimulatedTerminal, body: JsonObject
+    ) -> JsonObject:
+        steps = await t.pat.session(
+            table_id=_text(body, "table_id"),
+            operator_id=_text(body, "operator_id", default=""),
+            payments=_payments(body),
+            patience=_patience(body),
+        )
+        return {"replies": steps, **t.snapshot()}
+
     app = web.Application()
     app.router.add_get("/terminals", list_terminals)
     app.router.add_get("/terminals/{serial}", route(show))
@@ -294,6 +440,13 @@ def build_control_app(
         "spi-token": spi_token,
         "options": options,
         "device-address": device_address,
+        "preauths": preauths,
+        "pat/config": pat_config,
+        "pat/tables": pat_tables,
+        "pat/bill": pat_bill,
+        "pat/pay": pat_pay,
+        "pat/end": pat_end,
+        "pat/session": pat_session,
     }
     for path, handler in posts.items():
         app.router.add_post(f"/terminals/{{serial}}/{path}", route(handler))

@@ -42,6 +42,7 @@ from websockets.typing import Subprotocol
 
 from multipair.exceptions import LocalProtocolError
 from multipair.simulator.bank import Bank, main_amount
+from multipair.simulator.pay_at_table import Handheld
 from multipair.simulator.rules import (
     Behaviour,
     DropStep,
@@ -57,6 +58,7 @@ from multipair.spi.terminal import (
     MessageOut,
     Outcome,
     PairingCodeReady,
+    PayAtTableAnswered,
     ReceivedTransaction,
     SignatureDecided,
     Terminal,
@@ -199,6 +201,8 @@ class SimulatedTerminal:
         self._tx_task: asyncio.Task[None] | None = None
         self._signature: asyncio.Future[bool] | None = None
         self._auth_code: asyncio.Future[str] | None = None
+        self.pat = Handheld(self)
+        """Pay at table played on this terminal (§7.23)."""
 
     # ------------------------------------------------------------------ addresses
 
@@ -427,6 +431,8 @@ class SimulatedTerminal:
         elif isinstance(event, AuthCodeReceived):
             if self._auth_code is not None and not self._auth_code.done():
                 self._auth_code.set_result(event.code)
+        elif isinstance(event, PayAtTableAnswered):
+            self.pat.answered(event)
         elif isinstance(event, CloseConnection):
             self._spawn(self._drop_quietly(event.reason))
 
@@ -448,12 +454,23 @@ class SimulatedTerminal:
 
     def choose_behaviour(self, tx: ReceivedTransaction) -> Behaviour:
         """Control-API override first (once, then sticky), else the cents rule."""
+        return self.behaviour_for(main_amount(tx.request))
+
+    def behaviour_for(self, amount_cents: int) -> Behaviour:
+        """Control-API override first (once, then sticky), else the cents rule for the amount."""
         if self.settings.next_outcome is not None:
             behaviour, self.settings.next_outcome = self.settings.next_outcome, None
             return behaviour
         if self.settings.sticky_outcome is not None:
             return self.settings.sticky_outcome
-        return behaviour_for_amount(main_amount(tx.request))
+        return behaviour_for_amount(amount_cents)
+
+    def open_preauth(self, amount_cents: int) -> str:
+        """Open a preauth at the simulated acquirer, as if opened earlier elsewhere (§7.16)."""
+        session = self.session
+        pid = Bank(session.state, session.profile, session.options).open_preauth(amount_cents)
+        self.persist()
+        return pid
 
     def _take_drop(self, step: DropStep) -> bool:
         if self.settings.drop_at is step:
@@ -537,6 +554,10 @@ class SimulatedTerminal:
             return None
         return TerminalState.from_json(orjson.loads(self._state_path.read_bytes()))
 
+    def persist(self) -> None:
+        """Write the state now (after the bank changed it outside a transaction)."""
+        self._persist()
+
     def _persist(self) -> None:
         """Write the state atomically (temp file + ``os.replace``), mode 0600: it holds keys."""
         self._saved_version = self.session.state_version
@@ -609,6 +630,14 @@ class SimulatedTerminal:
                 "replaced_connections": self.stats.replaced_connections,
                 "max_open_sockets": self.stats.max_open_sockets,
             },
+            "table_config": session.pay_at_table.table_config,
+            "pat_pending": [
+                {"request_id": p.message_id, "event": p.event} for p in session.pay_at_table.pending
+            ],
+            "preauths": {
+                pid: {"balance": balance.balance, "open": balance.open}
+                for pid, balance in state.preauths.items()
+            },
             "transaction_requests": dict(self.stats.transaction_requests),
             "purchase_requests": dict(self.stats.purchase_requests),
             "settings": {
@@ -654,6 +683,9 @@ def _loggable(event: TerminalEvent) -> JsonObject:
             fields["sent"] = value.sent
         elif name == "data":
             fields["data"] = redact(value)
+        elif name == "event":
+            # structlog's own first argument: UnexpectedMessage's field would clash with it.
+            fields["spi_event"] = value
         else:
             fields[name] = value
     return fields

@@ -12,7 +12,8 @@ One module per message family, all declared the same way (STYLE.md 15):
   printing flags, §7.1).
 - Families: :mod:`.pairing` (§4, §5), :mod:`.transactions` (§7.2-7.11,
   §7.15, §7.17), :mod:`.preauth` (§7.16), :mod:`.settlement` (§7.14),
-  :mod:`.status` (§7.18-7.21), :mod:`.pay_at_table` (§7.23).
+  :mod:`.status` (§7.18-7.21), :mod:`.pay_at_table` (§7.23; the POS's
+  replies) and :mod:`.pay_at_table_terminal` (the terminal's requests).
 - :mod:`.dispatch`: which class reads which event (:func:`parse_request`,
   :func:`parse_terminal_message`).
 
@@ -75,6 +76,15 @@ from multipair.spi.messages.pay_at_table import (
     PaymentHistoryEntry,
     SetTableConfigRequest,
 )
+from multipair.spi.messages.pay_at_table_terminal import (
+    PAYMENT_TYPES,
+    BillPaymentFlowEndedRequest,
+    BillPaymentRequest,
+    GetBillDetailsRequest,
+    GetOpenTablesRequest,
+    GetTableConfigRequest,
+    TerminalPayAtTableRequest,
+)
 from multipair.spi.messages.preauth import (
     AccountVerifyRequest,
     PreauthCancellationRequest,
@@ -129,6 +139,7 @@ from multipair.spi.messages.transactions import (
 
 __all__ = [
     "MAX_AMOUNT",
+    "PAYMENT_TYPES",
     "REQUEST_CLASSES_BY_EVENT",
     "TRANSACTION_REQUESTS",
     "AccountVerifyRequest",
@@ -137,6 +148,8 @@ __all__ = [
     "BatteryLevelChanged",
     "BillDetailsReply",
     "BillPaymentFlowEndedAck",
+    "BillPaymentFlowEndedRequest",
+    "BillPaymentRequest",
     "CancelResponse",
     "CancelTransactionRequest",
     "CashoutRequest",
@@ -144,7 +157,10 @@ __all__ = [
     "DropKeysRequest",
     "ErrorMessage",
     "Event",
+    "GetBillDetailsRequest",
     "GetLastTransactionRequest",
+    "GetOpenTablesRequest",
+    "GetTableConfigRequest",
     "GetTerminalConfigurationRequest",
     "GetTerminalStatusRequest",
     "GetTransactionRequest",
@@ -191,6 +207,7 @@ __all__ = [
     "SignatureRequired",
     "TerminalConfiguration",
     "TerminalMessage",
+    "TerminalPayAtTableRequest",
     "TerminalStatus",
     "TransactionRequest",
     "TransactionResponse",

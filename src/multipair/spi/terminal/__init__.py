@@ -27,9 +27,13 @@ Rules this package keeps (PROTOCOL.md §10, §13.16):
   round-trips through JSON (secrets included: it is the terminal's own
   storage, so the file must be protected by whoever writes it).
 
+- Pay at table is the one flow the terminal starts (§7.23): its requests
+  stay pending until a reply with the same id (the flow-ended ack: the same
+  ``bill_id``) arrives or the caller abandons them (:mod:`.pay_at_table`).
+
 Rooms: :mod:`.session` (the :class:`Terminal` class) on :mod:`.core` (its
 plumbing), :mod:`.machines`, :mod:`.state`, :mod:`.transactions`,
-:mod:`.replies`, :mod:`.events`; shared with the POS session:
+:mod:`.pay_at_table`, :mod:`.replies`, :mod:`.events`; shared with the POS session:
 :mod:`multipair.spi.common`.
 """
 
@@ -46,10 +50,12 @@ from multipair.spi.terminal.events import (
     PairingCodeReady,
     PairingFailed,
     PairingRequested,
+    PayAtTableAnswered,
     PosIdMismatch,
     PosInfoReceived,
     PrintRequested,
     SignatureDecided,
+    TableConfigReceived,
     TerminalEvent,
     TransactionFinished,
     TransactionRefused,
@@ -58,6 +64,7 @@ from multipair.spi.terminal.events import (
     Unpaired,
 )
 from multipair.spi.terminal.machines import LinkState, PairingState, TxState
+from multipair.spi.terminal.pay_at_table import PayAtTable, PendingPatRequest
 from multipair.spi.terminal.session import Terminal
 from multipair.spi.terminal.state import (
     HISTORY_LIMIT,
@@ -99,6 +106,9 @@ __all__ = [
     "PairingFailed",
     "PairingRequested",
     "PairingState",
+    "PayAtTable",
+    "PayAtTableAnswered",
+    "PendingPatRequest",
     "PosIdMismatch",
     "PosInfoReceived",
     "PreauthBalance",
@@ -108,6 +118,7 @@ __all__ = [
     "ResponderFactory",
     "SettlementBatch",
     "SignatureDecided",
+    "TableConfigReceived",
     "Terminal",
     "TerminalCounters",
     "TerminalEvent",

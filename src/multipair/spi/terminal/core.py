@@ -39,6 +39,7 @@ from multipair.spi.terminal.machines import (
     TxState,
     move,
 )
+from multipair.spi.terminal.pay_at_table import PayAtTable
 from multipair.spi.terminal.state import (
     TerminalCounters,
     TerminalOptions,
@@ -117,6 +118,8 @@ class TerminalCore:
         self._cancel_complete_at: float | None = None
         self._cancelled = False
         self._signature_request_id: str | None = None
+        self.pay_at_table = PayAtTable()
+        """Pay-at-table requests waiting for the POS, and the last table config (§7.23)."""
         self._responder = responder(state, self.profile, self._options)
 
     # ------------------------------------------------------------------ views

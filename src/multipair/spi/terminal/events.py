@@ -29,10 +29,12 @@ __all__ = [
     "PairingCodeReady",
     "PairingFailed",
     "PairingRequested",
+    "PayAtTableAnswered",
     "PosIdMismatch",
     "PosInfoReceived",
     "PrintRequested",
     "SignatureDecided",
+    "TableConfigReceived",
     "TerminalEvent",
     "TransactionFinished",
     "TransactionRefused",
@@ -163,6 +165,30 @@ class PrintRequested:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PayAtTableAnswered:
+    """The POS answered a pay-at-table request this terminal sent (§7.23), matched by id
+    (by ``bill_id`` for the flow-ended ack, whose ``message_id`` is new)."""
+
+    type: ClassVar[str] = "pay_at_table_answered"
+    request_id: str
+    request: str
+    reply_event: str
+    message_id: str
+    data: JsonObject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TableConfigReceived:
+    """A valid ``set_table_config`` arrived and is now the terminal's table config (§7.23);
+    ``answered``: it answered this terminal's ``get_table_config`` (else the POS pushed it)."""
+
+    type: ClassVar[str] = "table_config_received"
+    message_id: str
+    answered: bool
+    data: JsonObject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnexpectedMessage:
     """A well-formed message the terminal ignores in its current state."""
 
@@ -216,6 +242,8 @@ TerminalEvent = (
     | FrameRejected
     | PosInfoReceived
     | PrintRequested
+    | PayAtTableAnswered
+    | TableConfigReceived
     | CloseConnection
     | UnexpectedMessage
     | PosIdMismatch

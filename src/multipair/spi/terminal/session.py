@@ -14,6 +14,7 @@ from typing import ClassVar
 import orjson
 
 from multipair.exceptions import CryptoError, LocalProtocolError
+from multipair.spi import messages as m
 from multipair.spi.common import PLAIN_AFTER_PAIRING
 from multipair.spi.crypto import (
     Secrets,
@@ -44,10 +45,12 @@ from multipair.spi.terminal.events import (
     PairingCodeReady,
     PairingFailed,
     PairingRequested,
+    PayAtTableAnswered,
     PosIdMismatch,
     PosInfoReceived,
     PrintRequested,
     SignatureDecided,
+    TableConfigReceived,
     TransactionFinished,
     TransactionRefused,
     TransactionRequested,
@@ -61,6 +64,7 @@ from multipair.spi.terminal.machines import (
     TxState,
     move,
 )
+from multipair.spi.terminal.pay_at_table import Unmatched
 from multipair.spi.terminal.state import (
     TransactionRecord,
 )
@@ -274,6 +278,24 @@ class Terminal(TerminalCore):
         mac = str(frame["hmac"])
         frame["hmac"] = ("0" if mac[0] != "0" else "1") + mac[1:]
         self.inject_raw(orjson.dumps(frame).decode())
+
+    # ------------------------------------------------------------------ pay at table (caller)
+
+    def send_pay_at_table(self, request: m.TerminalPayAtTableRequest, now: float) -> str:
+        """Send one pay-at-table request (§7.23) under a new id, pending until answered.
+
+        Returns the id; the reply comes as :class:`PayAtTableAnswered`. Needs a
+        paired, connected POS (else ``LocalProtocolError``).
+        """
+        event = str(request.event)
+        self._require_paired_link(event)
+        message_id = self._send(event, request.to_data(), now)
+        self.pay_at_table.sent(message_id, request, now)
+        return message_id
+
+    def abandon_pay_at_table(self, message_id: str) -> bool:
+        """Stop waiting for the reply to ``message_id`` (the caller's timeout); True if pending."""
+        return self.pay_at_table.abandon(message_id)
 
     # ------------------------------------------------------------------ transaction (caller)
 
@@ -609,9 +631,27 @@ class Terminal(TerminalCore):
             PrintRequested(key=_as_str(message.get("key")), payload=_as_str(message.get("payload")))
         )
 
-    def _on_ignored(self, message: Message, now: float) -> None:
-        # Pay-at-table answers and acks (§7.23): this terminal never asks for them.
-        self._unexpected(message, "not expected by this terminal")
+    def _on_pay_at_table(self, message: Message, now: float) -> None:
+        got = self.pay_at_table.receive(message)
+        if isinstance(got, Unmatched):
+            self._unexpected(message, got.reason)
+            return
+        if message.event == m.Event.SET_TABLE_CONFIG:
+            self._event(
+                TableConfigReceived(
+                    message_id=message.id, answered=got.pending is not None, data=got.data
+                )
+            )
+        if got.pending is not None:
+            self._event(
+                PayAtTableAnswered(
+                    request_id=got.pending.message_id,
+                    request=got.pending.event,
+                    reply_event=message.event,
+                    message_id=message.id,
+                    data=got.data,
+                )
+            )
 
     _HANDLERS: ClassVar[dict[str, Callable[[Terminal, Message, float], None]]] = {
         "drop_keys": _on_drop_keys,
@@ -628,8 +668,8 @@ class Terminal(TerminalCore):
         "get_terminal_configuration": _on_terminal_configuration,
         "set_pos_info": _on_set_pos_info,
         "print": _on_print,
-        "set_table_config": _on_ignored,
-        "bill_details": _on_ignored,
-        "open_tables": _on_ignored,
-        "bill_payment_flow_ended_ack": _on_ignored,
+        "set_table_config": _on_pay_at_table,
+        "bill_details": _on_pay_at_table,
+        "open_tables": _on_pay_at_table,
+        "bill_payment_flow_ended_ack": _on_pay_at_table,
     }
