@@ -232,6 +232,19 @@ async def test_a_declined_card_is_not_reported_to_the_pos(control: Control, pos:
     assert "open_tables" == call.result()["reply"]["event"]
 
 
+async def test_a_partly_approved_card_reports_the_approved_amount(
+    control: Control, pos: RawPos
+) -> None:
+    body = {"bill_id": "b-1", "table_id": "12", "amount_cents": 2056}
+    answer, asked = await ask_and_answer(
+        control, pos, "pat/pay", body, "bill_payment", "bill_details", bill("b-1", 5000, 3972)
+    )
+    assert ("002", 1028) == (
+        answer["payment_details"]["host_response_code"],
+        asked.get("payment_details")["purchase_amount"],
+    )
+
+
 async def test_repeat_resends_the_same_payment(control: Control, pos: RawPos) -> None:
     body = {"bill_id": "b-1", "table_id": "12", "operator_id": "7", "amount_cents": 1000}
     first, sent = await ask_and_answer(

@@ -54,6 +54,42 @@ Steps for ``drop``: ``after_request_received``, ``after_result_before_send``,
 ``while_awaiting_signature`` (one-shot, for the current or next transaction;
 the terminal completes the transaction internally all the same, so a correct
 POS must recover it). Outcome names: see :mod:`multipair.simulator.rules`.
+
+``preauths`` opens a preauthorisation at the simulated acquirer, as if opened
+earlier elsewhere, so a POS can top it up, extend, cancel or complete it by
+id; the answer is ``{"preauth_id": ..., **state}``. The state document shows
+every preauth (``preauths``: ``{id: {"balance": cents, "open": bool}}``), the
+last ``set_table_config`` data the POS pushed or answered (``table_config``,
+null before any) and the pay-at-table requests still waiting (``pat_pending``:
+``[{"request_id", "event"}]``).
+
+Pay at table (§7.23): the ``pat/`` routes make the terminal start a request
+(``pat/config`` get_table_config, ``tables`` get_open_tables, ``bill``
+get_bill_details, ``pay`` bill_payment, ``end`` bill_payment_flow_ended) and
+wait up to ``timeout`` seconds (body, default 30) for the POS's reply: 200
+``{"request_id", "request": {"event", "data"}, "reply": {"event",
+"message_id", "data"}, **state}``, the reply as the POS sent it (an error
+``bill_details`` too). 504 ``{"error", "request_id", "request", "replies"}``
+when none came: the request is abandoned, a late reply is ignored and the
+terminal stays usable. 409 when no paired POS is connected, or ``repeat``
+with nothing to repeat.
+
+``pay``: a ``card`` payment goes through the bank like a purchase (cents
+``.51`` or the ``outcome`` override ``decline`` declines, ``.56``/``partial``
+approves half, anything else approves; STAN, RRN, auth code,
+``terminal_ref_id``, receipts, the settlement batch); a ``cash`` one gets the
+few fields of a cash history entry. The answer adds ``payment_details`` and
+``sent``; a declined card is not reported to the POS (``sent: false``,
+``reply: null``). ``repeat: true`` sends the previous bill_payment again
+unchanged (same ``terminal_ref_id``; other body fields are ignored).
+``end`` reports this bill's flow totals (payments taken since its last
+acknowledged end; a repeat is not counted again) with the bill's totals from
+the POS's last successful ``bill_details``, and waits for the
+``bill_payment_flow_ended_ack`` (new id, matched by ``bill_id``).
+``session`` plays a visit: bill (``payment_flow_started: true``), each
+payment, end; it answers ``{"replies": [step, ...], **state}`` (each step as
+``pat/bill`` or ``pat/pay`` answer it, without the state) and stops after an
+error bill; a 504 carries the steps done so far in ``replies``.
 """
 
 from __future__ import annotations
