@@ -24,7 +24,6 @@ from multipair.client import (
     Served,
 )
 from multipair.client.pay_at_table import BillAnswer
-from multipair.redis_conn import as_text
 from tests.poll import poll_until
 from tests.simulator.helpers import Control
 from tests.worker.helpers import SERIAL, LaneRig
@@ -83,7 +82,7 @@ async def serving(
         client.serve_pay_at_table(
             lane.instance_id,
             handler,
-            since=await _newest(lane),  # so no request made after this line is missed
+            since=await client.last_event_id(lane.instance_id),  # no request after it is missed
             on_served=None if served is None else served.append,
         )
     )
@@ -93,12 +92,6 @@ async def serving(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-
-
-async def _newest(lane: LaneRig) -> str:
-    """The events stream's newest entry id."""
-    newest: Any = await lane.redis.xrevrange(lane.keys.events(lane.instance_id), count=1)
-    return as_text(newest[0][0]) if newest else "0-0"
 
 
 def _reply(result: dict[str, Any]) -> dict[str, Any]:
@@ -326,7 +319,11 @@ async def test_the_sync_client_serves_until_stop_is_set(
         serving_thread = threading.Thread(
             target=mp.serve_pay_at_table,
             args=(lane.instance_id, pos),
-            kwargs={"stop": stop, "on_served": served.append, "since": await _newest(lane)},
+            kwargs={
+                "stop": stop,
+                "on_served": served.append,
+                "since": await asyncio.to_thread(mp.last_event_id, lane.instance_id),
+            },
         )
         serving_thread.start()
         try:

@@ -58,7 +58,6 @@ from multipair.cli._views import is_running, resolve_lane
 from multipair.cli.amounts import format_cents
 from multipair.client import AsyncClient, Bill, BillError, OpenTable, Served
 from multipair.client.pay_at_table import BillAnswer
-from multipair.redis_conn import as_text, redis_errors
 from multipair.store.profiles import PayAtTableConfig, ProfileStore
 
 __all__ = ["BillBook", "add_pat_parser", "add_set_pat_parser", "load_bills"]
@@ -379,7 +378,7 @@ async def _serve(ctx: Context, client: AsyncClient) -> int:
         )
     # Requests from now on: the cursor is read before saying so, so a request made after
     # the line below is never missed.
-    since = await _newest_event(client, iid)
+    since = await client.last_event_id(iid)
     ctx.note(f"Answering pay-at-table requests of lane {iid} from {ctx.args.bills} (Ctrl-C stops)")
     ctx.interrupt_code = ExitCode.OK  # Ctrl-C is the way out
 
@@ -391,13 +390,6 @@ async def _serve(ctx: Context, client: AsyncClient) -> int:
 
     await client.serve_pay_at_table(iid, book, since=since, on_served=show)
     return ExitCode.OK
-
-
-async def _newest_event(client: AsyncClient, iid: str) -> str:
-    """The id of the newest entry of the lane's events stream (``0-0`` when empty)."""
-    with redis_errors():
-        newest: Any = await client.redis.xrevrange(client.keys.events(iid), count=1)
-    return as_text(newest[0][0]) if newest else "0-0"
 
 
 def _answer_json(answer: object) -> object:

@@ -701,6 +701,11 @@ class AsyncClient:
     # Events
     # ------------------------------------------------------------------
 
+    async def last_event_id(self, instance_id: str) -> str:
+        """The newest entry id of the lane's events stream (``0-0`` when empty): a ``since``
+        for :meth:`events` and :meth:`serve_pay_at_table` that misses nothing from now on."""
+        return await self._events.last_id(lane_id(instance_id))
+
     async def events(
         self, instance_id: str, *, since: str = "$", follow: bool = True, count: int | None = None
     ) -> AsyncGenerator[tuple[str, bs.Event], None]:

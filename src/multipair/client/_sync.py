@@ -397,6 +397,10 @@ class Client:
 
     # --- events -----------------------------------------------------------------------------
 
+    def last_event_id(self, instance_id: str) -> str:
+        """See :meth:`AsyncClient.last_event_id`."""
+        return self._run(self._client.last_event_id(instance_id))
+
     def events(
         self, instance_id: str, *, since: str = "$", follow: bool = True, count: int | None = None
     ) -> Iterator[tuple[str, bs.Event]]:
