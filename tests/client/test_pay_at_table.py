@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
+from multipair.broker_schema.commands import BILL_ERRORS
 from multipair.broker_schema.events import BillFlowEnded, BillPaymentReported
 from multipair.client import (
     AsyncClient,
@@ -337,3 +338,7 @@ async def test_the_sync_client_serves_until_stop_is_set(
     )
     assert 1 == len(served)
     assert "MainThread" not in pos.threads
+
+
+def test_the_bill_errors_are_the_contracts() -> None:
+    assert BILL_ERRORS == tuple(BillError)

@@ -684,8 +684,8 @@ class AsyncClient:
         that raises is logged and the protocol's error is answered; serving
         goes on. A payment the lane marks ``duplicate`` goes to ``get_bill``
         (``replay_duplicates=True``: to ``on_payment`` as well). ``on_served``
-        is told of every request handled. Redis trouble ends it
-        (:class:`~multipair.exceptions.RetryLater`); :class:`LaneNotFound`
+        is told of every request handled. A Redis outage is waited out
+        (reading resumes after the last event handled); :class:`LaneNotFound`
         for an unknown lane.
         """
         await serve_pat(

@@ -37,13 +37,17 @@ Rules it keeps:
 - Only requests published after serving starts are answered (``since``
   overrides it): a request already answered by an earlier run must not be
   handled twice, least of all a payment.
+- Redis going away does not end it: reading resumes after the last event
+  handled, and an answer is sent again until Redis takes it (the handler is
+  not asked again).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,6 +65,7 @@ from multipair.broker_schema.events import (
     OpenTablesRequested,
 )
 from multipair.client._commands import build
+from multipair.exceptions import RetryLater
 
 if TYPE_CHECKING:
     from multipair.client._async import AsyncClient
@@ -81,6 +86,8 @@ log = structlog.get_logger("multipair.client")
 _T = TypeVar("_T")
 _MaybeAwaitable: TypeAlias = "_T | Awaitable[_T]"
 
+_FIRST_RETRY_S: Final = 0.25
+_LAST_RETRY_S: Final = 5.0
 _REMEMBERED: Final = 256
 """How many of its own answers' command ids a server remembers to log their refusal."""
 
@@ -319,12 +326,29 @@ class _Server:
         )
 
     async def _send(self, command: bs.Command) -> None:
+        """Add the answer, waiting out a Redis outage: the handler is never asked twice."""
         self.sent.append(command.command_id)
-        await self.client.send(self.iid, command)
+        for delay in _retry_delays():
+            try:
+                await self.client.send(self.iid, command)
+                return
+            except RetryLater as exc:
+                log.warning(
+                    "pay at table: Redis away; sending the answer again",
+                    command_id=command.command_id,
+                    retry_in_s=delay,
+                    error=str(exc),
+                    instance_id=self.iid,
+                )
+                await asyncio.sleep(delay)
 
     def _tell(self, served: Served) -> None:
-        if self.on_served is not None:
+        if self.on_served is None:
+            return
+        try:
             self.on_served(served)
+        except Exception:
+            log.exception("pay at table: on_served failed", **self._about(served.event))
 
     def _about(self, event: bs.Event) -> dict[str, Any]:
         return {
@@ -354,7 +378,32 @@ async def serve(
         replay_duplicates=replay_duplicates,
         on_served=on_served,
     )
-    events = client.events(instance_id, since=since, follow=True)
-    async with aclosing(events):
-        async for _, event in events:
-            await server.handle(event)
+    # A Redis outage is waited out, following again from the last event handled.
+    cursor = await client.last_event_id(instance_id) if since == "$" else since
+    delays = _retry_delays()
+    while True:
+        try:
+            events = client.events(instance_id, since=cursor, follow=True)
+            async with aclosing(events):
+                async for entry_id, event in events:
+                    await server.handle(event)
+                    cursor = entry_id
+                    delays = _retry_delays()
+        except RetryLater as exc:
+            delay = next(delays)
+            log.warning(
+                "pay at table: Redis away; following the events again",
+                after=cursor,
+                retry_in_s=delay,
+                error=str(exc),
+                instance_id=instance_id,
+            )
+            await asyncio.sleep(delay)
+
+
+def _retry_delays() -> Iterator[float]:
+    """0.25 s, doubling up to 5 s, for ever: an outage is waited out, never given up on."""
+    delay = _FIRST_RETRY_S
+    while True:
+        yield delay
+        delay = min(delay * 2, _LAST_RETRY_S)
