@@ -3,7 +3,9 @@
 ``cancel``, signature and auth-code answers, pairing confirmation and
 cancellation act on what runs now; ``terminal_status`` and
 ``terminal_configuration`` ask the terminal and wait for its answer
-(:meth:`Control.ask`, bounded by :data:`TERMINAL_ANSWER_TIMEOUT_S`). Each
+(:meth:`Control.ask`, bounded by :data:`TERMINAL_ANSWER_TIMEOUT_S`);
+``bill_details`` and ``open_tables`` answer the terminal's pay-at-table
+requests (:mod:`multipair.worker.pay_at_table`). Each
 claims its ``command_id`` like any command, and is answered and
 acknowledged in one write.
 """
@@ -99,10 +101,17 @@ class Control:
                         entry, config_event(self.lane.event_base(command), config)
                     )
                     return
+                case bs.BillDetails():
+                    await self.lane.pat.answer_bill(command)
+                case bs.OpenTables():
+                    await self.lane.pat.answer_tables(command)
                 case _:
                     raise LocalProtocolError(f"{command.type} is not a control command")
         except (LocalProtocolError, TimeoutError) as exc:
             await self.lane.intake.refuse(entry, refusal(exc))
+            return
+        except CommandError as exc:  # pay at table: unknown_request, terminal_unavailable
+            await self.lane.intake.refuse(entry, exc)
             return
         await self.lane.intake.answer(
             entry,

@@ -110,6 +110,8 @@ Bounded input (docs/security.md "Bounded input"):
   transaction commands one at a time, control commands at once.
 - :mod:`~multipair.worker.link_loop`: the terminal link, the session pump
   and its timer; :mod:`~multipair.worker.heartbeat`.
+- :mod:`~multipair.worker.pay_at_table`: the terminal's pay-at-table
+  requests, published, kept pending until the POS answers or they expire.
 - :mod:`~multipair.worker.redis_wait`: riding out a Redis outage;
   :mod:`~multipair.worker.failover`: re-reading and writing back what a new
   primary lacks after a failover;
@@ -176,11 +178,13 @@ from multipair.worker.intake import (
 )
 from multipair.worker.link import AddressBook
 from multipair.worker.link_loop import CLOSE_TIMEOUT_S, LinkLoop
+from multipair.worker.pay_at_table import PayAtTable, table_request
 from multipair.worker.pump import flush
 from multipair.worker.redis_wait import LAPSED_WAIT_S, RedisWait, Stopping, first, quiet
 from multipair.worker.retry import ReconnectPolicy, RedisBackoff
 from multipair.worker.runner import STOP, UNSENT_WAIT_S, Runner
 from multipair.worker.session_events import (
+    AskPos,
     Awaited,
     CloseLink,
     EventWrites,
@@ -312,6 +316,7 @@ class Lane:
         self.runner = Runner(self)
         self.control = Control(self)
         self.link = LinkLoop(self)
+        self.pat = PayAtTable(self)
 
     @staticmethod
     def must_end(exc: BaseException) -> bool:
@@ -349,6 +354,8 @@ class Lane:
                 device_system=f"multipair/{__version__}",
             ),
         )
+        self.pat.config = profile.pat
+        self._session.set_table_config(table_request(profile.pat), self.clock.time())
         try:
             await self.until_redis(self.intake.ensure_group, until=self._draining)
             await self.primary.learn()
@@ -386,6 +393,7 @@ class Lane:
                 tasks.create_task(quiet(heartbeat_loop(self)), name="heartbeat")
                 tasks.create_task(quiet(self.runner.runner_loop()), name="runner")
                 tasks.create_task(quiet(self.intake.consume_loop()), name="consumer")
+                tasks.create_task(quiet(self.pat.expiry_loop()), name="pay_at_table")
                 tasks.create_task(self._drain_watch(), name="drain")
             reason = "drained"
         except* LeaseLost as lost:
@@ -549,6 +557,8 @@ class Lane:
                     )
                 case CloseLink():
                     self._close_requested = True
+                case AskPos():
+                    await self.pat.on_request(effect.event, writes)
 
     async def _save_secrets(self, event: spi.SecretsChanged) -> None:
         await self.until_redis(

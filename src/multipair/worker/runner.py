@@ -40,6 +40,7 @@ from multipair.logs import get_logger
 from multipair.spi import messages as m
 from multipair.spi import pos as spi
 from multipair.store.durable import CONFIRM_BEFORE_SEND_S
+from multipair.store.profiles import PayAtTableConfig
 from multipair.store.transactions import TxRecord
 from multipair.worker.admission import (
     AnswerFromRecord,
@@ -58,6 +59,7 @@ from multipair.worker.admission import (
     refusal,
 )
 from multipair.worker.entries import Entry
+from multipair.worker.pay_at_table import table_request
 from multipair.worker.redis_wait import Stopping, first
 from multipair.worker.translate import (
     TX_TYPES,
@@ -215,6 +217,9 @@ class Runner:
                     partial(self.lane.deps.profiles.update, self.lane.instance_id, **changes)
                 )
                 await self.lane.intake.answer(entry, self.accepted(command))
+            case bs.SetTableConfig():
+                await self._set_table_config(command)
+                await self.lane.intake.answer(entry, self.accepted(command))
             case bs.GetTransaction():
                 ref = command.pos_ref_id
                 result = await self.lane.control.ask(
@@ -242,6 +247,18 @@ class Runner:
                 await self._run_money(entry, claimed=True)
             case _:
                 raise LocalProtocolError(f"{command.type} is not supported by this lane yet")
+
+    async def _set_table_config(self, command: bs.SetTableConfig) -> None:
+        """Store the changed pay-at-table config in the profile, then give it to the session
+        (which pushes it to a connected terminal, §7.23)."""
+        lane = self.lane
+        profiles, iid = lane.deps.profiles, lane.instance_id
+        current = (await lane.until_redis(partial(profiles.get, iid))).pat
+        config = (current or PayAtTableConfig()).updated(command)
+        lane.profile = await lane.until_redis(partial(profiles.update, iid, pat=config))
+        lane.pat.config = config
+        request = table_request(config)
+        await lane.step(lambda now: lane.session.set_table_config(request, now))
 
     def accepted(self, command: bs.Command) -> bs.Event:
         """The ``command_accepted`` event of ``command``."""

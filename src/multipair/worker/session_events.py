@@ -38,6 +38,7 @@ from multipair.worker.translate import (
 from multipair.worker.writes import TxResultCode, WriteBatch
 
 __all__ = [
+    "AskPos",
     "Awaited",
     "CloseLink",
     "Effect",
@@ -99,7 +100,14 @@ class CloseLink:
     """Close the terminal link once the round's frames are out."""
 
 
-Effect = SaveSecrets | SaveToken | NoteState | CloseLink
+@dataclass(frozen=True, slots=True)
+class AskPos:
+    """A pay-at-table request: publish it in this round (:mod:`multipair.worker.pay_at_table`)."""
+
+    event: spi.PayAtTableRequest
+
+
+Effect = SaveSecrets | SaveToken | NoteState | CloseLink | AskPos
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -355,6 +363,8 @@ class EventWrites:
                     detail=event.error_detail or "",
                     source="terminal",
                 )
+            case spi.PayAtTableRequest():
+                effects.append(AskPos(event))
             case spi.FrameRejected():
                 self._frame_rejected(event, running, batch)
             case spi.IgnoredMessage():

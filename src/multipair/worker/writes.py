@@ -9,7 +9,7 @@ cannot write after its successor started: its write raises
 :class:`~multipair.leases.LeaseLost` and the lane stops. Without a token (a
 worker run by hand for debugging) the same script runs unfenced.
 
-Besides plain commands (``HSET``, ``HINCRBY``, ``XADD``, ``XACK``) a batch
+Besides plain commands (``HSET``, ``HSETNX``, ``HINCRBY``, ``XADD``, ``XACK``) a batch
 may carry transaction record ops built by
 :class:`~multipair.store.transactions.TxStore` (``TXMOVE``: a state move,
 ``TXDONE``: the outcome with its event), run by the same Lua functions as
@@ -74,7 +74,7 @@ from multipair.store.transactions import TX_LUA, TxOp
 
 __all__ = ["LaneWriter", "TxResultCode", "WriteBatch"]
 
-_ALLOWED: Final = frozenset({"HSET", "HINCRBY", "XADD", "XACK", "TXMOVE", "TXDONE"})
+_ALLOWED: Final = frozenset({"HSET", "HSETNX", "HINCRBY", "XADD", "XACK", "TXMOVE", "TXDONE"})
 
 # KEYS: the keys the ops name by index. ARGV, per op: name, k, k key indexes, n, n args.
 # Returns {1, results} when every op ran, {0, results} when a record op was refused:
@@ -170,6 +170,11 @@ class WriteBatch:
         for name, value in mapping.items():
             flat.extend([name, value])
         self._op("HSET", [key], flat)
+        return self
+
+    def hsetnx(self, key: str, name: str, value: Any) -> WriteBatch:
+        """Set a hash field only if it is absent (the first pay-at-table payment of a ref)."""
+        self._op("HSETNX", [key], [name, value])
         return self
 
     def hincrby(self, key: str, name: str, amount: int = 1) -> WriteBatch:

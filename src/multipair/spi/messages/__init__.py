@@ -68,13 +68,18 @@ from multipair.spi.messages.pairing import (
     RequestUseNextKeys,
 )
 from multipair.spi.messages.pay_at_table import (
+    PAYMENT_SUMMARY_KEYS,
     BillDetailsReply,
+    BillPaymentDetails,
     BillPaymentFlowEndedAck,
     OpenTable,
     OpenTablesReply,
     PayAtTableMessage,
+    PayAtTableRequestMessage,
     PaymentHistoryEntry,
+    ReadPayAtTableRequest,
     SetTableConfigRequest,
+    read_pay_at_table_request,
 )
 from multipair.spi.messages.pay_at_table_terminal import (
     PAYMENT_TYPES,
@@ -139,6 +144,7 @@ from multipair.spi.messages.transactions import (
 
 __all__ = [
     "MAX_AMOUNT",
+    "PAYMENT_SUMMARY_KEYS",
     "PAYMENT_TYPES",
     "REQUEST_CLASSES_BY_EVENT",
     "TRANSACTION_REQUESTS",
@@ -147,6 +153,7 @@ __all__ = [
     "AuthCodeRequired",
     "BatteryLevelChanged",
     "BillDetailsReply",
+    "BillPaymentDetails",
     "BillPaymentFlowEndedAck",
     "BillPaymentFlowEndedRequest",
     "BillPaymentRequest",
@@ -173,6 +180,7 @@ __all__ = [
     "PairRequest",
     "PairResponse",
     "PayAtTableMessage",
+    "PayAtTableRequestMessage",
     "PaymentHistoryEntry",
     "Ping",
     "PingRequest",
@@ -189,6 +197,7 @@ __all__ = [
     "PrintResponse",
     "PrintingConfig",
     "PurchaseRequest",
+    "ReadPayAtTableRequest",
     "ReceiptOptions",
     "RefundRequest",
     "Request",
@@ -222,6 +231,7 @@ __all__ = [
     "build_message",
     "parse_request",
     "parse_terminal_message",
+    "read_pay_at_table_request",
     "warm",
 ]
 

@@ -10,6 +10,7 @@ Rooms of the package:
 
 - :mod:`~multipair.spi.pos.session`: :class:`PosSession`, the transaction
   flow (§7, §8.3, §8.4) on top of
+- :mod:`~multipair.spi.pos.table`: pay at table (§7.23) on top of
 - :mod:`~multipair.spi.pos.link`: the connection, pairing, keys and pings
   (§4, §5), status and flow (§8.1, §8.2);
 - :mod:`~multipair.spi.pos.pairing`: the pairing machine and its table;
@@ -72,6 +73,7 @@ from multipair.spi.pos.events import (
     LastTransactionResult,
     PairingFinished,
     PairingProgress,
+    PayAtTableRequest,
     PosInfo,
     PosSessionEvent,
     PosSpiTokenReceived,
@@ -87,10 +89,12 @@ from multipair.spi.pos.events import (
 )
 from multipair.spi.pos.pairing import PairingStep
 from multipair.spi.pos.session import PosSession
+from multipair.spi.pos.table import BILL_UNKNOWN
 from multipair.spi.pos.transaction import PRINTERLESS_MODELS
 from multipair.spi.states import Outcome, SpiFlow, SpiStatus, TxPhase
 
 __all__ = [
+    "BILL_UNKNOWN",
     "PRINTERLESS_MODELS",
     "AuthCodeRequired",
     "CancelFailed",
@@ -102,6 +106,7 @@ __all__ = [
     "PairingFinished",
     "PairingProgress",
     "PairingStep",
+    "PayAtTableRequest",
     "PosInfo",
     "PosSession",
     "PosSessionEvent",

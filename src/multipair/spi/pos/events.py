@@ -25,6 +25,7 @@ __all__ = [
     "LastTransactionResult",
     "PairingFinished",
     "PairingProgress",
+    "PayAtTableRequest",
     "PosInfo",
     "PosSessionEvent",
     "PosSpiTokenReceived",
@@ -190,6 +191,29 @@ class TerminalErrorReceived:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PayAtTableRequest:
+    """The terminal asks the POS about pay at table (§7.23): a bill, the open tables, a
+    payment, the end of a payment flow.
+
+    Answer ``get_bill_details`` and ``bill_payment`` with
+    :meth:`PosSession.reply_bill_details`, ``get_open_tables`` with
+    :meth:`PosSession.reply_open_tables` (both under ``message_id``), and
+    acknowledge ``bill_payment_flow_ended`` with
+    :meth:`PosSession.ack_bill_flow_ended` once it is handled (§13.14).
+    """
+
+    message_id: str
+    """The terminal's id of the request: the reply's id."""
+    read: m.ReadPayAtTableRequest
+    """The request, read strictly (``read.request``), with a payment's details."""
+
+    @property
+    def event(self) -> str:
+        """The request's event, e.g. ``get_bill_details``."""
+        return str(self.read.request.event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IgnoredMessage:
     """A well-formed message that does not fit the current state; it was ignored."""
 
@@ -213,6 +237,7 @@ PosSessionEvent = (
     | TerminalAnswer
     | PosSpiTokenReceived
     | TerminalErrorReceived
+    | PayAtTableRequest
     | FrameRejected
     | IgnoredMessage
     | CloseConnection

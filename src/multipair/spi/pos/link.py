@@ -7,7 +7,9 @@ and key rolls, runs the pairing machine (:mod:`multipair.spi.pos.pairing`)
 and keeps status and flow (§8.1, §8.2). It dispatches the messages that are
 not about a transaction; :class:`~multipair.spi.pos.session.PosSession` adds
 those and the transaction flow through the ``_transaction_*`` hooks and by
-extending :meth:`PosLink._dispatch` and :meth:`PosLink._on_error`.
+extending :meth:`PosLink._dispatch` and :meth:`PosLink._on_error`; pay at
+table comes in through the ``_pay_at_table_*`` hooks
+(:mod:`multipair.spi.pos.table`).
 """
 
 from __future__ import annotations
@@ -467,6 +469,7 @@ class PosLink:
                 device_system=info.device_system,
             )
             self._queue(self._ids.next(request.id_prefix), request, now)
+        self._pay_at_table_ready(now)
         request_cfg = m.GetTerminalConfigurationRequest()
         self._queue(self._ids.next(request_cfg.id_prefix), request_cfg, now)
 
@@ -540,18 +543,7 @@ class PosLink:
             case m.ErrorMessage():
                 self._on_error(parsed, now)
             case m.PayAtTableMessage():
-                if message.event == str(m.Event.GET_TABLE_CONFIG):
-                    # §13.14: always answer; pay at table is off in this lane.
-                    self._queue_raw(
-                        message.id,
-                        str(m.Event.SET_TABLE_CONFIG),
-                        m.SetTableConfigRequest().to_data(),
-                        now,
-                    )
-                else:
-                    self._events.append(
-                        IgnoredMessage(event=message.event, reason="pay at table is not enabled")
-                    )
+                self._pay_at_table_message(parsed, now)
             case _:
                 self._events.append(IgnoredMessage(event=message.event, reason="not handled"))
 
@@ -720,6 +712,22 @@ class PosLink:
     def _transaction_ready(self, now: float) -> bool:
         """The link is ready (§5.3): resume a transaction; True if one took the moment."""
         return False
+
+    # ------------------------------------------------------------------
+    # Hooks for pay at table (PayAtTableLink); off here
+    # ------------------------------------------------------------------
+
+    def _pay_at_table_message(self, parsed: m.PayAtTableMessage, now: float) -> None:
+        """A pay-at-table request (§7.23): only ``get_table_config`` is answered, "off" (§13.14)."""
+        if parsed.event == str(m.Event.GET_TABLE_CONFIG):
+            self._queue(parsed.id, m.SetTableConfigRequest(), now)
+        else:
+            self._events.append(
+                IgnoredMessage(event=parsed.event, reason="pay at table is not enabled")
+            )
+
+    def _pay_at_table_ready(self, now: float) -> None:
+        """Ready to transact while idle (§5.3): push the pay-at-table config if enabled."""
 
 
 # Request ids start somewhere in [1, 2**31): unpredictable, and still short.

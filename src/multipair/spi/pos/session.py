@@ -1,6 +1,7 @@
 """The POS session: transactions on top of the link (PROTOCOL.md §7, §8.3, §8.4, §13.7).
 
-:class:`PosSession` adds to :class:`~multipair.spi.pos.link.PosLink` the one
+:class:`PosSession` adds to :class:`~multipair.spi.pos.link.PosLink` (with pay at
+table, :class:`~multipair.spi.pos.table.PayAtTableLink`) the one
 transaction at a time: starting or recovering it, sending its request at the
 first "ready to transact", binding the terminal's answers to it (§13.9), the
 1 s monitor that asks ``get_transaction`` and gives up on a cancel, and
@@ -24,7 +25,7 @@ from multipair.spi.pos.events import (
     TransactionRequestSent,
     TransactionUpdate,
 )
-from multipair.spi.pos.link import PosLink
+from multipair.spi.pos.table import PayAtTableLink
 from multipair.spi.pos.transaction import (
     GT_DEFINITELY_FAILED,
     GT_KEEP_WAITING,
@@ -41,7 +42,7 @@ from multipair.spi.states import Outcome, SpiFlow, SpiStatus, TxPhase
 __all__ = ["PosSession"]
 
 
-class PosSession(PosLink):
+class PosSession(PayAtTableLink):
     """One POS–terminal pairing, POS side. See :mod:`multipair.spi.pos` for its rules.
 
     Typical I/O shell loop::

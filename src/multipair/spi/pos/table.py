@@ -1,0 +1,145 @@
+"""Pay at table, POS side (PROTOCOL.md §7.23, §13.14): the terminal asks, the POS answers.
+
+:class:`PayAtTableLink` adds to :class:`~multipair.spi.pos.link.PosLink` the
+pay-at-table config and the answers, through the link's ``_pay_at_table_*``
+hooks; :class:`~multipair.spi.pos.PosSession` is built on it.
+
+Rules it keeps:
+
+- ``get_table_config`` is always answered under its id: the config set with
+  :meth:`PayAtTableLink.set_table_config`, or ``{"pay_at_table_enabled":
+  false}`` while none was (§13.14: the 2.9.13 regression of answering
+  nothing is not copied).
+- The config is pushed (a new ``patconf`` id) when it is set while the link
+  is ready, and at every ready-to-transact while idle when it is enabled (§5.3).
+- ``get_bill_details``, ``get_open_tables``, ``bill_payment`` and
+  ``bill_payment_flow_ended`` are read strictly and handed to the caller as
+  :class:`~multipair.spi.pos.events.PayAtTableRequest`; the caller answers
+  with :meth:`~PayAtTableLink.reply_bill_details` /
+  :meth:`~PayAtTableLink.reply_open_tables` under the request's id, and
+  acknowledges a flow end with :meth:`~PayAtTableLink.ack_bill_flow_ended`
+  (a new ``authad`` id, only while PairedConnected, after handling it).
+- The terminal never waits for nothing: while pay at table is off, and for a
+  request that cannot be read (a :class:`FrameRejected`, ``bad_message``),
+  a bill request or payment is answered ``INVALID_TABLE_ID`` and an
+  open-tables request with no tables at once; a flow end is then ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from multipair.exceptions import InvalidRequest, RemoteProtocolError
+from multipair.spi import messages as m
+from multipair.spi.envelope import RejectReason
+from multipair.spi.pos.events import FrameRejected, IgnoredMessage, PayAtTableRequest
+from multipair.spi.pos.link import PosLink
+from multipair.spi.states import SpiStatus
+
+__all__ = ["BILL_UNKNOWN", "PayAtTableLink"]
+
+BILL_UNKNOWN: Final = "INVALID_TABLE_ID"
+"""The ``bill_details`` error a POS sends when it has no bill to give (§7.23)."""
+
+_BILL_EVENTS: Final = (str(m.Event.GET_BILL_DETAILS), str(m.Event.BILL_PAYMENT))
+
+
+class PayAtTableLink(PosLink):
+    """The link with pay at table. Use :class:`~multipair.spi.pos.PosSession`."""
+
+    _table_config: m.SetTableConfigRequest | None = None
+    """Set per instance; None: pay at table never set up (answered as off)."""
+
+    @property
+    def table_config(self) -> m.SetTableConfigRequest | None:
+        """The pay-at-table config (None: never set up, answered as off)."""
+        return self._table_config
+
+    def set_table_config(self, config: m.SetTableConfigRequest | None, now: float) -> str | None:
+        """Use ``config`` from now on; push it at once when the link is ready (``patconf`` id).
+
+        ``None`` means never set up: ``get_table_config`` is answered off and
+        nothing is pushed at ready-to-transact. Returns the pushed message's
+        id, if one went out.
+        """
+        self._table_config = config
+        if not self._link_ready():
+            return None
+        return self._push_table_config(now)
+
+    def reply_bill_details(self, message_id: str, reply: m.BillDetailsReply, now: float) -> bool:
+        """Answer ``get_bill_details`` or ``bill_payment`` under its id; False if not connected."""
+        return self._reply(message_id, reply, now)
+
+    def reply_open_tables(self, message_id: str, reply: m.OpenTablesReply, now: float) -> bool:
+        """Answer a ``get_open_tables`` under its id; False if not connected."""
+        return self._reply(message_id, reply, now)
+
+    def ack_bill_flow_ended(self, bill_id: str, now: float) -> str | None:
+        """``bill_payment_flow_ended_ack`` under a new ``authad`` id, only while PairedConnected
+        (§13.14); its id, or None when nothing was sent."""
+        if not self._link_ready():
+            return None
+        ack = m.BillPaymentFlowEndedAck(bill_id=bill_id)
+        message_id = self._ids.next(ack.id_prefix)
+        self._queue(message_id, ack, now)
+        return message_id
+
+    # ------------------------------------------------------------------
+    # Internals
+    # ------------------------------------------------------------------
+
+    def _link_ready(self) -> bool:
+        return self.connected and self.ready and self.status is SpiStatus.PAIRED_CONNECTED
+
+    def _enabled(self) -> bool:
+        config = self._table_config
+        return config is not None and config.pay_at_table_enabled
+
+    def _push_table_config(self, now: float) -> str:
+        config = self._table_config or m.SetTableConfigRequest()
+        message_id = self._ids.next(config.id_prefix)
+        self._queue(message_id, config, now)
+        return message_id
+
+    def _reply(self, message_id: str, reply: m.Request, now: float) -> bool:
+        if not self.connected:
+            return False
+        self._queue(message_id, reply, now)
+        return True
+
+    def _pay_at_table_ready(self, now: float) -> None:
+        if self._enabled():
+            self._push_table_config(now)
+
+    def _pay_at_table_message(self, parsed: m.PayAtTableMessage, now: float) -> None:
+        event = parsed.event
+        if event == str(m.Event.GET_TABLE_CONFIG):
+            self._queue(parsed.id, self._table_config or m.SetTableConfigRequest(), now)
+            return
+        if not self._enabled():
+            self._say_no(parsed, now)
+            self._events.append(IgnoredMessage(event=event, reason="pay at table is not enabled"))
+            return
+        try:
+            read = m.read_pay_at_table_request(parsed)
+        except (RemoteProtocolError, InvalidRequest) as exc:
+            self._say_no(parsed, now)
+            detail = str(exc)
+            self._events.append(
+                FrameRejected(
+                    reason=RejectReason.BAD_MESSAGE,
+                    detail=detail if len(detail) <= 200 else detail[:200] + "…",
+                )
+            )
+            return
+        self._events.append(PayAtTableRequest(message_id=parsed.id, read=read))
+
+    def _say_no(self, parsed: m.PayAtTableMessage, now: float) -> None:
+        """The protocol's "no": no such bill, or no open tables."""
+        if parsed.event in _BILL_EVENTS:
+            self._queue(
+                parsed.id, m.BillDetailsReply(success=False, error_reason=BILL_UNKNOWN), now
+            )
+        elif parsed.event == str(m.Event.GET_OPEN_TABLES):
+            self._queue(parsed.id, m.OpenTablesReply(), now)

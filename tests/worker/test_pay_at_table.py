@@ -1,0 +1,313 @@
+"""Pay at table end to end: a real lane, real Redis, the simulator's terminal, a POS through Redis.
+
+The terminal side is driven through the simulator's control API (``/pat/...``);
+the POS is :class:`Waiter`, a task that answers the lane's pay-at-table events
+from a dict of open bills by sending ``bill_details`` / ``open_tables`` commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.poll import poll_until
+from tests.simulator.helpers import Control
+from tests.worker.helpers import SERIAL, Body, EventReader, LaneRig
+
+TIMEOUT_S = 20.0
+"""How long the simulated terminal waits for a reply (the control API's ``timeout``)."""
+
+
+@dataclass
+class Bill:
+    bill_id: str
+    total_cents: int
+    outstanding_cents: int
+
+
+@dataclass
+class Waiter:
+    """A POS backend: answers ``bill_requested``, ``bill_payment_reported`` and
+    ``open_tables_requested`` from ``bills`` (table_id -> Bill), as a real one would."""
+
+    lane: LaneRig
+    bills: dict[str, Bill]
+    answered: list[str] = field(default_factory=list)
+    """The request_ids answered, in order."""
+    booked: list[Body] = field(default_factory=list)
+    """Payments booked (duplicates are not)."""
+
+    def _bill_answer(self, request_id: str, table_id: str) -> Body:
+        bill = self.bills.get(table_id)
+        if bill is None:
+            return {"type": "bill_details", "request_id": request_id, "error": "INVALID_TABLE_ID"}
+        return {
+            "type": "bill_details",
+            "request_id": request_id,
+            "bill_id": bill.bill_id,
+            "table_id": table_id,
+            "total_cents": bill.total_cents,
+            "outstanding_cents": bill.outstanding_cents,
+        }
+
+    async def handle(self, event: Body) -> None:
+        kind = event["type"]
+        if kind == "bill_requested":
+            body = self._bill_answer(event["request_id"], event["table_id"])
+        elif kind == "bill_payment_reported":
+            bill = self.bills.get(event["table_id"])
+            if bill is not None and not event["duplicate"]:
+                bill.outstanding_cents -= event["amount_cents"]
+                self.booked.append(event)
+            body = self._bill_answer(event["request_id"], event["table_id"])
+        elif kind == "open_tables_requested":
+            body = {
+                "type": "open_tables",
+                "request_id": event["request_id"],
+                "tables": [
+                    {"table_id": t, "label": f"Table {t}", "outstanding_cents": b.outstanding_cents}
+                    for t, b in self.bills.items()
+                    if b.outstanding_cents > 0
+                ],
+            }
+        else:
+            return
+        await self.lane.send(body)
+        self.answered.append(event["request_id"])
+
+    async def run(self) -> None:
+        reader = EventReader(self.lane.redis, self.lane.keys.events(self.lane.instance_id))
+        while True:
+            for event in await reader.poll(200):
+                await self.handle(event)
+
+
+@contextlib.asynccontextmanager
+async def serving(waiter: Waiter) -> AsyncIterator[Waiter]:
+    task = asyncio.create_task(waiter.run())
+    try:
+        yield waiter
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _set_table_config(lane: LaneRig, **options: Any) -> None:
+    command_id = await lane.send({"type": "set_table_config", **options})
+    await lane.events.wait_for(
+        lambda b: b.get("command_id") == command_id and b["type"] == "command_accepted"
+    )
+
+
+@pytest.fixture
+async def pat_lane(lane: LaneRig) -> LaneRig:
+    """The lane, with pay at table enabled."""
+    await _set_table_config(lane, enabled=True, tipping_enabled=True, operator_ids=["7"])
+    return lane
+
+
+async def _payments_stored(lane: LaneRig) -> dict[str, Body]:
+    raw: Any = await lane.redis.hgetall(lane.keys.pat_payments(lane.instance_id))
+    return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+
+# ---------------------------------------------------------------------------
+
+
+async def test_set_table_config_reaches_the_terminal(lane: LaneRig, control: Control) -> None:
+    await _set_table_config(
+        lane, enabled=True, pay_button_label="Pay here", operator_ids=["7", "12"]
+    )
+
+    async def pushed() -> dict[str, Any] | None:
+        config: dict[str, Any] | None = (await control.get(SERIAL))["table_config"]
+        return config if config and config.get("pay_button_label") == "Pay here" else None
+
+    config = await poll_until(pushed, "the pushed table config")
+    profile = await lane.profiles.get(lane.instance_id)
+    assert (True, ["7", "12"], "Pay here") == (
+        config["pay_at_table_enabled"],
+        config["operator_id_list"],
+        profile.pat.pay_button_label if profile.pat else None,
+    )
+    asked = await control.post(SERIAL, "pat/config", {"timeout": TIMEOUT_S})
+    assert config == asked["reply"]["data"]  # get_table_config gets the same config
+
+
+async def test_a_pos_answers_a_whole_visit_from_its_bills_through_redis(
+    pat_lane: LaneRig, control: Control
+) -> None:
+    waiter = Waiter(pat_lane, {"12": Bill("bill-12", 5000, 5000)})
+    async with serving(waiter):
+        tables = await control.post(
+            SERIAL, "pat/tables", {"operator_id": "7", "timeout": TIMEOUT_S}
+        )
+        visit = await control.post(
+            SERIAL,
+            "pat/session",
+            {
+                "table_id": "12",
+                "operator_id": "7",
+                "payments": [
+                    {"payment_type": "card", "amount_cents": 3000, "tip_cents": 200},
+                    {"payment_type": "cash", "amount_cents": 2000},
+                ],
+                "timeout": TIMEOUT_S,
+            },
+        )
+        ended = await pat_lane.events.wait_for(lambda b: b["type"] == "bill_flow_ended")
+    assert [{"table_id": "12", "label": "Table 12", "bill_outstanding_amount": 5000}] == tables[
+        "reply"
+    ]["data"]["tables"]
+    bill, card, cash, end = visit["replies"]
+    assert (True, "bill-12", 5000, 5000, []) == (
+        bill["reply"]["data"]["success"],
+        bill["reply"]["data"]["bill_id"],
+        bill["reply"]["data"]["bill_total_amount"],
+        bill["reply"]["data"]["bill_outstanding_amount"],
+        bill["reply"]["data"]["bill_payment_history"],
+    )
+    after_cash = cash["reply"]["data"]
+    assert (0, ["card", "cash"]) == (
+        after_cash["bill_outstanding_amount"],
+        [p["payment_type"] for p in after_cash["bill_payment_history"]],
+    )
+    card_summary = after_cash["bill_payment_history"][0]["payment_summary"]
+    assert (
+        card["payment_details"]["terminal_ref_id"],
+        3000,
+        200,
+    ) == (
+        card_summary["terminal_ref_id"],
+        card_summary["purchase_amount"],
+        card_summary["tip_amount"],
+    )
+    assert "expiry_date" not in card_summary
+    assert "bill_payment_flow_ended_ack" == end["reply"]["event"]
+    assert ("bill-12", 5000, 0, 1, 3000, 1, 2000) == (
+        ended["bill_id"],
+        ended["bill_total_cents"],
+        ended["bill_outstanding_cents"],
+        ended["card_total_count"],
+        ended["card_total_cents"],
+        ended["cash_total_count"],
+        ended["cash_total_cents"],
+    )
+    reported = pat_lane.events.of_type("bill_payment_reported")
+    assert [(3000, 200, False), (2000, 0, False)] == [
+        (e["amount_cents"], e["tip_cents"], e["duplicate"]) for e in reported
+    ]
+    assert 2 == len(await _payments_stored(pat_lane))
+    requested = pat_lane.events.of_type("bill_requested")[0]
+    assert (True, "12", "7") == (
+        requested["answer_by"] > requested["at"],
+        requested["table_id"],
+        requested["operator_id"],
+    )
+
+
+async def test_a_repeated_payment_is_reported_once_and_then_as_a_duplicate(
+    pat_lane: LaneRig, control: Control
+) -> None:
+    waiter = Waiter(pat_lane, {"4": Bill("bill-4", 4000, 4000)})
+    pay = {"bill_id": "bill-4", "table_id": "4", "operator_id": "7", "timeout": TIMEOUT_S}
+    async with serving(waiter):
+        first = await control.post(
+            SERIAL, "pat/pay", {**pay, "payment_type": "card", "amount_cents": 1500}
+        )
+        again = await control.post(SERIAL, "pat/pay", {**pay, "repeat": True})
+    ref = first["payment_details"]["terminal_ref_id"]
+    await pat_lane.events.wait_for(
+        lambda b: b["type"] == "bill_payment_reported" and b["duplicate"]
+    )
+    reported = pat_lane.events.of_type("bill_payment_reported")
+    assert [(ref, False), (ref, True)] == [(e["terminal_ref_id"], e["duplicate"]) for e in reported]
+    assert (1, 2500, 2500, 1) == (
+        len(waiter.booked),
+        first["reply"]["data"]["bill_outstanding_amount"],
+        again["reply"]["data"]["bill_outstanding_amount"],
+        len(again["reply"]["data"]["bill_payment_history"]),
+    )
+    stored = await _payments_stored(pat_lane)
+    assert ([ref], reported[0]["request_id"]) == (list(stored), stored[ref]["request_id"])
+
+
+async def test_a_late_answer_is_refused_after_the_terminal_was_told_no(
+    pat_lane: LaneRig, control: Control
+) -> None:
+    await _set_table_config(pat_lane, answer_timeout_ms=1000)
+    told = await control.post(
+        SERIAL, "pat/bill", {"table_id": "9", "operator_id": "7", "timeout": TIMEOUT_S}
+    )
+    expired = await pat_lane.events.wait_for(lambda b: b["type"] == "bill_request_expired")
+    requested = pat_lane.events.of_type("bill_requested")[0]
+    assert ({"success": False, "table_id": "9", "error_reason": "INVALID_TABLE_ID"}) == {
+        k: told["reply"]["data"].get(k) for k in ("success", "table_id", "error_reason")
+    }
+    assert (requested["request_id"], "get_bill_details", "INVALID_TABLE_ID") == (
+        expired["request_id"],
+        expired["request"],
+        expired["error_sent"],
+    )
+    late = await pat_lane.send(
+        {
+            "type": "bill_details",
+            "request_id": requested["request_id"],
+            "bill_id": "bill-9",
+            "total_cents": 100,
+            "outstanding_cents": 100,
+        }
+    )
+    rejected = await pat_lane.answer(late)
+    assert ("command_rejected", "unknown_request") == (rejected["type"], rejected["reason"])
+
+
+async def test_open_tables_unanswered_gets_an_empty_list(
+    pat_lane: LaneRig, control: Control
+) -> None:
+    await _set_table_config(pat_lane, answer_timeout_ms=1000)
+    told = await control.post(SERIAL, "pat/tables", {"operator_id": "7", "timeout": TIMEOUT_S})
+    expired = await pat_lane.events.wait_for(lambda b: b["type"] == "bill_request_expired")
+    assert ([], "get_open_tables", "") == (
+        told["reply"]["data"]["tables"],
+        expired["request"],
+        expired["error_sent"],
+    )
+
+
+async def test_an_unknown_request_id_is_refused(pat_lane: LaneRig) -> None:
+    command_id = await pat_lane.send(
+        {"type": "open_tables", "request_id": "never-asked", "tables": []}
+    )
+    rejected = await pat_lane.answer(command_id)
+    assert ("command_rejected", "unknown_request") == (rejected["type"], rejected["reason"])
+
+
+async def test_a_bill_request_while_a_purchase_runs_is_still_answered(
+    pat_lane: LaneRig, control: Control
+) -> None:
+    purchase = await pat_lane.send(
+        {"type": "purchase", "pos_ref_id": "sig-1", "amount_cents": 1052}  # waits for a signature
+    )
+    await pat_lane.events.wait_for(lambda b: b["type"] == "signature_required")
+    waiter = Waiter(pat_lane, {"3": Bill("bill-3", 900, 900)})
+    async with serving(waiter):
+        told = await control.post(
+            SERIAL, "pat/bill", {"table_id": "3", "operator_id": "7", "timeout": TIMEOUT_S}
+        )
+    assert (True, "bill-3", 900) == (
+        told["reply"]["data"]["success"],
+        told["reply"]["data"]["bill_id"],
+        told["reply"]["data"]["bill_outstanding_amount"],
+    )
+    assert "transaction" == (await pat_lane.state())["flow"]  # the purchase still runs
+    await pat_lane.send({"type": "signature_accept", "pos_ref_id": "sig-1"})
+    done = await pat_lane.answer(purchase)
+    assert "success" == done["result"]
