@@ -690,6 +690,7 @@ class AsyncClient:
         """
         await serve_pat(
             self,
+            self._events,
             instance_id,
             handler,
             since=since,

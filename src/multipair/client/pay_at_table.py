@@ -64,7 +64,8 @@ from multipair.broker_schema.events import (
     BillRequestExpired,
     OpenTablesRequested,
 )
-from multipair.client._commands import build
+from multipair.client._commands import CancelWatch, build, lane_id
+from multipair.client._events import EventReader
 from multipair.exceptions import RetryLater
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ log = structlog.get_logger("multipair.client")
 _T = TypeVar("_T")
 _MaybeAwaitable: TypeAlias = "_T | Awaitable[_T]"
 
+_FOLLOW_CHUNK_S: Final = 2.0
 _FIRST_RETRY_S: Final = 0.25
 _LAST_RETRY_S: Final = 5.0
 _REMEMBERED: Final = 256
@@ -360,6 +362,7 @@ class _Server:
 
 async def serve(
     client: AsyncClient,
+    reader: EventReader,
     instance_id: str,
     handler: PayAtTableHandler,
     *,
@@ -371,6 +374,7 @@ async def serve(
 
     See :meth:`AsyncClient.serve_pay_at_table`.
     """
+    instance_id = lane_id(instance_id)
     server = _Server(
         client,
         instance_id,
@@ -378,18 +382,25 @@ async def serve(
         replay_duplicates=replay_duplicates,
         on_served=on_served,
     )
-    # A Redis outage is waited out, following again from the last event handled.
-    cursor = await client.last_event_id(instance_id) if since == "$" else since
+    # LaneNotFound for an unknown lane before anything else (count=0 reads no event).
+    async for _ in client.events(instance_id, follow=False, count=0):
+        pass
+    loop = asyncio.get_running_loop()
+    cancelled = CancelWatch()
+    cursor = await reader.last_id(instance_id) if since == "$" else since
     delays = _retry_delays()
     while True:
+        # Bounded reads: a cancellation redis-py swallowed (CancelWatch) is seen between them.
+        cancelled.check()
         try:
-            events = client.events(instance_id, since=cursor, follow=True)
-            async with aclosing(events):
+            deadline = loop.time() + _FOLLOW_CHUNK_S
+            async with aclosing(reader.follow(instance_id, cursor, deadline)) as events:
                 async for entry_id, event in events:
                     await server.handle(event)
                     cursor = entry_id
                     delays = _retry_delays()
         except RetryLater as exc:
+            # Redis away: waited out, following again after the last event handled.
             delay = next(delays)
             log.warning(
                 "pay at table: Redis away; following the events again",
