@@ -71,6 +71,7 @@ PURE: Final = (
     "supervisor/policy.py",
     "worker/admission.py",
     "worker/translate.py",
+    "worker/pat_replies.py",
     "console/views.py",
     "jobs/reconcile.py",
 )

@@ -367,6 +367,20 @@ async def test_a_session_runs_bill_payments_and_end_in_order(control: Control, p
     )
 
 
+async def test_a_session_stops_after_an_error_bill(control: Control, pos: RawPos) -> None:
+    error = {
+        "success": False,
+        "error_reason": "INVALID_TABLE_ID",
+        "error_detail": "INVALID_TABLE_ID",
+    }
+    body = {**WAIT, "table_id": "99", "payments": [{"amount_cents": 1000}]}
+    async with asyncio.TaskGroup() as tasks:
+        call = tasks.create_task(control.post(SERIAL, "pat/session", body))
+        asked = await pos.expect("get_bill_details")
+        await pos.send("bill_details", error, msg_id=asked.id)
+    assert [error] == [step["reply"]["data"] for step in call.result()["replies"]]
+
+
 # ---------------------------------------------------------------- table config and preauths
 
 

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from multipair.spi import messages as m
+from multipair.spi import terminal as t
 from multipair.spi.envelope import RejectReason, decode_frame
+from multipair.spi.messages.pay_at_table import ReadPayAtTableRequest
 from multipair.spi.pos import (
     FrameRejected,
     IgnoredMessage,
@@ -21,6 +23,7 @@ from multipair.spi.pos import (
     PosSessionEvent,
 )
 from tests.spi.helpers import KEYS, TEST_POS_INFO, VECTOR_EPOCH, terminal_frame
+from tests.spi.test_sessions import Pair
 from tests.spi_shared import load_fixture
 
 NOW = VECTOR_EPOCH
@@ -188,11 +191,11 @@ def test_open_tables_and_flow_end_are_handed_on() -> None:
     assert [
         PayAtTableRequest(
             message_id="C1.7",
-            read=m.ReadPayAtTableRequest(request=m.GetOpenTablesRequest(operator_id="7")),
+            read=ReadPayAtTableRequest(request=m.GetOpenTablesRequest(operator_id="7")),
         ),
         PayAtTableRequest(
             message_id="C1.8",
-            read=m.ReadPayAtTableRequest(
+            read=ReadPayAtTableRequest(
                 request=m.BillPaymentFlowEndedRequest(
                     bill_id="b1",
                     table_id="12",
@@ -293,3 +296,49 @@ def test_a_reply_without_a_connection_is_not_sent() -> None:
         ),
         session.reply_open_tables("C1.2", m.OpenTablesReply(), NOW),
     )
+
+
+# --- against the terminal session, in memory (tests/spi/test_sessions.py's Pair) ------------
+
+
+def test_a_visit_between_the_two_sessions_in_memory() -> None:
+    pair = Pair.paired()
+    pair.pos.set_table_config(ON, pair.now)
+    pair.pump()
+    ask = m.GetBillDetailsRequest(table_id="12", operator_id="7")
+    asked_id = pair.terminal.send_pay_at_table(ask, pair.now)
+    pair.pump()
+    (asked,) = [e for e in pair.pos_events if isinstance(e, PayAtTableRequest)]
+    bill = m.BillDetailsReply(
+        success=True,
+        bill_id="b1",
+        table_id="12",
+        bill_total_amount=5000,
+        bill_outstanding_amount=5000,
+    )
+    pair.pos.reply_bill_details(asked.message_id, bill, pair.now)
+    pair.pump()
+    end = m.BillPaymentFlowEndedRequest(
+        bill_id="b1", table_id="12", bill_total_amount=5000, bill_outstanding_amount=0
+    )
+    pair.terminal.send_pay_at_table(end, pair.now)
+    pair.pump()
+    ended = [e for e in pair.pos_events if isinstance(e, PayAtTableRequest)][-1]
+    pair.pos.ack_bill_flow_ended("b1", pair.now)
+    pair.pump()
+    answered = [e for e in pair.terminal_events if isinstance(e, t.PayAtTableAnswered)]
+    assert (ON.to_data(), asked_id, ask, "bill_payment_flow_ended") == (
+        pair.terminal.pay_at_table.table_config,
+        asked.message_id,
+        asked.read.request,
+        ended.event,
+    )
+    assert [
+        ("bill_details", bill.to_data()),
+        ("bill_payment_flow_ended_ack", {"bill_id": "b1"}),
+    ] == [(e.reply_event, e.data) for e in answered]
+
+
+def test_the_catalogue_still_warms() -> None:
+    """The lane template derives every exported message's codec at start (worker/__main__)."""
+    m.warm()

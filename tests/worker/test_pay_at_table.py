@@ -11,14 +11,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from multipair.embedded import RedisServer
+from multipair.simulator import Simulator
 from tests.poll import poll_until
-from tests.simulator.helpers import Control
-from tests.worker.helpers import SERIAL, Body, EventReader, LaneRig
+from tests.simulator.helpers import KEYS, Control
+from tests.worker.helpers import SERIAL, Body, EventReader, LaneRig, make_rig
 
 TIMEOUT_S = 20.0
 """How long the simulated terminal waits for a reply (the control API's ``timeout``)."""
@@ -81,22 +85,24 @@ class Waiter:
         await self.lane.send(body)
         self.answered.append(event["request_id"])
 
-    async def run(self) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         reader = EventReader(self.lane.redis, self.lane.keys.events(self.lane.instance_id))
-        while True:
+        while not stop.is_set():
             for event in await reader.poll(200):
                 await self.handle(event)
 
 
 @contextlib.asynccontextmanager
 async def serving(waiter: Waiter) -> AsyncIterator[Waiter]:
-    task = asyncio.create_task(waiter.run())
+    """``waiter`` serving the lane's events in a task; stopped between two reads, not
+    cancelled in one (a blocking read cut short can leave its pooled connection behind)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(waiter.run(stop))
     try:
         yield waiter
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 async def _set_table_config(lane: LaneRig, **options: Any) -> None:
@@ -311,3 +317,94 @@ async def test_a_bill_request_while_a_purchase_runs_is_still_answered(
     await pat_lane.send({"type": "signature_accept", "pos_ref_id": "sig-1"})
     done = await pat_lane.answer(purchase)
     assert "success" == done["result"]
+
+
+async def test_a_payment_repeated_to_a_restarted_lane_is_still_a_duplicate(
+    pat_lane: LaneRig, control: Control
+) -> None:
+    """The dedupe is Redis's (pat:payments), not the lane process's memory."""
+    waiter = Waiter(pat_lane, {"5": Bill("bill-5", 3000, 3000)})
+    pay = {"bill_id": "bill-5", "table_id": "5", "operator_id": "7", "timeout": TIMEOUT_S}
+    async with serving(waiter):
+        await control.post(SERIAL, "pat/pay", {**pay, "payment_type": "cash", "amount_cents": 1000})
+        await pat_lane.process.stop()
+        await pat_lane.events.poll(0)
+        mark = pat_lane.events.mark()
+        await pat_lane.process.start()
+        await pat_lane.events.wait_for(
+            lambda b: b["type"] == "status_changed" and b["status"] == "paired_connected",
+            after=mark,
+        )
+        again = await control.post(SERIAL, "pat/pay", {**pay, "repeat": True})
+    duplicate = await pat_lane.events.wait_for(
+        lambda b: b["type"] == "bill_payment_reported" and b["duplicate"]
+    )
+    assert (1, 2000, ["cash"]) == (
+        len(waiter.booked),
+        again["reply"]["data"]["bill_outstanding_amount"],
+        [p["payment_type"] for p in again["reply"]["data"]["bill_payment_history"]],
+    )
+    assert waiter.booked[0]["terminal_ref_id"] == duplicate["terminal_ref_id"]
+
+
+async def test_a_payment_during_a_redis_outage_is_reported_once_redis_is_back(
+    tmp_path: Path, key_prefix: str, sim: Simulator, control: Control
+) -> None:
+    """The lane rides the outage out: the payment's event and record wait in the round, the
+    terminal's request stays pending, and the POS's answer reaches the terminal afterwards."""
+    server = RedisServer(
+        data_dir=tmp_path / "redis", appendonly=True, extra_args=("--appendfsync", "always")
+    )
+    server.start()
+    client = aioredis.Redis.from_url(server.url)
+    rig = await make_rig(
+        client, server.url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
+    )
+    try:
+        await rig.process.start()
+        await rig.wait_state(status="paired_connected")
+        await _set_table_config(rig, enabled=True)
+        await client.aclose()
+        server.kill()  # kill -9, while the lane is idle
+        pay = asyncio.create_task(
+            control.post(
+                SERIAL,
+                "pat/pay",
+                {
+                    "bill_id": "bill-8",
+                    "table_id": "8",
+                    "operator_id": "7",
+                    "payment_type": "card",
+                    "amount_cents": 800,
+                    "timeout": TIMEOUT_S,
+                },
+            )
+        )
+
+        async def sent_while_away() -> bool:
+            state = await control.get(SERIAL)
+            return bool(state["pat_pending"]) and "Redis away" in rig.process.logs()
+
+        await poll_until(sent_while_away, "the payment sent to the lane while Redis is away")
+        server.start()  # back, from its AOF, on the same port
+        rig.redis = aioredis.Redis.from_url(server.url)
+        rig.events.redis = rig.redis
+        waiter = Waiter(rig, {"8": Bill("bill-8", 800, 800)})
+        async with serving(waiter):
+            paid = await pay
+        assert (True, 0) == (
+            paid["reply"]["data"]["success"],
+            paid["reply"]["data"]["bill_outstanding_amount"],
+        )
+        reported = await rig.events.wait_for(lambda b: b["type"] == "bill_payment_reported")
+        assert [False] == [e["duplicate"] for e in rig.events.of_type("bill_payment_reported")]
+        assert "bill-8" == reported["bill_id"]
+        assert [paid["payment_details"]["terminal_ref_id"]] == list(await _payments_stored(rig))
+        assert rig.process.proc is not None
+        assert rig.process.proc.returncode is None  # the outage did not end the lane
+        logs = rig.process.logs()
+        assert logs.index("Redis back") < logs.index("pay at table: payment reported")
+    finally:
+        await rig.process.kill()
+        await rig.redis.aclose()
+        server.stop()

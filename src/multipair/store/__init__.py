@@ -7,7 +7,13 @@ unreachable Redis into :class:`multipair.exceptions.RetryLater`.
 
 from __future__ import annotations
 
-from multipair.store.profiles import PROFILE_FIELDS, LaneProfile, ProfileStore, ensure_command_group
+from multipair.store.profiles import (
+    PROFILE_FIELDS,
+    LaneProfile,
+    PayAtTableConfig,
+    ProfileStore,
+    ensure_command_group,
+)
 from multipair.store.secrets_box import MasterKey, keygen_main, lane_aad
 from multipair.store.transactions import (
     DEFAULT_COMMAND_TTL,
@@ -23,6 +29,7 @@ __all__ = [
     "PROFILE_FIELDS",
     "LaneProfile",
     "MasterKey",
+    "PayAtTableConfig",
     "ProfileStore",
     "TxRecord",
     "TxState",

@@ -46,6 +46,7 @@ from multipair.spi.crypto import Secrets
 from multipair.store.secrets_box import MasterKey, lane_aad
 
 __all__ = [
+    "DEFAULT_ANSWER_TIMEOUT_MS",
     "PROFILE_FIELDS",
     "SEALED_FIELDS",
     "LaneProfile",

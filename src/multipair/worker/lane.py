@@ -178,7 +178,8 @@ from multipair.worker.intake import (
 )
 from multipair.worker.link import AddressBook
 from multipair.worker.link_loop import CLOSE_TIMEOUT_S, LinkLoop
-from multipair.worker.pay_at_table import PayAtTable, table_request
+from multipair.worker.pat_replies import table_request
+from multipair.worker.pay_at_table import PayAtTable
 from multipair.worker.pump import flush
 from multipair.worker.redis_wait import LAPSED_WAIT_S, RedisWait, Stopping, first, quiet
 from multipair.worker.retry import ReconnectPolicy, RedisBackoff

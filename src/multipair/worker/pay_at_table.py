@@ -4,7 +4,8 @@ The session hands the lane each terminal request
 (:class:`~multipair.spi.pos.PayAtTableRequest`); :class:`PayAtTable` turns it
 into an event for the POS, keeps it *pending* in memory until the POS
 answers or its deadline passes, and relays the answer to the terminal under
-the request's id. What it does, event by event:
+the request's id. The decisions are :mod:`multipair.worker.pat_replies`'
+(pure); this is the shell. What it does, event by event:
 
 - ``get_bill_details`` → ``bill_requested``; ``get_open_tables`` →
   ``open_tables_requested``; ``bill_payment`` → ``bill_payment_reported``.
@@ -44,66 +45,38 @@ import contextlib
 import datetime as _dt
 import itertools
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
-
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from multipair import broker_schema as bs
-from multipair.exceptions import CommandError, InvalidRequest
+from multipair.exceptions import CommandError
 from multipair.logs import get_logger
-from multipair.redis_conn import as_text
 from multipair.spi import messages as m
 from multipair.spi import pos as spi
 from multipair.store.profiles import DEFAULT_ANSWER_TIMEOUT_MS, PayAtTableConfig
+from multipair.worker.pat_replies import (
+    BILL_REQUESTS,
+    TABLE_REQUESTS,
+    Pending,
+    bill_reply,
+    payment_event,
+    payment_field,
+    payment_history,
+    refusal,
+    request_event,
+    tables_reply,
+    take,
+)
+from multipair.worker.redis_wait import first
 
 if TYPE_CHECKING:
     from multipair.worker.lane import Lane
     from multipair.worker.session_events import RoundWrites
 
-__all__ = ["NO_REF_PREFIX", "PayAtTable", "Pending", "table_request"]
+__all__ = ["PayAtTable"]
 
 log = get_logger("multipair.worker.lane")
-
-NO_REF_PREFIX: Final = "~"
-"""Field prefix (before the request_id) of a stored payment that has no terminal_ref_id."""
-
-_BILL_REQUESTS: Final = frozenset({str(m.Event.GET_BILL_DETAILS), str(m.Event.BILL_PAYMENT)})
-
-
-def table_request(config: PayAtTableConfig | None) -> m.SetTableConfigRequest | None:
-    """The ``set_table_config`` the session sends for the profile's config (None: never set up)."""
-    if config is None:
-        return None
-    return m.SetTableConfigRequest(
-        pay_at_table_enabled=config.enabled,
-        operator_id_enabled=config.operator_id_enabled,
-        split_by_amount_enabled=config.split_by_amount_enabled,
-        equal_split_enabled=config.equal_split_enabled,
-        tipping_enabled=config.tipping_enabled,
-        summary_report_enabled=config.summary_report_enabled,
-        pay_button_label=config.pay_button_label,
-        operator_id_label=config.operator_id_label,
-        table_id_label=config.table_id_label,
-        operator_id_list=config.operator_ids,
-        table_retrieval_enabled=config.table_retrieval_enabled,
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Pending:
-    """A terminal request waiting for the POS's answer."""
-
-    request_id: str
-    message_id: str
-    """The terminal's id: the reply's."""
-    request: str
-    """``get_bill_details``, ``get_open_tables`` or ``bill_payment``."""
-    deadline: float
-    """Wall time (the lane clock's) when the lane stops waiting."""
-    table_id: str = ""
-    bill_id: str = ""
 
 
 class PayAtTable:
@@ -124,110 +97,52 @@ class PayAtTable:
     # The terminal asks (in the round of its frame, under the session lock)
     # ------------------------------------------------------------------
 
-    async def on_request(self, event: spi.PayAtTableRequest, writes: RoundWrites) -> None:
-        """Publish ``event``'s request in the round's write; keep it pending if it is asked."""
+    async def on_request(self, asked: spi.PayAtTableRequest, writes: RoundWrites) -> None:
+        """Publish ``asked`` in the round's write; keep it pending when the POS must answer."""
         lane = self.lane
-        request = event.read.request
-        at = lane.now()
         request_id = f"{self._run}-{next(self._ids)}"
         timeout_ms = self.config.answer_timeout_ms if self.config else DEFAULT_ANSWER_TIMEOUT_MS
-        deadline = lane.clock.time() + timeout_ms / 1000
-        answer_by = _dt.datetime.fromtimestamp(deadline, _dt.UTC)
-        base: dict[str, Any] = {"instance_id": lane.instance_id, "at": at, "request_id": request_id}
-        batch = writes.batch
-        match request:
-            case m.GetBillDetailsRequest():
-                out: bs.Event = bs.BillRequested(
-                    **base,
-                    answer_by=answer_by,
-                    table_id=request.table_id,
-                    operator_id=request.operator_id,
-                    bill_id=request.bill_id,
-                    payment_flow_started=request.payment_flow_started,
-                )
-                pending = Pending(
-                    request_id=request_id,
-                    message_id=event.message_id,
-                    request=event.event,
-                    deadline=deadline,
-                    table_id=request.table_id,
-                    bill_id=request.bill_id,
-                )
-            case m.GetOpenTablesRequest():
-                out = bs.OpenTablesRequested(
-                    **base, answer_by=answer_by, operator_id=request.operator_id
-                )
-                pending = Pending(
-                    request_id=request_id,
-                    message_id=event.message_id,
-                    request=event.event,
-                    deadline=deadline,
-                )
-            case m.BillPaymentRequest():
-                out = await self._payment(event, request, base, answer_by, batch)
-                pending = Pending(
-                    request_id=request_id,
-                    message_id=event.message_id,
-                    request=event.event,
-                    deadline=deadline,
-                    table_id=request.table_id,
-                    bill_id=request.bill_id,
-                )
-            case m.BillPaymentFlowEndedRequest():
-                lane.event_writes.add(batch, _flow_ended(request, base))
-                bill_id = request.bill_id
+        answer_by = _dt.datetime.fromtimestamp(lane.clock.time() + timeout_ms / 1000, _dt.UTC)
+        at, iid = lane.now(), lane.instance_id
+        if isinstance(asked.read.request, m.BillPaymentRequest):
+            ref = asked.read.details.terminal_ref_id if asked.read.details else ""
+            duplicate = bool(ref) and await self._seen(ref)
+            event, pending = payment_event(
+                iid, at, request_id, answer_by, asked, duplicate=duplicate
+            )
+            if not duplicate:
+                key = lane.keys.pat_payments(iid)
+                writes.batch.hsetnx(key, payment_field(event), bs.event_to_json(event))
+                if ref:
+                    self._stored.add(ref)
+            log.info(
+                "pay at table: payment reported",
+                bill_id=event.bill_id,
+                amount_cents=event.amount_cents,
+                duplicate=duplicate,
+                request_id=request_id,
+            )
+            lane.event_writes.add(writes.batch, event)
+        else:
+            published, maybe = request_event(iid, at, request_id, answer_by, asked)
+            lane.event_writes.add(writes.batch, published)
+            if maybe is None:  # a flow end: told, acknowledged once written
+                bill_id = getattr(asked.read.request, "bill_id", "")
                 writes.after.append(partial(self._ack, bill_id))
                 log.info("pay at table: flow ended", bill_id=bill_id, request_id=request_id)
                 return
-        lane.event_writes.add(batch, out)
+            pending = maybe
         self.pending[request_id] = pending
         self._wake.set()
         log.info("pay at table: asked the POS", request=pending.request, request_id=request_id)
 
-    async def _payment(
-        self,
-        event: spi.PayAtTableRequest,
-        request: m.BillPaymentRequest,
-        base: dict[str, Any],
-        answer_by: _dt.datetime,
-        batch: Any,
-    ) -> bs.Event:
-        """``bill_payment_reported``, and (for a first report) its storing, in ``batch``."""
+    async def _seen(self, ref: str) -> bool:
+        """Whether a payment with ``ref`` was reported before (by this lane, ever)."""
+        if ref in self._stored:
+            return True
         lane = self.lane
-        details = event.read.details or m.BillPaymentDetails(purchase_amount=0)
-        ref = details.terminal_ref_id
         key = lane.keys.pat_payments(lane.instance_id)
-        duplicate = False
-        if ref:
-            duplicate = ref in self._stored or bool(
-                await lane.until_redis(partial(lane.redis.hexists, key, ref))
-            )
-        reported = bs.BillPaymentReported(
-            **base,
-            answer_by=answer_by,
-            bill_id=request.bill_id,
-            table_id=request.table_id,
-            operator_id=request.operator_id,
-            payment_type=request.payment_type,
-            amount_cents=details.purchase_amount,
-            tip_cents=details.tip_amount,
-            surcharge_cents=details.surcharge_amount,
-            terminal_ref_id=ref,
-            duplicate=duplicate,
-            payment_summary=event.read.payment_summary,
-        )
-        if not duplicate:
-            field = ref or f"{NO_REF_PREFIX}{base['request_id']}"
-            batch.hsetnx(key, field, bs.event_to_json(reported))
-            if ref:
-                self._stored.add(ref)
-        log.info(
-            "pay at table: payment reported",
-            bill_id=request.bill_id,
-            amount_cents=details.purchase_amount,
-            duplicate=duplicate,
-        )
-        return reported
+        return bool(await lane.until_redis(partial(lane.redis.hexists, key, ref)))
 
     def _ack(self, bill_id: str) -> None:
         """After ``bill_flow_ended`` is written: acknowledge the terminal (still in the round)."""
@@ -237,80 +152,35 @@ class PayAtTable:
     # The POS answers (control commands)
     # ------------------------------------------------------------------
 
-    def _take(self, request_id: str, kinds: frozenset[str], command_type: str) -> Pending:
-        pending = self.pending.get(request_id)
-        if pending is None:
-            raise CommandError(
-                bs.Reason.UNKNOWN_REQUEST,
-                f"request_id {request_id!r} is not waiting for an answer "
-                "(never asked, already answered, or expired)",
-            )
-        if pending.request not in kinds:
-            raise CommandError(
-                bs.Reason.UNKNOWN_REQUEST,
-                f"request_id {request_id!r} is a {pending.request}, which {command_type} "
-                "does not answer",
-            )
-        del self.pending[request_id]
-        return pending
-
     async def answer_bill(self, command: bs.BillDetails) -> None:
         """Relay ``bill_details`` to the terminal; ``CommandError`` when it cannot be."""
-        pending = self._take(command.request_id, _BILL_REQUESTS, command.type)
-        table_id = command.table_id if command.table_id is not None else pending.table_id
-        error = command.error
-        if error is None and command.total_cents == 0:
-            error = spi.BILL_UNKNOWN  # §7.23: a bill of 0 is no bill
-        try:
-            if error is not None:
-                reply = m.BillDetailsReply(
-                    success=False,
-                    bill_id=command.bill_id if command.bill_id is not None else pending.bill_id,
-                    table_id=table_id,
-                    error_reason=error,
-                )
-            else:
-                assert command.bill_id is not None  # BillDetails.check_together
-                reply = m.BillDetailsReply(
-                    success=True,
-                    bill_id=command.bill_id,
-                    table_id=table_id,
-                    bill_total_amount=command.total_cents or 0,
-                    bill_outstanding_amount=command.outstanding_cents or 0,
-                    bill_payment_history=await self._history(command.bill_id),
-                )
-        except InvalidRequest as exc:
-            raise CommandError(bs.Reason.INVALID_VALUE, str(exc)) from None
+        pending = take(self.pending, command.request_id, BILL_REQUESTS, command.type)
+        del self.pending[pending.request_id]  # taken before any wait: answered once
+        history: tuple[m.PaymentHistoryEntry, ...] = ()
+        if command.error is None and command.bill_id is not None:
+            lane = self.lane
+            stored = await lane.until_redis(
+                partial(lane.redis.hvals, lane.keys.pat_payments(lane.instance_id))
+            )
+            history = payment_history(stored, command.bill_id)
+        reply = bill_reply(command, pending, history)
+        session = self.lane.session
         await self._send(
-            pending,
-            lambda now: self.lane.session.reply_bill_details(pending.message_id, reply, now),
+            pending, lambda now: session.reply_bill_details(pending.message_id, reply, now)
         )
 
     async def answer_tables(self, command: bs.OpenTables) -> None:
         """Relay ``open_tables`` to the terminal; ``CommandError`` when it cannot be."""
-        pending = self._take(
-            command.request_id, frozenset({str(m.Event.GET_OPEN_TABLES)}), command.type
-        )
-        try:
-            reply = m.OpenTablesReply(
-                tables=tuple(
-                    m.OpenTable(
-                        table_id=table["table_id"],
-                        label=table.get("label", ""),
-                        bill_outstanding_amount=table.get("outstanding_cents", 0),
-                    )
-                    for table in command.tables
-                )
-            )
-        except InvalidRequest as exc:
-            raise CommandError(bs.Reason.INVALID_VALUE, str(exc)) from None
+        pending = take(self.pending, command.request_id, TABLE_REQUESTS, command.type)
+        del self.pending[pending.request_id]
+        reply = tables_reply(command)
+        session = self.lane.session
         await self._send(
-            pending, lambda now: self.lane.session.reply_open_tables(pending.message_id, reply, now)
+            pending, lambda now: session.reply_open_tables(pending.message_id, reply, now)
         )
 
-    async def _send(self, pending: Pending, reply: Any) -> None:
-        sent = await self.lane.step(reply)
-        if not sent:
+    async def _send(self, pending: Pending, reply: Callable[[float], bool]) -> None:
+        if not await self.lane.step(reply):
             raise CommandError(
                 bs.Reason.TERMINAL_UNAVAILABLE,
                 f"the terminal is not connected: its {pending.request} "
@@ -318,31 +188,8 @@ class PayAtTable:
             )
         log.info("pay at table: answered", request=pending.request, request_id=pending.request_id)
 
-    async def _history(self, bill_id: str) -> tuple[m.PaymentHistoryEntry, ...]:
-        """The stored payments of ``bill_id``, oldest first, as ``bill_payment_history``."""
-        lane = self.lane
-        raw = await lane.until_redis(
-            partial(lane.redis.hgetall, lane.keys.pat_payments(lane.instance_id))
-        )
-        found: list[tuple[str, m.PaymentHistoryEntry]] = []
-        for value in raw.values():
-            try:
-                stored = orjson.loads(as_text(value))
-                if stored.get("bill_id") != bill_id:
-                    continue
-                entry = m.PaymentHistoryEntry(
-                    payment_type=str(stored["payment_type"]),
-                    payment_summary=dict(stored.get("payment_summary") or {}),
-                )
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-                log.warning("pay at table: a stored payment is unreadable; left out")
-                continue
-            found.append((str(stored.get("at", "")), entry))
-        found.sort(key=lambda item: item[0])
-        return tuple(entry for _, entry in found)
-
     # ------------------------------------------------------------------
-    # Deadlines
+    # Deadlines (the lane clock's wall time, as answer_by says)
     # ------------------------------------------------------------------
 
     async def expiry_loop(self) -> None:
@@ -351,14 +198,13 @@ class PayAtTable:
         while not lane.stopped.is_set():
             self._wake.clear()
             if not self.pending:
-                await _either(self._wake.wait(), lane.stopped.wait())
+                await first(self._wake.wait(), lane.stopped.wait())
                 continue
-            due = min(p.deadline for p in self.pending.values())
-            delay = due - lane.clock.time()
+            delay = min(p.deadline for p in self.pending.values()) - lane.clock.time()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
-                        await _either(self._wake.wait(), lane.stopped.wait())
+                        await first(self._wake.wait(), lane.stopped.wait())
                 continue
             now = lane.clock.time()
             for pending in [p for p in self.pending.values() if p.deadline <= now]:
@@ -367,22 +213,13 @@ class PayAtTable:
 
     async def _expire(self, pending: Pending) -> None:
         session = self.lane.session
-        if pending.request in _BILL_REQUESTS:
-            error = spi.BILL_UNKNOWN
-            reply = m.BillDetailsReply(
-                success=False,
-                bill_id=pending.bill_id,
-                table_id=pending.table_id,
-                error_reason=error,
-            )
-            await self.lane.step(
-                lambda now: session.reply_bill_details(pending.message_id, reply, now)
-            )
-        else:
-            error = ""
-            await self.lane.step(
-                lambda now: session.reply_open_tables(pending.message_id, m.OpenTablesReply(), now)
-            )
+        reply, error = refusal(pending)
+        send: Any = (
+            session.reply_bill_details
+            if isinstance(reply, m.BillDetailsReply)
+            else session.reply_open_tables
+        )
+        await self.lane.step(lambda now: send(pending.message_id, reply, now))
         log.warning(
             "pay at table: no answer in time",
             request=pending.request,
@@ -394,29 +231,3 @@ class PayAtTable:
             request=pending.request,
             error_sent=error,
         )
-
-
-def _flow_ended(request: m.BillPaymentFlowEndedRequest, base: dict[str, Any]) -> bs.Event:
-    return bs.BillFlowEnded(
-        **base,
-        bill_id=request.bill_id,
-        table_id=request.table_id,
-        operator_id=request.operator_id,
-        bill_total_cents=request.bill_total_amount,
-        bill_outstanding_cents=request.bill_outstanding_amount,
-        card_total_count=request.card_total_count,
-        card_total_cents=request.card_total_amount,
-        cash_total_count=request.cash_total_count,
-        cash_total_cents=request.cash_total_amount,
-    )
-
-
-async def _either(*waits: Any) -> None:
-    """Wait for the first of ``waits`` (coroutines of events); cancel the others."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -59,7 +59,7 @@ from multipair.worker.admission import (
     refusal,
 )
 from multipair.worker.entries import Entry
-from multipair.worker.pay_at_table import table_request
+from multipair.worker.pat_replies import table_request
 from multipair.worker.redis_wait import Stopping, first
 from multipair.worker.translate import (
     TX_TYPES,

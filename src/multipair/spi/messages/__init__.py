@@ -77,7 +77,6 @@ from multipair.spi.messages.pay_at_table import (
     PayAtTableMessage,
     PayAtTableRequestMessage,
     PaymentHistoryEntry,
-    ReadPayAtTableRequest,
     SetTableConfigRequest,
     read_pay_at_table_request,
 )
@@ -197,7 +196,6 @@ __all__ = [
     "PrintResponse",
     "PrintingConfig",
     "PurchaseRequest",
-    "ReadPayAtTableRequest",
     "ReceiptOptions",
     "RefundRequest",
     "Request",

@@ -189,7 +189,12 @@ class BillPaymentDetails(Checked):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadPayAtTableRequest:
-    """A terminal's pay-at-table request as the POS read it; ``details`` for a ``bill_payment``."""
+    """A terminal's pay-at-table request as the POS read it; ``details`` for a ``bill_payment``.
+
+    Not a wire message (its ``request`` is one of four), so the package does not
+    re-export it: :func:`multipair.spi.messages.warm` derives a codec for every
+    dataclass the package exports.
+    """
 
     request: PayAtTableRequestMessage
     details: BillPaymentDetails | None = None

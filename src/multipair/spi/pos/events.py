@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from multipair.spi import messages as m
 from multipair.spi.common import CloseConnection, FrameRejected
 from multipair.spi.crypto import Secrets
+from multipair.spi.messages.pay_at_table import ReadPayAtTableRequest
 from multipair.spi.pos.pairing import PairingStep
 from multipair.spi.states import Outcome, SpiFlow, SpiStatus
 
@@ -204,7 +205,7 @@ class PayAtTableRequest:
 
     message_id: str
     """The terminal's id of the request: the reply's id."""
-    read: m.ReadPayAtTableRequest
+    read: ReadPayAtTableRequest
     """The request, read strictly (``read.request``), with a payment's details."""
 
     @property
