@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from multipair.broker_schema.commands import BILL_ERRORS
-from multipair.broker_schema.events import BillFlowEnded, BillPaymentReported
+from multipair.broker_schema.events import BillFlowEnded, BillPaymentReported, BillRequestExpired
 from multipair.client import (
     AsyncClient,
     Bill,
@@ -285,6 +285,66 @@ async def test_set_table_config_refuses_bad_values_before_sending(
             await client.set_table_config(lane.instance_id, **options)
         reasons.append(caught.value.reason)
     assert ["invalid_value", "invalid_value", "invalid_value"] == reasons
+
+
+class SlowRestaurant(Restaurant):
+    """Answers a bill only once the lane has given up on the request (``expired`` is set)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expired = asyncio.Event()
+
+    async def get_bill(
+        self, table_id: str, operator_id: str, bill_id: str, *, payment_flow_started: bool
+    ) -> BillAnswer:
+        await self.expired.wait()
+        return await super().get_bill(
+            table_id, operator_id, bill_id, payment_flow_started=payment_flow_started
+        )
+
+
+async def test_an_answer_after_answer_by_is_refused_logged_and_serving_goes_on(
+    client: AsyncClient, lane: LaneRig, control: Control
+) -> None:
+    pos = SlowRestaurant()
+    await client.set_table_config(lane.instance_id, answer_timeout_ms=1000)
+
+    async def watch() -> None:
+        async for _, event in client.events(lane.instance_id):
+            if event.type == "bill_request_expired":
+                pos.expired.set()
+
+    watcher = asyncio.create_task(watch())
+    served: list[Served] = []
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with serving(client, lane, pos, served):
+                late = await control.post(
+                    SERIAL, "pat/bill", {"table_id": "12", "operator_id": "7"}
+                )
+
+                def refused() -> list[MutableMapping[str, Any]] | None:
+                    found = [
+                        e for e in logs if e["event"] == "pay at table: answer refused by the lane"
+                    ]
+                    return found or None
+
+                found = await poll_until(refused, "the late answer's refusal logged")
+                # Serving goes on: the next request is answered (pos.expired stays set).
+                after = await control.post(
+                    SERIAL, "pat/bill", {"table_id": "14", "operator_id": "7"}
+                )
+    finally:
+        watcher.cancel()
+    # The lane answered the terminal itself when answer_by passed.
+    assert (False, "INVALID_TABLE_ID") == (
+        _reply(late)["data"]["success"],
+        _reply(late)["data"]["error_reason"],
+    )
+    assert ("unknown_request", served[0].command_id) == (found[0]["reason"], found[0]["command_id"])
+    assert (True, "B-14") == (_reply(after)["data"]["success"], _reply(after)["data"]["bill_id"])
+    expired = [s.event for s in served if isinstance(s.event, BillRequestExpired)]
+    assert ["get_bill_details"] == [e.request for e in expired]
 
 
 async def test_serving_an_unknown_lane_is_lane_not_found(client: AsyncClient) -> None:
