@@ -109,6 +109,8 @@ async def test_set_pat_on_a_lane_that_does_not_run_writes_its_profile(
         assert 0 == await redis.xlen(bs.Keys(cli.prefix).commands(iid))
     finally:
         await redis.aclose()
+    shown = await cli.run("lane", "show", iid, json=False)
+    assert "pay at table      on; operators any; the POS answers within 10 s" in shown.out
     again = await cli.run("lane", "set-pat", iid, "--disabled")
     assert (0, False, True) == (again.code, again.json()["pat"]["enabled"], pat.enabled)
 

@@ -38,7 +38,7 @@ from multipair.cli._base import (
     seconds,
 )
 from multipair.cli._logs import connect_failure, follow_log_lines, last_log_id
-from multipair.cli._pat import add_set_pat_parser
+from multipair.cli._pat import add_set_pat_parser, pat_summary
 from multipair.cli._views import (
     crash_loop_text,
     info_json,
@@ -378,6 +378,7 @@ async def _show(ctx: Context, client: AsyncClient) -> int:
         ("test mode", _yes(p.test_mode)),
         ("secure", _yes(p.secure)),
         ("enabled", _yes(p.enabled) + ("" if p.enabled else "  (stopped: `lane start` it)")),
+        ("pay at table", pat_summary(p.pat)),
         ("created", format_time(p.created_at)),
         ("running", running),
         ("status", status),

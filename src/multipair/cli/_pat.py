@@ -60,7 +60,16 @@ from multipair.client import AsyncClient, Bill, BillError, OpenTable, Served
 from multipair.client.pay_at_table import BillAnswer
 from multipair.store.profiles import PayAtTableConfig, ProfileStore
 
-__all__ = ["BillBook", "add_pat_parser", "add_set_pat_parser", "load_bills"]
+__all__ = [
+    "BillBook",
+    "add_pat_parser",
+    "add_set_pat_parser",
+    "describe_config",
+    "load_bills",
+    "pat_summary",
+    "served_json",
+    "served_text",
+]
 
 # ---------------------------------------------------------------------- lane set-pat
 
@@ -223,6 +232,18 @@ def describe_config(config: PayAtTableConfig) -> list[str]:
     ]
     width = max(len(key) for key, _ in rows)
     return [f"{key:<{width}}  {value}" for key, value in rows]
+
+
+def pat_summary(config: PayAtTableConfig | None) -> str:
+    """One line for ``lane show``: on or off, who may take payments, the answer timeout."""
+    if config is None:
+        return "off (never set up: `lane set-pat`)"
+    if not config.enabled:
+        return "off"
+    operators = ", ".join(config.operator_ids) or "any"
+    return (
+        f"on; operators {operators}; the POS answers within {config.answer_timeout_ms / 1000:g} s"
+    )
 
 
 def _labels_text(config: PayAtTableConfig) -> str:
