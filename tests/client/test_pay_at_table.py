@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import structlog
 
 from multipair.broker_schema.commands import BILL_ERRORS
@@ -345,6 +346,19 @@ async def test_an_answer_after_answer_by_is_refused_logged_and_serving_goes_on(
     assert (True, "B-14") == (_reply(after)["data"]["success"], _reply(after)["data"]["bill_id"])
     expired = [s.event for s in served if isinstance(s.event, BillRequestExpired)]
     assert ["get_bill_details"] == [e.request for e in expired]
+
+
+async def test_serving_rides_out_its_redis_connections_being_cut(
+    client: AsyncClient, lane: LaneRig, control: Control, redis: aioredis.Redis
+) -> None:
+    pos = Restaurant()
+    async with serving(client, lane, pos) as task:
+        before = await control.post(SERIAL, "pat/bill", {"table_id": "12", "operator_id": "7"})
+        # Every other connection goes: the server's XREAD among them (and the lane's).
+        await redis.client_kill_filter(_type="normal", skipme=True)
+        after = await control.post(SERIAL, "pat/bill", {"table_id": "14", "operator_id": "7"})
+        assert not task.done()
+    assert ["B-12", "B-14"] == [_reply(r)["data"]["bill_id"] for r in (before, after)]
 
 
 async def test_serving_an_unknown_lane_is_lane_not_found(client: AsyncClient) -> None:
