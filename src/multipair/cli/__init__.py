@@ -19,6 +19,10 @@ Commands::
       lane list | lane show ID
       lane restart|stop|start (ID | --all [--host H] [--status S] [--yes])
       lane remove ID [--yes] [--keep-pairing] [--timeout S]
+      lane set-pat ID [--enabled|--disabled] [--operator-ids A,B] [--answer-timeout S]
+                   [--labels pay=TEXT,operator=TEXT,table=TEXT] [--[no-]tipping]
+                   [--[no-]split-by-amount] [--[no-]equal-split] [--[no-]operator-id]
+                   [--[no-]summary-report] [--[no-]table-retrieval]
       status [--watch [--interval S]] [--host H] [--status S]
       tx purchase ID --amount D [--tip D] [--cashout D] [--surcharge D]
                      [--prompt-for-cashout] [--pos-ref-id REF] [--timeout S] [--receipt]
@@ -40,6 +44,7 @@ Commands::
                    [--retries N] [--retry-delay S] [--busy-wait S] [--retry-unknown]
                    [--via-rq [--timeout S]]
       settle report DAY [--csv] | settle reconcile DAY
+      pat serve ID --bills FILE.json
       events ID [--follow] [--since 0|ENTRY_ID] [--count N]
       logs ID [--follow] [--count N] | dead ID [--count N] [--requeue DEAD_ID]
       lane txs ID [--since WHEN] [--count N]
@@ -85,7 +90,7 @@ Exit codes:
 Redis unreachable is 2, not 3, when it is found before anything was sent:
 "nothing happened, safe to retry" is what a script needs to know, and it is
 distinct from 3 ("look the transaction up before trying again"). Ctrl-C
-ends ``status --watch`` and ``events --follow`` with 0. Errors are one line,
+ends ``status --watch``, ``events --follow`` and ``pat serve`` with 0. Errors are one line,
 ``multipair: error: ...``; set ``MULTIPAIR_DEBUG=1`` for a traceback of an
 unexpected one.
 """
@@ -110,6 +115,7 @@ from multipair.cli._dead import add_dead_parser
 from multipair.cli._hosts import add_hosts_parser
 from multipair.cli._lane import add_lane_parser
 from multipair.cli._logs import add_logs_parser
+from multipair.cli._pat import add_pat_parser
 from multipair.cli._reseal import add_reseal_parser
 from multipair.cli._settle import add_settle_parser
 from multipair.cli._simulate import add_simulate_parser
@@ -197,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lane_parser(subparsers)
     add_status_parser(subparsers)
     add_tx_parser(subparsers)
+    add_pat_parser(subparsers)
     add_settle_parser(subparsers)
     add_events_parser(subparsers)
     add_logs_parser(subparsers)

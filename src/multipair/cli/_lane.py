@@ -1,5 +1,7 @@
 """``multipair lane ...``: add, pair, list, show, restart, stop, start and remove lanes.
 
+``lane set-pat`` (pay at table) lives in :mod:`multipair.cli._pat`.
+
 ``stop`` and ``start`` are remembered in the profile's ``enabled`` flag (so
 no host restarts a stopped lane) and then told to the host that holds the
 lane's lease through its control stream; ``restart`` only goes to that host.
@@ -36,6 +38,7 @@ from multipair.cli._base import (
     seconds,
 )
 from multipair.cli._logs import connect_failure, follow_log_lines, last_log_id
+from multipair.cli._pat import add_set_pat_parser, pat_summary
 from multipair.cli._views import (
     crash_loop_text,
     info_json,
@@ -180,6 +183,8 @@ def add_lane_parser(subparsers: Subparsers) -> None:
     txs.add_argument("--since", type=_since, metavar="WHEN", help="only records from then on")
     txs.add_argument("--count", "-n", type=int, default=50, metavar="N", help="(50)")
     txs.set_defaults(handler=client_command(_txs))
+
+    add_set_pat_parser(actions, common)
 
     remove = actions.add_parser(
         "remove",
@@ -373,6 +378,7 @@ async def _show(ctx: Context, client: AsyncClient) -> int:
         ("test mode", _yes(p.test_mode)),
         ("secure", _yes(p.secure)),
         ("enabled", _yes(p.enabled) + ("" if p.enabled else "  (stopped: `lane start` it)")),
+        ("pay at table", pat_summary(p.pat)),
         ("created", format_time(p.created_at)),
         ("running", running),
         ("status", status),

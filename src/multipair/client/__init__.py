@@ -44,6 +44,12 @@ errors are typed (all :class:`ClientError`, itself a ``MultipairError``):
   *unknown*, not failed: call ``get_transaction(instance_id, pos_ref_id)``
   before charging again.
 
+Pay at table (the terminal asks the POS for bills, PROTOCOL.md §7.23):
+``serve_pay_at_table(instance_id, handler)`` answers a lane's bill and
+open-table requests with a :class:`PayAtTableHandler` (``get_bill`` returns
+a :class:`Bill` or a :class:`BillError`, ``get_open_tables`` a list of
+:class:`OpenTable`); see :mod:`multipair.client.pay_at_table`.
+
 Redis being unreachable raises :class:`multipair.exceptions.RetryLater`.
 Money is integer cents; a float, a bool or a string is refused
 (``ClientError('wrong_type')``) before anything is sent.
@@ -55,17 +61,23 @@ from multipair.client._async import AsyncClient, EventCallback, new_command_id, 
 from multipair.client._sync import Client
 from multipair.client.errors import ClientError, CommandRejected, LaneNotFound, OutcomeTimeout
 from multipair.client.outcome import LaneInfo, Outcome
+from multipair.client.pay_at_table import Bill, BillError, OpenTable, PayAtTableHandler, Served
 
 __all__ = [
     "AsyncClient",
+    "Bill",
+    "BillError",
     "Client",
     "ClientError",
     "CommandRejected",
     "EventCallback",
     "LaneInfo",
     "LaneNotFound",
+    "OpenTable",
     "Outcome",
     "OutcomeTimeout",
+    "PayAtTableHandler",
+    "Served",
     "new_command_id",
     "new_pos_ref_id",
 ]

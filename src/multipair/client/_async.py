@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing, suppress
 from types import TracebackType
 from typing import Any, Final, Self
@@ -36,6 +36,7 @@ from redis.exceptions import WatchError
 from redis.typing import EncodableT, FieldT
 
 from multipair import broker_schema as bs
+from multipair.broker_schema.pat_commands import SetTableConfig
 from multipair.client._commands import (
     CancelWatch,
     build,
@@ -54,6 +55,8 @@ from multipair.client._pairing import ConfirmPolicy, follow_pairing, give_up_pai
 from multipair.client._preauth import PreauthCommands
 from multipair.client.errors import ClientError, CommandRejected, LaneNotFound, OutcomeTimeout
 from multipair.client.outcome import LaneInfo, Outcome
+from multipair.client.pay_at_table import OnServed, PayAtTableHandler
+from multipair.client.pay_at_table import serve as serve_pat
 from multipair.config import Settings
 from multipair.exceptions import ConfigurationError
 from multipair.leases import parse_lease
@@ -621,8 +624,92 @@ class AsyncClient(PreauthCommands):
         )
 
     # ------------------------------------------------------------------
+    # Pay at table (client/pay_at_table.py)
+    # ------------------------------------------------------------------
+
+    async def set_table_config(
+        self,
+        instance_id: str,
+        *,
+        enabled: bool | None = None,
+        operator_id_enabled: bool | None = None,
+        split_by_amount_enabled: bool | None = None,
+        equal_split_enabled: bool | None = None,
+        tipping_enabled: bool | None = None,
+        summary_report_enabled: bool | None = None,
+        table_retrieval_enabled: bool | None = None,
+        pay_button_label: str | None = None,
+        operator_id_label: str | None = None,
+        table_id_label: str | None = None,
+        operator_ids: Sequence[str] | None = None,
+        answer_timeout_ms: int | None = None,
+        timeout: float = 30.0,
+    ) -> bs.CommandAccepted:
+        """Change the lane's pay-at-table set-up (``set_table_config``); None = unchanged.
+
+        The lane keeps it in its profile and tells the terminal at once when
+        connected. Returns the ``command_accepted`` event, published once the
+        profile holds the change. ``operator_ids`` empty lets any operator in.
+        """
+        options = {
+            "enabled": enabled,
+            "operator_id_enabled": operator_id_enabled,
+            "split_by_amount_enabled": split_by_amount_enabled,
+            "equal_split_enabled": equal_split_enabled,
+            "tipping_enabled": tipping_enabled,
+            "summary_report_enabled": summary_report_enabled,
+            "table_retrieval_enabled": table_retrieval_enabled,
+            "pay_button_label": pay_button_label,
+            "operator_id_label": operator_id_label,
+            "table_id_label": table_id_label,
+            "operator_ids": None if operator_ids is None else tuple(operator_ids),
+            "answer_timeout_ms": answer_timeout_ms,
+        }
+        command = build(SetTableConfig, **options)
+        event = await self.send_and_wait(instance_id, command, timeout=timeout)
+        return expect(event, bs.CommandAccepted)
+
+    async def serve_pay_at_table(
+        self,
+        instance_id: str,
+        handler: PayAtTableHandler,
+        *,
+        since: str = "$",
+        replay_duplicates: bool = False,
+        on_served: OnServed | None = None,
+    ) -> None:
+        """Answer the lane's pay-at-table requests with ``handler``; runs until cancelled.
+
+        ``handler.get_bill``, ``get_open_tables`` and the optional
+        ``on_payment`` and ``on_flow_ended`` (:class:`PayAtTableHandler`) are
+        called for each request the lane publishes after the call starts
+        (after the entry id ``since``, if given), one at a time, and their
+        result is sent back as ``bill_details`` / ``open_tables``. A handler
+        that raises is logged and the protocol's error is answered; serving
+        goes on. A payment the lane marks ``duplicate`` goes to ``get_bill``
+        (``replay_duplicates=True``: to ``on_payment`` as well). ``on_served``
+        is told of every request handled. A Redis outage is waited out
+        (reading resumes after the last event handled); :class:`LaneNotFound`
+        for an unknown lane.
+        """
+        await serve_pat(
+            self,
+            self._events,
+            instance_id,
+            handler,
+            since=since,
+            replay_duplicates=replay_duplicates,
+            on_served=on_served,
+        )
+
+    # ------------------------------------------------------------------
     # Events
     # ------------------------------------------------------------------
+
+    async def last_event_id(self, instance_id: str) -> str:
+        """The newest entry id of the lane's events stream (``0-0`` when empty): a ``since``
+        for :meth:`events` and :meth:`serve_pay_at_table` that misses nothing from now on."""
+        return await self._events.last_id(lane_id(instance_id))
 
     async def events(
         self, instance_id: str, *, since: str = "$", follow: bool = True, count: int | None = None

@@ -9,8 +9,10 @@ run on the background thread: keep them short and thread-safe.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -18,6 +20,12 @@ from multipair import broker_schema as bs
 from multipair.client._async import AsyncClient, EventCallback, require_url
 from multipair.client._pairing import ConfirmPolicy
 from multipair.client.outcome import LaneInfo, Outcome
+from multipair.client.pay_at_table import (
+    BillAnswer,
+    OnServed,
+    OpenTable,
+    PayAtTableHandler,
+)
 from multipair.config import Settings
 from multipair.redis_conn import connect
 from multipair.store.profiles import LaneProfile
@@ -503,7 +511,72 @@ class Client:
             ended.wait(_WIND_DOWN_S)
             raise
 
+    # --- pay at table -----------------------------------------------------------------------
+
+    def set_table_config(
+        self, instance_id: str, *, timeout: float = 30.0, **options: Any
+    ) -> bs.CommandAccepted:
+        """See :meth:`AsyncClient.set_table_config` (the same keyword options)."""
+        return self._run(self._client.set_table_config(instance_id, timeout=timeout, **options))
+
+    def serve_pay_at_table(
+        self,
+        instance_id: str,
+        handler: PayAtTableHandler,
+        *,
+        stop: threading.Event | None = None,
+        since: str = "$",
+        replay_duplicates: bool = False,
+        on_served: OnServed | None = None,
+    ) -> None:
+        """See :meth:`AsyncClient.serve_pay_at_table`; blocks until ``stop`` is set or Ctrl-C.
+
+        Each call of the handler's methods runs in a worker thread
+        (``asyncio.to_thread``), so a slow one does not hold up the client's
+        loop; ``on_served`` runs on the client's thread. Another
+        thread ends the serving by setting ``stop``; ``stop`` is set when the
+        serving ends for any reason (Ctrl-C, Redis lost), and that error is
+        raised here.
+        """
+        stopped = stop if stop is not None else threading.Event()
+        threaded = _Threaded(handler)
+
+        async def call() -> None:
+            serving = asyncio.create_task(
+                self._client.serve_pay_at_table(
+                    instance_id,
+                    threaded,
+                    since=since,
+                    replay_duplicates=replay_duplicates,
+                    on_served=on_served,
+                )
+            )
+            waiting = asyncio.ensure_future(asyncio.to_thread(stopped.wait))
+            try:
+                await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.set()  # ends the thread waiting on it, whatever ended the serving
+                serving.cancel()
+                await asyncio.gather(serving, waiting, return_exceptions=True)
+            error = None if serving.cancelled() else serving.exception()
+            if error is not None:
+                raise error
+
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        future = asyncio.run_coroutine_threadsafe(call(), self._loop)
+        try:
+            future.result()
+        except KeyboardInterrupt:
+            stopped.set()
+            future.cancel()
+            raise
+
     # --- events -----------------------------------------------------------------------------
+
+    def last_event_id(self, instance_id: str) -> str:
+        """See :meth:`AsyncClient.last_event_id`."""
+        return self._run(self._client.last_event_id(instance_id))
 
     def events(
         self, instance_id: str, *, since: str = "$", follow: bool = True, count: int | None = None
@@ -545,3 +618,43 @@ class Client:
     def hosts(self) -> list[dict[str, Any]]:
         """See :meth:`AsyncClient.hosts`."""
         return self._run(self._client.hosts())
+
+
+class _Threaded:
+    """A handler whose methods run in worker threads (``asyncio.to_thread``).
+
+    A method that returns an awaitable (an ``async def``) has it awaited on
+    the client's loop.
+    """
+
+    def __init__(self, handler: PayAtTableHandler) -> None:
+        self._handler = handler
+        on_payment = getattr(handler, "on_payment", None)
+        on_flow_ended = getattr(handler, "on_flow_ended", None)
+        if on_payment is not None:
+            self.on_payment = partial(_in_thread, on_payment)
+        if on_flow_ended is not None:
+            self.on_flow_ended = partial(_in_thread, on_flow_ended)
+
+    async def get_bill(
+        self, table_id: str, operator_id: str, bill_id: str, *, payment_flow_started: bool
+    ) -> BillAnswer:
+        answer: BillAnswer = await _in_thread(
+            self._handler.get_bill,
+            table_id,
+            operator_id,
+            bill_id,
+            payment_flow_started=payment_flow_started,
+        )
+        return answer
+
+    async def get_open_tables(self, operator_id: str) -> Sequence[OpenTable]:
+        tables: Sequence[OpenTable] = await _in_thread(self._handler.get_open_tables, operator_id)
+        return tables
+
+
+async def _in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    result = await asyncio.to_thread(function, *args, **kwargs)
+    if inspect.isawaitable(result):
+        return await result
+    return result
