@@ -268,7 +268,57 @@ async def test_a_command_breaking_the_contract_is_refused_and_not_sent(
 # Recovery: never re-sent, the outcome learned once
 
 
-@pytest.mark.parametrize("kind", ["preauth_open", "preauth_topup", "zip_purchase"])
+ALL_KINDS = (
+    "account_verify",
+    "preauth_open",
+    "preauth_topup",
+    "preauth_partial_cancel",
+    "preauth_extend",
+    "preauth_cancel",
+    "preauth_complete",
+    "zip_purchase",
+    "zip_refund",
+)
+"""Every command of the family: each is recovered after a crash or a drop, never re-sent."""
+
+
+def command_of(kind: str, pos_ref_id: str, preauth_id: str) -> tuple[Body, int]:
+    """A valid command of ``kind`` on an open preauth of 8000 cents, and its outcome's amount."""
+    command: Body = {"type": kind, "pos_ref_id": pos_ref_id}
+    amount = 1000
+    if kind in ("account_verify", "preauth_extend"):
+        amount = 0  # moves no money
+    elif kind == "preauth_cancel":
+        amount = 8000  # releases the whole preauth
+    else:
+        command["amount_cents"] = amount
+    if kind.startswith("preauth_") and kind != "preauth_open":
+        command["preauth_id"] = preauth_id
+    if kind == "zip_purchase":
+        command["store_code"] = "store-9"
+    if kind == "zip_refund":
+        command["original_receipt_number"] = "R-77"
+    return command, amount
+
+
+def check_family_fields(kind: str, done: Body, preauth_id: str) -> None:
+    """The fields that make the outcome of ``kind`` usable, beyond result and amount."""
+    if kind == "preauth_open":
+        assert (0, 1000) == pick(done, "balance_before_cents", "balance_after_cents")
+        assert done["preauth_id"] not in (None, preauth_id)
+    elif kind == "preauth_topup":
+        assert (preauth_id, 8000, 9000) == pick(
+            done, "preauth_id", "balance_before_cents", "balance_after_cents"
+        )
+    elif kind.startswith("preauth_"):
+        assert preauth_id == done["preauth_id"]
+    elif kind.startswith("zip_"):
+        assert done["zip_data"]["receipt_number"]
+    else:
+        assert "VERIFY" == done["transaction_type"]
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
 async def test_kill_9_after_the_request_was_sent_recovers_the_outcome_once(
     rig: LaneRig, control: Control, kind: str
 ) -> None:
@@ -278,31 +328,35 @@ async def test_kill_9_after_the_request_was_sent_recovers_the_outcome_once(
     await rig.process.stop()
 
     await rig.process.start(failpoints="lane.after_send")
-    command: Body = {"type": kind, "pos_ref_id": "kb-1", "amount_cents": 1000}
-    if kind == "preauth_topup":
-        command["preauth_id"] = preauth_id
-    if kind == "zip_purchase":
-        command["store_code"] = "store-9"
+    command, amount = command_of(kind, "kb-1", preauth_id)
     command_id = await rig.send(command)
     assert -signal.SIGKILL == await rig.process.wait_exit()  # the request went out, then died
 
     await rig.process.start()  # the supervisor's restart, without the failpoint
     done = await rig.answer(command_id, TIMEOUT)
-    assert ("transaction_completed", "success", True, kind, 1000) == pick(
+    assert ("transaction_completed", "success", True, kind, amount) == pick(
         done, "type", "result", "recovered", "tx_type", "amount_cents"
     )
-    if kind == "preauth_open":
-        assert (0, 1000) == pick(done, "balance_before_cents", "balance_after_cents")
-        assert done["preauth_id"] not in (None, preauth_id)
-    elif kind == "preauth_topup":
-        assert (preauth_id, 8000, 9000) == pick(
-            done, "preauth_id", "balance_before_cents", "balance_after_cents"
-        )
-    else:
-        assert "store-9" == done["zip_data"]["store_code"]
+    check_family_fields(kind, done, preauth_id)
     await rig.wait_acknowledged()
     assert 1 == len(rig.events.of_type("transaction_completed", pos_ref_id="kb-1"))
     assert 1 == await sent(control, "kb-1")
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+async def test_a_drop_mid_flow_is_recovered_never_resent(
+    lane: LaneRig, control: Control, kind: str
+) -> None:
+    preauth_id = await open_preauth(lane, "df-0", 8000)
+    await control.post(SERIAL, "drop", {"at": "after_request_received"})
+    command, amount = command_of(kind, "df-1", preauth_id)
+    done = await run(lane, command)
+    assert ("success", True, kind, amount) == pick(
+        done, "result", "recovered", "tx_type", "amount_cents"
+    )
+    check_family_fields(kind, done, preauth_id)
+    assert 1 == len(lane.events.of_type("transaction_completed", pos_ref_id="df-1"))
+    assert 1 == await sent(control, "df-1")
 
 
 @pytest.mark.parametrize("step", ["after_request_received", "after_result_before_send"])
