@@ -1,4 +1,4 @@
-"""The preauthorisation, account verify and Zip commands: their field rules (CONTRACT17)."""
+"""The preauthorisation, account verify and Zip commands: their field rules (docs/broker-schema.md)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ four callbacks ``SpiPayAtTable`` requires (``GetBillStatus``,
 and keeping the "bill data" (payment history) the library hands it. The
 test plays the waiter on the simulated terminal through its control API
 (``/pat/config``, ``/pat/tables``, ``/pat/bill``, ``/pat/pay``, ``/pat/end``,
-``/pat/session``; CONTRACT17.md) and checks both sides: what the terminal got
+``/pat/session``; src/multipair/simulator/control.py) and checks both sides: what the terminal got
 back (PROTOCOL.md §7.23, §13.14) and what the POS was told.
 
 Also the library's two known pay-at-table quirks against the terminal: the
