@@ -9,8 +9,8 @@ four callbacks ``SpiPayAtTable`` requires (``GetBillStatus``,
 and keeping the "bill data" (payment history) the library hands it. The
 test plays the waiter on the simulated terminal through its control API
 (``/pat/config``, ``/pat/tables``, ``/pat/bill``, ``/pat/pay``, ``/pat/end``,
-``/pat/session``; src/multipair/simulator/control.py) and checks both sides: what the terminal got
-back (PROTOCOL.md §7.23, §13.14) and what the POS was told.
+``/pat/session``; src/multipair/simulator/control.py) and checks both sides:
+what the terminal got back (PROTOCOL.md §7.23, §13.14) and what the POS was told.
 
 Also the library's two known pay-at-table quirks against the terminal: the
 double ``bill_details`` after a payment for a bill the POS cannot find
