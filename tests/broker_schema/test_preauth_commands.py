@@ -1,4 +1,4 @@
-"""The preauthorisation, account verify and Zip commands: their field rules (docs/broker-schema.md)."""
+"""The preauthorisation, account verify and Zip commands: their field rules."""
 
 from __future__ import annotations
 
