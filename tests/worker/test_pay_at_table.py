@@ -472,3 +472,34 @@ async def test_an_answer_to_a_request_of_a_dropped_link_never_reaches_the_next_l
     pending = (await control.get(SERIAL))["pat_pending"]
     assert ("command_rejected", "terminal_unavailable") == (rejected["type"], rejected["reason"])
     assert 1 == len(pending)  # the terminal's request was never answered
+
+
+async def test_a_refused_bill_payment_is_not_blamed_on_the_purchase_that_runs(
+    lane: LaneRig, control: Control
+) -> None:
+    """The terminal's bill payment has nothing to do with the running purchase: its error
+    carries no command_id, so a POS does not take it for news of its purchase."""
+    purchase = await lane.send(
+        {"type": "purchase", "pos_ref_id": "sig-2", "amount_cents": 1052}  # waits for a signature
+    )
+    await lane.events.wait_for(lambda b: b["type"] == "signature_required")
+    await control.post(
+        SERIAL,
+        "pat/pay",
+        {
+            "bill_id": "b9",
+            "table_id": "9",
+            "operator_id": "7",
+            "payment_type": "card",
+            "amount_cents": 2500,
+            "timeout": TIMEOUT_S,
+        },
+    )
+    error = await lane.events.wait_for(lambda b: b["type"] == "error")
+    await lane.send({"type": "signature_accept", "pos_ref_id": "sig-2"})
+    done = await lane.answer(purchase)
+    assert ("bill_payment_refused", None, "success") == (
+        error["reason"],
+        error["command_id"],
+        done["result"],
+    )
