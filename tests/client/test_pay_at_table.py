@@ -416,3 +416,49 @@ async def test_the_sync_client_serves_until_stop_is_set(
 
 def test_the_bill_errors_are_the_contracts() -> None:
     assert BILL_ERRORS == tuple(BillError)
+
+
+class FlakyRestaurant(Restaurant):
+    """A POS whose first ``on_payment`` fails before booking anything (its database blinked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_payment = True
+
+    def on_payment(self, report: BillPaymentReported) -> BillAnswer:
+        if self.fail_payment:
+            self.fail_payment = False
+            self.calls.append(("on_payment failed", report.bill_id, report.duplicate))
+            raise RuntimeError("the database is away")
+        return super().on_payment(report)
+
+
+async def test_a_payment_on_payment_failed_to_book_is_booked_when_the_terminal_repeats_it(
+    client: AsyncClient, lane: LaneRig, control: Control
+) -> None:
+    """The terminal was told the payment failed and sends it again; the lane marks the repeat
+    ``duplicate`` (it was reported), but nothing booked it: the card money must not go unbooked."""
+    pos = FlakyRestaurant()
+    async with serving(client, lane, pos):
+        failed = await control.post(
+            SERIAL,
+            "pat/pay",
+            {
+                "bill_id": "B-14",
+                "table_id": "14",
+                "operator_id": "7",
+                "payment_type": "card",
+                "amount_cents": 2000,
+            },
+        )
+        again = await control.post(SERIAL, "pat/pay", {"repeat": True})
+        third = await control.post(SERIAL, "pat/pay", {"repeat": True})
+    assert [(False, None), (True, 5000), (True, 5000)] == [
+        (_reply(r)["data"]["success"], _reply(r)["data"].get("bill_outstanding_amount"))
+        for r in (failed, again, third)
+    ]
+    assert [
+        ("on_payment failed", "B-14", False),
+        ("on_payment", "B-14", 2000, True),  # booked once, at the first repeat
+        ("get_bill", "14", "7", "B-14", True),  # the next repeat: booked already
+    ] == [c for c in pos.calls if c[0] != "get_open_tables"]

@@ -161,6 +161,7 @@ def test_bill_payment_of_the_fixture_carries_its_amounts_and_summary() -> None:
 def test_reply_with_the_bill_details_of_the_fixture_reuses_the_request_id() -> None:
     fixture = _fixture("BillDetailsResponse.json")
     session = _connected()
+    _receive(session, "get_bill_details", fixture["id"], {"table_id": "123456"})
     reply = m.BillDetailsReply.from_data(fixture["data"])
     assert session.reply_bill_details(fixture["id"], reply, NOW)
     (msg,) = _messages(session)
@@ -237,8 +238,10 @@ def test_a_request_that_cannot_be_read_is_rejected_and_the_terminal_told_no(
     event: str, data: dict[str, Any], reply: dict[str, Any] | None
 ) -> None:
     session = _connected()
-    (rejected,) = _receive(session, event, "C1.9", data)
+    rejected, *refused = _receive(session, event, "C1.9", data)
     assert isinstance(rejected, FrameRejected)
+    # A bill payment also names itself, for the people who must book it (below).
+    assert (event == "bill_payment") == bool(refused)
     assert (RejectReason.BAD_MESSAGE, True) == (rejected.reason, event in rejected.detail)
     sent = _messages(session)
     if reply is None:
@@ -360,3 +363,66 @@ def test_a_bill_payment_while_pay_at_table_is_off_names_the_payment_it_refused()
     assert "purchase_amount=1500" in event.reason
     (msg,) = _messages(session)
     assert ("C1.4", False) == (msg["id"], msg["data"]["success"])
+
+
+def test_an_unreadable_bill_payment_names_the_payment_it_refused() -> None:
+    """Money may have moved on the terminal: as loud as a payment while pay at table is off
+    (the lane publishes it as error ``bill_payment_refused``), not only a frame counted."""
+    session = _connected()
+    data = {**_PAYMENT, "payment_type": "CARD"}
+    data["payment_details"] = {"terminal_ref_id": "T-78", "purchase_amount": 1500, "rrn": "x"}
+    rejected, refused = _receive(session, "bill_payment", "C1.4", data)
+    assert isinstance(rejected, FrameRejected)
+    assert isinstance(refused, IgnoredMessage)
+    assert ("bill_payment", True, True, True, True) == (
+        refused.event,
+        "payment_type" in refused.reason,
+        "refused and not booked" in refused.reason,
+        "terminal_ref_id='T-78'" in refused.reason,
+        "purchase_amount=1500" in refused.reason,
+    )
+
+
+def _bill(table_id: str) -> m.BillDetailsReply:
+    return m.BillDetailsReply(
+        success=True,
+        bill_id=f"b-{table_id}",
+        table_id=table_id,
+        bill_total_amount=100,
+        bill_outstanding_amount=100,
+    )
+
+
+def test_a_request_of_a_lost_connection_is_never_answered_on_the_next_one() -> None:
+    """The terminal's ids may come back on a new connection (plain numbers, §2.5): a late
+    answer to the old request must not reach the new one, which asks about another table."""
+    session = _connected()
+    _receive(session, "get_bill_details", "5", {"table_id": "12"})
+    _receive(session, "get_open_tables", "6", {})
+    session.connection_lost(NOW)
+    _ready(session)
+    session.events_received()
+    (new,) = _receive(session, "get_bill_details", "5", {"table_id": "14"})
+    assert isinstance(new, PayAtTableRequest)
+    assert (False, False) == (
+        session.reply_bill_details("6", _bill("12"), NOW),  # asked before the drop
+        session.reply_open_tables("6", m.OpenTablesReply(), NOW),
+    )
+    assert True is session.reply_bill_details("5", _bill("14"), NOW)
+    assert [("5", "14")] == [(msg["id"], msg["data"]["table_id"]) for msg in _messages(session)]
+
+
+def test_a_request_is_answered_once_and_only_by_its_kind_of_reply() -> None:
+    session = _connected()
+    _receive(session, "get_bill_details", "C1.1", {"table_id": "12"})
+    _receive(session, "get_open_tables", "C1.2", {})
+    assert (False, False, True, False, True) == (
+        session.reply_open_tables("C1.1", m.OpenTablesReply(), NOW),  # a bill request
+        session.reply_bill_details("C1.2", _bill("12"), NOW),  # an open-tables request
+        session.reply_bill_details("C1.1", _bill("12"), NOW),
+        session.reply_bill_details("C1.1", _bill("12"), NOW),  # answered already
+        session.reply_open_tables("C1.2", m.OpenTablesReply(), NOW),
+    )
+    assert [("C1.1", "bill_details"), ("C1.2", "open_tables")] == [
+        (msg["id"], msg["event"]) for msg in _messages(session)
+    ]

@@ -436,3 +436,70 @@ async def test_a_card_payment_while_pay_at_table_is_off_is_refused_and_reported(
     )
     assert f"terminal_ref_id={terminal_ref_id!r}" in error["detail"]
     assert "purchase_amount=2500" in error["detail"]
+
+
+async def test_an_answer_to_a_request_of_a_dropped_link_never_reaches_the_next_link(
+    pat_lane: LaneRig, control: Control
+) -> None:
+    """The terminal stopped waiting when its link dropped, and its message ids may come back
+    on the next link (§2.5): the late answer is refused ``terminal_unavailable`` and nothing
+    is sent under the old id, where it could answer a new request about another table."""
+    await _set_table_config(pat_lane, answer_timeout_ms=60000)  # no expiry in this test
+    asking = asyncio.create_task(
+        control.post(
+            SERIAL, "pat/bill", {"table_id": "12", "operator_id": "7", "timeout": 20}, status=504
+        )
+    )
+    requested = await pat_lane.events.wait_for(lambda b: b["type"] == "bill_requested")
+    mark = pat_lane.events.mark()
+    await control.post(SERIAL, "drop", {})
+    await pat_lane.events.wait_for(
+        lambda b: b["type"] == "status_changed" and b["status"] == "paired_connected", after=mark
+    )
+    late = await pat_lane.send(
+        {
+            "type": "bill_details",
+            "request_id": requested["request_id"],
+            "bill_id": "bill-12",
+            "total_cents": 100,
+            "outstanding_cents": 100,
+        }
+    )
+    rejected = await pat_lane.answer(late)
+    asking.cancel()
+    with contextlib.suppress(asyncio.CancelledError, AssertionError):
+        await asking
+    pending = (await control.get(SERIAL))["pat_pending"]
+    assert ("command_rejected", "terminal_unavailable") == (rejected["type"], rejected["reason"])
+    assert 1 == len(pending)  # the terminal's request was never answered
+
+
+async def test_a_refused_bill_payment_is_not_blamed_on_the_purchase_that_runs(
+    lane: LaneRig, control: Control
+) -> None:
+    """The terminal's bill payment has nothing to do with the running purchase: its error
+    carries no command_id, so a POS does not take it for news of its purchase."""
+    purchase = await lane.send(
+        {"type": "purchase", "pos_ref_id": "sig-2", "amount_cents": 1052}  # waits for a signature
+    )
+    await lane.events.wait_for(lambda b: b["type"] == "signature_required")
+    await control.post(
+        SERIAL,
+        "pat/pay",
+        {
+            "bill_id": "b9",
+            "table_id": "9",
+            "operator_id": "7",
+            "payment_type": "card",
+            "amount_cents": 2500,
+            "timeout": TIMEOUT_S,
+        },
+    )
+    error = await lane.events.wait_for(lambda b: b["type"] == "error")
+    await lane.send({"type": "signature_accept", "pos_ref_id": "sig-2"})
+    done = await lane.answer(purchase)
+    assert ("bill_payment_refused", None, "success") == (
+        error["reason"],
+        error["command_id"],
+        done["result"],
+    )

@@ -687,7 +687,9 @@ class AsyncClient(PreauthCommands):
         result is sent back as ``bill_details`` / ``open_tables``. A handler
         that raises is logged and the protocol's error is answered; serving
         goes on. A payment the lane marks ``duplicate`` goes to ``get_bill``
-        (``replay_duplicates=True``: to ``on_payment`` as well). ``on_served``
+        (``replay_duplicates=True``: to ``on_payment`` as well), unless this
+        server's ``on_payment`` booked nothing for it (raised, or a
+        ``BillError``): then to ``on_payment`` again. ``on_served``
         is told of every request handled. A Redis outage is waited out
         (reading resumes after the last event handled); :class:`LaneNotFound`
         for an unknown lane.

@@ -29,7 +29,12 @@ Rules it keeps:
 - A ``bill_payment_reported`` marked ``duplicate`` (the terminal sent the
   same payment again, same ``terminal_ref_id``) was booked when it first
   came: by default it goes to ``get_bill``, which answers the current bill,
-  never to ``on_payment``, so a payment is booked once.
+  never to ``on_payment``, so a payment is booked once. Unless this server
+  saw ``on_payment`` not book it: it raised, or answered a ``BillError``
+  (the terminal was told the payment failed, and sends it again): then the
+  repeat goes to ``on_payment`` again, else a card payment taken on the
+  terminal would never be booked. So ``on_payment`` raises only when it
+  booked nothing.
 - Requests are handled one at a time, in stream order (the terminal asks one
   thing at a time); a handler slower than ``answer_by`` makes its answer
   late: the lane has already answered the terminal and refuses it
@@ -46,7 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -142,6 +147,8 @@ class PayAtTableHandler(Protocol):
       ``amount_cents``, ``tip_cents``, ``terminal_ref_id``, the card's
       ``payment_summary``): book it and return the updated bill. Without it,
       payments are answered with ``get_bill`` (the bill as the POS has it).
+      Raise (or return a ``BillError``) only when nothing was booked: the
+      terminal's repeat of that payment is then offered again.
     - ``on_flow_ended(event: BillFlowEnded) -> None``: the terminal is done
       with the bill (totals by card and cash); nothing to answer.
 
@@ -206,6 +213,9 @@ class _Server:
         self.replay_duplicates = replay_duplicates
         self.on_served = on_served
         self.sent: deque[str] = deque(maxlen=_REMEMBERED)
+        # terminal_ref_ids whose on_payment booked nothing (raised, or a BillError): a
+        # repeat of one is offered to on_payment again. Oldest forgotten first.
+        self.unbooked: OrderedDict[str, None] = OrderedDict()
 
     async def handle(self, event: bs.Event) -> None:
         match event:
@@ -213,11 +223,14 @@ class _Server:
                 await self._bill(event, self._get_bill(event))
             case BillPaymentReported():
                 on_payment = getattr(self.handler, "on_payment", None)
-                if on_payment is None or (event.duplicate and not self.replay_duplicates):
-                    answer = self._get_bill(event)
+                ref = event.terminal_ref_id
+                retry = bool(ref) and ref in self.unbooked
+                if on_payment is None or (
+                    event.duplicate and not self.replay_duplicates and not retry
+                ):
+                    await self._bill(event, self._get_bill(event))
                 else:
-                    answer = _call(on_payment, event)
-                await self._bill(event, answer)
+                    await self._bill(event, _call(on_payment, event), booking=ref)
             case OpenTablesRequested():
                 await self._tables(event)
             case BillFlowEnded():
@@ -259,8 +272,14 @@ class _Server:
         )
 
     async def _bill(
-        self, event: BillRequested | BillPaymentReported, pending: Awaitable[Any]
+        self,
+        event: BillRequested | BillPaymentReported,
+        pending: Awaitable[Any],
+        *,
+        booking: str | None = None,
     ) -> None:
+        """Answer ``event`` with what ``pending`` gives; ``booking``: the terminal_ref_id of a
+        payment ``pending`` (``on_payment``) books."""
         failure = None
         # What the lane itself sends when nobody answers (bill_request_expired's error_sent).
         fallback = BillError.INVALID_TABLE_ID
@@ -276,8 +295,19 @@ class _Server:
             )
             answer = fallback
             command = self._bill_command(event, answer)
+        if booking:
+            self._note_booking(booking, booked=failure is None and isinstance(answer, Bill))
         await self._send(command)
         self._tell(Served(event, answer, command.command_id, failure))
+
+    def _note_booking(self, ref: str, *, booked: bool) -> None:
+        if booked:
+            self.unbooked.pop(ref, None)
+            return
+        self.unbooked[ref] = None
+        self.unbooked.move_to_end(ref)
+        while len(self.unbooked) > _REMEMBERED:
+            self.unbooked.popitem(last=False)
 
     def _bill_command(
         self, event: BillRequested | BillPaymentReported, answer: object

@@ -31,8 +31,9 @@ the request's id. The decisions are :mod:`multipair.worker.pat_replies`'
   whose total is 0 goes out as ``INVALID_TABLE_ID``, as the reference
   client does. A ``request_id`` that is not pending (never asked, already
   answered, expired, or of the other kind) is refused ``unknown_request``;
-  with the link down the request is dropped and the command refused
-  ``terminal_unavailable``.
+  with the link down, or dropped since the request came (the terminal stopped
+  waiting, and its ids may come back on the next link, §2.5), the request is
+  dropped and the command refused ``terminal_unavailable``.
 - At ``answer_by`` without an answer, the terminal gets the protocol's "no"
   (``bill_details`` ``success: false``, ``INVALID_TABLE_ID``; an empty
   ``open_tables``) and ``bill_request_expired`` is published.
@@ -183,8 +184,8 @@ class PayAtTable:
         if not await self.lane.step(reply):
             raise CommandError(
                 bs.Reason.TERMINAL_UNAVAILABLE,
-                f"the terminal is not connected: its {pending.request} "
-                f"{pending.request_id!r} was dropped unanswered",
+                f"the terminal's link dropped since its {pending.request} "
+                f"{pending.request_id!r} (or is down): the request was dropped unanswered",
             )
         log.info("pay at table: answered", request=pending.request, request_id=pending.request_id)
 

@@ -368,14 +368,16 @@ class EventWrites:
             case spi.FrameRejected():
                 self._frame_rejected(event, running, batch)
             case spi.IgnoredMessage() if event.event == "bill_payment":
-                # Pay at table is off, yet the terminal reports a payment it
-                # took: refused (the terminal was told), and people must know.
+                # Pay at table is off (or the payment unreadable), yet the
+                # terminal reports a payment it took: refused (the terminal
+                # was told), and people must know. It is no news of the
+                # command that runs, if any: no command_id.
                 log.warning("bill payment refused", why=event.reason)
                 self.add_event(
                     batch,
                     at,
                     bs.Error,
-                    command_id=command_id,
+                    command_id=None,
                     reason="bill_payment_refused",
                     detail=event.reason,
                     source="terminal",

@@ -19,6 +19,14 @@ Rules it keeps:
   :meth:`~PayAtTableLink.reply_open_tables` under the request's id, and
   acknowledges a flow end with :meth:`~PayAtTableLink.ack_bill_flow_ended`
   (a new ``authad`` id, only while PairedConnected, after handling it).
+- A reply is matched to what it answers before it leaves (STYLE.md 16): only
+  a request handed on *on this connection* and not yet answered can be
+  answered, once, and only by its kind of reply (``bill_details`` for a bill
+  request or a payment, ``open_tables`` for open tables). A connection lost
+  forgets its requests: the terminal stopped waiting for them, and its ids
+  (plain numbers for some terminals, §2.5) may come back on the next
+  connection, where a late answer to an old request would be taken for the
+  answer to a new one (another table's bill).
 - The terminal never waits for nothing: while pay at table is off, and for a
   request that cannot be read (a :class:`FrameRejected`, ``bad_message``),
   a bill request or payment is answered ``INVALID_TABLE_ID`` and an
@@ -42,6 +50,7 @@ BILL_UNKNOWN: Final = "INVALID_TABLE_ID"
 """The ``bill_details`` error a POS sends when it has no bill to give (§7.23)."""
 
 _BILL_EVENTS: Final = (str(m.Event.GET_BILL_DETAILS), str(m.Event.BILL_PAYMENT))
+_TABLE_EVENTS: Final = (str(m.Event.GET_OPEN_TABLES),)
 
 
 class PayAtTableLink(PosLink):
@@ -49,6 +58,9 @@ class PayAtTableLink(PosLink):
 
     _table_config: m.SetTableConfigRequest | None = None
     """Set per instance; None: pay at table never set up (answered as off)."""
+    _awaiting: dict[str, str]
+    """Requests of this connection handed on and not yet answered: message id -> event
+    (a new dict at every :meth:`connection_made`)."""
 
     @property
     def table_config(self) -> m.SetTableConfigRequest | None:
@@ -68,12 +80,26 @@ class PayAtTableLink(PosLink):
         return self._push_table_config(now)
 
     def reply_bill_details(self, message_id: str, reply: m.BillDetailsReply, now: float) -> bool:
-        """Answer ``get_bill_details`` or ``bill_payment`` under its id; False if not connected."""
-        return self._reply(message_id, reply, now)
+        """Answer ``get_bill_details`` or ``bill_payment`` under its id.
+
+        False, and nothing sent, when not connected or when ``message_id`` names
+        no bill request or payment of this connection still unanswered.
+        """
+        return self._reply(message_id, _BILL_EVENTS, reply, now)
 
     def reply_open_tables(self, message_id: str, reply: m.OpenTablesReply, now: float) -> bool:
-        """Answer a ``get_open_tables`` under its id; False if not connected."""
-        return self._reply(message_id, reply, now)
+        """Answer a ``get_open_tables`` under its id; False as :meth:`reply_bill_details`."""
+        return self._reply(message_id, _TABLE_EVENTS, reply, now)
+
+    def connection_made(self, now: float) -> None:
+        """The websocket is open: no request of it is waiting for an answer yet."""
+        super().connection_made(now)
+        self._awaiting = {}
+
+    def connection_lost(self, now: float) -> None:
+        """The websocket closed: its unanswered requests can no longer be answered."""
+        self._awaiting = {}
+        super().connection_lost(now)
 
     def ack_bill_flow_ended(self, bill_id: str, now: float) -> str | None:
         """``bill_payment_flow_ended_ack`` under a new ``authad`` id, only while PairedConnected
@@ -102,9 +128,12 @@ class PayAtTableLink(PosLink):
         self._queue(message_id, config, now)
         return message_id
 
-    def _reply(self, message_id: str, reply: m.Request, now: float) -> bool:
-        if not self.connected:
+    def _reply(
+        self, message_id: str, answers: tuple[str, ...], reply: m.Request, now: float
+    ) -> bool:
+        if not self.connected or self._awaiting.get(message_id) not in answers:
             return False
+        del self._awaiting[message_id]  # one reply per request
         self._queue(message_id, reply, now)
         return True
 
@@ -131,13 +160,20 @@ class PayAtTableLink(PosLink):
         except (RemoteProtocolError, InvalidRequest) as exc:
             self._say_no(parsed, now)
             detail = str(exc)
-            self._events.append(
-                FrameRejected(
-                    reason=RejectReason.BAD_MESSAGE,
-                    detail=detail if len(detail) <= 200 else detail[:200] + "…",
+            detail = detail if len(detail) <= 200 else detail[:200] + "…"
+            self._events.append(FrameRejected(reason=RejectReason.BAD_MESSAGE, detail=detail))
+            if event == str(m.Event.BILL_PAYMENT):
+                # As when pay at table is off: the card may have been charged.
+                self._events.append(
+                    IgnoredMessage(
+                        event=event,
+                        reason=f"unreadable ({detail}); a bill payment was refused and not "
+                        f"booked ({_payment_of(parsed)})",
+                    )
                 )
-            )
             return
+        if event in _BILL_EVENTS or event in _TABLE_EVENTS:
+            self._awaiting[parsed.id] = event
         self._events.append(PayAtTableRequest(message_id=parsed.id, read=read))
 
     def _say_no(self, parsed: m.PayAtTableMessage, now: float) -> None:
