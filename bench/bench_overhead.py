@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +119,35 @@ class Pending:
     )
 
 
+BodyFor = Callable[[str], dict[str, Any]]
+"""A command body for a command_id (used as the pos_ref_id too)."""
+
+
+def purchase_body(command_id: str) -> dict[str, Any]:
+    return {
+        "command_id": command_id,
+        "type": "purchase",
+        "pos_ref_id": command_id,
+        "amount_cents": AMOUNT_CENTS,
+    }
+
+
+@dataclass
+class Sampled:
+    """One command through a lane: its final event and when (perf_counter_ns) it was
+    XADDed (call and return) and its ``command_accepted`` read."""
+
+    event: dict[str, Any]
+    t0_ns: int
+    sent_ns: int
+    accepted_ns: int | None
+
+    @property
+    def completed_ns(self) -> int:
+        """From the return of XADD to reading the final event."""
+        return int(self.event["_read_ns"]) - self.sent_ns
+
+
 class LaneDriver:
     """A POS backend for one lane: XADD purchases; a reader task stamps the events."""
 
@@ -128,13 +158,14 @@ class LaneDriver:
         self.stream = rig.keys.events(iid)
         self.waiting: dict[str, Pending] = {}
         self.task: asyncio.Task[None] | None = None
+        self.stopping = False
 
     async def start(self) -> None:
         last = await last_event_id(self.reader, self.stream)
         self.task = asyncio.create_task(self._read(last))
 
     async def _read(self, last: str) -> None:
-        while True:
+        while not self.stopping:
             reply: Any = await self.reader.xread({self.stream: last}, count=100, block=1000)
             stamp = time.perf_counter_ns()
             for entry_id, fields in reply[0][1] if reply else []:
@@ -150,40 +181,50 @@ class LaneDriver:
                     if not pending.done.done():
                         pending.done.set_result(event)
 
-    async def run(self, ref: str, total: int, warmup: int) -> dict[str, Any]:
+    async def transact(self, body: dict[str, Any], timeout: float = 30) -> Sampled:  # noqa: ASYNC109
+        """XADD one command (``body`` with its ``command_id``); wait for its final event."""
+        command_id = body["command_id"]
+        fields = {"v": "1", "body": orjson.dumps(body)}
+        t0 = time.perf_counter_ns()
+        pending = self.waiting[command_id] = Pending(sent_ns=t0)
+        try:
+            await self.rig.redis.xadd(self.rig.keys.commands(self.iid), fields)  # type: ignore[arg-type]
+            pending.sent_ns = sent = time.perf_counter_ns()
+            event = await asyncio.wait_for(pending.done, timeout)
+        finally:
+            del self.waiting[command_id]
+        return Sampled(event, t0, sent, pending.accepted_ns)
+
+    async def run(
+        self, ref: str, total: int, warmup: int, body_for: BodyFor | None = None
+    ) -> dict[str, Any]:
+        """``total`` commands one after another (default: purchases of AMOUNT_CENTS)."""
         completed: list[int] = []
         accepted: list[int] = []
         xadd: list[int] = []
         failed = 0
-        commands = self.rig.keys.commands(self.iid)
         for i in range(total):
             command_id = f"{ref}-{i}"
-            body = {
-                "command_id": command_id,
-                "type": "purchase",
-                "pos_ref_id": command_id,
-                "amount_cents": AMOUNT_CENTS,
-            }
-            fields = {"v": "1", "body": orjson.dumps(body)}
-            t0 = time.perf_counter_ns()
-            pending = self.waiting[command_id] = Pending(sent_ns=t0)
-            await self.rig.redis.xadd(commands, fields)  # type: ignore[arg-type]
-            pending.sent_ns = sent = time.perf_counter_ns()
-            event = await asyncio.wait_for(pending.done, 30)
-            del self.waiting[command_id]
-            if event.get("result") != "success":
+            body = (body_for or purchase_body)(command_id)
+            done = await self.transact(body)
+            if done.event.get("result") != "success":
                 failed += 1
             if i >= warmup:
-                completed.append(event["_read_ns"] - sent)
-                xadd.append(sent - t0)
-                if pending.accepted_ns is not None:
-                    accepted.append(pending.accepted_ns - sent)
+                completed.append(done.completed_ns)
+                xadd.append(done.sent_ns - done.t0_ns)
+                if done.accepted_ns is not None:
+                    accepted.append(done.accepted_ns - done.sent_ns)
         return {"completed": completed, "accepted": accepted, "xadd": xadd, "failed": failed}
 
     async def close(self) -> None:
+        """Stop the reader between two reads (within its 1 s block): a cancelled
+        blocking read can swallow the cancellation (redis-py 8) and never end."""
         if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            self.stopping = True
+            await asyncio.wait([self.task], timeout=5)
+            if not self.task.done():
+                self.task.cancel()
+            await asyncio.wait([self.task], timeout=5)
         await self.reader.aclose()
 
 
