@@ -503,3 +503,100 @@ async def test_a_refused_bill_payment_is_not_blamed_on_the_purchase_that_runs(
         error["command_id"],
         done["result"],
     )
+
+
+async def test_requests_falling_due_while_redis_is_away_are_refused_on_time(
+    tmp_path: Path, key_prefix: str, sim: Simulator, control: Control
+) -> None:
+    """The terminal's "no" needs no Redis: two requests that fall due during an outage are
+    both refused at their deadline, and their bill_request_expired follow, in order, once
+    Redis is back (the first one's event waiting for Redis must not hold up the second)."""
+    server = RedisServer(
+        data_dir=tmp_path / "redis", appendonly=True, extra_args=("--appendfsync", "always")
+    )
+    server.start()
+    client = aioredis.Redis.from_url(server.url)
+    rig = await make_rig(
+        client, server.url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
+    )
+    asks: list[asyncio.Task[Body]] = []
+    try:
+        await rig.process.start()
+        await rig.wait_state(status="paired_connected")
+        await _set_table_config(rig, enabled=True, answer_timeout_ms=5000)
+        requested = []
+        for table in ("1", "2"):
+            asks.append(
+                asyncio.create_task(
+                    control.post(
+                        SERIAL,
+                        "pat/bill",
+                        {"table_id": table, "operator_id": "7", "timeout": TIMEOUT_S},
+                    )
+                )
+            )
+            requested.append(
+                await rig.events.wait_for(
+                    lambda b, t=table: b["type"] == "bill_requested" and b["table_id"] == t
+                )
+            )
+        await client.aclose()
+        server.kill()  # before either falls due (5 s)
+        told = [await ask for ask in asks]  # both refused while Redis is still away
+        assert [("1", False, "INVALID_TABLE_ID"), ("2", False, "INVALID_TABLE_ID")] == [
+            (
+                t["reply"]["data"]["table_id"],
+                t["reply"]["data"]["success"],
+                t["reply"]["data"]["error_reason"],
+            )
+            for t in told
+        ]
+        server.start()
+        rig.redis = aioredis.Redis.from_url(server.url)
+        rig.events.redis = rig.redis
+        await rig.events.wait_for(
+            lambda b: (
+                b["type"] == "bill_request_expired"
+                and b["request_id"] == requested[1]["request_id"]
+            )
+        )
+        expired = rig.events.of_type("bill_request_expired")
+        assert [(r["request_id"], "INVALID_TABLE_ID") for r in requested] == [
+            (e["request_id"], e["error_sent"]) for e in expired
+        ]
+        assert rig.process.proc is not None
+        assert rig.process.proc.returncode is None
+    finally:
+        for ask in asks:
+            ask.cancel()
+        await asyncio.gather(*asks, return_exceptions=True)
+        await rig.process.kill()
+        await rig.redis.aclose()
+        server.stop()
+
+
+async def test_a_request_expiring_with_its_link_dropped_says_nothing_was_sent(
+    pat_lane: LaneRig, control: Control
+) -> None:
+    """The link dropped before the deadline: no reply could go out, and the event says so."""
+    await _set_table_config(pat_lane, answer_timeout_ms=5000)
+    asking = asyncio.create_task(
+        control.post(
+            SERIAL, "pat/bill", {"table_id": "6", "operator_id": "7", "timeout": 20}, status=504
+        )
+    )
+    requested = await pat_lane.events.wait_for(lambda b: b["type"] == "bill_requested")
+    mark = pat_lane.events.mark()
+    await control.post(SERIAL, "drop", {})
+    await pat_lane.events.wait_for(
+        lambda b: b["type"] == "status_changed" and b["status"] == "paired_connected", after=mark
+    )
+    expired = await pat_lane.events.wait_for(lambda b: b["type"] == "bill_request_expired")
+    asking.cancel()
+    with contextlib.suppress(asyncio.CancelledError, AssertionError):
+        await asking
+    assert (requested["request_id"], "get_bill_details", "") == (
+        expired["request_id"],
+        expired["request"],
+        expired["error_sent"],
+    )

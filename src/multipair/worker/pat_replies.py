@@ -10,7 +10,8 @@ and calls these; nothing here awaits, reads a clock or touches Redis
 - :func:`take`: which pending request an answer is for, or
   ``unknown_request``.
 - :func:`bill_reply` / :func:`tables_reply`: the POS's answer as the reply to
-  the terminal; :func:`refusal`: the protocol's "no" when no answer came.
+  the terminal; :func:`refusal`: the protocol's "no" when no answer came,
+  :func:`expired_event` the event that says so.
 - :func:`request_event`, :func:`payment_event`, :func:`flow_ended_event`:
   the events the POS is asked with; :func:`payment_history`: a bill's
   history from the stored payments.
@@ -37,6 +38,7 @@ __all__ = [
     "TABLE_REQUESTS",
     "Pending",
     "bill_reply",
+    "expired_event",
     "flow_ended_event",
     "payment_event",
     "payment_field",
@@ -174,6 +176,23 @@ def refusal(pending: Pending) -> tuple[m.BillDetailsReply | m.OpenTablesReply, s
         )
         return reply, BILL_UNKNOWN
     return m.OpenTablesReply(), ""
+
+
+def expired_event(
+    instance_id: str, at: _dt.datetime, pending: Pending, error: str, *, sent: bool
+) -> bs.BillRequestExpired:
+    """``bill_request_expired`` of ``pending``, whose refusal named ``error`` (:func:`refusal`).
+
+    ``error_sent`` is what the terminal was told: ``""`` when nothing was sent
+    (the link was down, or dropped since the request came).
+    """
+    return bs.BillRequestExpired(
+        instance_id=instance_id,
+        at=at,
+        request_id=pending.request_id,
+        request=pending.request,
+        error_sent=error if sent else "",
+    )
 
 
 def payment_history(

@@ -36,12 +36,16 @@ the request's id. The decisions are :mod:`multipair.worker.pat_replies`'
   dropped and the command refused ``terminal_unavailable``.
 - At ``answer_by`` without an answer, the terminal gets the protocol's "no"
   (``bill_details`` ``success: false``, ``INVALID_TABLE_ID``; an empty
-  ``open_tables``) and ``bill_request_expired`` is published.
+  ``open_tables``) at once, whether Redis is there or not, and
+  ``bill_request_expired`` is published (in deadline order, once Redis
+  allows); its ``error_sent`` is ``""`` when nothing could be sent (the link
+  was down or dropped since the request came).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as _dt
 import itertools
@@ -61,6 +65,7 @@ from multipair.worker.pat_replies import (
     TABLE_REQUESTS,
     Pending,
     bill_reply,
+    expired_event,
     payment_event,
     payment_field,
     payment_history,
@@ -93,6 +98,9 @@ class PayAtTable:
         self._run = secrets.token_hex(4)
         self._stored: set[str] = set()  # terminal_ref_ids stored by this process
         self._wake = asyncio.Event()
+        self.expired: collections.deque[bs.Event] = collections.deque()
+        """``bill_request_expired`` events not yet published (:meth:`publish_loop`)."""
+        self._expired_wake = asyncio.Event()
 
     # ------------------------------------------------------------------
     # The terminal asks (in the round of its frame, under the session lock)
@@ -194,7 +202,12 @@ class PayAtTable:
     # ------------------------------------------------------------------
 
     async def expiry_loop(self) -> None:
-        """Tell the terminal "no" for every request still pending at its deadline, until stopped."""
+        """Tell the terminal "no" for every request still pending at its deadline, until stopped.
+
+        The replies need no Redis, so none waits for it: each goes out at its
+        deadline, and its ``bill_request_expired`` is queued for
+        :meth:`publish_loop`, which publishes them in order when Redis allows.
+        """
         lane = self.lane
         while not lane.stopped.is_set():
             self._wake.clear()
@@ -212,6 +225,17 @@ class PayAtTable:
                 if self.pending.pop(pending.request_id, None) is not None:
                     await self._expire(pending)
 
+    async def publish_loop(self) -> None:
+        """Publish the queued ``bill_request_expired`` events, oldest first, until stopped."""
+        lane = self.lane
+        while not lane.stopped.is_set():
+            self._expired_wake.clear()
+            if not self.expired:
+                await first(self._expired_wake.wait(), lane.stopped.wait())
+                continue
+            await lane.publish_event(self.expired[0])  # waits out Redis
+            self.expired.popleft()
+
     async def _expire(self, pending: Pending) -> None:
         session = self.lane.session
         reply, error = refusal(pending)
@@ -220,15 +244,13 @@ class PayAtTable:
             if isinstance(reply, m.BillDetailsReply)
             else session.reply_open_tables
         )
-        await self.lane.step(lambda now: send(pending.message_id, reply, now))
+        sent = bool(await self.lane.step(lambda now: send(pending.message_id, reply, now)))
         log.warning(
             "pay at table: no answer in time",
             request=pending.request,
             request_id=pending.request_id,
+            told_terminal=sent,
         )
-        await self.lane.publish(
-            bs.BillRequestExpired,
-            request_id=pending.request_id,
-            request=pending.request,
-            error_sent=error,
-        )
+        lane = self.lane
+        self.expired.append(expired_event(lane.instance_id, lane.now(), pending, error, sent=sent))
+        self._expired_wake.set()
