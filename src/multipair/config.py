@@ -80,6 +80,11 @@ Variables, meanings and defaults:
   (docs/deploy-ha.md, "Durable writes"). Default ``0``.
 - ``MULTIPAIR_REDIS_WAIT_MS``: the timeout of one such ``WAIT``, in
   milliseconds (1 to 60000). Default ``500``.
+- ``MULTIPAIR_PAT_RETENTION_S``: how long a lane keeps each pay-at-table
+  payment it stored (``mp:lane:{ID}:pat:payments``: a repeat of it is a
+  ``duplicate``, and it is in its bill's ``bill_payment_history``), in
+  seconds (60 to 31622400). Older ones are pruned as new ones are stored.
+  Default ``604800`` (7 days).
 
 Rules this module keeps:
 
@@ -120,12 +125,21 @@ from multipair.redis_conn import (
 from multipair.spi.address import DeviceAddressAllowlist, validate_device_address_base_url
 from multipair.store.secrets_box import MasterKey
 
-__all__ = ["DEFAULT_LANE_MEMORY_MAX", "ENV_PREFIX", "LogFormat", "Settings", "parse_bytes"]
+__all__ = [
+    "DEFAULT_LANE_MEMORY_MAX",
+    "DEFAULT_PAT_RETENTION_S",
+    "ENV_PREFIX",
+    "LogFormat",
+    "Settings",
+    "parse_bytes",
+]
 
 ENV_PREFIX: Final = "MULTIPAIR_"
 
 DEFAULT_LANE_MEMORY_MAX: Final = 256 * 1024 * 1024
 """``MULTIPAIR_LANE_MEMORY_MAX`` when unset: 256 MiB."""
+DEFAULT_PAT_RETENTION_S: Final = 7 * 86_400
+"""``MULTIPAIR_PAT_RETENTION_S`` when unset: 7 days."""
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -172,6 +186,8 @@ class Settings:
     """Replicas that must confirm the writes a guarantee rests on (docs/deploy-ha.md)."""
     redis_wait_ms: int = 500
     """The timeout of one replication ``WAIT``, in milliseconds."""
+    pat_retention_s: int = DEFAULT_PAT_RETENTION_S
+    """Seconds a lane keeps each pay-at-table payment it stored."""
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
@@ -226,8 +242,12 @@ class Settings:
                 "MULTIPAIR_LANE_MEMORY_MAX must be 0 (off) or a number of bytes, "
                 f"got {self.lane_memory_max!r}"
             )
-        # Durable writes (issue 19): from the environment these arrive as text.
-        for name, low, high in (("redis_min_replicas", 0, 16), ("redis_wait_ms", 1, 60_000)):
+        # Durable writes (issue 19), pay-at-table retention: from the environment, text.
+        for name, low, high in (
+            ("redis_min_replicas", 0, 16),
+            ("redis_wait_ms", 1, 60_000),
+            ("pat_retention_s", 60, 366 * 86_400),
+        ):
             value: object = getattr(self, name)
             if isinstance(value, str) and value.strip().isdigit():
                 value = int(value.strip(), 10)

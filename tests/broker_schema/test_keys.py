@@ -25,6 +25,8 @@ LANE_KEY_METHODS = [
     "writes",
     "logs",
     "pat_payments",
+    "pat_payment_times",
+    "pat_bills",
 ]
 
 

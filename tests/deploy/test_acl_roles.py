@@ -247,6 +247,35 @@ async def test_pos_adds_commands_and_reads_events_state_and_records_and_nothing_
         await pos.aclose()
 
 
+async def test_pos_reads_the_pay_at_table_payments_and_their_indexes_and_writes_none(
+    server: AclRedis, admin: aioredis.Redis
+) -> None:
+    iid = "8a5e2dcc-bfa0-469f-95d7-eec778b08453"
+    entry = b"6:bill-1ref-1"
+    await admin.hset(keys.pat_payments(iid), "ref-1", '{"bill_id":"bill-1"}')
+    await admin.zadd(keys.pat_payment_times(iid), {entry: 1000})
+    await admin.zadd(keys.pat_bills(iid), {entry: 0})
+    server.reset_denials()
+    pos = await as_role(server, "pos")
+    try:
+        assert (b'{"bill_id":"bill-1"}', [entry], [entry], 1000.0) == (
+            await pos.hget(keys.pat_payments(iid), "ref-1"),
+            await pos.zrangebylex(keys.pat_bills(iid), b"[6:bill-1", b"(6:bill-2"),
+            await pos.zrange(keys.pat_payment_times(iid), 0, -1),
+            await pos.zscore(keys.pat_payment_times(iid), entry),
+        )
+        assert [] == server.denials("pos")
+        for denied in (
+            lambda: pos.zadd(keys.pat_bills(iid), {b"x": 0}),
+            lambda: pos.zrem(keys.pat_payment_times(iid), entry),
+            lambda: pos.hset(keys.pat_payments(iid), "ref-2", "{}"),
+            lambda: pos.zrange(keys.txs(iid), 0, -1),
+        ):
+            assert "no permissions" in await refused(denied)
+    finally:
+        await pos.aclose()
+
+
 async def test_the_client_library_as_pos_runs_a_purchase_on_a_lane_run_as_service(
     server: AclRedis, admin: aioredis.Redis, rig: LaneRig
 ) -> None:

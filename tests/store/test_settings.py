@@ -47,6 +47,13 @@ def test_defaults_from_an_empty_environment() -> None:
     )
 
 
+def test_pay_at_table_retention_is_7_days_unless_set() -> None:
+    assert (7 * 86_400, 3600) == (
+        Settings.from_env({}, host_id="h").pat_retention_s,
+        Settings.from_env({"MULTIPAIR_PAT_RETENTION_S": "3600"}, host_id="h").pat_retention_s,
+    )
+
+
 def test_host_id_defaults_to_a_valid_host_name() -> None:
     assert Settings.from_env({}).host_id
 
@@ -121,6 +128,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         ("MULTIPAIR_EVENTS_MAXLEN", "0"),
         ("MULTIPAIR_HOST_ID", "host with spaces"),
         ("MULTIPAIR_LOG_FORMAT", "xml"),
+        ("MULTIPAIR_PAT_RETENTION_S", "a week"),
+        ("MULTIPAIR_PAT_RETENTION_S", "59"),
     ],
 )
 def test_bad_value_names_its_variable(variable: str, value: str) -> None:

@@ -16,7 +16,10 @@ from multipair.worker.pat_replies import (
     BILL_REQUESTS,
     TABLE_REQUESTS,
     Pending,
+    bill_entry,
+    bill_range,
     bill_reply,
+    entry_field,
     payment_event,
     payment_field,
     payment_history,
@@ -180,4 +183,33 @@ def test_bill_and_tables_requests_are_published_and_kept_pending() -> None:
         getattr(event, "answer_by", None),
         pending.message_id if pending else None,
         pending.deadline if pending else None,
+    )
+
+
+def test_a_bill_range_holds_exactly_that_bills_entries() -> None:
+    """Bill ids that prefix one another, or hold the separator, never share entries."""
+    entries = sorted(
+        bill_entry(bill, field)
+        for bill, field in [
+            ("b1", "r1"),
+            ("b1", "r2"),
+            ("b10", "r3"),
+            ("b", "1r4"),
+            ("b1:", "r5"),
+            ("", "r6"),
+            ("é", "r7"),
+        ]
+    )
+
+    def of(bill: str) -> list[str]:
+        low, high = bill_range(bill)
+        return [entry_field(e) for e in entries if low[1:] <= e < high[1:]]
+
+    assert (["r1", "r2"], ["r3"], ["1r4"], ["r5"], ["r6"], ["r7"]) == (
+        of("b1"),
+        of("b10"),
+        of("b"),
+        of("b1:"),
+        of(""),
+        of("é"),
     )

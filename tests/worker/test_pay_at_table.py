@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,11 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from multipair import broker_schema as bs
 from multipair.embedded import RedisServer
+from multipair.redis_conn import as_text
 from multipair.simulator import Simulator
+from multipair.worker.pat_replies import bill_entry
 from tests.poll import poll_until
 from tests.simulator.helpers import KEYS, Control
 from tests.worker.helpers import SERIAL, Body, EventReader, LaneRig, make_rig
@@ -503,3 +508,186 @@ async def test_a_refused_bill_payment_is_not_blamed_on_the_purchase_that_runs(
         error["command_id"],
         done["result"],
     )
+
+
+def _bill_requested(table_id: str) -> Callable[[Body], bool]:
+    return lambda b: b["type"] == "bill_requested" and b["table_id"] == table_id
+
+
+async def test_requests_falling_due_while_redis_is_away_are_refused_on_time(
+    tmp_path: Path, key_prefix: str, sim: Simulator, control: Control
+) -> None:
+    """The terminal's "no" needs no Redis: two requests that fall due during an outage are
+    both refused at their deadline, and their bill_request_expired follow, in order, once
+    Redis is back (the first one's event waiting for Redis must not hold up the second)."""
+    server = RedisServer(
+        data_dir=tmp_path / "redis", appendonly=True, extra_args=("--appendfsync", "always")
+    )
+    server.start()
+    client = aioredis.Redis.from_url(server.url)
+    rig = await make_rig(
+        client, server.url, key_prefix, tmp_path, address=sim.terminals[0].ws_url, secrets=KEYS
+    )
+    asks: list[asyncio.Task[Body]] = []
+    try:
+        await rig.process.start()
+        await rig.wait_state(status="paired_connected")
+        await _set_table_config(rig, enabled=True, answer_timeout_ms=5000)
+        requested = []
+        for table in ("1", "2"):
+            asks.append(
+                asyncio.create_task(
+                    control.post(
+                        SERIAL,
+                        "pat/bill",
+                        {"table_id": table, "operator_id": "7", "timeout": TIMEOUT_S},
+                    )
+                )
+            )
+            requested.append(await rig.events.wait_for(_bill_requested(table)))
+        await client.aclose()
+        server.kill()  # before either falls due (5 s)
+        told = [await ask for ask in asks]  # both refused while Redis is still away
+        assert [("1", False, "INVALID_TABLE_ID"), ("2", False, "INVALID_TABLE_ID")] == [
+            (
+                t["reply"]["data"]["table_id"],
+                t["reply"]["data"]["success"],
+                t["reply"]["data"]["error_reason"],
+            )
+            for t in told
+        ]
+        server.start()
+        rig.redis = aioredis.Redis.from_url(server.url)
+        rig.events.redis = rig.redis
+        await rig.events.wait_for(
+            lambda b: (
+                b["type"] == "bill_request_expired"
+                and b["request_id"] == requested[1]["request_id"]
+            )
+        )
+        expired = rig.events.of_type("bill_request_expired")
+        assert [(r["request_id"], "INVALID_TABLE_ID") for r in requested] == [
+            (e["request_id"], e["error_sent"]) for e in expired
+        ]
+        assert rig.process.proc is not None
+        assert rig.process.proc.returncode is None
+    finally:
+        for ask in asks:
+            ask.cancel()
+        await asyncio.gather(*asks, return_exceptions=True)
+        await rig.process.kill()
+        await rig.redis.aclose()
+        server.stop()
+
+
+async def test_a_request_expiring_with_its_link_dropped_says_nothing_was_sent(
+    pat_lane: LaneRig, control: Control
+) -> None:
+    """The link dropped before the deadline: no reply could go out, and the event says so."""
+    await _set_table_config(pat_lane, answer_timeout_ms=5000)
+    asking = asyncio.create_task(
+        control.post(
+            SERIAL, "pat/bill", {"table_id": "6", "operator_id": "7", "timeout": 20}, status=504
+        )
+    )
+    requested = await pat_lane.events.wait_for(lambda b: b["type"] == "bill_requested")
+    mark = pat_lane.events.mark()
+    await control.post(SERIAL, "drop", {})
+    await pat_lane.events.wait_for(
+        lambda b: b["type"] == "status_changed" and b["status"] == "paired_connected", after=mark
+    )
+    expired = await pat_lane.events.wait_for(lambda b: b["type"] == "bill_request_expired")
+    asking.cancel()
+    with contextlib.suppress(asyncio.CancelledError, AssertionError):
+        await asking
+    assert (requested["request_id"], "get_bill_details", "") == (
+        expired["request_id"],
+        expired["request"],
+        expired["error_sent"],
+    )
+
+
+async def test_a_bill_history_holds_only_its_bill_and_payments_past_retention_are_pruned(
+    redis: aioredis.Redis,
+    redis_url: str,
+    key_prefix: str,
+    tmp_path: Path,
+    sim: Simulator,
+    control: Control,
+) -> None:
+    """pat:payments is bounded: each payment stored prunes those stored more than
+    MULTIPAIR_PAT_RETENTION_S ago (from all three keys), and a bill's history is read
+    through its own entries in pat:bills, never the other bills' payments."""
+    rig = await make_rig(
+        redis,
+        redis_url,
+        key_prefix,
+        tmp_path,
+        address=sim.terminals[0].ws_url,
+        secrets=KEYS,
+        env={"MULTIPAIR_PAT_RETENTION_S": "60"},
+    )
+    try:
+        await rig.process.start()
+        await rig.wait_state(status="paired_connected")
+        await _set_table_config(rig, enabled=True)
+        iid = rig.instance_id
+        keys = (
+            rig.keys.pat_payments(iid),
+            rig.keys.pat_payment_times(iid),
+            rig.keys.pat_bills(iid),
+        )
+        now_ms = int(time.time() * 1000)
+        for ref, age_ms in (("old-ref", 120_000), ("young-ref", 30_000)):  # as stored earlier
+            at = dt.datetime.fromtimestamp((now_ms - age_ms) / 1000, dt.UTC)
+            seeded = bs.BillPaymentReported(
+                instance_id=iid,
+                at=at,
+                request_id=f"seed-{ref}",
+                answer_by=at,
+                bill_id="bill-2",
+                table_id="2",
+                operator_id="7",
+                payment_type="card",
+                amount_cents=100,
+                tip_cents=0,
+                surcharge_cents=0,
+                terminal_ref_id=ref,
+                duplicate=False,
+                payment_summary={"terminal_ref_id": ref},
+            )
+            entry = bill_entry("bill-2", ref)
+            await redis.hset(keys[0], ref, bs.event_to_json(seeded))
+            await redis.zadd(keys[1], {entry: now_ms - age_ms})
+            await redis.zadd(keys[2], {entry: 0})
+        waiter = Waiter(rig, {"1": Bill("bill-1", 1000, 1000), "2": Bill("bill-2", 1000, 1000)})
+        pay = {"operator_id": "7", "payment_type": "card", "timeout": TIMEOUT_S}
+        async with serving(waiter):
+            other = await control.post(
+                SERIAL,
+                "pat/pay",
+                {**pay, "bill_id": "bill-1", "table_id": "1", "amount_cents": 300},
+            )
+            paid = await control.post(
+                SERIAL,
+                "pat/pay",
+                {**pay, "bill_id": "bill-2", "table_id": "2", "amount_cents": 400},
+            )
+        other_ref = other["payment_details"]["terminal_ref_id"]
+        paid_ref = paid["payment_details"]["terminal_ref_id"]
+        history = paid["reply"]["data"]["bill_payment_history"]
+        assert ["young-ref", paid_ref] == [h["payment_summary"]["terminal_ref_id"] for h in history]
+        kept = {"young-ref": "bill-2", other_ref: "bill-1", paid_ref: "bill-2"}
+        stored_refs = sorted(as_text(k) for k in await redis.hkeys(keys[0]))
+        by_time = sorted(await redis.zrange(keys[1], 0, -1))
+        by_bill = sorted(await redis.zrange(keys[2], 0, -1))
+        assert (sorted(kept), *[sorted(bill_entry(b, r) for r, b in kept.items())] * 2) == (
+            stored_refs,
+            by_time,
+            by_bill,
+        )
+        await rig.process.stop()
+        assert await rig.profiles.delete(iid)
+        assert 0 == await redis.exists(*keys)  # removing the lane removes them all
+    finally:
+        await rig.process.kill()

@@ -517,11 +517,13 @@ class BillFlowEnded(Event):
 @_register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BillRequestExpired(Event):
-    """No answer came before ``answer_by``: the terminal got the protocol's error reply."""
+    """No answer came before ``answer_by``: the terminal got the protocol's error reply
+    (unless its link was down: ``error_sent`` is then ``""``)."""
 
     type: ClassVar[str] = "bill_request_expired"
     request_id: str
     request: str
     """The terminal's request: ``get_bill_details``, ``get_open_tables`` or ``bill_payment``."""
     error_sent: str
-    """``INVALID_TABLE_ID`` (bills), ``""`` for open tables (answered with an empty list)."""
+    """``INVALID_TABLE_ID`` (bills), ``""`` for open tables (answered with an empty list), and
+    ``""`` whenever nothing was sent (the link was down, or dropped since the request came)."""

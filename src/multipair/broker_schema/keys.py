@@ -202,6 +202,20 @@ class Keys:
         """Hash: terminal_ref_id -> JSON of the first pay-at-table payment reported with it."""
         return self.lane_base(instance_id) + "pat:payments"
 
+    def pat_payment_times(self, instance_id: str) -> str:
+        """Sorted set: each stored pay-at-table payment's bill entry -> when it was stored (ms).
+
+        A bill entry is ``<byte length of bill_id>:<bill_id><field>``, ``field``
+        its ``pat:payments`` field; entries older than the retention are pruned
+        (with their field and their :meth:`pat_bills` entry) on each new payment.
+        """
+        return self.lane_base(instance_id) + "pat:payments_at"
+
+    def pat_bills(self, instance_id: str) -> str:
+        """Sorted set (every score 0): the bill entries of the stored payments, read by
+        lexicographic range: one bill's payments without reading any other's."""
+        return self.lane_base(instance_id) + "pat:bills"
+
     def lane_fixed_keys(self, instance_id: str) -> tuple[str, ...]:
         """Every key of the lane whose name does not depend on data (all but ``tx:*``)."""
         return (
@@ -219,4 +233,6 @@ class Keys:
             self.writes(instance_id),
             self.logs(instance_id),
             self.pat_payments(instance_id),
+            self.pat_payment_times(instance_id),
+            self.pat_bills(instance_id),
         )

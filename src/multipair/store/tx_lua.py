@@ -25,6 +25,10 @@ __all__ = ["BEGIN", "CLAIM", "COMPLETE", "CREATE_IF_ABSENT", "REMEMBER", "TX_LUA
 # remember(cmds, cmds_at, command_id, reply, now_ms, prune_before_ms) -> pruned count
 # claim(cmds, cmds_at, command_id, reply, now_ms, prune_before_ms)
 #   -> the live prior claim of command_id (nothing written), or false once it is claimed
+# pat_remember(payments, payments_at, bills, field, value, entry, now_ms, prune_before_ms)
+#   -> pruned count: a pay-at-table payment stored (HSETNX) and indexed by its bill entry
+#   (`<#bill_id>:<bill_id><field>`), unless its field is already there; then at most 256
+#   entries stored before prune_before_ms are deleted from all three keys.
 TX_LUA: Final = """
 local function tx_move(tx, new, updated, msg_id, allowed)
   local cur = redis.call('HGET', tx, 'state')
@@ -68,6 +72,23 @@ local function remember(cmds, cmds_at, command_id, reply, now_ms, prune_before_m
   if #old > 0 then
     redis.call('HDEL', cmds, unpack(old))
     redis.call('ZREM', cmds_at, unpack(old))
+  end
+  return #old
+end
+
+local function pat_remember(payments, at, bills, field, value, entry, now_ms, prune_before_ms)
+  if redis.call('HSETNX', payments, field, value) == 1 then
+    redis.call('ZADD', at, now_ms, entry)
+    redis.call('ZADD', bills, 0, entry)
+  end
+  local old = redis.call('ZRANGEBYSCORE', at, '-inf', '(' .. prune_before_ms, 'LIMIT', 0, 256)
+  for _, e in ipairs(old) do
+    local n, rest = string.match(e, '^(%d+):(.*)$')
+    if n then redis.call('HDEL', payments, string.sub(rest, tonumber(n) + 1)) end
+  end
+  if #old > 0 then
+    redis.call('ZREM', at, unpack(old))
+    redis.call('ZREM', bills, unpack(old))
   end
   return #old
 end

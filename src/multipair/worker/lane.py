@@ -395,6 +395,7 @@ class Lane:
                 tasks.create_task(quiet(self.runner.runner_loop()), name="runner")
                 tasks.create_task(quiet(self.intake.consume_loop()), name="consumer")
                 tasks.create_task(quiet(self.pat.expiry_loop()), name="pay_at_table")
+                tasks.create_task(quiet(self.pat.publish_loop()), name="pay_at_table_events")
                 tasks.create_task(self._drain_watch(), name="drain")
             reason = "drained"
         except* LeaseLost as lost:

@@ -10,10 +10,14 @@ and calls these; nothing here awaits, reads a clock or touches Redis
 - :func:`take`: which pending request an answer is for, or
   ``unknown_request``.
 - :func:`bill_reply` / :func:`tables_reply`: the POS's answer as the reply to
-  the terminal; :func:`refusal`: the protocol's "no" when no answer came.
+  the terminal; :func:`refusal`: the protocol's "no" when no answer came,
+  :func:`expired_event` the event that says so.
 - :func:`request_event`, :func:`payment_event`, :func:`flow_ended_event`:
   the events the POS is asked with; :func:`payment_history`: a bill's
   history from the stored payments.
+- :func:`bill_entry`, :func:`bill_range`, :func:`entry_field`,
+  :func:`prune_before_ms`: how a stored payment is indexed by its bill
+  (``pat:bills``) and aged (``pat:payments_at``).
 """
 
 from __future__ import annotations
@@ -36,11 +40,16 @@ __all__ = [
     "NO_REF_PREFIX",
     "TABLE_REQUESTS",
     "Pending",
+    "bill_entry",
+    "bill_range",
     "bill_reply",
+    "entry_field",
+    "expired_event",
     "flow_ended_event",
     "payment_event",
     "payment_field",
     "payment_history",
+    "prune_before_ms",
     "refusal",
     "request_event",
     "table_request",
@@ -176,6 +185,23 @@ def refusal(pending: Pending) -> tuple[m.BillDetailsReply | m.OpenTablesReply, s
     return m.OpenTablesReply(), ""
 
 
+def expired_event(
+    instance_id: str, at: _dt.datetime, pending: Pending, error: str, *, sent: bool
+) -> bs.BillRequestExpired:
+    """``bill_request_expired`` of ``pending``, whose refusal named ``error`` (:func:`refusal`).
+
+    ``error_sent`` is what the terminal was told: ``""`` when nothing was sent
+    (the link was down, or dropped since the request came).
+    """
+    return bs.BillRequestExpired(
+        instance_id=instance_id,
+        at=at,
+        request_id=pending.request_id,
+        request=pending.request,
+        error_sent=error if sent else "",
+    )
+
+
 def payment_history(
     stored: Iterable[str | bytes], bill_id: str
 ) -> tuple[m.PaymentHistoryEntry, ...]:
@@ -199,6 +225,35 @@ def payment_history(
             continue
     found.sort(key=lambda item: item[0])
     return tuple(entry for _, entry in found)
+
+
+def bill_entry(bill_id: str, field: str) -> bytes:
+    """The index entry of a stored payment: ``<byte length of bill_id>:<bill_id><field>``.
+
+    The length makes it unambiguous whatever the ids hold: the entries of one
+    bill are exactly those that start with ``<length>:<bill_id>``.
+    """
+    bill = bill_id.encode()
+    return b"%d:" % len(bill) + bill + field.encode()
+
+
+def bill_range(bill_id: str) -> tuple[bytes, bytes]:
+    """``ZRANGEBYLEX`` bounds of the entries of ``bill_id`` (:func:`bill_entry`): every
+    member that starts with its prefix, and no other."""
+    prefix = bill_entry(bill_id, "")
+    end = prefix.rstrip(b"\xff")  # never empty: the prefix holds ':'
+    return b"[" + prefix, b"(" + end[:-1] + bytes([end[-1] + 1])
+
+
+def entry_field(entry: bytes) -> str:
+    """The ``pat:payments`` field an index entry (:func:`bill_entry`) points to."""
+    length, _, rest = entry.partition(b":")
+    return rest[int(length) :].decode(errors="replace")
+
+
+def prune_before_ms(now_s: float, retention_s: int) -> int:
+    """Stored payments older than this (ms) are pruned."""
+    return int((now_s - retention_s) * 1000)
 
 
 def payment_field(event: bs.BillPaymentReported) -> str:

@@ -13,8 +13,10 @@ Besides plain commands (``HSET``, ``HSETNX``, ``HINCRBY``, ``XADD``, ``XACK``) a
 may carry transaction record ops built by
 :class:`~multipair.store.transactions.TxStore` (``TXMOVE``: a state move,
 ``TXDONE``: the outcome with its event), run by the same Lua functions as
-the store's own scripts. A refused ``TXMOVE`` (no record, a move the state
-table forbids) or a ``TXDONE`` of a missing record stops the batch there:
+the store's own scripts, and ``PATPAY`` (a pay-at-table payment stored,
+indexed by bill and aged: ``pat_remember`` in :mod:`multipair.store.tx_lua`).
+A refused ``TXMOVE`` (no record, a move the state table forbids) or a
+``TXDONE`` of a missing record stops the batch there:
 the ops after it are not applied, and :meth:`LaneWriter.apply` raises
 :class:`~multipair.exceptions.LocalProtocolError` as the store would. A
 ``TXDONE`` of a record already completed records and publishes nothing (the
@@ -74,7 +76,9 @@ from multipair.store.transactions import TX_LUA, TxOp
 
 __all__ = ["LaneWriter", "TxResultCode", "WriteBatch"]
 
-_ALLOWED: Final = frozenset({"HSET", "HSETNX", "HINCRBY", "XADD", "XACK", "TXMOVE", "TXDONE"})
+_ALLOWED: Final = frozenset(
+    {"HSET", "HSETNX", "HINCRBY", "XADD", "XACK", "TXMOVE", "TXDONE", "PATPAY"}
+)
 
 # KEYS: the keys the ops name by index. ARGV, per op: name, k, k key indexes, n, n args.
 # Returns {1, results} when every op ran, {0, results} when a record op was refused:
@@ -111,6 +115,9 @@ while i <= #ARGV do
     end
     if code == 2 then tx_publish(k[3], ARGV[a + 5], unpack(ARGV, a + 6, last)) end
     results[#results + 1] = code
+  elseif name == 'PATPAY' then
+    pat_remember(k[1], k[2], k[3], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+    results[#results + 1] = 1
   else
     redis.call(name, k[1], unpack(ARGV, a, last))
     results[#results + 1] = 1
@@ -175,6 +182,23 @@ class WriteBatch:
     def hsetnx(self, key: str, name: str, value: Any) -> WriteBatch:
         """Set a hash field only if it is absent (the first pay-at-table payment of a ref)."""
         self._op("HSETNX", [key], [name, value])
+        return self
+
+    def pat_payment(
+        self,
+        keys: tuple[str, str, str],
+        field: str,
+        value: Any,
+        entry: bytes,
+        now_ms: int,
+        prune_before_ms: int,
+    ) -> WriteBatch:
+        """Store a pay-at-table payment unless ``field`` is stored, index it by its bill entry,
+        and prune entries stored before ``prune_before_ms`` (``pat_remember``, tx_lua.py).
+
+        ``keys``: ``pat:payments``, ``pat:payments_at``, ``pat:bills``.
+        """
+        self._op("PATPAY", keys, [field, value, entry, now_ms, prune_before_ms])
         return self
 
     def hincrby(self, key: str, name: str, amount: int = 1) -> WriteBatch:
