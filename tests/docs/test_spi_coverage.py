@@ -26,10 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from multipair.broker_schema import COMMAND_TYPES, EVENT_TYPES
-from tests.interop.js_harness import JS_DIR, LIBRARY, LIBRARY_VERSION
+from tests.interop.js_harness import JS_DIR, LIBRARY, LIBRARY_VERSION, install_client
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "spi-coverage.md"
 PACKAGE = JS_DIR / "node_modules" / LIBRARY
@@ -82,12 +80,9 @@ def _declared_members(source: str, cls: str) -> set[str]:
 
 
 def _library_source() -> str:
-    if not (PACKAGE / "package.json").exists():
-        pytest.skip(
-            f"{LIBRARY} is not installed in {JS_DIR / 'node_modules'}: run "
-            f"`npm ci --ignore-scripts` there (the interop tests do it) to check the table "
-            f"against the library"
-        )
+    # Installs js/node_modules from the lock as the interop tests do (once),
+    # or skips saying why (no node, no npm, npm failed).
+    install_client()
     version = re.search(r'"version":\s*"([^"]+)"', (PACKAGE / "package.json").read_text())
     assert version is not None
     assert LIBRARY_VERSION == version.group(1)
