@@ -691,3 +691,60 @@ async def test_a_bill_history_holds_only_its_bill_and_payments_past_retention_ar
         assert 0 == await redis.exists(*keys)  # removing the lane removes them all
     finally:
         await rig.process.kill()
+
+
+async def test_a_lane_killed_while_a_payment_waits_for_the_pos_loses_and_doubles_nothing(
+    pat_lane: LaneRig, control: Control
+) -> None:
+    """kill -9 after the terminal reported a card payment, before the POS answered: the
+    payment stays reported and stored once; an answer to the dead process's request is
+    refused; the terminal's repeat is a duplicate, the POS books the payment once, and the
+    bill the terminal gets back holds it once."""
+    pay = {
+        "bill_id": "bill-8",
+        "table_id": "8",
+        "operator_id": "7",
+        "payment_type": "card",
+        "amount_cents": 1500,
+    }
+    paying = asyncio.create_task(control.post(SERIAL, "pat/pay", {**pay, "timeout": 3}, 504))
+    reported = await pat_lane.events.wait_for(lambda b: b["type"] == "bill_payment_reported")
+    await pat_lane.process.kill()
+    await paying  # the link went with the lane: the terminal got no answer
+
+    mark = pat_lane.events.mark()
+    await pat_lane.process.start()
+    await pat_lane.events.wait_for(
+        lambda b: b["type"] == "status_changed" and b["status"] == "paired_connected",
+        after=mark,
+    )
+    late = await pat_lane.send(
+        {
+            "type": "bill_details",
+            "request_id": reported["request_id"],
+            "bill_id": "bill-8",
+            "total_cents": 3000,
+            "outstanding_cents": 1500,
+        }
+    )
+    rejected = await pat_lane.answer(late)
+    # A POS that catches up from the stream's start: it books the first report
+    # (its answer is refused too: that request died with the lane), not the repeat.
+    waiter = Waiter(pat_lane, {"8": Bill("bill-8", 3000, 3000)})
+    async with serving(waiter):
+        again = await control.post(SERIAL, "pat/pay", {**pay, "repeat": True, "timeout": TIMEOUT_S})
+    repeat = await pat_lane.events.wait_for(
+        lambda b: b["type"] == "bill_payment_reported" and b["duplicate"], after=mark
+    )
+    data = again["reply"]["data"]
+    assert ("command_rejected", "unknown_request") == (rejected["type"], rejected["reason"])
+    assert (reported["terminal_ref_id"], [reported["terminal_ref_id"]], True, 1500) == (
+        repeat["terminal_ref_id"],
+        [b["terminal_ref_id"] for b in waiter.booked],
+        data["success"],
+        data["bill_outstanding_amount"],
+    )
+    assert [reported["terminal_ref_id"]] == [
+        p["payment_summary"]["terminal_ref_id"] for p in data["bill_payment_history"]
+    ]
+    assert [reported["terminal_ref_id"]] == list(await _payments_stored(pat_lane))
