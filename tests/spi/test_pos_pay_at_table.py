@@ -16,6 +16,7 @@ from multipair.spi import terminal as t
 from multipair.spi.envelope import RejectReason, decode_frame
 from multipair.spi.messages.pay_at_table import ReadPayAtTableRequest
 from multipair.spi.pos import (
+    BillPaymentRefused,
     FrameRejected,
     IgnoredMessage,
     PayAtTableRequest,
@@ -357,10 +358,12 @@ def test_a_bill_payment_while_pay_at_table_is_off_names_the_payment_it_refused()
         "payment_details": {"terminal_ref_id": "T-77", "purchase_amount": 1500, "rrn": "x"},
     }
     (event,) = _receive(session, "bill_payment", "C1.4", data)
-    assert isinstance(event, IgnoredMessage)
-    assert "bill_id='b1'" in event.reason
-    assert "terminal_ref_id='T-77'" in event.reason
-    assert "purchase_amount=1500" in event.reason
+    assert isinstance(event, BillPaymentRefused)
+    assert "pay at table is not enabled" == event.why
+    assert "bill_id='b1'" in event.payment
+    assert "terminal_ref_id='T-77'" in event.payment
+    assert "purchase_amount=1500" in event.payment
+    assert "rrn" not in event.payment  # names the payment, no card data
     (msg,) = _messages(session)
     assert ("C1.4", False) == (msg["id"], msg["data"]["success"])
 
@@ -373,13 +376,11 @@ def test_an_unreadable_bill_payment_names_the_payment_it_refused() -> None:
     data["payment_details"] = {"terminal_ref_id": "T-78", "purchase_amount": 1500, "rrn": "x"}
     rejected, refused = _receive(session, "bill_payment", "C1.4", data)
     assert isinstance(rejected, FrameRejected)
-    assert isinstance(refused, IgnoredMessage)
-    assert ("bill_payment", True, True, True, True) == (
-        refused.event,
-        "payment_type" in refused.reason,
-        "refused and not booked" in refused.reason,
-        "terminal_ref_id='T-78'" in refused.reason,
-        "purchase_amount=1500" in refused.reason,
+    assert isinstance(refused, BillPaymentRefused)
+    assert (True, True, True) == (
+        "payment_type" in refused.why,
+        "terminal_ref_id='T-78'" in refused.payment,
+        "purchase_amount=1500" in refused.payment,
     )
 
 

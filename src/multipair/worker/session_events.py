@@ -367,19 +367,18 @@ class EventWrites:
                 effects.append(AskPos(event))
             case spi.FrameRejected():
                 self._frame_rejected(event, running, batch)
-            case spi.IgnoredMessage() if event.event == "bill_payment":
-                # Pay at table is off (or the payment unreadable), yet the
-                # terminal reports a payment it took: refused (the terminal
-                # was told), and people must know. It is no news of the
-                # command that runs, if any: no command_id.
-                log.warning("bill payment refused", why=event.reason)
+            case spi.BillPaymentRefused():
+                # The terminal was told no, yet it may have charged the card:
+                # people must know. No news of the command that runs, if any.
+                detail = f"{event.why}; a bill payment was refused and not booked ({event.payment})"
+                log.warning("bill payment refused", why=event.why, payment=event.payment)
                 self.add_event(
                     batch,
                     at,
                     bs.Error,
                     command_id=None,
                     reason="bill_payment_refused",
-                    detail=event.reason,
+                    detail=detail,
                     source="terminal",
                 )
             case spi.IgnoredMessage():

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 from multipair.spi.pos.events import (
     AuthCodeRequired,
+    BillPaymentRefused,
     CancelFailed,
     CloseConnection,
     FrameRejected,
@@ -97,6 +98,7 @@ __all__ = [
     "BILL_UNKNOWN",
     "PRINTERLESS_MODELS",
     "AuthCodeRequired",
+    "BillPaymentRefused",
     "CancelFailed",
     "CloseConnection",
     "FrameRejected",

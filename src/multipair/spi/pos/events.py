@@ -19,6 +19,7 @@ from multipair.spi.states import Outcome, SpiFlow, SpiStatus
 
 __all__ = [
     "AuthCodeRequired",
+    "BillPaymentRefused",
     "CancelFailed",
     "CloseConnection",
     "FrameRejected",
@@ -215,6 +216,17 @@ class PayAtTableRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BillPaymentRefused:
+    """A ``bill_payment`` the session told the terminal no to (§7.23): pay at table is off,
+    or the payment could not be read. The card may have been charged, so someone must
+    book or reverse it: ``payment`` names it (bill, table, type, terminal_ref_id, amount;
+    never card data)."""
+
+    why: str
+    payment: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IgnoredMessage:
     """A well-formed message that does not fit the current state; it was ignored."""
 
@@ -239,6 +251,7 @@ PosSessionEvent = (
     | PosSpiTokenReceived
     | TerminalErrorReceived
     | PayAtTableRequest
+    | BillPaymentRefused
     | FrameRejected
     | IgnoredMessage
     | CloseConnection

@@ -40,7 +40,12 @@ from typing import Final
 from multipair.exceptions import InvalidRequest, RemoteProtocolError
 from multipair.spi import messages as m
 from multipair.spi.envelope import RejectReason
-from multipair.spi.pos.events import FrameRejected, IgnoredMessage, PayAtTableRequest
+from multipair.spi.pos.events import (
+    BillPaymentRefused,
+    FrameRejected,
+    IgnoredMessage,
+    PayAtTableRequest,
+)
 from multipair.spi.pos.link import PosLink
 from multipair.spi.states import SpiStatus
 
@@ -148,12 +153,7 @@ class PayAtTableLink(PosLink):
             return
         if not self._enabled():
             self._say_no(parsed, now)
-            reason = "pay at table is not enabled"
-            if event == str(m.Event.BILL_PAYMENT):
-                # Money may have moved on the terminal: say so loudly, with
-                # what identifies the payment, so that someone books it.
-                reason += f"; a bill payment was refused and not booked ({_payment_of(parsed)})"
-            self._events.append(IgnoredMessage(event=event, reason=reason))
+            self._ignored(parsed, "pay at table is not enabled")
             return
         try:
             read = m.read_pay_at_table_request(parsed)
@@ -163,18 +163,18 @@ class PayAtTableLink(PosLink):
             detail = detail if len(detail) <= 200 else detail[:200] + "…"
             self._events.append(FrameRejected(reason=RejectReason.BAD_MESSAGE, detail=detail))
             if event == str(m.Event.BILL_PAYMENT):
-                # As when pay at table is off: the card may have been charged.
-                self._events.append(
-                    IgnoredMessage(
-                        event=event,
-                        reason=f"unreadable ({detail}); a bill payment was refused and not "
-                        f"booked ({_payment_of(parsed)})",
-                    )
-                )
+                self._ignored(parsed, f"unreadable ({detail})")
             return
         if event in _BILL_EVENTS or event in _TABLE_EVENTS:
             self._awaiting[parsed.id] = event
         self._events.append(PayAtTableRequest(message_id=parsed.id, read=read))
+
+    def _ignored(self, parsed: m.PayAtTableMessage, why: str) -> None:
+        """Say what was refused; a payment loudly, naming it: money may have moved."""
+        if parsed.event == str(m.Event.BILL_PAYMENT):
+            self._events.append(BillPaymentRefused(why=why, payment=_payment_of(parsed)))
+        else:
+            self._events.append(IgnoredMessage(event=parsed.event, reason=why))
 
     def _say_no(self, parsed: m.PayAtTableMessage, now: float) -> None:
         """The protocol's "no": no such bill, or no open tables."""
