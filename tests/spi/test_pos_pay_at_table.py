@@ -427,3 +427,18 @@ def test_a_request_is_answered_once_and_only_by_its_kind_of_reply() -> None:
     assert [("C1.1", "bill_details"), ("C1.2", "open_tables")] == [
         (msg["id"], msg["event"]) for msg in _messages(session)
     ]
+
+
+@pytest.mark.parametrize("event", ["bill_payment", "get_bill_details", "get_table_config"])
+def test_before_pairing_no_pay_at_table_message_is_believed(event: str) -> None:
+    """Without keys nothing is authenticated: a forged payment must not be reported (or
+    stored, which would make the real one a duplicate), and nothing is answered."""
+    session = PosSession(pos_id="POS1", pos_info=TEST_POS_INFO, secrets=None)
+    session.set_table_config(ON, NOW)
+    session.connection_made(NOW)
+    session.data_to_send()
+    data = {**_PAYMENT, "payment_details": {"terminal_ref_id": "T-1", "purchase_amount": 100}}
+    session.receive_text(terminal_frame(event, "C1.1", data, secrets=None), NOW)
+    (rejected,) = session.events_received()
+    assert isinstance(rejected, FrameRejected)
+    assert (RejectReason.NO_SECRETS, []) == (rejected.reason, session.data_to_send())

@@ -498,7 +498,8 @@ class PosLink:
     def _plaintext_allowed(self, message: Message) -> bool:
         """Whether an unauthenticated frame may be acted on (module doc, §2.1-2.2, §4.3)."""
         if self._stamp.secrets is None and self._previous_secrets is None:
-            return True  # no keys yet: key_request, or nothing that can do harm
+            return True  # no keys yet: key_request, or nothing that can do harm (pay at
+            # table, which could, refuses itself before pairing: spi/pos/table.py)
         p = self._pairing
         return (
             p is not None

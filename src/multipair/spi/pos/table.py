@@ -148,6 +148,19 @@ class PayAtTableLink(PosLink):
 
     def _pay_at_table_message(self, parsed: m.PayAtTableMessage, now: float) -> None:
         event = parsed.event
+        if self.status is SpiStatus.UNPAIRED:
+            # Without keys no frame is authenticated (the link lets plaintext
+            # through only then): a bill or a payment report from anyone on the
+            # network would be published, and a forged terminal_ref_id stored
+            # would make the real payment's report a "duplicate". Pay at table
+            # needs a pairing (§7.23); nothing is answered.
+            self._events.append(
+                FrameRejected(
+                    reason=RejectReason.NO_SECRETS,
+                    detail=f"pay-at-table {event!r} before pairing: not authenticated",
+                )
+            )
+            return
         if event == str(m.Event.GET_TABLE_CONFIG):
             self._queue(parsed.id, self._table_config or m.SetTableConfigRequest(), now)
             return
