@@ -6,7 +6,7 @@ For tests (tests/sentinel) and chaos runs that kill the primary::
         url = deployment.url            # redis+sentinel://127.0.0.1:P1,.../mymaster/0
         old = deployment.kill_primary() # kill -9
         deployment.wait_for_failover(old)
-        deployment.restart_as_replica(old)
+        deployment.restart_as_replica(old)  # not promotable until it has synced
 
 Data nodes are :class:`tests.redis_server.RedisServer` (the binary the suite
 finds, its free-port retries); every one is started with ``masterauth`` when
@@ -421,15 +421,63 @@ class SentinelDeployment:
         finally:
             client.close()
 
-    def restart_as_replica(self, port: int) -> RedisServer:
-        """Start the killed node again on its port, a replica of the primary the Sentinels name
-        (as an operator would, so it never serves as a stale primary)."""
+    def restart_as_replica(self, port: int, timeout: float = 30.0) -> RedisServer:
+        """Bring the killed node back as an operator must (docs/deploy-ha.md "Bringing a
+        dead node back"): :meth:`start_returning`, then :meth:`make_promotable`; it holds
+        the primary's data and may be promoted when this returns.
+
+        Started as a plain replica instead, it stays empty for seconds (the primary delays
+        a diskless sync by 5 s), and a Sentinel that wrongly sees the primary down then (a
+        loaded machine, ``down-after`` 1000 ms) promotes it: the primary, made its replica,
+        throws every write away. A fresh-clone CI run lost acknowledged purchases and sent
+        two of them twice that way."""
+        return self.make_promotable(self.start_returning(port), timeout)
+
+    def start_returning(self, port: int, *, priority: int = 0) -> RedisServer:
+        """Start the killed node again on its port, a replica of the primary the Sentinels
+        name (never a primary of its own) with ``replica-priority 0``: no Sentinel promotes
+        it before :meth:`make_promotable`. (``priority`` 100 starts a plain replica, the
+        unsafe way tests/sentinel/test_returning_node.py shows.)"""
         node = self._killed.pop(port)
         primary = self.primary_address()
         assert primary is not None, "no primary to follow"
         auth = ("--masterauth", self.password) if self.password is not None else ()
-        node.extra_args = (*auth, "--replicaof", primary[0], str(primary[1]))
+        node.extra_args = (
+            *auth,
+            *("--replicaof", primary[0], str(primary[1])),
+            *("--replica-priority", str(priority)),
+        )
         node.start()
+        return node
+
+    def make_promotable(self, node: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Once ``node`` finished its first sync (link up, no sync in progress), give it
+        the default ``replica-priority`` 100 back."""
+        client = redis.Redis.from_url(node.url, decode_responses=True, socket_timeout=1.0)
+        seen: dict[str, Any] = {}
+
+        def synced() -> bool:
+            seen.clear()
+            try:
+                seen.update(client.info("replication"))
+            except redis.RedisError:
+                return False
+            return (
+                seen.get("master_link_status") == "up"
+                and int(seen.get("master_sync_in_progress", 1)) == 0
+            )
+
+        try:
+            poll_until_sync(
+                synced,
+                lambda: f"the returning node never finished its first sync: {seen}",
+                timeout,
+                interval=0.02,
+                error=RedisServerError,
+            )
+            client.config_set("replica-priority", "100")
+        finally:
+            client.close()
         return node
 
 

@@ -28,7 +28,8 @@ def _replicas_seen(deployment: SentinelDeployment) -> list[list[dict[str, Any]]]
 
 def wait_healthy(deployment: SentinelDeployment, timeout: float = 30.0) -> None:
     """Until the primary has every replica online and in sync, and every Sentinel sees each
-    of them up (not ``s_down``, not disconnected): a failover can then promote one."""
+    of them up (not ``s_down``, not disconnected) and promotable (a returning node's
+    ``replica-priority`` 0 lifted): a failover can then promote one."""
     deployment.wait_replicated(timeout)
 
     def all_see_them_up() -> bool:
@@ -40,6 +41,7 @@ def wait_healthy(deployment: SentinelDeployment, timeout: float = 30.0) -> None:
                 if not r.get("is_sdown")
                 and not r.get("is_disconnected")
                 and r.get("master-link-status", "ok") == "ok"
+                and int(r.get("slave-priority", 100)) > 0
             ]
             ok += len(up) >= deployment.replicas
         return ok == len(deployment.sentinels)
