@@ -1,11 +1,12 @@
 """Bringing a dead node back (docs/deploy-ha.md): a node that has not finished its first
 sync must never be promoted, or the primary, made its replica, throws every write away.
 
-The primary delays a diskless sync by 5 s (Redis 7's default), so a returning node stays
-empty for that long: the window in which a Sentinel that wrongly sees the primary down
-(a loaded host, a short ``down-after``) promotes it. A forced ``SENTINEL FAILOVER`` stands
-in for that wrong judgement. The first test shows the loss the documented procedure
-prevents; the second, the procedure keeping every write.
+The primary delays a diskless sync (5 s by default; 10 s here, as a large dataset
+would), so a returning node stays empty for that long: the window in which a Sentinel
+that wrongly sees the primary down (a loaded host, a short ``down-after``) promotes it.
+A forced ``SENTINEL FAILOVER`` stands in for that wrong judgement. The first test shows
+the loss the documented procedure prevents; the second, the procedure keeping every
+write.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from tests.redis_server import RedisServer
 from tests.sentinel_servers import SentinelDeployment
 
 deployment = supervisor_rig.sentinel_deployment
+
+SYNC_DELAY_S = 10
+"""The new primary's ``repl-diskless-sync-delay``: how long the returning node stays empty."""
 
 
 def _force_failover(deployment: SentinelDeployment) -> str:
@@ -78,6 +82,8 @@ def _failed_over(deployment: SentinelDeployment) -> tuple[RedisServer, int]:
     new = deployment.node_on(deployment.wait_for_failover(old))
     with redis.Redis.from_url(new.url) as primary:
         primary.set("after", "1")
+        # A slow first sync (a large dataset): a window no loaded machine closes early.
+        primary.config_set("repl-diskless-sync-delay", str(SYNC_DELAY_S))
     return new, old
 
 
