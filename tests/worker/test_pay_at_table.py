@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import pytest
@@ -415,22 +415,22 @@ async def test_a_payment_during_a_redis_outage_is_reported_once_redis_is_back(
         server.stop()
 
 
+CARD_ON_B9: Final = {
+    "bill_id": "b9",
+    "table_id": "9",
+    "operator_id": "7",
+    "payment_type": "card",
+    "amount_cents": 2500,
+    "timeout": TIMEOUT_S,
+}
+"""A $25 card payment on bill b9 the lane must refuse (pay at table off)."""
+
+
 async def test_a_card_payment_while_pay_at_table_is_off_is_refused_and_reported(
     lane: LaneRig, control: Control
 ) -> None:
     """Money may have moved on the terminal: the POS and the logs must hear of it too."""
-    paid = await control.post(
-        SERIAL,
-        "pat/pay",
-        {
-            "bill_id": "b9",
-            "table_id": "9",
-            "operator_id": "7",
-            "payment_type": "card",
-            "amount_cents": 2500,
-            "timeout": TIMEOUT_S,
-        },
-    )
+    paid = await control.post(SERIAL, "pat/pay", CARD_ON_B9)
     error = await lane.events.wait_for(lambda b: b["type"] == "error")
     terminal_ref_id = paid["payment_details"]["terminal_ref_id"]
     assert (False, "INVALID_TABLE_ID", "bill_payment_refused", "terminal") == (
@@ -488,18 +488,7 @@ async def test_a_refused_bill_payment_is_not_blamed_on_the_purchase_that_runs(
         {"type": "purchase", "pos_ref_id": "sig-2", "amount_cents": 1052}  # waits for a signature
     )
     await lane.events.wait_for(lambda b: b["type"] == "signature_required")
-    await control.post(
-        SERIAL,
-        "pat/pay",
-        {
-            "bill_id": "b9",
-            "table_id": "9",
-            "operator_id": "7",
-            "payment_type": "card",
-            "amount_cents": 2500,
-            "timeout": TIMEOUT_S,
-        },
-    )
+    await control.post(SERIAL, "pat/pay", CARD_ON_B9)
     error = await lane.events.wait_for(lambda b: b["type"] == "error")
     await lane.send({"type": "signature_accept", "pos_ref_id": "sig-2"})
     done = await lane.answer(purchase)
