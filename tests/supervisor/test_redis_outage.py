@@ -210,12 +210,20 @@ async def test_a_lane_whose_lease_moved_on_while_redis_was_away_stops(
     assert "success" == done["result"]
     assert pids[2] == int((await kept.state())["pid"])
     assert (await kept.lease()) == tokens[kept.instance_id]  # the same lease, taken back
-    # Stopped for their lost leases, not counted as crashes.
-    stops = {
-        line.get("instance_id"): line.get("reason")
-        for line in sup.log_events()
-        if line.get("event") == "lane killed" or line.get("event") == "lane exited"
-    }
+    # Stopped for their lost leases, not counted as crashes (the supervisor logs a stop
+    # once it has reaped the process, which may be just after it is gone).
+    stops: dict[Any, Any] = {}
+
+    def both_logged() -> bool:
+        stops.clear()
+        stops.update(
+            (line.get("instance_id"), line.get("reason"))
+            for line in sup.log_events()
+            if line.get("event") == "lane killed" or line.get("event") == "lane exited"
+        )
+        return taken.instance_id in stops and released.instance_id in stops
+
+    await poll_until(both_logged, lambda: f"both stops logged: {stops}", 30)
     crashed = [line for line in sup.log_events() if line.get("event") == "lane crashed"]
     assert ({"lease lost"}, []) == (
         {stops.get(taken.instance_id), stops.get(released.instance_id)},
