@@ -1,7 +1,8 @@
 """Structured logs (STYLE.md §11): structlog, context bound through contextvars.
 
 - JSON lines when stderr is not a terminal (or ``MULTIPAIR_LOG_FORMAT=json``),
-  readable console lines on a terminal.
+  readable console lines on a terminal. Each line is one ``write()``, so the
+  lines of a supervisor and its lanes sharing stderr never run together.
 - ``instance_id``, ``command_id`` and ``pos_ref_id`` are bound with
   :func:`structlog.contextvars.bind_contextvars` where the work happens and
   appear on every line logged inside it.
@@ -76,7 +77,10 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write() per line: a lane forked from the template shares its
+        # supervisor's stderr, and print() (PrintLogger) writes the line and its
+        # newline apart, so lines of processes logging at once ran together.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
 
